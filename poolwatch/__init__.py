@@ -1,0 +1,73 @@
+"""poolwatch: an instrumented HTTP/1.1 connection pool.
+
+Every connection runs a reader and a writer worker, as in Go's
+``net/http.Transport``; every response body is tracked until it is drained,
+closed early, or leaked, and the pool's state is readable at any time with
+:meth:`Transport.stats`.
+"""
+
+from __future__ import annotations
+
+from ._core.pool import Limits
+from ._core.stats import OriginStats, PoolStats
+from ._events import EVENT_NAMES, Event, Listener
+from ._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    InvalidURL,
+    LeakWarning,
+    LocalProtocolError,
+    NetworkError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    PoolwatchError,
+    ProtocolError,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    ResponseHeaderTimeout,
+    TimeoutException,
+    WriteError,
+    WriteTimeout,
+)
+from ._leaks import CallSite, OpenBody
+from ._models import Origin, Timeout
+from ._sync.response import Response
+from ._sync.transport import ConnectionInfo, Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EVENT_NAMES",
+    "CallSite",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionInfo",
+    "Event",
+    "InvalidURL",
+    "LeakWarning",
+    "Limits",
+    "Listener",
+    "LocalProtocolError",
+    "NetworkError",
+    "OpenBody",
+    "Origin",
+    "OriginStats",
+    "PoolClosed",
+    "PoolError",
+    "PoolStats",
+    "PoolTimeout",
+    "PoolwatchError",
+    "ProtocolError",
+    "ReadError",
+    "ReadTimeout",
+    "RemoteProtocolError",
+    "Response",
+    "ResponseHeaderTimeout",
+    "TimeoutException",
+    "Transport",
+    "WriteError",
+    "WriteTimeout",
+    "__version__",
+]

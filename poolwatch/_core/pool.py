@@ -1,0 +1,337 @@
+"""Pool bookkeeping with no I/O: which connection a request gets, which
+connections to close, which waiter to wake.
+
+Theory of operation
+-------------------
+
+Every connection the pool knows about holds a *slot* from the moment it is
+decided to dial it until it is discarded: dialling, active, idle and leaked
+connections all count against ``max_connections_per_host`` and
+``max_connections`` (R12). Idle connections are kept per origin in insertion
+order, and reused newest first (R11); a second, global insertion-ordered map
+gives the least recently used idle connection across all origins, for
+``max_idle`` eviction and for making room for another origin's dial.
+
+A request that cannot get a connection or a slot becomes a *waiter* in one
+FIFO queue. A released connection goes to the first waiter for its origin; a
+freed slot goes to the first waiter whose origin has room (R12).
+
+The caller holds a lock around every method here. Methods never block and
+never close anything: they return what to close and whom to wake, and the
+I/O layer does that after releasing the lock ("decide under the lock, act
+after it").
+
+Times are plain floats from a clock the caller passes in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["Decision", "Limits", "PoolState", "Waiter"]
+
+
+class PooledConnection(Protocol):
+    """What the pool needs to know of a connection."""
+
+    @property
+    def origin(self) -> Hashable: ...
+
+    idle_since: float
+    holds_slot: bool  # whether it still counts against the limits
+
+
+C = TypeVar("C", bound=PooledConnection)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Pool limits; ``None`` means no limit."""
+
+    max_connections: int | None = None
+    max_connections_per_host: int | None = None
+    max_idle: int | None = 100
+    max_idle_per_host: int | None = 10
+    idle_timeout: float | None = 90.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_connections_per_host"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 or None, not {value!r}")
+        for name in ("max_idle", "max_idle_per_host", "idle_timeout"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 or None, not {value!r}")
+
+
+class Waiter(Generic[C]):
+    """A request queued for a connection (R12).
+
+    When the pool serves it, exactly one of ``connection`` (reuse this idle
+    connection) or ``may_dial`` (a slot is reserved: dial) is set, and the
+    I/O layer wakes whoever waits on it.
+    """
+
+    __slots__ = ("connection", "may_dial", "origin")
+
+    def __init__(self, origin: Hashable) -> None:
+        self.origin = origin
+        self.connection: C | None = None
+        self.may_dial = False
+
+    def is_served(self) -> bool:
+        """Whether the pool has given this waiter a connection or a slot."""
+        return self.may_dial or self.connection is not None
+
+
+@dataclass
+class Decision(Generic[C]):
+    """What the I/O layer must do after a pool call, once the lock is released.
+
+    ``connection``: reuse it. ``dial``: a slot is reserved for a new
+    connection. ``waiter``: queued, wait for it. ``close``: connections to
+    close (expired or evicted). ``wake``: waiters now served.
+    """
+
+    connection: C | None = None
+    dial: bool = False
+    waiter: Waiter[C] | None = None
+    close: list[C] = field(default_factory=list)
+    wake: list[Waiter[C]] = field(default_factory=list)
+
+
+class PoolState(Generic[C]):
+    """The pool's state for all origins. Not thread-safe: hold a lock."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._idle: dict[Hashable, dict[C, None]] = {}  # per origin, oldest first
+        self._idle_lru: dict[C, None] = {}  # all origins, least recently used first
+        self._slots: dict[Hashable, int] = {}  # dialling + active + idle + leaked
+        self._total_slots = 0
+        self._waiters: deque[Waiter[C]] = deque()
+
+    # -- queries ---------------------------------------------------------
+
+    def idle_count(self, origin: Hashable | None = None) -> int:
+        """Idle connections for ``origin``, or for all origins."""
+        if origin is None:
+            return len(self._idle_lru)
+        return len(self._idle.get(origin, ()))
+
+    def is_idle(self, conn: C) -> bool:
+        """Whether ``conn`` sits in the idle pool."""
+        return conn in self._idle_lru
+
+    def waiting(self, origin: Hashable | None = None) -> int:
+        """Requests queued for a connection, for one or all origins."""
+        if origin is None:
+            return len(self._waiters)
+        return sum(1 for waiter in self._waiters if waiter.origin == origin)
+
+    def slots(self, origin: Hashable | None = None) -> int:
+        """Connections counted against the limits, for one or all origins."""
+        return self._total_slots if origin is None else self._slots.get(origin, 0)
+
+    # -- checkout ----------------------------------------------------------
+
+    def checkout_locked(self, origin: Hashable, now: float) -> Decision[C]:
+        """Give a request for ``origin`` an idle connection, a slot, or a place
+        in the queue."""
+        decision: Decision[C] = Decision()
+        decision.close = self._expire_idle(origin, now)
+        idle = self._idle.get(origin)
+        if idle:
+            conn, _ = idle.popitem()  # newest first (R11)
+            del self._idle_lru[conn]
+            decision.connection = conn
+        elif not self._is_queued(origin) and self._take_slot(origin, decision.close):
+            decision.dial = True
+        else:
+            decision.waiter = Waiter(origin)
+            self._waiters.append(decision.waiter)
+        return decision
+
+    def cancel_wait_locked(self, waiter: Waiter[C], now: float) -> Decision[C]:
+        """Withdraw a waiter (timed out or cancelled). If the pool served it in
+        the meantime, what it was given is passed on."""
+        decision: Decision[C] = Decision()
+        if waiter.connection is not None:
+            conn, waiter.connection = waiter.connection, None
+            return self.release_locked(conn, reusable=True, now=now)
+        if waiter.may_dial:
+            waiter.may_dial = False
+            return self.discard_locked(waiter.origin)
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+        # Leaving the queue may unblock a waiter behind this one.
+        self._serve_waiters(decision)
+        return decision
+
+    # -- return ------------------------------------------------------------
+
+    def release_locked(self, conn: C, reusable: bool, now: float) -> Decision[C]:
+        """Take back a checked-out connection: keep it idle if ``reusable``
+        (or give it to a waiter), otherwise close it and free its slot."""
+        decision: Decision[C] = Decision()
+        if not reusable:
+            self._evict(conn, decision)
+            return decision
+        for waiter in self._waiters:
+            if waiter.origin == conn.origin:
+                self._waiters.remove(waiter)
+                waiter.connection = conn
+                decision.wake.append(waiter)
+                return decision
+        limits = self.limits
+        idle = self._idle.setdefault(conn.origin, {})
+        if limits.max_idle_per_host is not None and len(idle) >= limits.max_idle_per_host:
+            self._evict(conn, decision)
+            return decision
+        conn.idle_since = now
+        idle[conn] = None
+        self._idle_lru[conn] = None
+        if limits.max_idle is not None and len(self._idle_lru) > limits.max_idle:
+            self._evict(next(iter(self._idle_lru)), decision)
+        return decision
+
+    def discard_locked(self, origin: Hashable) -> Decision[C]:
+        """A reserved slot for ``origin`` was not used (the dial failed, or
+        its waiter left): free it."""
+        decision: Decision[C] = Decision()
+        self._free_slot(origin)
+        self._serve_waiters(decision)
+        return decision
+
+    def forget_locked(self, conn: C) -> Decision[C]:
+        """``conn`` is closed: drop it from the idle pool and free its slot
+        (if the pool has not already), serving waiters."""
+        decision: Decision[C] = Decision()
+        self.remove_idle_locked(conn)
+        if conn.holds_slot:
+            conn.holds_slot = False
+            self._free_slot(conn.origin)
+            self._serve_waiters(decision)
+        return decision
+
+    def remove_idle_locked(self, conn: C) -> bool:
+        """Take ``conn`` out of the idle pool (the server closed it, say)
+        without freeing its slot. Returns whether it was idle."""
+        if conn not in self._idle_lru:
+            return False
+        del self._idle_lru[conn]
+        del self._idle[conn.origin][conn]
+        return True
+
+    def take_all_idle_locked(self) -> list[C]:
+        """Empty the idle pool; the caller closes and discards what it gets."""
+        conns = list(self._idle_lru)
+        self._idle_lru.clear()
+        for idle in self._idle.values():
+            idle.clear()
+        return conns
+
+    def expired_locked(self, now: float) -> list[C]:
+        """Take the idle connections older than ``idle_timeout`` out of the
+        pool (R11), for every origin."""
+        expired: list[C] = []
+        for origin in list(self._idle):
+            expired += self._expire_idle(origin, now)
+        return expired
+
+    def has_expired(self, conn: C, now: float) -> bool:
+        """Whether an idle connection is past the idle timeout."""
+        timeout = self.limits.idle_timeout
+        return timeout is not None and now - conn.idle_since >= timeout
+
+    def drain_waiters_locked(self) -> list[Waiter[C]]:
+        """Remove and return every waiter (the pool is closing)."""
+        waiters = list(self._waiters)
+        self._waiters.clear()
+        return waiters
+
+    # -- internals -----------------------------------------------------------
+
+    def _expire_idle(self, origin: Hashable, now: float) -> list[C]:
+        """Idle connections of ``origin`` past the idle timeout, taken out of
+        the pool. Their slots stay taken until they are discarded."""
+        idle = self._idle.get(origin)
+        expired: list[C] = []
+        if not idle or self.limits.idle_timeout is None:
+            return expired
+        for conn in idle:  # oldest first: stop at the first fresh one
+            if not self.has_expired(conn, now):
+                break
+            expired.append(conn)
+        for conn in expired:
+            del idle[conn]
+            del self._idle_lru[conn]
+        return expired
+
+    def _is_queued(self, origin: Hashable) -> bool:
+        return any(waiter.origin == origin for waiter in self._waiters)
+
+    def _has_room(self, origin: Hashable) -> bool:
+        limits = self.limits
+        per_host = limits.max_connections_per_host
+        if per_host is not None and self._slots.get(origin, 0) >= per_host:
+            return False
+        total = limits.max_connections
+        return total is None or self._total_slots < total
+
+    def _take_slot(self, origin: Hashable, close: list[C]) -> bool:
+        """Reserve a slot for a dial to ``origin``, evicting another origin's
+        least recently used idle connection if only the global limit is in
+        the way."""
+        if not self._has_room(origin):
+            per_host = self.limits.max_connections_per_host
+            if per_host is not None and self._slots.get(origin, 0) >= per_host:
+                return False
+            if not self._idle_lru:
+                return False
+            evicted = next(iter(self._idle_lru))
+            self.remove_idle_locked(evicted)
+            evicted.holds_slot = False
+            self._free_slot(evicted.origin)
+            close.append(evicted)
+        self._slots[origin] = self._slots.get(origin, 0) + 1
+        self._total_slots += 1
+        return True
+
+    def _evict(self, conn: C, decision: Decision[C]) -> None:
+        """Close ``conn`` (it must not stay), freeing its slot for waiters."""
+        self.remove_idle_locked(conn)
+        decision.close.append(conn)
+        if conn.holds_slot:
+            conn.holds_slot = False
+            self._free_slot(conn.origin)
+            self._serve_waiters(decision)
+
+    def _free_slot(self, origin: Hashable) -> None:
+        count = self._slots[origin] - 1
+        if count:
+            self._slots[origin] = count
+        else:
+            del self._slots[origin]
+        self._total_slots -= 1
+
+    def _serve_waiters(self, decision: Decision[C]) -> None:
+        """Give free slots to queued requests, first come first served."""
+        served: list[Waiter[C]] = []
+        for waiter in self._waiters:
+            if self._take_slot(waiter.origin, decision.close):
+                waiter.may_dial = True
+                served.append(waiter)
+            elif self.limits.max_connections is not None and self._total_slots >= (
+                self.limits.max_connections
+            ):
+                break  # nobody behind can get a slot either
+        for waiter in served:
+            self._waiters.remove(waiter)
+        decision.wake += served

@@ -1,0 +1,138 @@
+"""Pool statistics: mutable counters kept under the pool lock, and the
+immutable snapshots handed to users (R18).
+
+At rest (no request in flight, no worker mid-exit) every snapshot satisfies::
+
+    open_connections == connections_opened - connections_closed
+    open_connections == idle_connections + active_connections
+    workers_alive == 2 * open_connections
+    requests == bodies_drained + bodies_closed_early + bodies_leaked
+                + bodies_errored + bodies_without_content + open_bodies
+
+:meth:`OriginStats.invariant_violations` checks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+
+__all__ = ["Counters", "OriginStats", "PoolStats"]
+
+
+class Counters:
+    """Cumulative counters for one origin (mutated under the pool lock)."""
+
+    __slots__ = (
+        "bodies_closed_early",
+        "bodies_drained",
+        "bodies_drained_on_close",
+        "bodies_errored",
+        "bodies_leaked",
+        "bodies_without_content",
+        "connections_closed",
+        "connections_opened",
+        "idle_closed_by_server",
+        "idle_expired",
+        "pool_waits",
+        "requests",
+        "retries",
+        "reused_requests",
+        "workers_alive",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True)
+class OriginStats:
+    """A snapshot of one origin's pool (or of all origins, in
+    :class:`PoolStats`).
+
+    Gauges (``open_connections``, ``idle_connections``,
+    ``active_connections``, ``open_bodies``, ``workers_alive``,
+    ``waiting_requests``) are values at the time of the snapshot; the rest
+    are totals since the transport was created.
+    """
+
+    workers_alive: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
+    open_connections: int = 0
+    idle_connections: int = 0
+    active_connections: int = 0
+    requests: int = 0
+    reused_requests: int = 0
+    bodies_drained: int = 0
+    bodies_closed_early: int = 0
+    bodies_drained_on_close: int = 0
+    bodies_leaked: int = 0
+    bodies_errored: int = 0
+    bodies_without_content: int = 0
+    open_bodies: int = 0
+    retries: int = 0
+    idle_closed_by_server: int = 0
+    idle_expired: int = 0
+    pool_waits: int = 0
+    waiting_requests: int = 0
+
+    def invariant_violations(self) -> list[str]:
+        """The R18 invariants this snapshot breaks (empty when it is
+        consistent). Meaningful only when the transport is at rest."""
+        problems = []
+        if self.open_connections != self.connections_opened - self.connections_closed:
+            problems.append(
+                f"open_connections={self.open_connections} but opened-closed="
+                f"{self.connections_opened - self.connections_closed}"
+            )
+        if self.open_connections != self.idle_connections + self.active_connections:
+            problems.append(
+                f"open_connections={self.open_connections} but idle+active="
+                f"{self.idle_connections + self.active_connections}"
+            )
+        if self.workers_alive != 2 * self.open_connections:
+            problems.append(
+                f"workers_alive={self.workers_alive} but 2*open="
+                f"{2 * self.open_connections}"
+            )
+        outcomes = (
+            self.bodies_drained
+            + self.bodies_closed_early
+            + self.bodies_leaked
+            + self.bodies_errored
+            + self.bodies_without_content
+            + self.open_bodies
+        )
+        if self.requests != outcomes:
+            problems.append(f"requests={self.requests} but body outcomes={outcomes}")
+        return problems
+
+    def as_dict(self) -> dict[str, int]:
+        """The fields by name (without ``per_origin``)."""
+        return {f.name: getattr(self, f.name) for f in fields(OriginStats)}
+
+
+@dataclass(frozen=True)
+class PoolStats(OriginStats):
+    """An immutable snapshot of a transport: totals over all origins, and
+    ``per_origin`` keyed like ``"http://127.0.0.1:8080"``."""
+
+    per_origin: Mapping[str, OriginStats] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    @classmethod
+    def build(cls, per_origin: dict[str, OriginStats]) -> PoolStats:
+        """Sum per-origin snapshots into a total."""
+        totals = dict.fromkeys(OriginStats.__dataclass_fields__, 0)
+        for stats in per_origin.values():
+            for name, value in stats.as_dict().items():
+                totals[name] += value
+        return cls(**totals, per_origin=MappingProxyType(per_origin))

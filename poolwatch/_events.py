@@ -1,0 +1,75 @@
+"""Events in the vocabulary of Go's ``net/http/httptrace`` (R19).
+
+A listener is any callable taking an :class:`Event`. Listeners run in the
+thread where the event happens (the caller's or a worker's), never with a
+pool lock held; one that raises is logged once and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["EVENT_NAMES", "Event", "Listener"]
+
+logger = logging.getLogger("poolwatch")
+
+EVENT_NAMES = frozenset(
+    {
+        "get_conn",
+        "got_conn",
+        "connect_start",
+        "connect_done",
+        "tls_handshake_start",
+        "tls_handshake_done",
+        "wrote_headers",
+        "wrote_request",
+        "got_100_continue",
+        "got_first_response_byte",
+        "put_idle_conn",
+        "body_done",
+        "conn_closed",
+        "retry",
+        "pool_wait_start",
+        "pool_wait_done",
+        "leak_detected",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened to a request or a connection.
+
+    ``name`` is one of :data:`EVENT_NAMES`; ``data`` holds its details
+    (``reused``, ``was_idle`` and ``idle_time`` for ``got_conn``, ``outcome``
+    and ``bytes`` for ``body_done``, ``reason`` for ``conn_closed``, ...).
+    """
+
+    name: str
+    origin: str
+    connection_id: int | None = None
+    url: str | None = None
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+
+Listener = Callable[[Event], object]
+
+_failed_listeners: set[int] = set()
+
+
+def dispatch(listeners: tuple[Listener, ...], event: Event) -> None:
+    """Call each listener; log (once per listener) and swallow what it raises."""
+    for listener in listeners:
+        try:
+            listener(event)
+        except Exception:
+            if id(listener) not in _failed_listeners:
+                _failed_listeners.add(id(listener))
+                logger.exception("poolwatch listener %r raised; ignored", listener)

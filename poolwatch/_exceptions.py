@@ -1,0 +1,132 @@
+"""The exceptions poolwatch raises.
+
+One tree, rooted at :class:`PoolwatchError`, with pool, network, timeout and
+protocol branches. Every error raised for a request names the method and URL
+it happened on, and keeps the lower-level cause as ``__cause__``.
+
+    PoolwatchError
+    +-- InvalidURL (also ValueError)
+    +-- PoolError
+    |   +-- PoolClosed
+    +-- NetworkError
+    |   +-- ConnectError
+    |   +-- ReadError
+    |   +-- WriteError
+    +-- TimeoutException
+    |   +-- ConnectTimeout
+    |   +-- WriteTimeout
+    |   +-- ReadTimeout
+    |   |   +-- ResponseHeaderTimeout
+    |   +-- PoolTimeout (also PoolError)
+    +-- ProtocolError
+        +-- RemoteProtocolError
+        +-- LocalProtocolError
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectError",
+    "ConnectTimeout",
+    "InvalidURL",
+    "LeakWarning",
+    "LocalProtocolError",
+    "NetworkError",
+    "PoolClosed",
+    "PoolError",
+    "PoolTimeout",
+    "PoolwatchError",
+    "ProtocolError",
+    "ReadError",
+    "ReadTimeout",
+    "RemoteProtocolError",
+    "ResponseHeaderTimeout",
+    "TimeoutException",
+    "WriteError",
+    "WriteTimeout",
+]
+
+
+class PoolwatchError(Exception):
+    """Base class of every error poolwatch raises.
+
+    ``method`` and ``url`` name the request the error belongs to, when there
+    is one; the message already includes them.
+    """
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        if url:
+            message = f"{method} {url}: {message}" if method else f"{url}: {message}"
+        super().__init__(message)
+        self.method = method
+        self.url = url
+
+
+class InvalidURL(PoolwatchError, ValueError):
+    """The URL cannot be requested: bad syntax, unsupported scheme, no host."""
+
+
+class PoolError(PoolwatchError):
+    """The pool could not provide a connection."""
+
+
+class PoolClosed(PoolError):
+    """The transport was closed; it accepts no more requests."""
+
+
+class NetworkError(PoolwatchError):
+    """The network failed: a refused, reset or dropped connection."""
+
+
+class ConnectError(NetworkError):
+    """The connection could not be established."""
+
+
+class ReadError(NetworkError):
+    """Reading the response failed, or the server closed the connection."""
+
+
+class WriteError(NetworkError):
+    """Writing the request failed."""
+
+
+class TimeoutException(PoolwatchError):
+    """A time limit was exceeded. The connection it happened on is closed."""
+
+
+class ConnectTimeout(TimeoutException):
+    """Establishing the connection took longer than the connect timeout."""
+
+
+class WriteTimeout(TimeoutException):
+    """Sending the request took longer than the write timeout."""
+
+
+class ReadTimeout(TimeoutException):
+    """No response byte arrived within the read timeout."""
+
+
+class ResponseHeaderTimeout(ReadTimeout):
+    """The response head did not arrive within the response-header timeout,
+    counted from the moment the request was fully written."""
+
+
+class PoolTimeout(TimeoutException, PoolError):
+    """No connection became available within the pool timeout."""
+
+
+class ProtocolError(PoolwatchError):
+    """The HTTP/1.1 exchange broke the protocol."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The server's response is malformed (framing, headers, status line)."""
+
+
+class LocalProtocolError(ProtocolError):
+    """The request cannot be sent as given (bad header, body length mismatch)."""
+
+
+class LeakWarning(ResourceWarning):
+    """A response was garbage-collected while its body was neither read to the
+    end nor closed, so its connection stayed checked out until then (R6)."""

@@ -1,0 +1,245 @@
+"""Requests as the transport sees them: URL, origin, headers, body, timeouts.
+
+Everything here runs in the caller's thread before a connection is chosen,
+so a bad URL, header or body is rejected before any byte is sent.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import IO, NamedTuple, Union
+from urllib.parse import urlsplit
+
+import h11
+
+from ._exceptions import InvalidURL, LocalProtocolError
+
+__all__ = ["Origin", "Request", "Timeout"]
+
+HeaderTypes = Union[
+    Mapping[str, str], Mapping[bytes, bytes], Sequence[tuple[str | bytes, str | bytes]]
+]
+BodyTypes = Union[bytes, bytearray, memoryview, str, Iterable[bytes], IO[bytes], None]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SUPPORTED_SCHEMES = ("http",)
+# Large enough to keep system calls per megabyte low, small enough that a
+# streamed upload does not hold much memory per connection.
+_FILE_CHUNK = 64 * 1024
+_USER_AGENT = b"poolwatch/0.1"
+
+
+class Origin(NamedTuple):
+    """Where a connection goes: scheme, host and port (plus a proxy, later).
+
+    Pools, limits and stats are kept per origin; ``str(origin)`` is the key
+    used in :attr:`PoolStats.per_origin`, e.g. ``"http://127.0.0.1:8080"``.
+    """
+
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Time limits in seconds; ``None`` means no limit (R17).
+
+    ``response_header`` starts when the request has been fully written;
+    ``read`` is the longest wait between two body bytes; ``pool`` is the
+    longest wait for a connection when a connection limit is reached.
+    """
+
+    connect: float | None = 30.0
+    write: float | None = None
+    response_header: float | None = None
+    read: float | None = None
+    pool: float | None = None
+
+    @classmethod
+    def coerce(cls, value: Timeout | float | None, default: Timeout) -> Timeout:
+        """A ``Timeout`` from a number (every limit), ``None`` (the default)
+        or a ``Timeout``."""
+        if value is None:
+            return default
+        if isinstance(value, Timeout):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value <= 0:
+                raise ValueError(f"timeout must be positive, not {value!r}")
+            v = float(value)
+            return cls(connect=v, write=v, response_header=v, read=v, pool=v)
+        raise TypeError(f"timeout must be a number or a Timeout, not {value!r}")
+
+    def with_changes(self, **limits: float | None) -> Timeout:
+        """A copy with some limits changed."""
+        return replace(self, **limits)
+
+
+class Request:
+    """A validated request, ready to hand to a connection's writer."""
+
+    __slots__ = ("body", "content_length", "event", "idempotency_key", "method", "origin", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        headers: HeaderTypes | None = None,
+        body: BodyTypes = None,
+        *,
+        keep_alive: bool = True,
+    ) -> None:
+        self.method = method.upper()
+        self.url = url
+        self.origin, target, host_header = parse_url(url)
+        pairs = _header_pairs(headers)
+        self.body, self.content_length = _prepare_body(body, pairs)
+        names = {name.lower() for name, _ in pairs}
+        self.idempotency_key = bool(names & _IDEMPOTENCY_KEYS)
+        extra: list[tuple[bytes, bytes]] = []
+        if b"host" not in names:
+            extra.append((b"Host", host_header))
+        if b"user-agent" not in names:
+            extra.append((b"User-Agent", _USER_AGENT))
+        if not names & {b"content-length", b"transfer-encoding"}:
+            if self.content_length is None:
+                extra.append((b"Transfer-Encoding", b"chunked"))
+            elif self.content_length or self.method in _METHODS_WITH_BODY:
+                extra.append((b"Content-Length", str(self.content_length).encode()))
+        if not keep_alive and b"connection" not in names:
+            extra.append((b"Connection", b"close"))
+        try:
+            self.event = h11.Request(
+                method=self.method.encode("ascii"), target=target, headers=extra + pairs
+            )
+        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+            raise LocalProtocolError(
+                f"invalid request: {exc}", method=self.method, url=url
+            ) from exc
+
+    def is_replayable(self) -> bool:
+        """Whether sending this request twice is safe and possible (R13):
+        an idempotent method or an idempotency key, and a body that can be
+        produced again."""
+        if self.method not in _IDEMPOTENT_METHODS and not self.idempotency_key:
+            return False
+        return self.body is None or isinstance(self.body, bytes)
+
+    def body_chunks(self) -> Iterator[bytes]:
+        """The body as a sequence of byte strings (may be iterated once)."""
+        body = self.body
+        if body is None:
+            return iter(())
+        if isinstance(body, bytes):
+            return iter((body,))
+        if hasattr(body, "read"):
+            return _read_file(body)  # type: ignore[arg-type]
+        return iter(body)  # type: ignore[arg-type]
+
+
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_IDEMPOTENCY_KEYS = frozenset({b"idempotency-key", b"x-idempotency-key"})
+
+
+def parse_url(url: str) -> tuple[Origin, bytes, bytes]:
+    """Split ``url`` into its origin, request target and Host header value."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"invalid URL: {exc}", url=url) from exc
+    scheme = parts.scheme.lower()
+    if scheme not in _SUPPORTED_SCHEMES:
+        what = f"unsupported scheme {scheme!r}" if scheme else "no scheme"
+        raise InvalidURL(f"{what}; poolwatch speaks http://", url=url)
+    host = parts.hostname
+    if not host:
+        raise InvalidURL("the URL has no host", url=url)
+    default_port = _DEFAULT_PORTS[scheme]
+    if port is None:
+        port = default_port
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    try:
+        host.encode("ascii")
+        target_bytes = target.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise InvalidURL("URL must be ASCII (percent-encode it)", url=url) from exc
+    bracketed = f"[{host}]" if ":" in host else host
+    host_header = bracketed if port == default_port else f"{bracketed}:{port}"
+    return Origin(scheme, host, port), target_bytes, host_header.encode("ascii")
+
+
+def _header_pairs(headers: HeaderTypes | None) -> list[tuple[bytes, bytes]]:
+    if headers is None:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(_as_bytes(name), _as_bytes(value)) for name, value in items]
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    # Latin-1 is what HTTP/1.1 headers have historically carried (RFC 9110
+    # section 5.5); anything else must be encoded by the caller.
+    return value.encode("latin-1")
+
+
+def _prepare_body(
+    body: BodyTypes, headers: list[tuple[bytes, bytes]]
+) -> tuple[bytes | Iterable[bytes] | IO[bytes] | None, int | None]:
+    """Normalise the body and find its length (``None`` means unknown, R16)."""
+    if body is None:
+        return None, 0
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if isinstance(body, (bytearray, memoryview)):
+        body = bytes(body)
+    if isinstance(body, bytes):
+        return body, len(body)
+    declared = _declared_length(headers)
+    if hasattr(body, "read"):
+        return body, declared if declared is not None else _file_length(body)  # type: ignore[arg-type]
+    if isinstance(body, Iterable):
+        return body, declared
+    raise TypeError(f"request body must be bytes, an iterable or a file, not {body!r}")
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def _file_length(file: IO[bytes]) -> int | None:
+    """The bytes left in a seekable regular file, or ``None``."""
+    try:
+        if not file.seekable():
+            return None
+        position = file.tell()
+        try:
+            return os.fstat(file.fileno()).st_size - position
+        except (OSError, io.UnsupportedOperation):
+            end = file.seek(0, io.SEEK_END)
+            file.seek(position)
+            return end - position
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _read_file(file: IO[bytes]) -> Iterator[bytes]:
+    while chunk := file.read(_FILE_CHUNK):
+        if isinstance(chunk, str):
+            raise TypeError("request body file must be opened in binary mode")
+        yield chunk

@@ -1,0 +1,1 @@
+"""The thread-based transport: connections with reader and writer threads."""

@@ -1,0 +1,228 @@
+"""The response object of the synchronous transport, and its body outcomes
+(R4-R7)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+from types import TracebackType
+
+import h11
+from urllib3 import HTTPHeaderDict
+
+from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
+from .connection import BODY, Connection, Exchange
+
+__all__ = ["Response"]
+
+# drain_on_close reads at most this much of an abandoned body to save the
+# connection; past it a new connection is cheaper than the bytes.
+DRAIN_MAX_BYTES = 256 * 1024
+DRAIN_MAX_SECONDS = 0.25
+
+
+class Response:
+    """An HTTP response whose body is read from its connection on demand.
+
+    The body must end one of three ways: read to the end (the connection is
+    reused at once, R4), :meth:`close` before the end (the connection is torn
+    down, R5), or neither, in which case the connection stays checked out
+    until the response is garbage-collected, which emits a
+    :class:`~poolwatch.LeakWarning` (R6). Use it as a context manager.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_buffer",
+        "_connection",
+        "_drain_on_close",
+        "_end_seen",
+        "_exchange",
+        "headers",
+        "http_version",
+        "method",
+        "reason",
+        "status",
+        "url",
+    )
+
+    def __init__(self, exchange: Exchange, *, drain_on_close: bool = False) -> None:
+        head = exchange.head
+        assert head is not None and exchange.connection is not None
+        self._exchange = exchange
+        self._connection: Connection = exchange.connection
+        self._drain_on_close = drain_on_close
+        self._buffer = b""
+        self._end_seen = exchange.state != BODY
+        self.status: int = head.status_code
+        self.reason: str = head.reason.decode("latin-1")
+        self.http_version: str = "HTTP/" + head.http_version.decode("ascii")
+        headers = HTTPHeaderDict()
+        for name, value in head.headers.raw_items():
+            headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        self.headers: HTTPHeaderDict = headers
+        self.method: str = exchange.request.method
+        self.url: str = exchange.request.url
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status} {self.reason}] {self.method} {self.url}>"
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def outcome(self) -> str | None:
+        """How the body ended (``"drained"``, ``"closed_early"``, ``"leaked"``,
+        ``"errored"``, ``"no_body"``), or ``None`` while it is open."""
+        return self._exchange.outcome
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the body has ended, one way or another."""
+        return self._exchange.state != BODY
+
+    @property
+    def reused_connection(self) -> bool:
+        """Whether the request went out on a connection used before."""
+        return self._exchange.reused
+
+    @property
+    def connection_id(self) -> int:
+        """The id of the connection the response came on."""
+        return self._connection.id
+
+    # -- reading -------------------------------------------------------------
+
+    def read(self, amt: int | None = None) -> bytes:
+        """Read up to ``amt`` bytes of the body, or all of it. Reading the
+        last byte returns the connection to the pool before this returns."""
+        if amt is None or amt < 0:
+            chunks = [self._buffer]
+            self._buffer = b""
+            while not self._end_seen:
+                chunks.append(self._next_chunk())
+            self._finish_if_done()
+            return b"".join(chunks)
+        while len(self._buffer) < amt and not self._end_seen:
+            self._buffer += self._next_chunk()
+        data, self._buffer = self._buffer[:amt], self._buffer[amt:]
+        self._finish_if_done()
+        return data
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """Iterate over the body, in chunks of ``chunk_size`` bytes (the last
+        may be shorter) or as they arrive."""
+        if chunk_size is not None and chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, not {chunk_size!r}")
+        while True:
+            data = self.read(chunk_size) if chunk_size else self._read_some()
+            if not data:
+                return
+            yield data
+
+    def _read_some(self) -> bytes:
+        if not self._buffer and not self._end_seen:
+            self._buffer = self._next_chunk()
+        data, self._buffer = self._buffer, b""
+        self._finish_if_done()
+        return data
+
+    def _next_chunk(self) -> bytes:
+        exchange = self._exchange
+        if exchange.state != BODY:
+            raise ReadError(
+                f"the response body is closed ({exchange.outcome}); "
+                f"connection {self._connection.close_reason or 'released'}",
+                method=self.method,
+                url=self.url,
+            )
+        conn = self._connection
+        if exchange.bytes_read == 0:
+            conn.prepare_body_read(exchange)
+        try:
+            event = conn.read_body_event(exchange)
+            if isinstance(event, h11.Data):
+                data = bytes(event.data)
+                exchange.bytes_read += len(data)
+                self._end_seen = conn.peek_end_of_body()
+            else:
+                data = b""
+                self._end_seen = True
+            if self._end_seen and conn.extra_bytes_after_body():
+                raise RemoteProtocolError(
+                    "bytes after the end of the response body",
+                    method=self.method,
+                    url=self.url,
+                )
+        except PoolwatchError:
+            conn.finish_body(exchange, "errored")
+            raise
+        return data
+
+    def _finish_if_done(self) -> None:
+        if self._end_seen and not self._buffer and self._exchange.state == BODY:
+            self._connection.finish_body(self._exchange, "drained")
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self) -> None:
+        """End the body. Before its end this tears the connection down (R5),
+        unless ``drain_on_close`` saved it; after it, this does nothing."""
+        exchange = self._exchange
+        if exchange.state != BODY:
+            return
+        self._buffer = b""
+        if self._end_seen:
+            self._connection.finish_body(exchange, "closed_early")
+        elif self._drain_on_close and self._drain():
+            self._connection.finish_body(exchange, "closed_early", reuse=True)
+        else:
+            self._connection.finish_body(exchange, "closed_early")
+
+    def _drain(self) -> bool:
+        """Read and discard the rest of the body within the budget."""
+        conn = self._connection
+        exchange = self._exchange
+        deadline = time.monotonic() + DRAIN_MAX_SECONDS
+        limit = exchange.bytes_read + DRAIN_MAX_BYTES
+        try:
+            while not self._end_seen:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or exchange.bytes_read > limit:
+                    return False
+                conn.set_read_timeout(remaining)
+                self._next_chunk()
+        except PoolwatchError:
+            return False
+        return not conn.extra_bytes_after_body()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        exchange = self._exchange
+        if exchange.state != BODY:
+            return
+        try:
+            warnings.warn(
+                LeakWarning(
+                    f"poolwatch: response to {self.method} {self.url} "
+                    f"(status {self.status}) was garbage-collected with its body "
+                    f"neither read to the end nor closed; request made at "
+                    f"{exchange.call_site}"
+                ),
+                stacklevel=2,
+            )
+        finally:
+            # The reader does the bookkeeping: a finaliser may run anywhere,
+            # even inside the pool lock, so it takes no lock here.
+            exchange.leaked = True
+            exchange.release_reader()

@@ -1,0 +1,495 @@
+"""The synchronous transport: a connection pool whose connections each run a
+reader and a writer thread (R1-R14, R18)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from .._core.pool import Decision, Limits, PoolState, Waiter
+from .._core.stats import Counters, OriginStats, PoolStats
+from .._events import Event, Listener, dispatch
+from .._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    LocalProtocolError,
+    NetworkError,
+    PoolClosed,
+    PoolTimeout,
+    ReadError,
+)
+from .._leaks import OpenBody, capture_call_site
+from .._models import BodyTypes, HeaderTypes, Origin, Request, Timeout
+from .connection import BODY, NO_TIMEOUT, WAITING, Connection, Exchange
+from .response import Response
+
+__all__ = ["ConnectionInfo", "Transport"]
+
+# A reused connection the server closed under us fails before any response
+# byte; the retry goes to another connection, which may be stale too. Bound
+# the chain (Go retries as long as the connection was reused).
+MAX_RETRIES = 3
+_BODY_COUNTERS = {
+    "drained": "bodies_drained",
+    "closed_early": "bodies_closed_early",
+    "leaked": "bodies_leaked",
+    "errored": "bodies_errored",
+    "no_body": "bodies_without_content",
+}
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One open connection, as :meth:`Transport.connections` reports it.
+    Times are in seconds; ``idle_time`` is 0 for an active connection."""
+
+    id: int
+    origin: str
+    state: str
+    requests_served: int
+    age: float
+    idle_time: float
+
+
+class Transport:
+    """A thread-safe HTTP/1.1 connection pool with instrumented connections.
+
+    Each connection has a reader and a writer thread for its whole life. A
+    response body read to its end returns the connection to the pool during
+    that read; one closed early tears the connection down; one that is
+    neither keeps it checked out and is reported by :meth:`open_bodies`
+    (see BEHAVIOUR.md, R1-R14).
+
+    Defaults follow Go's ``http.DefaultTransport`` where it has one: no limit
+    on connections, 100 idle connections in all, a 90 s idle timeout, a 30 s
+    connect timeout and no other timeout. ``max_idle_per_host`` is 10 rather
+    than Go's 2, which is too few for threaded Python clients (urllib3 also
+    keeps 10).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int | None = None,
+        max_connections_per_host: int | None = None,
+        max_idle: int | None = 100,
+        max_idle_per_host: int | None = 10,
+        idle_timeout: float | None = 90.0,
+        keep_alive: bool = True,
+        drain_on_close: bool = False,
+        connect_timeout: float | None = 30.0,
+        write_timeout: float | None = None,
+        response_header_timeout: float | None = None,
+        read_timeout: float | None = None,
+        pool_timeout: float | None = None,
+        call_site_depth: int = 4,
+    ) -> None:
+        self.limits = Limits(
+            max_connections=max_connections,
+            max_connections_per_host=max_connections_per_host,
+            max_idle=max_idle,
+            max_idle_per_host=max_idle_per_host if keep_alive else 0,
+            idle_timeout=idle_timeout,
+        )
+        self.timeout = Timeout(
+            connect=connect_timeout,
+            write=write_timeout,
+            response_header=response_header_timeout,
+            read=read_timeout,
+            pool=pool_timeout,
+        )
+        self.keep_alive = keep_alive
+        self.drain_on_close = drain_on_close
+        self.call_site_depth = call_site_depth
+        self._lock = threading.Lock()
+        self._pool: PoolState[Connection] = PoolState(self.limits)
+        self._counters: dict[Origin, Counters] = {}  # pool lock
+        self._live: dict[Connection, None] = {}  # pool lock: open connections
+        self._unsettled: dict[Connection, None] = {}  # pool lock: workers running
+        self._open: dict[Exchange, None] = {}  # pool lock: bodies checked out
+        self._waiter_locks: dict[Waiter[Connection], threading.Lock] = {}  # pool lock
+        self._closed = False  # pool lock
+        self._listeners: tuple[Listener, ...] = ()
+
+    # -- the request API -------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: HeaderTypes | None = None,
+        body: BodyTypes = None,
+        timeout: Timeout | float | None = None,
+    ) -> Response:
+        """Send a request and return the response once its head has arrived.
+
+        ``headers`` is a mapping or a list of pairs; ``body`` is bytes, str
+        (sent as UTF-8), an iterable of bytes or a binary file (sent chunked
+        when its length is unknown, R16). ``timeout`` is a number (every
+        limit) or a :class:`Timeout`; by default the transport's.
+
+        Read the body to its end or close the response (``with`` does):
+        otherwise its connection stays checked out (R6).
+        """
+        request = Request(method, url, headers, body, keep_alive=self.keep_alive)
+        limits = Timeout.coerce(timeout, self.timeout)
+        call_site = capture_call_site(self.call_site_depth)
+        retries = 0
+        while True:
+            exchange = Exchange(request, limits, call_site)
+            conn = self._get_connection(exchange)
+            try:
+                conn.round_trip(exchange)
+            except NetworkError as exc:
+                if retries >= MAX_RETRIES or not self._can_retry(exchange, exc):
+                    raise
+                retries += 1
+                with self._lock:
+                    conn._counters.retries += 1
+                self._emit("retry", conn, url=url, error=exc)
+                continue
+            return Response(exchange, drain_on_close=self.drain_on_close)
+
+    @staticmethod
+    def _can_retry(exchange: Exchange, error: BaseException) -> bool:
+        """R13: only a reused connection, only before any response byte, only
+        a request that may be sent again."""
+        if not exchange.reused or exchange.response_started:
+            return False
+        if isinstance(error, LocalProtocolError):
+            return False
+        return exchange.request.is_replayable()
+
+    # -- getting a connection ------------------------------------------------
+
+    def _get_connection(self, exchange: Exchange) -> Connection:
+        origin = exchange.request.origin
+        deadline: float | None = None
+        self._emit("get_conn", None, origin=origin, url=exchange.request.url)
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise self._closed_error(exchange)
+                decision = self._pool.checkout_locked(origin, time.monotonic())
+                conn = decision.connection
+                if conn is not None:
+                    self._assign_locked(exchange, conn)
+                waiter = decision.waiter
+                if waiter is not None:
+                    self._counters_for(origin).pool_waits += 1
+                    waiter_lock = self._waiter_locks.setdefault(waiter, _locked())
+            self._act(decision)
+            if conn is not None:
+                return conn
+            if decision.dial:
+                return self._dial(exchange)
+            assert waiter is not None
+            if deadline is None and exchange.timeout.pool is not None:
+                deadline = time.monotonic() + exchange.timeout.pool
+            conn = self._wait_in_queue(exchange, waiter, waiter_lock, deadline)
+            if conn is not None:
+                return conn
+
+    def _wait_in_queue(
+        self,
+        exchange: Exchange,
+        waiter: Waiter[Connection],
+        waiter_lock: threading.Lock,
+        deadline: float | None,
+    ) -> Connection | None:
+        """Wait for the pool to serve ``waiter`` (R12). Returns a connection,
+        or ``None`` to try the checkout again."""
+        self._emit("pool_wait_start", None, origin=waiter.origin, url=exchange.request.url)
+        wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
+        woken = waiter_lock.acquire(timeout=wait)
+        with self._lock:
+            self._waiter_locks.pop(waiter, None)
+            if not woken:
+                decision = self._pool.cancel_wait_locked(waiter, time.monotonic())
+            elif waiter.connection is not None and not waiter.connection.closing:
+                self._assign_locked(exchange, waiter.connection)
+        self._emit("pool_wait_done", None, origin=waiter.origin, url=exchange.request.url)
+        if not woken:
+            self._act(decision)
+            raise PoolTimeout(
+                f"no connection available within {exchange.timeout.pool}s "
+                f"({self._pool.slots(waiter.origin)} in use for {waiter.origin})",
+                method=exchange.request.method,
+                url=exchange.request.url,
+            )
+        if waiter.may_dial:
+            return self._dial(exchange)
+        if waiter.connection is None:
+            raise self._closed_error(exchange)
+        if exchange.connection is waiter.connection:
+            return waiter.connection
+        return None  # handed a connection that closed meanwhile: again
+
+    def _dial(self, exchange: Exchange) -> Connection:
+        """Open a connection for ``exchange`` in the slot reserved for it (R1)."""
+        request = exchange.request
+        origin = request.origin
+        connect = exchange.timeout.connect
+        self._emit("connect_start", None, origin=origin, url=request.url)
+        try:
+            sock = socket.create_connection(
+                (origin.host, origin.port), timeout=NO_TIMEOUT if connect is None else connect
+            )
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException as exc:
+            with self._lock:
+                decision = self._pool.discard_locked(origin)
+            self._act(decision)
+            if isinstance(exc, socket.timeout):
+                raise ConnectTimeout(
+                    f"could not connect to {origin} within {connect}s",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
+            if isinstance(exc, OSError):
+                raise ConnectError(
+                    f"could not connect to {origin}: {exc.strerror or exc}",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
+            raise
+        conn = Connection(self, origin, sock)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._live[conn] = None
+                self._unsettled[conn] = None
+                conn._counters.connections_opened += 1
+                conn._counters.workers_alive += 2
+                self._assign_locked(exchange, conn)
+            else:
+                decision = self._pool.forget_locked(conn)
+        if closed:
+            conn.discard_unstarted()
+            self._act(decision)
+            raise self._closed_error(exchange)
+        conn.start()
+        self._emit("connect_done", conn, url=request.url)
+        return conn
+
+    def _assign_locked(self, exchange: Exchange, conn: Connection) -> None:
+        exchange.connection = conn
+        exchange.reused = conn.requests_served > 0
+        conn.exchange = exchange
+
+    def _closed_error(self, exchange: Exchange) -> PoolClosed:
+        request = exchange.request
+        return PoolClosed("the transport is closed", method=request.method, url=request.url)
+
+    # -- bookkeeping called by connections -------------------------------------
+
+    def _counters_for(self, origin: Origin) -> Counters:
+        counters = self._counters.get(origin)
+        if counters is None:
+            counters = self._counters[origin] = Counters()
+        return counters
+
+    def _response_delivered_locked(self, exchange: Exchange) -> None:
+        conn = exchange.connection
+        assert conn is not None
+        exchange.state = BODY
+        conn.requests_served += 1
+        counters = conn._counters
+        counters.requests += 1
+        if exchange.reused:
+            counters.reused_requests += 1
+        self._open[exchange] = None
+
+    def _end_body_locked(self, exchange: Exchange, outcome: str) -> None:
+        conn = exchange.connection
+        assert conn is not None
+        exchange.state = "done"
+        exchange.outcome = outcome
+        counters = conn._counters
+        name = _BODY_COUNTERS[outcome]
+        setattr(counters, name, getattr(counters, name) + 1)
+        del self._open[exchange]
+
+    def _connection_closed_locked(self, conn: Connection) -> Decision[Connection]:
+        decision = self._pool.forget_locked(conn)
+        del self._live[conn]
+        counters = conn._counters
+        counters.connections_closed += 1
+        if conn.close_reason == "idle_timeout":
+            counters.idle_expired += 1
+        exchange = conn.exchange
+        if exchange is not None:
+            if exchange.state == WAITING:
+                exchange.state = "failed"
+                request = exchange.request
+                exchange.error = ReadError(
+                    f"connection closed before the response ({conn.close_reason})",
+                    method=request.method,
+                    url=request.url,
+                )
+                exchange.head_ready.release()
+            elif exchange.state == BODY:
+                self._end_body_locked(exchange, "errored")
+        return decision
+
+    def _worker_exited_locked(self, conn: Connection, last: bool) -> None:
+        conn._counters.workers_alive -= 1
+        if last:
+            self._unsettled.pop(conn, None)
+
+    def _act(self, decision: Decision[Connection]) -> None:
+        """Carry out a pool decision, with no lock held."""
+        if decision.close:
+            now = time.monotonic()
+            for conn in decision.close:
+                expired = self._pool.has_expired(conn, now)
+                conn.close("idle_timeout" if expired else "evicted", join=False)
+        for waiter in decision.wake:
+            lock = self._waiter_locks.get(waiter)
+            if lock is not None:
+                lock.release()
+
+    def _emit(
+        self, name: str, conn: Connection | None, *, origin: Origin | None = None,
+        url: str | None = None, **data: Any
+    ) -> None:
+        listeners = self._listeners
+        if not listeners:
+            return
+        where = conn.origin if conn is not None else origin
+        event = Event(
+            name,
+            str(where),
+            None if conn is None else conn.id,
+            url,
+            data,
+        )
+        dispatch(listeners, event)
+
+    # -- observing -------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every :class:`~poolwatch.Event` (R19)."""
+        self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+    def stats(self) -> PoolStats:
+        """An immutable snapshot: totals and a per-origin breakdown (R18)."""
+        with self._lock:
+            per_origin = {
+                str(origin): self._origin_stats_locked(origin, counters)
+                for origin, counters in self._counters.items()
+            }
+        return PoolStats.build(per_origin)
+
+    def _origin_stats_locked(self, origin: Origin, counters: Counters) -> OriginStats:
+        pool = self._pool
+        conns = [c for c in self._live if c.origin == origin]
+        return OriginStats(
+            **counters.as_dict(),
+            open_connections=len(conns),
+            idle_connections=pool.idle_count(origin),
+            active_connections=sum(1 for c in conns if not pool.is_idle(c)),
+            open_bodies=sum(1 for e in self._open if e.request.origin == origin),
+            waiting_requests=pool.waiting(origin),
+        )
+
+    def connections(self) -> list[ConnectionInfo]:
+        """Every open connection: id, origin, idle or active, requests served,
+        age and idle time."""
+        now = time.monotonic()
+        with self._lock:
+            return [
+                ConnectionInfo(
+                    id=c.id,
+                    origin=str(c.origin),
+                    state="idle" if self._pool.is_idle(c) else "active",
+                    requests_served=c.requests_served,
+                    age=now - c.created_at,
+                    idle_time=now - c.idle_since if self._pool.is_idle(c) else 0.0,
+                )
+                for c in self._live
+            ]
+
+    def open_bodies(self) -> list[OpenBody]:
+        """Responses whose body is neither read to the end nor closed, with
+        the call site that made each request (R6)."""
+        now = time.monotonic()
+        with self._lock:
+            exchanges = list(self._open)
+        return [
+            OpenBody(
+                method=e.request.method,
+                url=e.request.url,
+                status=e.head.status_code if e.head else 0,
+                age=now - e.head_at,
+                call_site=e.call_site,
+                connection_id=e.connection.id if e.connection else 0,
+            )
+            for e in exchanges
+        ]
+
+    def __repr__(self) -> str:
+        with self._lock:
+            active = len(self._open)
+            queued = self._pool.waiting()
+            idle = self._pool.idle_count()
+            conns = len(self._live)
+            workers = sum(c.workers_alive for c in self._counters.values())
+        state = "closed " if self._closed else ""
+        return (
+            f"<{state}Transport [Requests: {active} active, {queued} queued | "
+            f"Connections: {conns - idle} active, {idle} idle | Workers: {workers}]>"
+        )
+
+    # -- closing -------------------------------------------------------------
+
+    def close_idle_connections(self) -> None:
+        """Close every idle connection; active ones are left alone (R14)."""
+        with self._lock:
+            conns = self._pool.take_all_idle_locked()
+        for conn in conns:
+            conn.close("close_idle")
+
+    def close(self) -> None:
+        """Close every connection, wait for every worker to exit, and refuse
+        further requests with :class:`~poolwatch.PoolClosed` (R14). Open
+        bodies become unreadable."""
+        with self._lock:
+            self._closed = True
+            waiters = self._pool.drain_waiters_locked()
+            conns = list(self._live)
+        for waiter in waiters:
+            lock = self._waiter_locks.get(waiter)
+            if lock is not None:
+                lock.release()
+        for conn in conns:
+            conn.close("transport_closed")
+        with self._lock:
+            unsettled = list(self._unsettled)
+        for conn in unsettled:
+            conn.join()
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _locked() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
