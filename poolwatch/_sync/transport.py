@@ -449,6 +449,14 @@ class Transport:
             f"Connections: {conns - idle} active, {idle} idle | Workers: {workers}]>"
         )
 
+    def settle(self) -> None:
+        """Wait until the workers of every closed connection have exited, so
+        that :meth:`stats` describes the transport at rest (R18)."""
+        with self._lock:
+            closing = [c for c in self._unsettled if c.closing]
+        for conn in closing:
+            conn.join()
+
     # -- closing -------------------------------------------------------------
 
     def close_idle_connections(self) -> None:

@@ -1,0 +1,70 @@
+"""Fixtures shared by the tests: loopback servers, a transport checked for
+the R18 invariants, and a guard that fails any test leaving a thread or a
+socket behind."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import poolwatch
+from tests.servers import HTTPServer, http_server
+
+
+def _open_sockets() -> set[str]:
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(f"{fd}->{target}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers() -> Iterator[None]:
+    """Fail a test that leaves a thread or a socket behind."""
+    threads_before = set(threading.enumerate())
+    sockets_before = _open_sockets()
+    yield
+    left = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+    for thread in left:
+        thread.join(5)  # a worker may still be on its way out
+    left = [t for t in left if t.is_alive()]
+    assert not left, f"threads left behind: {[t.name for t in left]}"
+    leaked = _open_sockets() - sockets_before
+    assert not leaked, f"sockets left open: {sorted(leaked)}"
+
+
+@pytest.fixture
+def server() -> Iterator[HTTPServer]:
+    with http_server() as srv:
+        yield srv
+
+
+def assert_at_rest(transport: poolwatch.Transport) -> poolwatch.PoolStats:
+    """Settle the transport and check the R18 invariants, in total and per
+    origin. Returns the snapshot."""
+    transport.settle()
+    stats = transport.stats()
+    assert stats.invariant_violations() == [], stats
+    for origin, per in stats.per_origin.items():
+        assert per.invariant_violations() == [], (origin, per)
+    return stats
+
+
+@pytest.fixture
+def transport() -> Iterator[poolwatch.Transport]:
+    """A default transport, checked for the R18 invariants at the end."""
+    t = poolwatch.Transport()
+    try:
+        yield t
+        assert_at_rest(t)
+    finally:
+        t.close()
+    assert t.stats().workers_alive == 0
