@@ -65,6 +65,7 @@ __all__ = [
     "RemoteProtocolError",
     "Response",
     "ResponseHeaderTimeout",
+    "Timeout",
     "TimeoutException",
     "Transport",
     "WriteError",

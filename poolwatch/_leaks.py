@@ -13,7 +13,11 @@ __all__ = ["CallSite", "OpenBody", "capture_call_site", "skip_module_directory"]
 
 # Frames in these directories are library code, not the caller's: the call
 # site is the first frame outside them. Adapters add their client library.
-_SKIPPED_DIRS: list[str] = [os.path.dirname(os.path.abspath(__file__)) + os.sep]
+# The demo and the command line are poolwatch's own users, so not skipped.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_SKIPPED_DIRS: list[str] = [
+    os.path.join(_PACKAGE_DIR, sub) + os.sep for sub in ("_sync", "_async", "adapters")
+]
 
 
 def skip_module_directory(path: str) -> None:
@@ -53,7 +57,7 @@ def capture_call_site(depth: int) -> CallSite:
     skipped = tuple(_SKIPPED_DIRS)
     while frame is not None and frame.f_code.co_filename.startswith(skipped):
         frame = frame.f_back
-    frames = []
+    frames: list[tuple[str, int, str]] = []
     while frame is not None and len(frames) < depth:
         code = frame.f_code
         frames.append((code.co_filename, frame.f_lineno, code.co_name))

@@ -10,7 +10,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import IO, NamedTuple, Union
+from typing import IO, NamedTuple, TypeAlias, cast
 from urllib.parse import urlsplit
 
 import h11
@@ -19,10 +19,10 @@ from ._exceptions import InvalidURL, LocalProtocolError
 
 __all__ = ["Origin", "Request", "Timeout"]
 
-HeaderTypes = Union[
-    Mapping[str, str], Mapping[bytes, bytes], Sequence[tuple[str | bytes, str | bytes]]
-]
-BodyTypes = Union[bytes, bytearray, memoryview, str, Iterable[bytes], IO[bytes], None]
+HeaderTypes: TypeAlias = (
+    "Mapping[str, str] | Mapping[bytes, bytes] | Sequence[tuple[str | bytes, str | bytes]]"
+)
+BodyTypes: TypeAlias = "bytes | bytearray | memoryview | str | Iterable[bytes] | IO[bytes] | None"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SUPPORTED_SCHEMES = ("http",)
@@ -141,8 +141,8 @@ class Request:
         if isinstance(body, bytes):
             return iter((body,))
         if hasattr(body, "read"):
-            return _read_file(body)  # type: ignore[arg-type]
-        return iter(body)  # type: ignore[arg-type]
+            return _read_file(cast("IO[bytes]", body))
+        return iter(body)
 
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -209,7 +209,8 @@ def _prepare_body(
         return body, len(body)
     declared = _declared_length(headers)
     if hasattr(body, "read"):
-        return body, declared if declared is not None else _file_length(body)  # type: ignore[arg-type]
+        file = cast("IO[bytes]", body)
+        return file, declared if declared is not None else _file_length(file)
     if isinstance(body, Iterable):
         return body, declared
     raise TypeError(f"request body must be bytes, an iterable or a file, not {body!r}")

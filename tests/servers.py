@@ -48,7 +48,7 @@ class ServerConnection:
         try:
             while self.sock.recv(65536):
                 pass
-        except socket.timeout:
+        except TimeoutError:
             return False
         except OSError:
             pass
@@ -294,7 +294,9 @@ def _endless() -> Iterator[bytes]:
 
 
 @contextmanager
-def http_server(routes: dict[str, Route] | None = None, host: str = "127.0.0.1") -> Iterator[HTTPServer]:
+def http_server(
+    routes: dict[str, Route] | None = None, host: str = "127.0.0.1"
+) -> Iterator[HTTPServer]:
     server = HTTPServer(routes, host)
     try:
         yield server
@@ -303,7 +305,9 @@ def http_server(routes: dict[str, Route] | None = None, host: str = "127.0.0.1")
 
 
 @contextmanager
-def raw_server(handler: Callable[[ServerConnection], None], host: str = "127.0.0.1") -> Iterator[RawServer]:
+def raw_server(
+    handler: Callable[[ServerConnection], None], host: str = "127.0.0.1"
+) -> Iterator[RawServer]:
     server = RawServer(handler, host)
     try:
         yield server

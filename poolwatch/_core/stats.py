@@ -21,34 +21,29 @@ from types import MappingProxyType
 __all__ = ["Counters", "OriginStats", "PoolStats"]
 
 
+@dataclass(slots=True)
 class Counters:
     """Cumulative counters for one origin (mutated under the pool lock)."""
 
-    __slots__ = (
-        "bodies_closed_early",
-        "bodies_drained",
-        "bodies_drained_on_close",
-        "bodies_errored",
-        "bodies_leaked",
-        "bodies_without_content",
-        "connections_closed",
-        "connections_opened",
-        "idle_closed_by_server",
-        "idle_expired",
-        "pool_waits",
-        "requests",
-        "retries",
-        "reused_requests",
-        "workers_alive",
-    )
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+    workers_alive: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
+    requests: int = 0
+    reused_requests: int = 0
+    bodies_drained: int = 0
+    bodies_closed_early: int = 0
+    bodies_drained_on_close: int = 0
+    bodies_leaked: int = 0
+    bodies_errored: int = 0
+    bodies_without_content: int = 0
+    retries: int = 0
+    idle_closed_by_server: int = 0
+    idle_expired: int = 0
+    pool_waits: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -99,8 +94,7 @@ class OriginStats:
             )
         if self.workers_alive != 2 * self.open_connections:
             problems.append(
-                f"workers_alive={self.workers_alive} but 2*open="
-                f"{2 * self.open_connections}"
+                f"workers_alive={self.workers_alive} but 2*open={2 * self.open_connections}"
             )
         outcomes = (
             self.bodies_drained
@@ -124,9 +118,7 @@ class PoolStats(OriginStats):
     """An immutable snapshot of a transport: totals over all origins, and
     ``per_origin`` keyed like ``"http://127.0.0.1:8080"``."""
 
-    per_origin: Mapping[str, OriginStats] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    per_origin: Mapping[str, OriginStats] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def build(cls, per_origin: dict[str, OriginStats]) -> PoolStats:

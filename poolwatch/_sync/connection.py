@@ -183,10 +183,7 @@ class Connection:
 
     def __repr__(self) -> str:
         state = "closing" if self.closing else "active" if self.exchange else "idle"
-        return (
-            f"<Connection #{self.id} {self.origin} {state}, "
-            f"{self.requests_served} requests>"
-        )
+        return f"<Connection #{self.id} {self.origin} {state}, {self.requests_served} requests>"
 
     # -- the caller's side ----------------------------------------------------
 
@@ -226,9 +223,11 @@ class Connection:
         """The next piece of the body, reading the socket if needed (caller's
         thread, while the reader is parked). Raises on errors."""
         proto = self._proto
-        if self._peeked is not None:
-            event, self._peeked = self._peeked, None
-            return event
+        peeked = self._peeked
+        if peeked is not None:
+            self._peeked = None
+            return peeked
+        event: object
         try:
             with self._proto_lock:
                 event = proto.next_event()
@@ -237,7 +236,7 @@ class Connection:
         while event is h11.NEED_DATA:
             try:
                 data = self._rsock.recv(RECV_SIZE)
-            except socket.timeout as exc:
+            except TimeoutError as exc:
                 raise self._error(
                     exchange, ReadTimeout, f"no body byte within {exchange.timeout.read}s"
                 ) from exc
@@ -281,9 +280,7 @@ class Connection:
         """Set the body owner's read timeout (only while the reader is parked)."""
         self._rsock.settimeout(NO_TIMEOUT if seconds is None else seconds)
 
-    def finish_body(
-        self, exchange: Exchange, outcome: str, *, reuse: bool | None = None
-    ) -> None:
+    def finish_body(self, exchange: Exchange, outcome: str, *, reuse: bool | None = None) -> None:
         """The body ended with ``outcome``: reuse the connection if it can be
         (R4, R7, R9), otherwise close it; then let the reader go on."""
         if reuse is None:
@@ -338,7 +335,7 @@ class Connection:
                 decision = transport._connection_closed_locked(self)
                 exchange = self.exchange
             else:
-                decision = exchange = None
+                decision, exchange = None, None
         if decision is not None:
             try:
                 self._rsock.shutdown(socket.SHUT_RDWR)
@@ -474,7 +471,7 @@ class Connection:
             data: bytes | OSError
             try:
                 data = sock.recv(RECV_SIZE)
-            except socket.timeout:
+            except TimeoutError:
                 if self._has_expired_idle():
                     return None
                 sock.settimeout(NO_TIMEOUT)
@@ -558,7 +555,7 @@ class Connection:
                     raise h11.RemoteProtocolError("101 Switching Protocols to a plain request")
                 continue
             if event is h11.NEED_DATA or isinstance(event, h11.Response):
-                return event  # type: ignore[return-value]
+                return event
             raise h11.RemoteProtocolError(f"unexpected {event!r} before the response head")
 
     def _deliver_head(self, exchange: Exchange, head: h11.Response) -> bool:
@@ -617,11 +614,11 @@ class Connection:
         error.__cause__ = exc
         return error
 
-    def _error(self, exchange: Exchange, kind: type[PoolwatchError], message: str) -> PoolwatchError:
+    def _error(
+        self, exchange: Exchange, kind: type[PoolwatchError], message: str
+    ) -> PoolwatchError:
         request = exchange.request
         return kind(message, method=request.method, url=request.url)
-
-
 
 
 def _has_no_body(method: str, head: h11.Response) -> bool:

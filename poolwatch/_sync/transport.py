@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -354,8 +355,13 @@ class Transport:
                 lock.release()
 
     def _emit(
-        self, name: str, conn: Connection | None, *, origin: Origin | None = None,
-        url: str | None = None, **data: Any
+        self,
+        name: str,
+        conn: Connection | None,
+        *,
+        origin: Hashable | None = None,
+        url: str | None = None,
+        **data: Any,
     ) -> None:
         listeners = self._listeners
         if not listeners:

@@ -1,0 +1,164 @@
+"""The seed experiment: what happens to a connection when a response body is
+read or not, closed or not.
+
+Four loops of five GETs, each with a fresh transport, against a loopback
+server started here. After each loop the transport settles and the live
+workers are counted plus one for the main thread, as Go's
+``runtime.NumGoroutine()`` would count them (BEHAVIOUR.md, "The seed
+experiment").
+"""
+
+from __future__ import annotations
+
+import gc
+import http.server
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TextIO
+
+from ._exceptions import LeakWarning
+from ._sync.response import Response
+from ._sync.transport import Transport
+
+__all__ = ["LOOPS", "LoopResult", "run_demo", "run_loop"]
+
+REQUESTS_PER_LOOP = 5
+
+
+@dataclass(frozen=True)
+class Loop:
+    """One row of the experiment: whether bodies are read, whether closed,
+    and the count Go's transport gives."""
+
+    number: int
+    read: bool
+    close: bool
+    expected: int
+
+
+LOOPS = (
+    Loop(1, read=False, close=False, expected=1 + 2 * REQUESTS_PER_LOOP),
+    Loop(2, read=False, close=True, expected=1),
+    Loop(3, read=True, close=False, expected=3),
+    Loop(4, read=True, close=True, expected=3),
+)
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """What one loop measured: workers by the stats, and worker threads
+    actually alive (each plus one for the main thread)."""
+
+    loop: Loop
+    workers: int
+    threads: int
+    connections_opened: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether both counts match the expected one."""
+        return self.workers == self.threads == self.loop.expected
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    body = b"hello world!\n"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def loopback_server() -> Iterator[str]:
+    """A keep-alive HTTP/1.1 server on 127.0.0.1; yields its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="demo-server")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _worker_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("poolwatch-"))
+
+
+def run_loop(loop: Loop, url: str, transport: Transport) -> tuple[LoopResult, list[Response]]:
+    """Run one loop; return its counts and the responses it kept."""
+    kept = []
+    for _ in range(REQUESTS_PER_LOOP):
+        resp = transport.request("GET", url)
+        if loop.read:
+            resp.read()
+        if loop.close:
+            resp.close()
+        kept.append(resp)  # held, as Go's goroutines hold their responses
+    transport.settle()
+    stats = transport.stats()
+    result = LoopResult(
+        loop, stats.workers_alive + 1, _worker_threads() + 1, stats.connections_opened
+    )
+    return result, kept
+
+
+def run_demo(out: TextIO) -> bool:
+    """Run the experiment, print the table and loop 1's leak reports.
+    Returns whether every count matched."""
+    results = []
+    with loopback_server() as url:
+        for loop in LOOPS:
+            with Transport() as transport:
+                result, kept = run_loop(loop, url, transport)
+                results.append(result)
+                if loop.number == 1:
+                    reports = _leak_reports(transport, kept)
+                del kept
+    _print_table(results, out)
+    print(f"\nLoop 1 kept {len(reports)} response bodies open; dropping them reports:", file=out)
+    for report in reports:
+        print(f"  {report}", file=out)
+    ok = all(r.ok for r in results)
+    print("\nall counts as expected" if ok else "\nCOUNTS DIFFER FROM EXPECTED", file=out)
+    return ok
+
+
+def _leak_reports(transport: Transport, kept: list[Response]) -> list[str]:
+    """Drop loop 1's responses and collect the leak warnings they raise (R6)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LeakWarning)
+        kept.clear()
+        gc.collect()
+    transport.settle()
+    return [str(w.message) for w in caught if issubclass(w.category, LeakWarning)]
+
+
+def _print_table(results: list[LoopResult], out: TextIO) -> None:
+    print("poolwatch seed experiment: 5 GETs per loop, a fresh transport each\n", file=out)
+    header = (
+        f"{'loop':>4}  {'read':>4}  {'close':>5}  {'expected':>8}  "
+        f"{'workers+1':>9}  {'threads+1':>9}  {'conns':>5}  ok"
+    )
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for r in results:
+        loop = r.loop
+        print(
+            f"{loop.number:>4}  {'yes' if loop.read else 'no':>4}  "
+            f"{'yes' if loop.close else 'no':>5}  {loop.expected:>8}  {r.workers:>9}  "
+            f"{r.threads:>9}  {r.connections_opened:>5}  {'yes' if r.ok else 'NO'}",
+            file=out,
+        )
