@@ -286,6 +286,14 @@ class Connection:
         if reuse is None:
             reuse = outcome in ("drained", "no_body")
         reusable = reuse and self._can_reuse(exchange)
+        self._transport._emit(
+            "body_done",
+            self,
+            url=exchange.request.url,
+            outcome=outcome,
+            bytes=exchange.bytes_read,
+            reused=reusable,
+        )
         transport = self._transport
         with transport._lock:
             if exchange.state == BODY:

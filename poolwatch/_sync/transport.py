@@ -143,6 +143,8 @@ class Transport:
         while True:
             exchange = Exchange(request, limits, call_site)
             conn = self._get_connection(exchange)
+            if self._listeners:
+                self._emit_got_conn(exchange, conn)
             try:
                 conn.round_trip(exchange)
             except NetworkError as exc:
@@ -154,6 +156,18 @@ class Transport:
                 self._emit("retry", conn, url=url, error=exc)
                 continue
             return Response(exchange, drain_on_close=self.drain_on_close)
+
+    def _emit_got_conn(self, exchange: Exchange, conn: Connection) -> None:
+        was_idle = exchange.reused
+        idle_time = time.monotonic() - conn.idle_since if was_idle else 0.0
+        self._emit(
+            "got_conn",
+            conn,
+            url=exchange.request.url,
+            reused=exchange.reused,
+            was_idle=was_idle,
+            idle_time=idle_time,
+        )
 
     @staticmethod
     def _can_retry(exchange: Exchange, error: BaseException) -> bool:

@@ -1,0 +1,53 @@
+"""The examples run as written (each starts its own loopback server)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("stats_tour.py", "opened=1 reused=2 drained=3 workers=2"),
+        ("find_leaks.py", "find_leaks.py:18"),
+    ],
+)
+def test_example_runs(script: str, expected: str) -> None:
+    """Each example exits 0 and prints what its docstring promises."""
+    result = subprocess.run(
+        [sys.executable, "-W", "always", script],
+        cwd=EXAMPLES,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
+
+
+def test_demo_prints_expected_counts() -> None:
+    """The seed experiment's main job: 11, 1, 3, 3 and five leak reports."""
+    result = subprocess.run(
+        [sys.executable, "-m", "poolwatch", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line[:4].strip().isdigit()]
+    assert [(row[0], row[3], row[4], row[5]) for row in rows] == [
+        ("1", "11", "11", "11"),
+        ("2", "1", "1", "1"),
+        ("3", "3", "3", "3"),
+        ("4", "3", "3", "3"),
+    ]
+    assert result.stdout.count("garbage-collected") == 5
+    assert "_demo.py" in result.stdout
