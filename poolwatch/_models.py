@@ -63,6 +63,14 @@ class Timeout:
     read: float | None = None
     pool: float | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("connect", "write", "response_header", "read", "pool"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(
+                    f"{name} timeout must be a positive number or None, not {value!r}"
+                )
+
     @classmethod
     def coerce(cls, value: Timeout | float | None, default: Timeout) -> Timeout:
         """A ``Timeout`` from a number (every limit), ``None`` (the default)

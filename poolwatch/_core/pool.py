@@ -62,10 +62,12 @@ class Limits:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 or None, not {value!r}")
-        for name in ("max_idle", "max_idle_per_host", "idle_timeout"):
+        for name in ("max_idle", "max_idle_per_host"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0 or None, not {value!r}")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be > 0 or None, not {self.idle_timeout!r}")
 
 
 class Waiter(Generic[C]):
@@ -244,6 +246,11 @@ class PoolState(Generic[C]):
         for origin in list(self._idle):
             expired += self._expire_idle(origin, now)
         return expired
+
+    def time_left_idle(self, conn: C, now: float) -> float | None:
+        """Seconds until an idle connection expires (``None``: never)."""
+        timeout = self.limits.idle_timeout
+        return None if timeout is None else conn.idle_since + timeout - now
 
     def has_expired(self, conn: C, now: float) -> bool:
         """Whether an idle connection is past the idle timeout."""

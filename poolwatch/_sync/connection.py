@@ -31,6 +31,7 @@ proto lock may be taken before the pool lock, never the other way round.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import threading
@@ -147,11 +148,10 @@ class Exchange:
 class Connection:
     """An open connection with its reader and writer threads."""
 
-    _next_id = 0
+    _ids = itertools.count(1)  # next() on a count is atomic under the GIL
 
     def __init__(self, transport: Transport, origin: Origin, sock: socket.socket) -> None:
-        Connection._next_id += 1
-        self.id = Connection._next_id
+        self.id = next(Connection._ids)
         self.origin = origin
         self._transport = transport
         self._counters: Counters = transport._counters_for(origin)
@@ -480,9 +480,10 @@ class Connection:
             try:
                 data = sock.recv(RECV_SIZE)
             except TimeoutError:
-                if self._has_expired_idle():
+                remaining = self._idle_time_left()
+                if remaining is None:
                     return None
-                sock.settimeout(NO_TIMEOUT)
+                sock.settimeout(remaining)
                 continue
             except OSError as exc:
                 data = exc
@@ -493,18 +494,23 @@ class Connection:
                     return None
             return exchange, data
 
-    def _has_expired_idle(self) -> bool:
+    def _idle_time_left(self) -> float | None:
+        """After the reader's idle timer fired: ``None`` if the connection is
+        over (closing, or idle past the idle timeout, R11), else how long to
+        wait before looking again."""
         transport = self._transport
+        pool = transport._pool
         with transport._lock:
             if self.closing:
-                return True
-            if self.exchange is not None or not transport._pool.has_expired(
-                self, time.monotonic()
-            ):
-                return False
-            if transport._pool.remove_idle_locked(self):
+                return None
+            if self.exchange is not None or not pool.is_idle(self):
+                return NO_TIMEOUT  # in use: the caller's timeouts govern
+            left = pool.time_left_idle(self, time.monotonic())
+            if left is not None and left <= 0:
+                pool.remove_idle_locked(self)
                 self.close_reason = "idle_timeout"
-            return True
+                return None
+            return NO_TIMEOUT if left is None else left
 
     def _idle_ended_locked(self, data: bytes | OSError) -> None:
         """Something arrived on an idle connection: it is over (R3)."""
@@ -589,11 +595,20 @@ class Connection:
             exchange.head_ready.release()
         exchange.reader_parked.acquire()
         with transport._lock:
-            if exchange.leaked and exchange.state == BODY:
+            leaked = exchange.leaked and exchange.state == BODY
+            if leaked:
                 transport._end_body_locked(exchange, "leaked")
                 self.close_reason = self.close_reason or "leaked"
-                return False
-            return not self.closing
+            alive = not self.closing and not leaked
+        if leaked:
+            transport._emit(
+                "leak_detected",
+                self,
+                url=exchange.request.url,
+                method=exchange.request.method,
+                call_site=exchange.call_site,
+            )
+        return alive
 
     def _fail_exchange(self, exchange: Exchange, error: BaseException) -> None:
         """Deliver ``error`` to a caller still waiting for the head."""
