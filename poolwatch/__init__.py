@@ -28,6 +28,7 @@ from ._exceptions import (
     RemoteProtocolError,
     ResponseHeaderTimeout,
     TimeoutException,
+    TLSError,
     WriteError,
     WriteTimeout,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "RemoteProtocolError",
     "Response",
     "ResponseHeaderTimeout",
+    "TLSError",
     "Timeout",
     "TimeoutException",
     "Transport",

@@ -10,6 +10,7 @@ it happened on, and keeps the lower-level cause as ``__cause__``.
     |   +-- PoolClosed
     +-- NetworkError
     |   +-- ConnectError
+    |   |   +-- TLSError
     |   +-- ReadError
     |   +-- WriteError
     +-- TimeoutException
@@ -41,6 +42,7 @@ __all__ = [
     "ReadTimeout",
     "RemoteProtocolError",
     "ResponseHeaderTimeout",
+    "TLSError",
     "TimeoutException",
     "WriteError",
     "WriteTimeout",
@@ -80,6 +82,11 @@ class NetworkError(PoolwatchError):
 
 class ConnectError(NetworkError):
     """The connection could not be established."""
+
+
+class TLSError(ConnectError):
+    """The TLS handshake failed: an untrusted, expired or mismatched
+    certificate, or no common protocol."""
 
 
 class ReadError(NetworkError):

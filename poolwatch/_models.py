@@ -25,7 +25,7 @@ HeaderTypes: TypeAlias = (
 BodyTypes: TypeAlias = "bytes | bytearray | memoryview | str | Iterable[bytes] | IO[bytes] | None"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_SUPPORTED_SCHEMES = ("http",)
+_SUPPORTED_SCHEMES = ("http", "https")
 # Large enough to keep system calls per megabyte low, small enough that a
 # streamed upload does not hold much memory per connection.
 _FILE_CHUNK = 64 * 1024
@@ -168,7 +168,7 @@ def parse_url(url: str) -> tuple[Origin, bytes, bytes]:
     scheme = parts.scheme.lower()
     if scheme not in _SUPPORTED_SCHEMES:
         what = f"unsupported scheme {scheme!r}" if scheme else "no scheme"
-        raise InvalidURL(f"{what}; poolwatch speaks http://", url=url)
+        raise InvalidURL(f"{what}; poolwatch speaks http:// and https://", url=url)
     host = parts.hostname
     if not host:
         raise InvalidURL("the URL has no host", url=url)

@@ -53,6 +53,7 @@ from .._exceptions import (
 )
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
+from .streams import ReadStream, TLSSession, WriteStream
 
 if TYPE_CHECKING:
     from .._core.stats import Counters
@@ -150,13 +151,21 @@ class Connection:
 
     _ids = itertools.count(1)  # next() on a count is atomic under the GIL
 
-    def __init__(self, transport: Transport, origin: Origin, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        origin: Origin,
+        streams: tuple[ReadStream, WriteStream],
+        tls: TLSSession | None = None,
+    ) -> None:
         self.id = next(Connection._ids)
         self.origin = origin
+        self.tls = tls
         self._transport = transport
         self._counters: Counters = transport._counters_for(origin)
-        self._rsock = sock  # the reader's, and the body owner's while it is parked
-        self._wsock = sock.dup()  # the writer's
+        # The reader's stream, and the body owner's while the reader is parked.
+        self._rsock: ReadStream = streams[0]
+        self._wsock: WriteStream = streams[1]  # the writer's
         self._proto = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_SIZE)
         self._proto_lock = threading.Lock()
         self._peeked: h11.Data | None = None  # owned by the body owner

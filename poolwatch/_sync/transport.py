@@ -4,6 +4,7 @@ reader and a writer thread (R1-R14, R18)."""
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Hashable
@@ -22,11 +23,13 @@ from .._exceptions import (
     PoolClosed,
     PoolTimeout,
     ReadError,
+    TLSError,
 )
 from .._leaks import OpenBody, capture_call_site
 from .._models import BodyTypes, HeaderTypes, Origin, Request, Timeout
 from .connection import BODY, NO_TIMEOUT, WAITING, Connection, Exchange
 from .response import Response
+from .streams import ReadStream, TLSSession, WriteStream, open_plain, open_tls
 
 __all__ = ["ConnectionInfo", "Transport"]
 
@@ -88,6 +91,7 @@ class Transport:
         read_timeout: float | None = None,
         pool_timeout: float | None = None,
         call_site_depth: int = 4,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.limits = Limits(
             max_connections=max_connections,
@@ -106,6 +110,7 @@ class Transport:
         self.keep_alive = keep_alive
         self.drain_on_close = drain_on_close
         self.call_site_depth = call_site_depth
+        self._tls_context = ssl_context  # made on the first https dial if None
         self._lock = threading.Lock()
         self._pool: PoolState[Connection] = PoolState(self.limits)
         self._counters: dict[Origin, Counters] = {}  # pool lock
@@ -248,31 +253,14 @@ class Transport:
         """Open a connection for ``exchange`` in the slot reserved for it (R1)."""
         request = exchange.request
         origin = request.origin
-        connect = exchange.timeout.connect
-        self._emit("connect_start", None, origin=origin, url=request.url)
         try:
-            sock = socket.create_connection(
-                (origin.host, origin.port), timeout=NO_TIMEOUT if connect is None else connect
-            )
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except BaseException as exc:
+            streams, tls = self._open_streams(exchange)
+        except BaseException:
             with self._lock:
                 decision = self._pool.discard_locked(origin)
             self._act(decision)
-            if isinstance(exc, socket.timeout):
-                raise ConnectTimeout(
-                    f"could not connect to {origin} within {connect}s",
-                    method=request.method,
-                    url=request.url,
-                ) from exc
-            if isinstance(exc, OSError):
-                raise ConnectError(
-                    f"could not connect to {origin}: {exc.strerror or exc}",
-                    method=request.method,
-                    url=request.url,
-                ) from exc
             raise
-        conn = Connection(self, origin, sock)
+        conn = Connection(self, origin, streams, tls)
         with self._lock:
             closed = self._closed
             if not closed:
@@ -288,8 +276,66 @@ class Transport:
             self._act(decision)
             raise self._closed_error(exchange)
         conn.start()
-        self._emit("connect_done", conn, url=request.url)
         return conn
+
+    def _open_streams(
+        self, exchange: Exchange
+    ) -> tuple[tuple[ReadStream, WriteStream], TLSSession | None]:
+        """Connect (and for https, handshake) on the caller's thread."""
+        request = exchange.request
+        origin = request.origin
+        connect = exchange.timeout.connect
+        self._emit("connect_start", None, origin=origin, url=request.url)
+        try:
+            sock = socket.create_connection(
+                (origin.host, origin.port), timeout=NO_TIMEOUT if connect is None else connect
+            )
+        except OSError as exc:
+            raise self._connect_error(exchange, exc, "could not connect") from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._emit("connect_done", None, origin=origin, url=request.url)
+            if origin.scheme != "https":
+                return open_plain(sock), None
+            self._emit("tls_handshake_start", None, origin=origin, url=request.url)
+            reader, writer, session = open_tls(sock, self._ssl_context(), origin.host)
+            self._emit(
+                "tls_handshake_done", None, origin=origin, url=request.url, version=session.version
+            )
+            return (reader, writer), session
+        except BaseException as exc:
+            sock.close()
+            if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+                raise TLSError(
+                    f"TLS handshake with {origin} failed: {exc}",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
+            if isinstance(exc, OSError):
+                raise self._connect_error(exchange, exc, "TLS handshake failed") from exc
+            raise
+
+    def _connect_error(
+        self, exchange: Exchange, exc: OSError, what: str
+    ) -> ConnectError | ConnectTimeout:
+        request = exchange.request
+        if isinstance(exc, TimeoutError):
+            return ConnectTimeout(
+                f"{what}: no answer from {request.origin} within {exchange.timeout.connect}s",
+                method=request.method,
+                url=request.url,
+            )
+        return ConnectError(
+            f"{what} to {request.origin}: {exc.strerror or exc}",
+            method=request.method,
+            url=request.url,
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = self._tls_context
+        if context is None:
+            context = self._tls_context = ssl.create_default_context()
+        return context
 
     def _assign_locked(self, exchange: Exchange, conn: Connection) -> None:
         exchange.connection = conn

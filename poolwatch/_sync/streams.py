@@ -1,0 +1,166 @@
+"""Byte streams for a connection's two workers: plain TCP and TLS.
+
+The reader and the writer each get their own stream object, so that each
+can carry its own timeout. For plain TCP they are two duplicates of one
+socket. For TLS they share one ``ssl.SSLObject`` driven through memory BIOs
+(OpenSSL does not allow one ``SSL`` to be used from two threads at once):
+the record layer runs under a lock, the socket I/O outside it.
+
+Ordering rule: encrypted bytes leave the outgoing BIO only while the send
+lock is held, and are sent before it is released, so TLS records go out in
+the order they were made even when the reader has to answer the server
+(a TLS 1.3 key update) while the writer uploads.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from typing import Protocol
+
+__all__ = [
+    "ReadStream",
+    "TLSSession",
+    "WriteStream",
+    "open_plain",
+    "open_tls",
+]
+
+# Enough for a TLS record plus headroom; the reader asks for more at once.
+_RECV_SIZE = 256 * 1024
+
+
+class ReadStream(Protocol):
+    """What the reader (and the body owner) use."""
+
+    def recv(self, size: int, /) -> bytes: ...
+    def settimeout(self, value: float | None, /) -> None: ...
+    def shutdown(self, how: int, /) -> None: ...
+    def close(self) -> None: ...
+
+
+class WriteStream(Protocol):
+    """What the writer uses."""
+
+    def sendall(self, data: bytes, /) -> None: ...
+    def settimeout(self, value: float | None, /) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_plain(sock: socket.socket) -> tuple[ReadStream, WriteStream]:
+    """Reader and writer streams over a plain TCP socket."""
+    return sock, sock.dup()
+
+
+class TLSSession:
+    """One TLS session shared by a reader and a writer stream."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
+        self.sock = sock
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
+        self.lock = threading.Lock()  # guards tls and both BIOs
+        self.send_lock = threading.Lock()  # held from draining outgoing until sent
+
+    def handshake(self) -> None:
+        """Complete the handshake on the caller's thread (before the workers
+        start); the socket's timeout bounds each wait."""
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.flush(self.sock)
+                data = self.sock.recv(_RECV_SIZE)
+                if not data:
+                    raise ConnectionResetError(
+                        "the server closed the connection during the TLS handshake"
+                    ) from None
+                self.incoming.write(data)
+        self.flush(self.sock)
+
+    def flush(self, sock: socket.socket) -> None:
+        """Send whatever TLS produced (send lock not held by the caller)."""
+        with self.send_lock:
+            with self.lock:
+                data = self.outgoing.read()
+            if data:
+                sock.sendall(data)
+
+    @property
+    def version(self) -> str | None:
+        """The negotiated protocol version, e.g. ``"TLSv1.3"``."""
+        return self.tls.version()
+
+    def getpeercert(self) -> dict[str, object] | None:
+        """The verified peer certificate."""
+        return self.tls.getpeercert()  # type: ignore[return-value]
+
+
+class _TLSReader:
+    def __init__(self, session: TLSSession) -> None:
+        self._session = session
+        self._sock = session.sock
+
+    def recv(self, size: int, /) -> bytes:
+        session = self._session
+        while True:
+            with session.lock:
+                try:
+                    data: bytes | None = session.tls.read(size)
+                except ssl.SSLWantReadError:
+                    data = None
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    # close_notify, or (commonly) a bare TCP close: the end.
+                    data = b""
+                answer = session.outgoing.pending
+            if answer:
+                session.flush(self._sock)
+            if data is not None:
+                return data
+            raw = self._sock.recv(_RECV_SIZE)
+            with session.lock:
+                if raw:
+                    session.incoming.write(raw)
+                else:
+                    session.incoming.write_eof()
+
+    def settimeout(self, value: float | None, /) -> None:
+        self._sock.settimeout(value)
+
+    def shutdown(self, how: int, /) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class _TLSWriter:
+    def __init__(self, session: TLSSession, sock: socket.socket) -> None:
+        self._session = session
+        self._sock = sock
+
+    def sendall(self, data: bytes, /) -> None:
+        session = self._session
+        with session.send_lock:
+            with session.lock:
+                session.tls.write(data)
+                encrypted = session.outgoing.read()
+            self._sock.sendall(encrypted)
+
+    def settimeout(self, value: float | None, /) -> None:
+        self._sock.settimeout(value)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def open_tls(
+    sock: socket.socket, context: ssl.SSLContext, server_hostname: str
+) -> tuple[ReadStream, WriteStream, TLSSession]:
+    """Handshake on ``sock``; return reader and writer streams over the session."""
+    session = TLSSession(sock, context, server_hostname)
+    session.handshake()
+    return _TLSReader(session), _TLSWriter(session, sock.dup()), session
