@@ -39,6 +39,16 @@ from ._sync.transport import ConnectionInfo, Transport
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The adapters import requests or httpx: only when asked for.
+    if name == "RequestsAdapter":
+        from .adapters.requests import RequestsAdapter
+
+        return RequestsAdapter
+    raise AttributeError(f"module 'poolwatch' has no attribute {name!r}")
+
+
 __all__ = [
     "EVENT_NAMES",
     "CallSite",
@@ -64,6 +74,7 @@ __all__ = [
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",
+    "RequestsAdapter",
     "Response",
     "ResponseHeaderTimeout",
     "TLSError",

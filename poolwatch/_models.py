@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import ssl
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, NamedTuple, TypeAlias, cast
@@ -42,6 +43,9 @@ class Origin(NamedTuple):
     scheme: str
     host: str
     port: int
+    # The TLS configuration connections are made with: connections made with
+    # different contexts are not interchangeable, so they pool apart.
+    ssl_context: ssl.SSLContext | None = None
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -104,10 +108,13 @@ class Request:
         body: BodyTypes = None,
         *,
         keep_alive: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.method = method.upper()
         self.url = url
         self.origin, target, host_header = parse_url(url)
+        if ssl_context is not None and self.origin.scheme == "https":
+            self.origin = self.origin._replace(ssl_context=ssl_context)
         pairs = _header_pairs(headers)
         self.body, self.content_length = _prepare_body(body, pairs)
         names = {name.lower() for name, _ in pairs}

@@ -108,6 +108,10 @@ class OriginStats:
             problems.append(f"requests={self.requests} but body outcomes={outcomes}")
         return problems
 
+    def __add__(self, other: OriginStats) -> OriginStats:
+        mine, theirs = self.as_dict(), other.as_dict()
+        return OriginStats(**{name: mine[name] + theirs[name] for name in mine})
+
     def as_dict(self) -> dict[str, int]:
         """The fields by name (without ``per_origin``)."""
         return {f.name: getattr(self, f.name) for f in fields(OriginStats)}

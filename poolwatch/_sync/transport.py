@@ -130,6 +130,8 @@ class Transport:
         headers: HeaderTypes | None = None,
         body: BodyTypes = None,
         timeout: Timeout | float | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Response:
         """Send a request and return the response once its head has arrived.
 
@@ -141,7 +143,9 @@ class Transport:
         Read the body to its end or close the response (``with`` does):
         otherwise its connection stays checked out (R6).
         """
-        request = Request(method, url, headers, body, keep_alive=self.keep_alive)
+        request = Request(
+            method, url, headers, body, keep_alive=self.keep_alive, ssl_context=ssl_context
+        )
         limits = Timeout.coerce(timeout, self.timeout)
         call_site = capture_call_site(self.call_site_depth)
         retries = 0
@@ -298,7 +302,8 @@ class Transport:
             if origin.scheme != "https":
                 return open_plain(sock), None
             self._emit("tls_handshake_start", None, origin=origin, url=request.url)
-            reader, writer, session = open_tls(sock, self._ssl_context(), origin.host)
+            context = origin.ssl_context or self._ssl_context()
+            reader, writer, session = open_tls(sock, context, origin.host)
             self._emit(
                 "tls_handshake_done", None, origin=origin, url=request.url, version=session.version
             )
@@ -449,10 +454,13 @@ class Transport:
     def stats(self) -> PoolStats:
         """An immutable snapshot: totals and a per-origin breakdown (R18)."""
         with self._lock:
-            per_origin = {
-                str(origin): self._origin_stats_locked(origin, counters)
+            snapshots = [
+                (str(origin), self._origin_stats_locked(origin, counters))
                 for origin, counters in self._counters.items()
-            }
+            ]
+        per_origin: dict[str, OriginStats] = {}
+        for key, snapshot in snapshots:  # TLS settings split an origin's pools
+            per_origin[key] = snapshot + per_origin[key] if key in per_origin else snapshot
         return PoolStats.build(per_origin)
 
     def _origin_stats_locked(self, origin: Origin, counters: Counters) -> OriginStats:

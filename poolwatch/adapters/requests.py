@@ -1,0 +1,295 @@
+"""A ``requests`` transport adapter over a poolwatch :class:`~poolwatch.Transport`.
+
+Mount it and nothing else changes::
+
+    adapter = poolwatch.RequestsAdapter(pool_maxsize=20)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+
+``Response.raw`` is a urllib3 ``HTTPResponse`` reading poolwatch's body, so
+content decoding, ``iter_content``, ``raw.read``, ``raw.stream`` and cookies
+work as with ``HTTPAdapter``. Errors are requests' own exception types.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import ssl
+from collections.abc import Mapping
+from typing import Any, ClassVar, cast
+
+import requests
+import requests.adapters
+import requests.exceptions as rexc
+import urllib3
+from urllib3 import HTTPResponse
+from urllib3.util import Timeout as Urllib3Timeout
+from urllib3.util.retry import Retry
+
+from .._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    InvalidURL,
+    LocalProtocolError,
+    PoolTimeout,
+    PoolwatchError,
+    ReadTimeout,
+    TimeoutException,
+    TLSError,
+    WriteTimeout,
+)
+from .._leaks import skip_module_directory
+from .._models import BodyTypes, Timeout
+from .._sync.response import Response
+from .._sync.transport import Transport
+
+__all__ = ["RequestsAdapter"]
+
+skip_module_directory(requests.__file__)
+skip_module_directory(urllib3.__file__)
+
+_DEFAULT_POOLSIZE = requests.adapters.DEFAULT_POOLSIZE
+
+
+class _Body(io.RawIOBase):
+    """poolwatch's response body as the file urllib3 reads, raising the
+    exceptions ``http.client`` would so that urllib3 and requests translate
+    them as they do for ``HTTPAdapter``."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__()
+        self.response = response
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, amt: int | None = -1) -> bytes:
+        try:
+            return self.response.read(amt)
+        except ReadTimeout as exc:
+            raise TimeoutError(str(exc)) from exc
+        except PoolwatchError as exc:
+            raise http.client.IncompleteRead(b"", None) from exc
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def isclosed(self) -> bool:
+        return self.response.is_closed
+
+    def close(self) -> None:
+        self.response.close()
+        super().close()
+
+
+class _OriginalResponse:
+    """What cookie extraction reads: ``msg`` with the response headers."""
+
+    def __init__(self, response: Response) -> None:
+        message = http.client.HTTPMessage()
+        for name, value in response.headers.iteritems():
+            message[name] = value
+        self.msg = message
+
+    def isclosed(self) -> bool:
+        return True
+
+
+class RequestsAdapter(requests.adapters.BaseAdapter):
+    """A transport adapter for ``requests`` backed by poolwatch.
+
+    Takes ``HTTPAdapter``'s arguments with the same meaning:
+    ``pool_maxsize`` idle connections are kept per host, and with
+    ``pool_block`` no more than that many are open per host (requests wait
+    for one). ``pool_connections`` has no counterpart (poolwatch keeps one
+    pool per origin) and only bounds idle connections overall. Or pass an
+    existing ``transport``.
+    """
+
+    __attrs__: ClassVar[list[str]] = [
+        "max_retries",
+        "_pool_connections",
+        "_pool_maxsize",
+        "_pool_block",
+    ]
+
+    def __init__(
+        self,
+        pool_connections: int = _DEFAULT_POOLSIZE,
+        pool_maxsize: int = _DEFAULT_POOLSIZE,
+        max_retries: Retry | int | None = 0,
+        pool_block: bool = False,
+        *,
+        transport: Transport | None = None,
+    ) -> None:
+        super().__init__()
+        self.max_retries = Retry.from_int(max_retries) if max_retries is not None else Retry(0)
+        self._pool_connections = pool_connections
+        self._pool_maxsize = pool_maxsize
+        self._pool_block = pool_block
+        self._own_transport = transport is None
+        self.transport = transport if transport is not None else self._make_transport()
+        self._contexts: dict[tuple[Any, Any], ssl.SSLContext] = {}
+
+    def _make_transport(self) -> Transport:
+        return Transport(
+            max_idle_per_host=self._pool_maxsize,
+            max_idle=max(self._pool_connections * self._pool_maxsize, self._pool_maxsize),
+            max_connections_per_host=self._pool_maxsize if self._pool_block else None,
+            connect_timeout=None,
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__attrs__}
+
+    def __setstate__(self, state: Mapping[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._own_transport = True
+        self.transport = self._make_transport()
+        self._contexts = {}
+
+    def stats(self) -> Any:
+        """The transport's :class:`~poolwatch.PoolStats`."""
+        return self.transport.stats()
+
+    def close(self) -> None:
+        """Close the transport if this adapter made it."""
+        if self._own_transport:
+            self.transport.close()
+        else:
+            self.transport.close_idle_connections()
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float | None, float | None] | Urllib3Timeout | None = None,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """Send a prepared request, as ``HTTPAdapter.send`` does."""
+        limits = _timeout(timeout, self.transport.timeout)
+        url = request.url or ""
+        if proxies and _proxy_for(url, proxies):
+            raise rexc.ProxyError(
+                f"poolwatch does not route through proxies yet ({url})", request=request
+            )
+        context = self._context(url, verify, cert) if url.startswith("https:") else None
+        retries = self.max_retries
+        while True:
+            try:
+                response = self.transport.request(
+                    request.method or "GET",
+                    url,
+                    headers=list(request.headers.items()),
+                    body=cast("BodyTypes", request.body),
+                    timeout=limits,
+                    ssl_context=context,
+                )
+                break
+            except PoolwatchError as exc:
+                if retries.total and _retryable(exc) and retries.connect != 0:
+                    retries = retries.increment(method=request.method, url=url, error=None)
+                    continue
+                raise _translate(exc, request) from exc
+        raw = HTTPResponse(
+            body=_Body(response),
+            headers=response.headers,
+            status=response.status,
+            version=int(response.http_version[5:].replace(".", "")),
+            version_string=response.http_version,
+            reason=response.reason,
+            preload_content=False,
+            decode_content=False,
+            original_response=_OriginalResponse(response),  # type: ignore[arg-type]
+            request_method=request.method,
+            request_url=url,
+            enforce_content_length=True,
+        )
+        return requests.adapters.HTTPAdapter.build_response(self, request, raw)  # type: ignore[arg-type]
+
+    def _context(
+        self, url: str, verify: bool | str, cert: str | tuple[str, str] | None
+    ) -> ssl.SSLContext:
+        key = (verify, cert)
+        context = self._contexts.get(key)
+        if context is None:
+            context = self._contexts[key] = _make_context(verify, cert)
+        return context
+
+
+def _make_context(verify: bool | str, cert: str | tuple[str, str] | None) -> ssl.SSLContext:
+    """An SSL context as requests builds one for ``verify`` and ``cert``."""
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+    if verify is False:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        bundle = DEFAULT_CA_BUNDLE_PATH if verify is True else verify
+        if os.path.isdir(bundle):
+            context = ssl.create_default_context(capath=bundle)
+        else:
+            context = ssl.create_default_context(cafile=bundle)
+    if cert:
+        certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def _timeout(
+    value: float | tuple[float | None, float | None] | Urllib3Timeout | None, default: Timeout
+) -> Timeout:
+    """requests' timeout forms: ``None`` (no limit), a number, ``(connect,
+    read)`` or a urllib3 ``Timeout``."""
+    if isinstance(value, Urllib3Timeout):
+        connect, read = value.connect_timeout, value.read_timeout
+    elif isinstance(value, tuple):
+        try:
+            connect, read = value
+        except ValueError:
+            raise ValueError(
+                f"Invalid timeout {value}. Pass a (connect, read) timeout tuple, "
+                f"or a single float to set both timeouts to the same value."
+            ) from None
+    else:
+        connect = read = value
+    connect = connect if isinstance(connect, (int, float)) else None
+    read = read if isinstance(read, (int, float)) else None
+    return default.with_changes(connect=connect, response_header=read, read=read)
+
+
+def _proxy_for(url: str, proxies: Mapping[str, str]) -> str | None:
+    from requests.utils import select_proxy
+
+    return select_proxy(url, dict(proxies))
+
+
+def _retryable(exc: PoolwatchError) -> bool:
+    return isinstance(exc, (ConnectError, ConnectTimeout)) and not isinstance(exc, TLSError)
+
+
+def _translate(exc: PoolwatchError, request: requests.PreparedRequest) -> Exception:
+    """poolwatch's exception as the one ``HTTPAdapter`` raises."""
+    if isinstance(exc, TLSError):
+        return rexc.SSLError(exc, request=request)
+    if isinstance(exc, ConnectTimeout):
+        return rexc.ConnectTimeout(exc, request=request)
+    if isinstance(exc, (ReadTimeout, WriteTimeout)):
+        return rexc.ReadTimeout(exc, request=request)
+    if isinstance(exc, PoolTimeout):
+        return rexc.ConnectionError(exc, request=request)
+    if isinstance(exc, InvalidURL):
+        return rexc.InvalidURL(exc, request=request)
+    if isinstance(exc, LocalProtocolError):
+        return rexc.InvalidHeader(exc, request=request)
+    if isinstance(exc, TimeoutException):
+        return rexc.Timeout(exc, request=request)
+    return rexc.ConnectionError(exc, request=request)
