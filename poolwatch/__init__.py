@@ -46,6 +46,10 @@ def __getattr__(name: str) -> object:
         from .adapters.requests import RequestsAdapter
 
         return RequestsAdapter
+    if name == "HTTPXTransport":
+        from .adapters.httpx import HTTPXTransport
+
+        return HTTPXTransport
     raise AttributeError(f"module 'poolwatch' has no attribute {name!r}")
 
 
@@ -56,6 +60,7 @@ __all__ = [
     "ConnectTimeout",
     "ConnectionInfo",
     "Event",
+    "HTTPXTransport",
     "InvalidURL",
     "LeakWarning",
     "Limits",

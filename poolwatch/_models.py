@@ -112,10 +112,20 @@ class Request:
     ) -> None:
         self.method = method.upper()
         self.url = url
-        self.origin, target, host_header = parse_url(url)
+        try:
+            self.origin, target, host_header = parse_url(url)
+        except InvalidURL as exc:
+            raise InvalidURL(str(exc).split(": ", 1)[1], method=self.method, url=url) from exc
         if ssl_context is not None and self.origin.scheme == "https":
             self.origin = self.origin._replace(ssl_context=ssl_context)
-        pairs = _header_pairs(headers)
+        try:
+            pairs = _header_pairs(headers)
+        except UnicodeEncodeError as exc:
+            raise LocalProtocolError(
+                f"header not encodable as Latin-1 (encode it yourself): {exc}",
+                method=self.method,
+                url=url,
+            ) from exc
         self.body, self.content_length = _prepare_body(body, pairs)
         names = {name.lower() for name, _ in pairs}
         self.idempotency_key = bool(names & _IDEMPOTENCY_KEYS)

@@ -545,10 +545,12 @@ class Connection:
         done. Returns whether the connection lives on."""
         proto = self._proto
         first = True
+        received = 0
         while True:
             if isinstance(data, OSError) or not data:
                 self._fail_exchange(exchange, self._no_response_error(exchange, data, first))
                 return False
+            received += len(data)
             if first:
                 exchange.response_started = True
                 self._transport._emit("got_first_response_byte", self, url=exchange.request.url)
@@ -557,6 +559,15 @@ class Connection:
                 with self._proto_lock:
                     proto.receive_data(data)
                     event = self._next_head_event()
+                    # h11 checks the size only of heads still incomplete.
+                    if (
+                        received > MAX_HEAD_SIZE
+                        and isinstance(event, h11.Response)
+                        and received - len(proto.trailing_data[0]) > MAX_HEAD_SIZE
+                    ):
+                        raise h11.RemoteProtocolError(
+                            f"response head larger than {MAX_HEAD_SIZE} bytes"
+                        )
             except h11.RemoteProtocolError as exc:
                 error = self._error(exchange, RemoteProtocolError, f"bad response: {exc}")
                 error.__cause__ = exc

@@ -1,0 +1,228 @@
+"""An ``httpx`` transport over a poolwatch :class:`~poolwatch.Transport`.
+
+Pass it to a client and nothing else changes::
+
+    transport = poolwatch.HTTPXTransport(limits=httpx.Limits(max_connections=50))
+    client = httpx.Client(transport=transport)
+
+The response stream's ``close()`` is the release point: a body read to the
+end has already returned its connection (R4); one closed before the end
+tears it down (R5). Errors are httpx's own exception types.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from .. import _exceptions as pw
+from .._core.stats import PoolStats
+from .._leaks import skip_module_directory
+from .._models import BodyTypes, Timeout
+from .._sync.response import Response
+from .._sync.transport import Transport
+
+__all__ = ["DEFAULT_LIMITS", "HTTPXTransport"]
+
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's
+
+skip_module_directory(httpx.__file__)
+
+# poolwatch's exceptions and the httpx ones they become, most specific first.
+_ERRORS: tuple[tuple[type[pw.PoolwatchError], type[httpx.HTTPError]], ...] = (
+    (pw.PoolTimeout, httpx.PoolTimeout),
+    (pw.ConnectTimeout, httpx.ConnectTimeout),
+    (pw.ReadTimeout, httpx.ReadTimeout),
+    (pw.WriteTimeout, httpx.WriteTimeout),
+    (pw.ConnectError, httpx.ConnectError),
+    (pw.ReadError, httpx.ReadError),
+    (pw.WriteError, httpx.WriteError),
+    (pw.RemoteProtocolError, httpx.RemoteProtocolError),
+    (pw.LocalProtocolError, httpx.LocalProtocolError),
+    (pw.InvalidURL, httpx.UnsupportedProtocol),
+    (pw.PoolClosed, httpx.TransportError),
+)
+
+
+def translate_error(exc: pw.PoolwatchError, request: httpx.Request) -> httpx.HTTPError:
+    """poolwatch's exception as the one httpx's own transport raises."""
+    for ours, theirs in _ERRORS:
+        if isinstance(exc, ours):
+            if theirs is httpx.UnsupportedProtocol and "scheme" not in str(exc):
+                return httpx.LocalProtocolError(str(exc), request=request)
+            return theirs(str(exc), request=request)  # type: ignore[call-arg]
+    return httpx.TransportError(str(exc), request=request)
+
+
+def request_timeout(request: httpx.Request, default: Timeout) -> Timeout:
+    """The request's ``timeout`` extension (connect, read, write, pool)."""
+    given = request.extensions.get("timeout")
+    if not given:
+        return default
+    read = given.get("read")
+    return Timeout(
+        connect=given.get("connect"),
+        write=given.get("write"),
+        response_header=read,
+        read=read,
+        pool=given.get("pool"),
+    )
+
+
+def request_body(request: httpx.Request) -> BodyTypes:
+    """Bytes when httpx holds the whole body (so it can be replayed, R13),
+    otherwise its stream."""
+    stream = request.stream
+    if isinstance(stream, httpx.ByteStream):
+        return b"".join(stream)
+    return stream  # type: ignore[return-value]
+
+
+def transport_options(
+    *,
+    verify: ssl.SSLContext | str | bool,
+    cert: Any,
+    trust_env: bool,
+    http2: bool,
+    limits: httpx.Limits,
+    proxy: Any,
+    uds: str | None,
+    local_address: str | None,
+    socket_options: Any,
+) -> dict[str, Any]:
+    """``HTTPTransport``'s arguments as :class:`Transport` options."""
+    if http2:
+        raise ValueError("poolwatch speaks HTTP/1.1 only: http2=True is not supported")
+    for name, value in (
+        ("proxy", proxy),
+        ("uds", uds),
+        ("local_address", local_address),
+        ("socket_options", socket_options),
+    ):
+        if value is not None:
+            raise ValueError(f"poolwatch does not support {name}= yet")
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    else:
+        context = httpx.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+    keepalive = limits.max_keepalive_connections
+    return {
+        "max_connections": limits.max_connections,
+        "max_idle": keepalive,
+        "max_idle_per_host": keepalive,
+        "idle_timeout": limits.keepalive_expiry,
+        "connect_timeout": None,
+        "ssl_context": context,
+    }
+
+
+class _ResponseStream(httpx.SyncByteStream):
+    def __init__(self, response: Response, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_bytes()
+        except pw.PoolwatchError as exc:
+            raise translate_error(exc, self._request) from exc
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class HTTPXTransport(httpx.BaseTransport):
+    """An ``httpx.BaseTransport`` backed by poolwatch.
+
+    Takes ``httpx.HTTPTransport``'s arguments with the same meaning
+    (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``); HTTP/2,
+    proxies, Unix sockets, ``local_address`` and ``socket_options`` raise
+    ``ValueError``. Or pass an existing poolwatch ``transport``.
+    """
+
+    def __init__(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        proxy: Any = None,
+        uds: str | None = None,
+        local_address: str | None = None,
+        retries: int = 0,
+        socket_options: Any = None,
+        *,
+        transport: Transport | None = None,
+    ) -> None:
+        if transport is None:
+            options = transport_options(
+                verify=verify,
+                cert=cert,
+                trust_env=trust_env,
+                http2=http2,
+                limits=limits,
+                proxy=proxy,
+                uds=uds,
+                local_address=local_address,
+                socket_options=socket_options,
+            )
+            transport = Transport(**options)
+        self.transport = transport
+        self.retries = retries
+
+    def stats(self) -> PoolStats:
+        """The transport's :class:`~poolwatch.PoolStats`."""
+        return self.transport.stats()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``; the response body streams from the connection."""
+        limits = request_timeout(request, self.transport.timeout)
+        attempts = self.retries
+        while True:
+            try:
+                response = self.transport.request(
+                    request.method,
+                    str(request.url),
+                    headers=request.headers.raw,
+                    body=request_body(request),
+                    timeout=limits,
+                )
+                break
+            except (pw.ConnectError, pw.ConnectTimeout) as exc:
+                if attempts > 0 and not isinstance(exc, pw.TLSError):
+                    attempts -= 1  # httpx retries failed connects only
+                    continue
+                raise translate_error(exc, request) from exc
+            except pw.PoolwatchError as exc:
+                raise translate_error(exc, request) from exc
+        return httpx.Response(
+            status_code=response.status,
+            headers=list(response.headers.iteritems()),
+            stream=_ResponseStream(response, request),
+            extensions={
+                "http_version": response.http_version.encode("ascii"),
+                "reason_phrase": response.reason.encode("latin-1"),
+                "poolwatch_response": response,
+            },
+        )
+
+    def close(self) -> None:
+        """Close the poolwatch transport."""
+        self.transport.close()
+
+    def __enter__(self) -> HTTPXTransport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.close()
