@@ -23,6 +23,7 @@ from ._exceptions import (
     PoolTimeout,
     PoolwatchError,
     ProtocolError,
+    ProxyError,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
@@ -33,7 +34,7 @@ from ._exceptions import (
     WriteTimeout,
 )
 from ._leaks import CallSite, OpenBody
-from ._models import Origin, Timeout
+from ._models import Origin, Proxy, Timeout
 from ._sync.response import Response
 from ._sync.transport import ConnectionInfo, Transport
 
@@ -76,6 +77,8 @@ __all__ = [
     "PoolTimeout",
     "PoolwatchError",
     "ProtocolError",
+    "Proxy",
+    "ProxyError",
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",

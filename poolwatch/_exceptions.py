@@ -11,6 +11,7 @@ it happened on, and keeps the lower-level cause as ``__cause__``.
     +-- NetworkError
     |   +-- ConnectError
     |   |   +-- TLSError
+    |   |   +-- ProxyError
     |   +-- ReadError
     |   +-- WriteError
     +-- TimeoutException
@@ -38,6 +39,7 @@ __all__ = [
     "PoolTimeout",
     "PoolwatchError",
     "ProtocolError",
+    "ProxyError",
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",
@@ -87,6 +89,10 @@ class ConnectError(NetworkError):
 class TLSError(ConnectError):
     """The TLS handshake failed: an untrusted, expired or mismatched
     certificate, or no common protocol."""
+
+
+class ProxyError(ConnectError):
+    """The proxy refused or failed to open the way to the origin."""
 
 
 class ReadError(NetworkError):

@@ -6,19 +6,20 @@ so a bad URL, header or body is rejected before any byte is sent.
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import ssl
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, NamedTuple, TypeAlias, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import h11
 
 from ._exceptions import InvalidURL, LocalProtocolError
 
-__all__ = ["Origin", "Request", "Timeout"]
+__all__ = ["Origin", "Proxy", "Request", "Timeout", "parse_proxy"]
 
 HeaderTypes: TypeAlias = (
     "Mapping[str, str] | Mapping[bytes, bytes] | Sequence[tuple[str | bytes, str | bytes]]"
@@ -31,6 +32,35 @@ _SUPPORTED_SCHEMES = ("http", "https")
 # streamed upload does not hold much memory per connection.
 _FILE_CHUNK = 64 * 1024
 _USER_AGENT = b"poolwatch/0.1"
+
+
+class Proxy(NamedTuple):
+    """An HTTP proxy: where to connect, and the ``Proxy-Authorization``
+    value made from the credentials in its URL, if any."""
+
+    host: str
+    port: int
+    authorization: bytes | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def parse_proxy(url: str) -> Proxy:
+    """A :class:`Proxy` from ``http://[user:password@]host[:port]``."""
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"invalid proxy URL: {exc}", url=url) from exc
+    if parts.scheme.lower() != "http" or not parts.hostname:
+        raise InvalidURL("proxy URLs must be http://host[:port]", url=url)
+    authorization = None
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = b"Basic " + base64.b64encode(credentials.encode("utf-8"))
+    return Proxy(parts.hostname, port or 80, authorization)
 
 
 class Origin(NamedTuple):
@@ -46,10 +76,12 @@ class Origin(NamedTuple):
     # The TLS configuration connections are made with: connections made with
     # different contexts are not interchangeable, so they pool apart.
     ssl_context: ssl.SSLContext | None = None
+    proxy: Proxy | None = None  # connections go through this proxy
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        via = f" via {self.proxy}" if self.proxy else ""
+        return f"{self.scheme}://{host}:{self.port}{via}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +141,7 @@ class Request:
         *,
         keep_alive: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        proxy: str | Proxy | None = None,
     ) -> None:
         self.method = method.upper()
         self.url = url
@@ -118,6 +151,10 @@ class Request:
             raise InvalidURL(str(exc).split(": ", 1)[1], method=self.method, url=url) from exc
         if ssl_context is not None and self.origin.scheme == "https":
             self.origin = self.origin._replace(ssl_context=ssl_context)
+        if proxy is not None:
+            if isinstance(proxy, str):
+                proxy = parse_proxy(proxy)
+            self.origin = self.origin._replace(proxy=proxy)
         try:
             pairs = _header_pairs(headers)
         except UnicodeEncodeError as exc:
@@ -141,6 +178,12 @@ class Request:
                 extra.append((b"Content-Length", str(self.content_length).encode()))
         if not keep_alive and b"connection" not in names:
             extra.append((b"Connection", b"close"))
+        if proxy is not None and self.origin.scheme == "http":
+            # Through a proxy a plain request names its whole URL (RFC 9112
+            # section 3.2.2); https goes through a CONNECT tunnel instead.
+            target = b"http://" + host_header + target
+            if proxy.authorization and b"proxy-authorization" not in names:
+                extra.append((b"Proxy-Authorization", proxy.authorization))
         try:
             self.event = h11.Request(
                 method=self.method.encode("ascii"), target=target, headers=extra + pairs

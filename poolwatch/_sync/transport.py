@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import h11
+
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.stats import Counters, OriginStats, PoolStats
 from .._events import Event, Listener, dispatch
@@ -22,14 +24,23 @@ from .._exceptions import (
     NetworkError,
     PoolClosed,
     PoolTimeout,
+    ProxyError,
     ReadError,
     TLSError,
 )
 from .._leaks import OpenBody, capture_call_site
-from .._models import BodyTypes, HeaderTypes, Origin, Request, Timeout
+from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
 from .connection import BODY, NO_TIMEOUT, WAITING, Connection, Exchange
 from .response import Response
-from .streams import ReadStream, TLSSession, WriteStream, open_plain, open_tls
+from .streams import (
+    ReadStream,
+    TLSSession,
+    TunnelRefused,
+    WriteStream,
+    open_plain,
+    open_tls,
+    open_tunnel,
+)
 
 __all__ = ["ConnectionInfo", "Transport"]
 
@@ -132,6 +143,7 @@ class Transport:
         timeout: Timeout | float | None = None,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        proxy: str | Proxy | None = None,
     ) -> Response:
         """Send a request and return the response once its head has arrived.
 
@@ -144,7 +156,13 @@ class Transport:
         otherwise its connection stays checked out (R6).
         """
         request = Request(
-            method, url, headers, body, keep_alive=self.keep_alive, ssl_context=ssl_context
+            method,
+            url,
+            headers,
+            body,
+            keep_alive=self.keep_alive,
+            ssl_context=ssl_context,
+            proxy=proxy,
         )
         limits = Timeout.coerce(timeout, self.timeout)
         call_site = capture_call_site(self.call_site_depth)
@@ -290,17 +308,22 @@ class Transport:
         origin = request.origin
         connect = exchange.timeout.connect
         self._emit("connect_start", None, origin=origin, url=request.url)
+        proxy = origin.proxy
+        address = (origin.host, origin.port) if proxy is None else (proxy.host, proxy.port)
         try:
             sock = socket.create_connection(
-                (origin.host, origin.port), timeout=NO_TIMEOUT if connect is None else connect
+                address, timeout=NO_TIMEOUT if connect is None else connect
             )
         except OSError as exc:
-            raise self._connect_error(exchange, exc, "could not connect") from exc
+            what = "could not connect" if proxy is None else f"could not connect to proxy {proxy}"
+            raise self._connect_error(exchange, exc, what) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._emit("connect_done", None, origin=origin, url=request.url)
             if origin.scheme != "https":
                 return open_plain(sock), None
+            if proxy is not None:
+                open_tunnel(sock, origin.host, origin.port, proxy.authorization)
             self._emit("tls_handshake_start", None, origin=origin, url=request.url)
             context = origin.ssl_context or self._ssl_context()
             reader, writer, session = open_tls(sock, context, origin.host)
@@ -310,6 +333,12 @@ class Transport:
             return (reader, writer), session
         except BaseException as exc:
             sock.close()
+            if isinstance(exc, TunnelRefused | h11.RemoteProtocolError):
+                raise ProxyError(
+                    f"proxy {proxy} did not open a tunnel to {origin}: {exc}",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
             if isinstance(exc, ssl.SSLError | ssl.CertificateError):
                 raise TLSError(
                     f"TLS handshake with {origin} failed: {exc}",

@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -38,6 +39,7 @@ _ERRORS: tuple[tuple[type[pw.PoolwatchError], type[httpx.HTTPError]], ...] = (
     (pw.ConnectTimeout, httpx.ConnectTimeout),
     (pw.ReadTimeout, httpx.ReadTimeout),
     (pw.WriteTimeout, httpx.WriteTimeout),
+    (pw.ProxyError, httpx.ProxyError),
     (pw.ConnectError, httpx.ConnectError),
     (pw.ReadError, httpx.ReadError),
     (pw.WriteError, httpx.WriteError),
@@ -98,7 +100,6 @@ def transport_options(
     if http2:
         raise ValueError("poolwatch speaks HTTP/1.1 only: http2=True is not supported")
     for name, value in (
-        ("proxy", proxy),
         ("uds", uds),
         ("local_address", local_address),
         ("socket_options", socket_options),
@@ -120,6 +121,21 @@ def transport_options(
     }
 
 
+def _proxy_url(proxy: Any) -> str | None:
+    """``HTTPTransport``'s ``proxy`` (a URL or ``httpx.Proxy``) as a URL."""
+    if proxy is None:
+        return None
+    if isinstance(proxy, str | httpx.URL):
+        proxy = httpx.Proxy(proxy)
+    if proxy.url.scheme != "http":
+        raise ValueError(f"poolwatch supports http:// proxies only, not {proxy.url}")
+    url = proxy.url
+    if proxy.auth:
+        user, password = (quote(part, safe="") for part in proxy.auth)
+        return f"http://{user}:{password}@{url.host}:{url.port or 80}"
+    return f"http://{url.host}:{url.port or 80}"
+
+
 class _ResponseStream(httpx.SyncByteStream):
     def __init__(self, response: Response, request: httpx.Request) -> None:
         self._response = response
@@ -139,8 +155,9 @@ class HTTPXTransport(httpx.BaseTransport):
     """An ``httpx.BaseTransport`` backed by poolwatch.
 
     Takes ``httpx.HTTPTransport``'s arguments with the same meaning
-    (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``); HTTP/2,
-    proxies, Unix sockets, ``local_address`` and ``socket_options`` raise
+    (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``, and an
+    ``http://`` ``proxy``, with CONNECT tunnels for https); HTTP/2, Unix
+    sockets, ``local_address`` and ``socket_options`` raise
     ``ValueError``. Or pass an existing poolwatch ``transport``.
     """
 
@@ -175,6 +192,7 @@ class HTTPXTransport(httpx.BaseTransport):
             transport = Transport(**options)
         self.transport = transport
         self.retries = retries
+        self.proxy = _proxy_url(proxy)
 
     def stats(self) -> PoolStats:
         """The transport's :class:`~poolwatch.PoolStats`."""
@@ -192,6 +210,7 @@ class HTTPXTransport(httpx.BaseTransport):
                     headers=request.headers.raw,
                     body=request_body(request),
                     timeout=limits,
+                    proxy=self.proxy,
                 )
                 break
             except (pw.ConnectError, pw.ConnectTimeout) as exc:

@@ -35,6 +35,7 @@ from .._exceptions import (
     LocalProtocolError,
     PoolTimeout,
     PoolwatchError,
+    ProxyError,
     ReadTimeout,
     TimeoutException,
     TLSError,
@@ -176,10 +177,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         """Send a prepared request, as ``HTTPAdapter.send`` does."""
         limits = _timeout(timeout, self.transport.timeout)
         url = request.url or ""
-        if proxies and _proxy_for(url, proxies):
-            raise rexc.ProxyError(
-                f"poolwatch does not route through proxies yet ({url})", request=request
-            )
+        proxy = _proxy_for(url, proxies) if proxies else None
         context = self._context(url, verify, cert) if url.startswith("https:") else None
         retries = self.max_retries
         while True:
@@ -191,6 +189,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                     body=cast("BodyTypes", request.body),
                     timeout=limits,
                     ssl_context=context,
+                    proxy=proxy,
                 )
                 break
             except PoolwatchError as exc:
@@ -278,6 +277,8 @@ def _retryable(exc: PoolwatchError) -> bool:
 
 def _translate(exc: PoolwatchError, request: requests.PreparedRequest) -> Exception:
     """poolwatch's exception as the one ``HTTPAdapter`` raises."""
+    if isinstance(exc, ProxyError):
+        return rexc.ProxyError(exc, request=request)
     if isinstance(exc, TLSError):
         return rexc.SSLError(exc, request=request)
     if isinstance(exc, ConnectTimeout):
@@ -287,6 +288,8 @@ def _translate(exc: PoolwatchError, request: requests.PreparedRequest) -> Except
     if isinstance(exc, PoolTimeout):
         return rexc.ConnectionError(exc, request=request)
     if isinstance(exc, InvalidURL):
+        if "scheme" in str(exc):
+            return rexc.InvalidSchema(exc, request=request)
         return rexc.InvalidURL(exc, request=request)
     if isinstance(exc, LocalProtocolError):
         return rexc.InvalidHeader(exc, request=request)
