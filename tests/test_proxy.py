@@ -1,0 +1,150 @@
+"""Requests through a real HTTP proxy (proxy.py, started per module):
+absolute-form for http, CONNECT tunnels for https, proxy authentication,
+and pooling per proxy and origin."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import trustme
+
+import poolwatch
+from tests.conftest import assert_at_rest
+from tests.servers import HTTPServer
+from tests.tls_support import TLSServer, client_context, server_context, tls_server
+
+CREDENTIALS = "user:secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def proxy_port() -> Iterator[int]:
+    """proxy.py on loopback with basic authentication, for this module."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--basic-auth",
+            CREDENTIALS,
+            "--num-acceptors",
+            "1",
+            "--num-workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_until_listening(port, process)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def _wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Connect until the proxy accepts (each attempt blocks on the kernel)."""
+    for _ in range(200):
+        if process.poll() is not None:
+            raise RuntimeError("proxy.py exited at start")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            # Not listening yet: wait on the process briefly instead of spinning.
+            try:
+                process.wait(0.05)
+            except subprocess.TimeoutExpired:
+                pass
+    raise RuntimeError("proxy.py did not start listening")
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def https_server(ca: trustme.CA) -> Iterator[TLSServer]:
+    with tls_server(server_context(ca, "localhost")) as srv:
+        yield srv
+
+
+def _proxy(port: int, credentials: str | None = CREDENTIALS) -> str:
+    return f"http://{credentials}@127.0.0.1:{port}" if credentials else f"http://127.0.0.1:{port}"
+
+
+def test_http_through_proxy_is_pooled(proxy_port: int, server: HTTPServer) -> None:
+    """Plain http goes to the proxy in absolute form; one connection to the
+    proxy serves every request, and stats name the origin and the proxy."""
+    with poolwatch.Transport() as t:
+        for _ in range(3):
+            assert t.request("GET", server.url("/a"), proxy=_proxy(proxy_port)).read() == (
+                b"hello world!\n"
+            )
+        stats = assert_at_rest(t)
+        assert stats.connections_opened == 1
+        assert list(stats.per_origin) == [f"{server.origin} via http://127.0.0.1:{proxy_port}"]
+    assert [path for _, _, path, _ in server.requests] == ["/a"] * 3
+
+
+def test_https_through_connect_tunnel(
+    proxy_port: int, https_server: TLSServer, ca: trustme.CA
+) -> None:
+    """https goes through a CONNECT tunnel and TLS to the origin; the tunnel
+    is reused like any connection."""
+    with poolwatch.Transport(ssl_context=client_context(ca)) as t:
+        for _ in range(3):
+            resp = t.request("GET", https_server.url("/b"), proxy=_proxy(proxy_port))
+            assert resp.read() == b"hello world!\n"
+        stats = assert_at_rest(t)
+        assert stats.connections_opened == 1
+        assert stats.reused_requests == 2
+    assert https_server.accepted == 1
+
+
+@pytest.mark.parametrize("credentials", [None, "user:wrong"], ids=["none", "wrong"])
+def test_proxy_authentication_required(
+    proxy_port: int, https_server: TLSServer, server: HTTPServer, credentials: str | None
+) -> None:
+    """Without the right credentials: 407 for http (a response), ProxyError
+    for a tunnel, and the pool keeps working."""
+    with poolwatch.Transport() as t:
+        resp = t.request("GET", server.url(), proxy=_proxy(proxy_port, credentials))
+        assert resp.status == 407
+        resp.close()
+        with pytest.raises(poolwatch.ProxyError, match="407"):
+            t.request("GET", https_server.url(), proxy=_proxy(proxy_port, credentials))
+        assert t.request("GET", server.url(), proxy=_proxy(proxy_port)).read() == b"hello world!\n"
+        assert_at_rest(t)
+
+
+def test_unreachable_proxy_is_a_connect_error(server: HTTPServer) -> None:
+    """A proxy that refuses connections: ConnectError naming the proxy."""
+    port = _free_port()
+    with poolwatch.Transport() as t, pytest.raises(poolwatch.ConnectError, match="proxy"):
+        t.request("GET", server.url(), proxy=f"http://127.0.0.1:{port}")
+
+
+def test_proxy_url_must_be_http(server: HTTPServer) -> None:
+    """Only http:// proxies: anything else is an InvalidURL before any dial."""
+    with poolwatch.Transport() as t, pytest.raises(poolwatch.InvalidURL):
+        t.request("GET", server.url(), proxy="socks5://127.0.0.1:1080")
+    assert server.accepted == 0

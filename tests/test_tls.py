@@ -1,0 +1,94 @@
+"""https origins: verification, hostname checks, expiry, and pooling over
+TLS (the reader and writer share one TLS session)."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+
+import pytest
+import trustme
+
+import poolwatch
+from tests.conftest import assert_at_rest
+from tests.tls_support import client_context, server_context, tls_server
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def test_https_reuses_one_connection(ca: trustme.CA) -> None:
+    """R4 over TLS: bodies of every framing drain and the connection is reused;
+    a large upload and download cross the shared session concurrently."""
+    with (
+        tls_server(server_context(ca, "localhost")) as srv,
+        poolwatch.Transport(ssl_context=client_context(ca)) as t,
+    ):
+        for path, size in (("/", 13), ("/bytes/300000", 300000), ("/chunked/70000", 70000)):
+            assert len(t.request("GET", srv.url(path)).read()) == size
+        upload = bytes(range(256)) * 2048
+        assert t.request("POST", srv.url("/echo"), body=upload).read() == upload
+        stats = assert_at_rest(t)
+        assert stats.connections_opened == 1
+        assert stats.reused_requests == 3
+    assert srv.accepted == 1
+
+
+@pytest.mark.parametrize(
+    ("hosts", "url_host", "expired", "needle"),
+    [
+        (("localhost",), "localhost", False, "unable to get local issuer"),
+        (("example.test",), "localhost", False, "match"),
+        (("localhost",), "localhost", True, "expired"),
+    ],
+    ids=["untrusted-ca", "wrong-hostname", "expired"],
+)
+def test_tls_failures_raise_tls_error(
+    ca: trustme.CA, hosts: tuple[str, ...], url_host: str, expired: bool, needle: str
+) -> None:
+    """Verification is on by default; each failure is a TLSError naming the URL,
+    and no connection is kept."""
+    not_after = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc) if expired else None
+    trusted = trustme.CA() if needle == "unable to get local issuer" else ca
+    with (
+        tls_server(server_context(ca, *hosts, not_after=not_after)) as srv,
+        poolwatch.Transport(ssl_context=client_context(trusted)) as t,
+    ):
+        url = f"https://{url_host}:{srv.port}/"
+        with pytest.raises(poolwatch.TLSError) as info:
+            t.request("GET", url)
+        assert url in str(info.value)
+        assert needle in str(info.value).lower() or needle in str(info.value.__cause__).lower()
+        stats = assert_at_rest(t)
+        assert stats.connections_opened == 0
+        assert stats.requests == 0
+
+
+def test_per_request_context_pools_apart(ca: trustme.CA) -> None:
+    """Connections made with different TLS settings are not shared."""
+    with tls_server(server_context(ca, "localhost")) as srv, poolwatch.Transport() as t:
+        first, second = client_context(ca), client_context(ca)
+        for context in (first, second, first):
+            t.request("GET", srv.url(), ssl_context=context).read()
+        stats = assert_at_rest(t)
+        assert stats.connections_opened == 2
+        assert list(stats.per_origin) == [srv.origin]
+
+
+def test_client_certificate_is_presented(ca: trustme.CA) -> None:
+    """A client certificate loaded into the context reaches the server."""
+    server = server_context(ca, "localhost")
+    server.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(server)
+    client = client_context(ca)
+    ca.issue_cert("client@example.test").configure_cert(client)
+    with tls_server(server) as srv, poolwatch.Transport(ssl_context=client) as t:
+        assert t.request("GET", srv.url()).read() == b"hello world!\n"
+    with (
+        tls_server(server) as srv,
+        poolwatch.Transport(ssl_context=client_context(ca)) as t,
+        pytest.raises((poolwatch.TLSError, poolwatch.ReadError)),
+    ):
+        t.request("GET", srv.url()).read()
