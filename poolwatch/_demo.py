@@ -17,10 +17,9 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from ._exceptions import LeakWarning
-from ._sync.response import Response
 from ._sync.transport import Transport
 
 __all__ = ["LOOPS", "LoopResult", "run_demo", "run_loop"]
@@ -97,16 +96,93 @@ def _worker_threads() -> int:
     return sum(1 for t in threading.enumerate() if t.name.startswith("poolwatch-"))
 
 
-def run_loop(loop: Loop, url: str, transport: Transport) -> tuple[LoopResult, list[Response]]:
+class DemoClient:
+    """One way of making the demo's requests: the native API, or requests or
+    httpx with poolwatch underneath. ``get`` returns the client's response
+    object; ``read`` and ``close`` act on it."""
+
+    name = "native"
+
+    def __init__(self) -> None:
+        self.transport = Transport()
+
+    def get(self, url: str) -> Any:
+        return self.transport.request("GET", url)
+
+    def read(self, response: Any) -> None:
+        response.read()
+
+    def close(self, response: Any) -> None:
+        response.close()
+
+    def shutdown(self) -> None:
+        self.transport.close()
+
+
+class RequestsClient(DemoClient):
+    """``requests.Session`` with :class:`~poolwatch.RequestsAdapter` mounted."""
+
+    name = "requests"
+
+    def __init__(self) -> None:
+        import requests
+
+        from .adapters.requests import RequestsAdapter
+
+        adapter = RequestsAdapter()
+        self.transport = adapter.transport
+        self.session = requests.Session()
+        self.session.mount("http://", adapter)
+
+    def get(self, url: str) -> Any:
+        return self.session.get(url, stream=True)
+
+    def read(self, response: Any) -> None:
+        _ = response.content
+
+    def shutdown(self) -> None:
+        self.session.close()
+
+
+class HTTPXClient(DemoClient):
+    """``httpx.Client`` with :class:`~poolwatch.HTTPXTransport`."""
+
+    name = "httpx"
+
+    def __init__(self) -> None:
+        import httpx
+
+        from .adapters.httpx import HTTPXTransport
+
+        transport = HTTPXTransport()
+        self.transport = transport.transport
+        self.client = httpx.Client(transport=transport)
+
+    def get(self, url: str) -> Any:
+        return self.client.send(self.client.build_request("GET", url), stream=True)
+
+    def shutdown(self) -> None:
+        self.client.close()
+
+
+CLIENTS: dict[str, type[DemoClient]] = {
+    "native": DemoClient,
+    "requests": RequestsClient,
+    "httpx": HTTPXClient,
+}
+
+
+def run_loop(loop: Loop, url: str, client: DemoClient) -> tuple[LoopResult, list[Any]]:
     """Run one loop; return its counts and the responses it kept."""
     kept = []
     for _ in range(REQUESTS_PER_LOOP):
-        resp = transport.request("GET", url)
+        resp = client.get(url)
         if loop.read:
-            resp.read()
+            client.read(resp)
         if loop.close:
-            resp.close()
+            client.close(resp)
         kept.append(resp)  # held, as Go's goroutines hold their responses
+    transport = client.transport
     transport.settle()
     stats = transport.stats()
     result = LoopResult(
@@ -115,19 +191,24 @@ def run_loop(loop: Loop, url: str, transport: Transport) -> tuple[LoopResult, li
     return result, kept
 
 
-def run_demo(out: TextIO) -> bool:
-    """Run the experiment, print the table and loop 1's leak reports.
-    Returns whether every count matched."""
+def run_demo(out: TextIO, client_name: str = "native") -> bool:
+    """Run the experiment through ``client_name``, print the table and loop
+    1's leak reports. Returns whether every count matched."""
+    make_client = CLIENTS[client_name]
     results = []
+    reports: list[str] = []
     with loopback_server() as url:
         for loop in LOOPS:
-            with Transport() as transport:
-                result, kept = run_loop(loop, url, transport)
+            client = make_client()
+            try:
+                result, kept = run_loop(loop, url, client)
                 results.append(result)
                 if loop.number == 1:
-                    reports = _leak_reports(transport, kept)
+                    reports = _leak_reports(client.transport, kept)
                 del kept
-    _print_table(results, out)
+            finally:
+                client.shutdown()
+    _print_table(results, client_name, out)
     print(f"\nLoop 1 kept {len(reports)} response bodies open; dropping them reports:", file=out)
     for report in reports:
         print(f"  {report}", file=out)
@@ -136,7 +217,7 @@ def run_demo(out: TextIO) -> bool:
     return ok
 
 
-def _leak_reports(transport: Transport, kept: list[Response]) -> list[str]:
+def _leak_reports(transport: Transport, kept: list[Any]) -> list[str]:
     """Drop loop 1's responses and collect the leak warnings they raise (R6)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LeakWarning)
@@ -146,8 +227,11 @@ def _leak_reports(transport: Transport, kept: list[Response]) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, LeakWarning)]
 
 
-def _print_table(results: list[LoopResult], out: TextIO) -> None:
-    print("poolwatch seed experiment: 5 GETs per loop, a fresh transport each\n", file=out)
+def _print_table(results: list[LoopResult], client_name: str, out: TextIO) -> None:
+    print(
+        f"poolwatch seed experiment ({client_name}): 5 GETs per loop, a fresh transport each\n",
+        file=out,
+    )
     header = (
         f"{'loop':>4}  {'read':>4}  {'close':>5}  {'expected':>8}  "
         f"{'workers+1':>9}  {'threads+1':>9}  {'conns':>5}  ok"

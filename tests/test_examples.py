@@ -32,10 +32,12 @@ def test_example_runs(script: str, expected: str) -> None:
     assert expected in result.stdout
 
 
-def test_demo_prints_expected_counts() -> None:
-    """The seed experiment's main job: 11, 1, 3, 3 and five leak reports."""
+@pytest.mark.parametrize("client", ["native", "requests", "httpx"])
+def test_demo_prints_expected_counts(client: str) -> None:
+    """The seed experiment's main job, through each client: 11, 1, 3, 3 and
+    five leak reports naming the demo's call site."""
     result = subprocess.run(
-        [sys.executable, "-m", "poolwatch", "demo"],
+        [sys.executable, "-W", "error", "-m", "poolwatch", "demo", "--client", client],
         capture_output=True,
         text=True,
         timeout=60,

@@ -169,7 +169,7 @@ class Response:
         """End the body. Before its end this tears the connection down (R5),
         unless ``drain_on_close`` saved it; after it, this does nothing."""
         exchange = self._exchange
-        if exchange.state != BODY:
+        if exchange.state != BODY or exchange.leaked:
             return
         self._buffer = b""
         if self._end_seen:
@@ -208,8 +208,14 @@ class Response:
         self.close()
 
     def __del__(self) -> None:
+        self.report_leak(stacklevel=3)
+
+    def report_leak(self, stacklevel: int = 2) -> None:
+        """Called when the object that owns this response is being
+        garbage-collected: if the body is still open, emit the
+        :class:`~poolwatch.LeakWarning` and let the connection go (R6)."""
         exchange = self._exchange
-        if exchange.state != BODY:
+        if exchange.state != BODY or exchange.leaked:
             return
         try:
             warnings.warn(
@@ -219,7 +225,7 @@ class Response:
                     f"neither read to the end nor closed; request made at "
                     f"{exchange.call_site}"
                 ),
-                stacklevel=2,
+                stacklevel=stacklevel,
             )
         finally:
             # The reader does the bookkeeping: a finaliser may run anywhere,

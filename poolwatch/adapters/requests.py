@@ -87,6 +87,18 @@ class _Body(io.RawIOBase):
         super().close()
 
 
+class _HTTPResponse(HTTPResponse):
+    """urllib3's response, reporting a leak before its finaliser closes it:
+    a response dropped unread must count as leaked, not closed (R6)."""
+
+    _poolwatch: Response | None = None
+
+    def __del__(self) -> None:
+        if self._poolwatch is not None:
+            self._poolwatch.report_leak(stacklevel=3)
+        super().__del__()
+
+
 class _OriginalResponse:
     """What cookie extraction reads: ``msg`` with the response headers."""
 
@@ -197,7 +209,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                     retries = retries.increment(method=request.method, url=url, error=None)
                     continue
                 raise _translate(exc, request) from exc
-        raw = HTTPResponse(
+        raw = _HTTPResponse(
             body=_Body(response),
             headers=response.headers,
             status=response.status,
@@ -211,6 +223,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
             request_url=url,
             enforce_content_length=True,
         )
+        raw._poolwatch = response
         return requests.adapters.HTTPAdapter.build_response(self, request, raw)  # type: ignore[arg-type]
 
     def _context(
