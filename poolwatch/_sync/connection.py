@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import h11
 
+from .._events import Listener
 from .._exceptions import (
     LocalProtocolError,
     PoolwatchError,
@@ -97,6 +98,7 @@ class Exchange:
         "head_at",
         "head_ready",
         "leaked",
+        "listener",
         "outcome",
         "reader_parked",
         "request",
@@ -109,7 +111,14 @@ class Exchange:
         "written_at",
     )
 
-    def __init__(self, request: Request, timeout: Timeout, call_site: CallSite) -> None:
+    def __init__(
+        self,
+        request: Request,
+        timeout: Timeout,
+        call_site: CallSite,
+        listener: Listener | None = None,
+    ) -> None:
+        self.listener = listener
         self.connection: Connection | None = None  # pool lock: set at checkout
         self.reused = False  # pool lock: set at checkout
         self.response_started = False  # set by the reader
@@ -298,7 +307,7 @@ class Connection:
         self._transport._emit(
             "body_done",
             self,
-            url=exchange.request.url,
+            exchange,
             outcome=outcome,
             bytes=exchange.bytes_read,
             reused=reusable,
@@ -317,7 +326,7 @@ class Connection:
             return
         exchange.release_reader()
         transport._act(decision)
-        transport._emit("put_idle_conn", self)
+        transport._emit("put_idle_conn", self, exchange)
 
     def _can_reuse(self, exchange: Exchange) -> bool:
         """Both sides finished cleanly with keep-alive, and nothing follows
@@ -416,7 +425,7 @@ class Connection:
                     data += proto.send(h11.EndOfMessage())
                     body = None
             sock.sendall(data)
-            self._transport._emit("wrote_headers", self, url=request.url)
+            self._transport._emit("wrote_headers", self, exchange)
             if body is not None:
                 for chunk in request.body_chunks():
                     if chunk:
@@ -431,7 +440,7 @@ class Connection:
             return
         exchange.written_at = time.monotonic()
         exchange.write_done.set()
-        self._transport._emit("wrote_request", self, url=request.url)
+        self._transport._emit("wrote_request", self, exchange)
 
     def _write_failed(self, exchange: Exchange, exc: BaseException) -> None:
         """Record why the request could not be written (R9, R16)."""
@@ -553,7 +562,7 @@ class Connection:
             received += len(data)
             if first:
                 exchange.response_started = True
-                self._transport._emit("got_first_response_byte", self, url=exchange.request.url)
+                self._transport._emit("got_first_response_byte", self, exchange)
                 first = False
             try:
                 with self._proto_lock:
@@ -624,7 +633,7 @@ class Connection:
             transport._emit(
                 "leak_detected",
                 self,
-                url=exchange.request.url,
+                exchange,
                 method=exchange.request.method,
                 call_site=exchange.call_site,
             )

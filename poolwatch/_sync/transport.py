@@ -7,7 +7,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Hashable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -144,6 +143,7 @@ class Transport:
         *,
         ssl_context: ssl.SSLContext | None = None,
         proxy: str | Proxy | None = None,
+        listener: Listener | None = None,
     ) -> Response:
         """Send a request and return the response once its head has arrived.
 
@@ -168,9 +168,9 @@ class Transport:
         call_site = capture_call_site(self.call_site_depth)
         retries = 0
         while True:
-            exchange = Exchange(request, limits, call_site)
+            exchange = Exchange(request, limits, call_site, listener)
             conn = self._get_connection(exchange)
-            if self._listeners:
+            if self._listeners or listener is not None:
                 self._emit_got_conn(exchange, conn)
             try:
                 conn.round_trip(exchange)
@@ -180,7 +180,7 @@ class Transport:
                 retries += 1
                 with self._lock:
                     conn._counters.retries += 1
-                self._emit("retry", conn, url=url, error=exc)
+                self._emit("retry", conn, exchange, error=exc)
                 continue
             return Response(exchange, drain_on_close=self.drain_on_close)
 
@@ -190,7 +190,7 @@ class Transport:
         self._emit(
             "got_conn",
             conn,
-            url=exchange.request.url,
+            exchange,
             reused=exchange.reused,
             was_idle=was_idle,
             idle_time=idle_time,
@@ -211,7 +211,7 @@ class Transport:
     def _get_connection(self, exchange: Exchange) -> Connection:
         origin = exchange.request.origin
         deadline: float | None = None
-        self._emit("get_conn", None, origin=origin, url=exchange.request.url)
+        self._emit("get_conn", None, exchange)
         while True:
             with self._lock:
                 if self._closed:
@@ -245,7 +245,7 @@ class Transport:
     ) -> Connection | None:
         """Wait for the pool to serve ``waiter`` (R12). Returns a connection,
         or ``None`` to try the checkout again."""
-        self._emit("pool_wait_start", None, origin=waiter.origin, url=exchange.request.url)
+        self._emit("pool_wait_start", None, exchange)
         wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
         woken = waiter_lock.acquire(timeout=wait)
         with self._lock:
@@ -254,7 +254,7 @@ class Transport:
                 decision = self._pool.cancel_wait_locked(waiter, time.monotonic())
             elif waiter.connection is not None and not waiter.connection.closing:
                 self._assign_locked(exchange, waiter.connection)
-        self._emit("pool_wait_done", None, origin=waiter.origin, url=exchange.request.url)
+        self._emit("pool_wait_done", None, exchange)
         if not woken:
             self._act(decision)
             raise PoolTimeout(
@@ -307,7 +307,7 @@ class Transport:
         request = exchange.request
         origin = request.origin
         connect = exchange.timeout.connect
-        self._emit("connect_start", None, origin=origin, url=request.url)
+        self._emit("connect_start", None, exchange)
         proxy = origin.proxy
         address = (origin.host, origin.port) if proxy is None else (proxy.host, proxy.port)
         try:
@@ -319,17 +319,15 @@ class Transport:
             raise self._connect_error(exchange, exc, what) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._emit("connect_done", None, origin=origin, url=request.url)
+            self._emit("connect_done", None, exchange)
             if origin.scheme != "https":
                 return open_plain(sock), None
             if proxy is not None:
                 open_tunnel(sock, origin.host, origin.port, proxy.authorization)
-            self._emit("tls_handshake_start", None, origin=origin, url=request.url)
+            self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or self._ssl_context()
             reader, writer, session = open_tls(sock, context, origin.host)
-            self._emit(
-                "tls_handshake_done", None, origin=origin, url=request.url, version=session.version
-            )
+            self._emit("tls_handshake_done", None, exchange, version=session.version)
             return (reader, writer), session
         except BaseException as exc:
             sock.close()
@@ -452,22 +450,23 @@ class Transport:
         self,
         name: str,
         conn: Connection | None,
-        *,
-        origin: Hashable | None = None,
-        url: str | None = None,
+        exchange: Exchange | None = None,
         **data: Any,
     ) -> None:
+        """Tell the transport's listeners, and the request's own, about an
+        event. Never called with a lock held."""
         listeners = self._listeners
+        own = None if exchange is None else exchange.listener
+        if own is not None:
+            listeners = (*listeners, own)
         if not listeners:
             return
-        where = conn.origin if conn is not None else origin
-        event = Event(
-            name,
-            str(where),
-            None if conn is None else conn.id,
-            url,
-            data,
-        )
+        if conn is not None:
+            origin = str(conn.origin)
+        else:
+            origin = str(exchange.request.origin) if exchange is not None else ""
+        url = None if exchange is None else exchange.request.url
+        event = Event(name, origin, None if conn is None else conn.id, url, data)
         dispatch(listeners, event)
 
     # -- observing -------------------------------------------------------------

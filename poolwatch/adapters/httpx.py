@@ -13,15 +13,17 @@ tears it down (R5). Errors are httpx's own exception types.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from .. import _events as pw_events
 from .. import _exceptions as pw
 from .._core.stats import PoolStats
+from .._events import Listener
 from .._leaks import skip_module_directory
 from .._models import BodyTypes, Timeout
 from .._sync.response import Response
@@ -136,19 +138,61 @@ def _proxy_url(proxy: Any) -> str | None:
     return f"http://{url.host}:{url.port or 80}"
 
 
+# poolwatch's events under the names httpcore gives them in the request's
+# ``trace`` extension; each poolwatch event may end one phase and start the next.
+_TRACE_NAMES: dict[str, tuple[str, ...]] = {
+    "connect_start": ("connection.connect_tcp.started",),
+    "connect_done": ("connection.connect_tcp.complete",),
+    "tls_handshake_start": ("connection.start_tls.started",),
+    "tls_handshake_done": ("connection.start_tls.complete",),
+    "got_conn": ("http11.send_request_headers.started",),
+    "wrote_headers": (
+        "http11.send_request_headers.complete",
+        "http11.send_request_body.started",
+    ),
+    "wrote_request": (
+        "http11.send_request_body.complete",
+        "http11.receive_response_headers.started",
+    ),
+}
+
+Trace = Callable[[str, dict[str, Any]], None]
+
+
+def trace_listener(trace: Trace, request: httpx.Request) -> Listener:
+    """A poolwatch listener that reports to httpx's ``trace`` extension."""
+
+    def listener(event: pw_events.Event) -> None:
+        for name in _TRACE_NAMES.get(event.name, ()):
+            trace(name, {"request": request, **event.data})
+
+    return listener
+
+
 class _ResponseStream(httpx.SyncByteStream):
-    def __init__(self, response: Response, request: httpx.Request) -> None:
+    def __init__(self, response: Response, request: httpx.Request, trace: Trace | None) -> None:
         self._response = response
         self._request = request
+        self._trace = trace
 
     def __iter__(self) -> Iterator[bytes]:
+        trace = self._trace
+        if trace is not None:
+            trace("http11.receive_response_body.started", {"request": self._request})
         try:
             yield from self._response.iter_bytes()
         except pw.PoolwatchError as exc:
             raise translate_error(exc, self._request) from exc
+        if trace is not None:
+            trace("http11.receive_response_body.complete", {"request": self._request})
 
     def close(self) -> None:
+        trace = self._trace
+        if trace is not None:
+            trace("http11.response_closed.started", {})
         self._response.close()
+        if trace is not None:
+            trace("http11.response_closed.complete", {})
 
 
 class HTTPXTransport(httpx.BaseTransport):
@@ -158,7 +202,9 @@ class HTTPXTransport(httpx.BaseTransport):
     (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``, and an
     ``http://`` ``proxy``, with CONNECT tunnels for https); HTTP/2, Unix
     sockets, ``local_address`` and ``socket_options`` raise
-    ``ValueError``. Or pass an existing poolwatch ``transport``.
+    ``ValueError``. The request's ``timeout`` and ``trace`` extensions
+    are honoured (``trace`` hears httpcore's event names). Or pass an
+    existing poolwatch ``transport``.
     """
 
     def __init__(
@@ -201,6 +247,8 @@ class HTTPXTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the response body streams from the connection."""
         limits = request_timeout(request, self.transport.timeout)
+        trace = request.extensions.get("trace")
+        listener = trace_listener(trace, request) if trace is not None else None
         attempts = self.retries
         while True:
             try:
@@ -211,6 +259,7 @@ class HTTPXTransport(httpx.BaseTransport):
                     body=request_body(request),
                     timeout=limits,
                     proxy=self.proxy,
+                    listener=listener,
                 )
                 break
             except (pw.ConnectError, pw.ConnectTimeout) as exc:
@@ -220,10 +269,14 @@ class HTTPXTransport(httpx.BaseTransport):
                 raise translate_error(exc, request) from exc
             except pw.PoolwatchError as exc:
                 raise translate_error(exc, request) from exc
+        if trace is not None:
+            reason = response.reason.encode("latin-1")
+            head: tuple[bytes, int, bytes, list[Any]] = (b"HTTP/1.1", response.status, reason, [])
+            trace("http11.receive_response_headers.complete", {"return_value": head})
         return httpx.Response(
             status_code=response.status,
             headers=list(response.headers.iteritems()),
-            stream=_ResponseStream(response, request),
+            stream=_ResponseStream(response, request, trace),
             extensions={
                 "http_version": response.http_version.encode("ascii"),
                 "reason_phrase": response.reason.encode("latin-1"),
