@@ -107,6 +107,7 @@ class Exchange:
         "state",
         "timeout",
         "write_done",
+        "write_finished",
         "write_error",
         "written_at",
     )
@@ -134,7 +135,9 @@ class Exchange:
         self.head_ready.acquire()
         self.reader_parked = threading.Lock()  # released once: the reader may go on
         self.reader_parked.acquire()
-        self.write_done = threading.Event()  # set by the writer
+        self.write_done = threading.Lock()  # released once by the writer
+        self.write_done.acquire()
+        self.write_finished = False  # set by the writer before write_done
         self.write_error: BaseException | None = None  # set by the writer
         self.written_at: float | None = None  # set by the writer
         self.leaked = False  # set by the garbage collector's finaliser
@@ -150,8 +153,10 @@ class Exchange:
     def has_written_all(self, wait: float) -> bool:
         """Whether the writer finished the request without error, waiting up
         to ``wait`` seconds for it to finish (R9)."""
-        if not self.write_done.is_set() and not self.write_done.wait(wait):
-            return False
+        if not self.write_finished:
+            if not self.write_done.acquire(timeout=wait):
+                return False
+            self.write_done.release()
         return self.write_error is None
 
 
@@ -439,7 +444,8 @@ class Connection:
             self._write_failed(exchange, exc)
             return
         exchange.written_at = time.monotonic()
-        exchange.write_done.set()
+        exchange.write_finished = True
+        exchange.write_done.release()
         self._transport._emit("wrote_request", self, exchange)
 
     def _write_failed(self, exchange: Exchange, exc: BaseException) -> None:
@@ -458,7 +464,8 @@ class Connection:
             error = exc  # the request body's own iterator or file failed
         error.__cause__ = exc if error is not exc else None
         exchange.write_error = error
-        exchange.write_done.set()
+        exchange.write_finished = True
+        exchange.write_done.release()
         if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
             # The server is gone or stopped reading: a response it sent first
             # is still readable, and the reader will see the end (R9).
