@@ -35,7 +35,7 @@ from ._exceptions import (
 )
 from ._leaks import CallSite, OpenBody
 from ._models import Origin, Proxy, Timeout
-from ._sync.response import Response
+from ._sync.response import Response, Timings
 from ._sync.transport import ConnectionInfo, Transport
 
 __version__ = "0.1.0"
@@ -88,6 +88,7 @@ __all__ = [
     "TLSError",
     "Timeout",
     "TimeoutException",
+    "Timings",
     "Transport",
     "WriteError",
     "WriteTimeout",

@@ -97,6 +97,9 @@ class RawServer:
                 sock, _ = self._listener.accept()
             except OSError:
                 return
+            # Replies go out in several writes: without this, Nagle's algorithm
+            # holds the later ones for the client's delayed ACK (40 ms).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 if self._stopping:
                     sock.close()

@@ -99,6 +99,7 @@ class Exchange:
         "head_ready",
         "leaked",
         "listener",
+        "marks",
         "outcome",
         "reader_parked",
         "request",
@@ -107,8 +108,8 @@ class Exchange:
         "state",
         "timeout",
         "write_done",
-        "write_finished",
         "write_error",
+        "write_finished",
         "written_at",
     )
 
@@ -120,6 +121,8 @@ class Exchange:
         listener: Listener | None = None,
     ) -> None:
         self.listener = listener
+        # When each phase ended (time.monotonic()), for Response.timings.
+        self.marks: dict[str, float] = {"start": time.monotonic()}
         self.connection: Connection | None = None  # pool lock: set at checkout
         self.reused = False  # pool lock: set at checkout
         self.response_started = False  # set by the reader
@@ -309,6 +312,7 @@ class Connection:
         if reuse is None:
             reuse = outcome in ("drained", "no_body")
         reusable = reuse and self._can_reuse(exchange)
+        exchange.marks["body_done"] = time.monotonic()
         self._transport._emit(
             "body_done",
             self,
@@ -443,7 +447,7 @@ class Connection:
         except BaseException as exc:
             self._write_failed(exchange, exc)
             return
-        exchange.written_at = time.monotonic()
+        exchange.written_at = exchange.marks["written"] = time.monotonic()
         exchange.write_finished = True
         exchange.write_done.release()
         self._transport._emit("wrote_request", self, exchange)
@@ -569,6 +573,7 @@ class Connection:
             received += len(data)
             if first:
                 exchange.response_started = True
+                exchange.marks["first_byte"] = time.monotonic()
                 self._transport._emit("got_first_response_byte", self, exchange)
                 first = False
             try:
@@ -621,7 +626,7 @@ class Connection:
             if exchange.state != WAITING:
                 return False  # the caller gave up (response-header timeout)
             exchange.head = head
-            exchange.head_at = time.monotonic()
+            exchange.head_at = exchange.marks["head"] = time.monotonic()
             transport._response_delivered_locked(exchange)
             if not no_body:
                 exchange.head_ready.release()

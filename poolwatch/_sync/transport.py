@@ -170,6 +170,7 @@ class Transport:
         while True:
             exchange = Exchange(request, limits, call_site, listener)
             conn = self._get_connection(exchange)
+            exchange.marks["got_conn"] = time.monotonic()
             if self._listeners or listener is not None:
                 self._emit_got_conn(exchange, conn)
             try:
@@ -319,6 +320,7 @@ class Transport:
             raise self._connect_error(exchange, exc, what) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            exchange.marks["connected"] = time.monotonic()
             self._emit("connect_done", None, exchange)
             if origin.scheme != "https":
                 return open_plain(sock), None
@@ -327,6 +329,7 @@ class Transport:
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or self._ssl_context()
             reader, writer, session = open_tls(sock, context, origin.host)
+            exchange.marks["tls_done"] = time.monotonic()
             self._emit("tls_handshake_done", None, exchange, version=session.version)
             return (reader, writer), session
         except BaseException as exc:
