@@ -1,4 +1,5 @@
-"""Command line: ``python -m poolwatch demo`` runs the seed experiment."""
+"""Command line: ``python -m poolwatch demo`` runs the seed experiment;
+``python -m poolwatch get URL...`` shows how requests use connections."""
 
 from __future__ import annotations
 
@@ -28,7 +29,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="make the requests with poolwatch's own API (default), or with "
         "requests or httpx over poolwatch",
     )
+    get = commands.add_parser(
+        "get",
+        help="GET URLs on one transport, showing each phase and connection reuse",
+        description="Fetch each URL in turn through one transport, like curl -v, "
+        "showing phase timings and whether the connection was reused. Bodies are "
+        "read and counted, not printed.",
+    )
+    get.add_argument("urls", nargs="+", metavar="URL")
+    get.add_argument("-v", "--verbose", action="store_true", help="phases and headers")
+    get.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
+    if args.command == "get":
+        from ._cli import get_urls
+
+        return get_urls(args.urls, sys.stdout, verbose=args.verbose, as_json=args.json)
     if args.command == "demo":
         from ._demo import run_demo
 

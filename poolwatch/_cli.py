@@ -1,0 +1,105 @@
+"""``python -m poolwatch get``: fetch URLs through one transport and show each
+phase, its timing, and whether the connection was reused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from ._exceptions import PoolwatchError
+from ._sync.response import Timings
+from ._sync.transport import Transport
+
+__all__ = ["get_urls"]
+
+_PHASES = (
+    ("connected", "connected"),
+    ("tls_done", "TLS handshake done"),
+    ("got_connection", "got connection"),
+    ("request_written", "request written"),
+    ("first_byte", "first response byte"),
+    ("response_head", "response head"),
+)
+
+
+def get_urls(
+    urls: Sequence[str], out: TextIO, *, verbose: bool = False, as_json: bool = False
+) -> int:
+    """GET each URL in turn on one transport; print what happened. Returns
+    the exit status: 0 if every request got a response."""
+    records = []
+    failed = False
+    with Transport() as transport:
+        for url in urls:
+            record = _fetch(transport, url)
+            failed = failed or "error" in record
+            records.append(record)
+            if not as_json:
+                _print_record(record, out, verbose)
+        stats = transport.stats()
+    if as_json:
+        json.dump({"requests": records, "stats": stats.as_dict()}, out, indent=2)
+        print(file=out)
+    else:
+        print(
+            f"* {stats.requests} requests, {stats.connections_opened} connections opened, "
+            f"{stats.reused_requests} reused",
+            file=out,
+        )
+    return 1 if failed else 0
+
+
+def _fetch(transport: Transport, url: str) -> dict[str, Any]:
+    try:
+        resp = transport.request("GET", url)
+    except PoolwatchError as exc:
+        return {"url": url, "error": f"{type(exc).__name__}: {exc}"}
+    with resp:
+        try:
+            size = len(resp.read())
+        except PoolwatchError as exc:
+            return {"url": url, "status": resp.status, "error": f"{type(exc).__name__}: {exc}"}
+    timings = resp.timings
+    return {
+        "url": url,
+        "status": resp.status,
+        "reason": resp.reason,
+        "http_version": resp.http_version,
+        "headers": list(resp.headers.iteritems()),
+        "bytes": size,
+        "connection": resp.connection_id,
+        "reused": timings.reused,
+        "outcome": resp.outcome,
+        "timings_ms": _milliseconds(timings),
+    }
+
+
+def _milliseconds(timings: Timings) -> dict[str, float | None]:
+    fields = [name for name, _ in _PHASES] + ["body_done"]
+    return {
+        name: None if (value := getattr(timings, name)) is None else round(value * 1000, 3)
+        for name in fields
+    }
+
+
+def _print_record(record: dict[str, Any], out: TextIO, verbose: bool) -> None:
+    url = record["url"]
+    if "connection" not in record:
+        print(f"* GET {url} failed: {record['error']}", file=out)
+        return
+    how = "reused" if record["reused"] else "new"
+    print(f"* GET {url} on connection #{record['connection']} ({how})", file=out)
+    timings = record["timings_ms"]
+    if verbose:
+        for name, label in _PHASES:
+            if timings[name] is not None:
+                print(f"*   {label:<20} {timings[name]:9.3f} ms", file=out)
+        print(f"< {record['http_version']} {record['status']} {record['reason']}", file=out)
+        for name, value in record["headers"]:
+            print(f"< {name}: {value}"[:79], file=out)
+    print(
+        f"*   {'body done':<20} {timings['body_done']:9.3f} ms  "
+        f"{record['bytes']} bytes, {record['outcome']}",
+        file=out,
+    )

@@ -1,0 +1,41 @@
+"""``python -m poolwatch get``: phases, reuse, errors and JSON output."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from poolwatch.__main__ import main
+from poolwatch._cli import get_urls
+from tests.servers import HTTPServer
+
+
+def test_get_shows_reuse_and_phases(server: HTTPServer) -> None:
+    """Two URLs of one origin: the second reuses the first's connection."""
+    out = io.StringIO()
+    status = get_urls([server.url("/"), server.url("/bytes/100")], out, verbose=True)
+    text = out.getvalue()
+    assert status == 0
+    assert "on connection #" in text and "(new)" in text and "(reused)" in text
+    assert "connected" in text and "< Content-Length: 100" in text
+    assert "2 requests, 1 connections opened, 1 reused" in text
+    assert all(len(line) <= 80 for line in text.splitlines() if not line.startswith("* GET"))
+    assert server.accepted == 1
+
+
+def test_get_json_and_failure_status(server: HTTPServer) -> None:
+    """--json gives one record per URL; a refused URL makes the exit status 1."""
+    out = io.StringIO()
+    status = get_urls([server.url("/"), "http://127.0.0.1:1/"], out, as_json=True)
+    data = json.loads(out.getvalue())
+    assert status == 1
+    first, second = data["requests"]
+    assert first["status"] == 200 and first["bytes"] == 13 and first["outcome"] == "drained"
+    assert first["timings_ms"]["body_done"] >= first["timings_ms"]["response_head"]
+    assert "ConnectError" in second["error"]
+    assert data["stats"]["connections_opened"] == 1
+
+
+def test_main_dispatches_get(server: HTTPServer, capsys: object) -> None:
+    """The command line parses ``get`` and its flags."""
+    assert main(["get", server.url("/")]) == 0
