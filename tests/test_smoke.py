@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import poolwatch
 from tests.conftest import assert_at_rest
 from tests.servers import HTTPServer
@@ -30,3 +33,16 @@ def test_keep_alive_disabled_dials_each_time(server: HTTPServer) -> None:
         assert stats.connections_opened == 2
         assert stats.open_connections == 0
     assert server.accepted == 2
+
+
+def test_import_pulls_in_no_optional_dependency() -> None:
+    """``import poolwatch`` works without requests, httpx or prometheus_client
+    being imported; the adapters load them on first use."""
+    code = (
+        "import sys, poolwatch\n"
+        "print(sorted(m for m in ('requests', 'httpx', 'prometheus_client') if m in sys.modules))\n"
+        "poolwatch.RequestsAdapter\n"
+        "print('requests' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]

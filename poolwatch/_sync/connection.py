@@ -402,7 +402,13 @@ class Connection:
             last = self._workers_left == 0
             transport._worker_exited_locked(self, last)
         if last:
-            transport._emit("conn_closed", self, reason=self.close_reason)
+            transport._emit(
+                "conn_closed",
+                self,
+                reason=self.close_reason,
+                age=time.monotonic() - self.created_at,
+                requests=self.requests_served,
+            )
 
     # -- the writer ----------------------------------------------------------
 

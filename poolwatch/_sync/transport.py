@@ -195,6 +195,7 @@ class Transport:
             reused=exchange.reused,
             was_idle=was_idle,
             idle_time=idle_time,
+            wait=exchange.marks["got_conn"] - exchange.marks["start"],
         )
 
     @staticmethod
