@@ -40,7 +40,8 @@ def test_import_pulls_in_no_optional_dependency() -> None:
     being imported; the adapters load them on first use."""
     code = (
         "import sys, poolwatch\n"
-        "print(sorted(m for m in ('requests', 'httpx', 'prometheus_client') if m in sys.modules))\n"
+        "optional = ('requests', 'httpx', 'prometheus_client')\n"
+        "print(sorted(m for m in optional if m in sys.modules))\n"
         "poolwatch.RequestsAdapter\n"
         "print('requests' in sys.modules)"
     )
