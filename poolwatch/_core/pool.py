@@ -201,6 +201,10 @@ class PoolState(Generic[C]):
         self._idle_lru[conn] = None
         if limits.max_idle is not None and len(self._idle_lru) > limits.max_idle:
             self._evict(next(iter(self._idle_lru)), decision)
+        if self._waiters:
+            # Another origin waits for a slot that only an idle connection
+            # holds: evicting one lets it dial (R12).
+            self._serve_waiters(decision)
         return decision
 
     def discard_locked(self, origin: Hashable) -> Decision[C]:

@@ -328,6 +328,8 @@ class Connection:
             if not reusable or self.closing:
                 decision = None
             else:
+                if outcome == "closed_early":
+                    self._counters.bodies_drained_on_close += 1
                 self.exchange = None
                 decision = transport._pool.release_locked(self, True, time.monotonic())
         if decision is None:

@@ -214,12 +214,8 @@ class Response:
         if exchange.state != BODY or exchange.leaked:
             return
         self._buffer = b""
-        if self._end_seen:
-            self._connection.finish_body(exchange, "closed_early")
-        elif self._drain_on_close and self._drain():
-            self._connection.finish_body(exchange, "closed_early", reuse=True)
-        else:
-            self._connection.finish_body(exchange, "closed_early")
+        saved = self._drain_on_close and (self._end_seen or self._drain())
+        self._connection.finish_body(exchange, "closed_early", reuse=saved)
 
     def _drain(self) -> bool:
         """Read and discard the rest of the body within the budget."""
