@@ -157,15 +157,20 @@ class Response:
         if chunk_size is not None and chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, not {chunk_size!r}")
         while True:
-            data = self.read(chunk_size) if chunk_size else self._read_some()
+            data = self.read(chunk_size) if chunk_size else self.read1()
             if not data:
                 return
             yield data
 
-    def _read_some(self) -> bytes:
+    def read1(self, amt: int | None = None) -> bytes:
+        """Read what has arrived, up to ``amt`` bytes, waiting only if nothing
+        has: at most one read from the socket (``b""`` at the end)."""
         if not self._buffer and not self._end_seen:
             self._buffer = self._next_chunk()
-        data, self._buffer = self._buffer, b""
+        if amt is None or amt < 0 or amt >= len(self._buffer):
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:amt], self._buffer[amt:]
         self._finish_if_done()
         return data
 

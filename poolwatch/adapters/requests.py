@@ -17,14 +17,17 @@ import http.client
 import io
 import os
 import ssl
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar, cast
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
 import requests.exceptions as rexc
 import urllib3
 from urllib3 import HTTPResponse
+from urllib3.exceptions import InsecureRequestWarning
 from urllib3.util import Timeout as Urllib3Timeout
 from urllib3.util.retry import Retry
 
@@ -74,6 +77,14 @@ class _Body(io.RawIOBase):
         except PoolwatchError as exc:
             raise http.client.IncompleteRead(b"", None) from exc
 
+    def read1(self, amt: int | None = -1) -> bytes:
+        try:
+            return self.response.read1(amt)
+        except ReadTimeout as exc:
+            raise TimeoutError(str(exc)) from exc
+        except PoolwatchError as exc:
+            raise http.client.IncompleteRead(b"", None) from exc
+
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
@@ -93,6 +104,19 @@ class _HTTPResponse(HTTPResponse):
 
     _poolwatch: Response | None = None
 
+    def stream(self, amt: int | None = 2**16, decode_content: bool | None = None) -> Any:
+        """As urllib3's: a chunked body comes chunk by chunk as it arrives
+        (poolwatch has already taken the chunk framing off)."""
+        if not self.chunked:
+            yield from super().stream(amt, decode_content)
+            return
+        while True:
+            data = self.read1(amt, decode_content=decode_content)
+            if data:
+                yield data
+            elif self.isclosed() or self._fp is None or self._fp.isclosed():
+                return
+
     def __del__(self) -> None:
         if self._poolwatch is not None:
             self._poolwatch.report_leak(stacklevel=3)
@@ -110,6 +134,9 @@ class _OriginalResponse:
 
     def isclosed(self) -> bool:
         return True
+
+    def close(self) -> None:
+        pass  # the body (_Body) is what urllib3 closes
 
 
 class RequestsAdapter(requests.adapters.BaseAdapter):
@@ -191,6 +218,14 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         url = request.url or ""
         proxy = _proxy_for(url, proxies) if proxies else None
         context = self._context(url, verify, cert) if url.startswith("https:") else None
+        if context is not None and context.verify_mode == ssl.CERT_NONE:
+            # As urllib3 warns for each request on an unverified connection.
+            warnings.warn(
+                f"Unverified HTTPS request is being made to host '{urlsplit(url).hostname}'. "
+                "Adding certificate verification is strongly advised.",
+                InsecureRequestWarning,
+                stacklevel=2,
+            )
         retries = self.max_retries
         while True:
             try:
