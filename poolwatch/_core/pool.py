@@ -164,7 +164,9 @@ class PoolState(Generic[C]):
         decision: Decision[C] = Decision()
         if waiter.connection is not None:
             conn, waiter.connection = waiter.connection, None
-            return self.release_locked(conn, reusable=True, now=now)
+            if conn.holds_slot:  # not closed since it was handed over
+                return self.release_locked(conn, reusable=True, now=now)
+            return decision
         if waiter.may_dial:
             waiter.may_dial = False
             return self.discard_locked(waiter.origin)
@@ -336,13 +338,11 @@ class PoolState(Generic[C]):
         """Give free slots to queued requests, first come first served."""
         served: list[Waiter[C]] = []
         for waiter in self._waiters:
+            # A waiter held back by its own host's limit must not block the
+            # ones behind it, so every waiter is tried.
             if self._take_slot(waiter.origin, decision.close):
                 waiter.may_dial = True
                 served.append(waiter)
-            elif self.limits.max_connections is not None and self._total_slots >= (
-                self.limits.max_connections
-            ):
-                break  # nobody behind can get a slot either
         for waiter in served:
             self._waiters.remove(waiter)
         decision.wake += served

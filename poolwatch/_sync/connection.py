@@ -337,7 +337,10 @@ class Connection:
             return
         exchange.release_reader()
         transport._act(decision)
-        transport._emit("put_idle_conn", self, exchange)
+        if self in decision.close:  # over the idle limits: closed instead
+            transport._emit("put_idle_conn", self, exchange, error="too many idle connections")
+        else:
+            transport._emit("put_idle_conn", self, exchange)
 
     def _can_reuse(self, exchange: Exchange) -> bool:
         """Both sides finished cleanly with keep-alive, and nothing follows
