@@ -13,6 +13,7 @@ it happened on, and keeps the lower-level cause as ``__cause__``.
     |   |   +-- TLSError
     |   |   +-- ProxyError
     |   +-- ReadError
+    |   |   +-- RemoteDisconnected
     |   +-- WriteError
     +-- TimeoutException
     |   +-- ConnectTimeout
@@ -42,6 +43,7 @@ __all__ = [
     "ProxyError",
     "ReadError",
     "ReadTimeout",
+    "RemoteDisconnected",
     "RemoteProtocolError",
     "ResponseHeaderTimeout",
     "TLSError",
@@ -97,6 +99,10 @@ class ProxyError(ConnectError):
 
 class ReadError(NetworkError):
     """Reading the response failed, or the server closed the connection."""
+
+
+class RemoteDisconnected(ReadError):
+    """The server closed the connection without sending any response."""
 
 
 class WriteError(NetworkError):

@@ -336,6 +336,32 @@ def test_global_limit_evicts_idle_connection_of_another_origin(server: HTTPServe
         assert (stats.connections_opened, stats.open_connections, stats.pool_waits) == (2, 1, 0)
 
 
+def got_conn(log: EventLog, url: str) -> tuple[bool, bool, float]:
+    """``(reused, was_idle, idle_time)`` of the one got_conn event for
+    ``url`` (R19)."""
+    [event] = [e for e in log.named("got_conn") if e.url == url]
+    return event["reused"], event["was_idle"], event["idle_time"]
+
+
+def test_got_conn_tells_idle_reuse_from_a_hand_off(server: HTTPServer) -> None:
+    """R12 and R19: ``got_conn`` follows Go's httptrace: a dial is neither
+    reused nor idle; a connection taken from the idle pool is reused and was
+    idle; one handed straight from a released response to a waiting request
+    is reused but was never idle (Go delivers it with a zero idleAt), so its
+    idle time is 0."""
+    dialled, from_idle, handed = (server.url(f"/bytes/{n}") for n in (1, 2, 3))
+    with watched(max_connections_per_host=1, pool_timeout=WAIT) as (t, log), in_threads(1) as pool:
+        get(t, dialled)
+        held = hold(t, from_idle)
+        waiting = queued(pool, log, partial(get, t, handed))
+        held_id = drain(held)
+        assert result(waiting) == held_id
+        assert got_conn(log, dialled) == (False, False, 0.0)
+        reused, was_idle, idle_time = got_conn(log, from_idle)
+        assert (reused, was_idle) == (True, True) and idle_time >= 0.0
+        assert got_conn(log, handed) == (True, False, 0.0)
+
+
 # -- R14: closing --------------------------------------------------------------
 
 
@@ -413,12 +439,16 @@ def test_close_during_a_dial(server: HTTPServer) -> None:
 def test_close_ends_a_request_waiting_for_its_response(server: HTTPServer) -> None:
     """R14: ``close()`` does not wait for a response that has not come: the
     request in flight fails with a poolwatch error and every worker exits."""
+    # Made now, so that it exists (and is released) however far the server
+    # got with the request when the test ends.
+    gate = server.gate("later")
     with watched() as (t, log), in_threads(1) as pool:
-        in_flight = pool.submit(get, t, server.url("/wait/never"))
+        in_flight = pool.submit(get, t, server.url("/wait/later"))
         log.wait_for("wrote_request")
         t.close()
         with pytest.raises(poolwatch.PoolwatchError):
             result(in_flight)
+        gate.set()
         stats = t.stats()
         assert (stats.workers_alive, stats.open_connections, stats.requests) == (0, 0, 0)
 

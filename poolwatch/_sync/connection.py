@@ -47,6 +47,7 @@ from .._exceptions import (
     PoolwatchError,
     ReadError,
     ReadTimeout,
+    RemoteDisconnected,
     RemoteProtocolError,
     ResponseHeaderTimeout,
     WriteError,
@@ -107,6 +108,7 @@ class Exchange:
         "reused",
         "state",
         "timeout",
+        "was_idle",
         "write_done",
         "write_error",
         "write_finished",
@@ -125,6 +127,7 @@ class Exchange:
         self.marks: dict[str, float] = {"start": time.monotonic()}
         self.connection: Connection | None = None  # pool lock: set at checkout
         self.reused = False  # pool lock: set at checkout
+        self.was_idle = False  # pool lock: set at checkout
         self.response_started = False  # set by the reader
         self.request = request
         self.timeout = timeout
@@ -679,10 +682,14 @@ class Connection:
         if isinstance(data, OSError):
             return self._read_failed(exchange, data)
         if nothing_received:
-            message = "server closed the connection without sending a response"
-        else:
-            message = "server closed the connection in the middle of the response head"
-        return self._error(exchange, ReadError, message)
+            return self._error(
+                exchange,
+                RemoteDisconnected,
+                "server closed the connection without sending a response",
+            )
+        return self._error(
+            exchange, ReadError, "server closed the connection in the middle of the response head"
+        )
 
     def _read_failed(self, exchange: Exchange, exc: OSError) -> PoolwatchError:
         error = self._error(exchange, ReadError, f"reading the response failed: {exc}")

@@ -78,6 +78,7 @@ class Response:
         "headers",
         "http_version",
         "method",
+        "raw_headers",
         "reason",
         "status",
         "url",
@@ -94,8 +95,11 @@ class Response:
         self.status: int = head.status_code
         self.reason: str = head.reason.decode("latin-1")
         self.http_version: str = "HTTP/" + head.http_version.decode("ascii")
+        raw = head.headers.raw_items()
+        #: The header lines as received: name and value bytes, in order.
+        self.raw_headers: list[tuple[bytes, bytes]] = raw
         headers = HTTPHeaderDict()
-        for name, value in head.headers.raw_items():
+        for name, value in raw:
             headers.add(name.decode("latin-1"), value.decode("latin-1"))
         self.headers: HTTPHeaderDict = headers
         self.method: str = exchange.request.method

@@ -186,8 +186,8 @@ class Transport:
             return Response(exchange, drain_on_close=self.drain_on_close)
 
     def _emit_got_conn(self, exchange: Exchange, conn: Connection) -> None:
-        was_idle = exchange.reused
-        idle_time = time.monotonic() - conn.idle_since if was_idle else 0.0
+        was_idle = exchange.was_idle
+        idle_time = exchange.marks["got_conn"] - conn.idle_since if was_idle else 0.0
         self._emit(
             "got_conn",
             conn,
@@ -221,7 +221,7 @@ class Transport:
                 decision = self._pool.checkout_locked(origin, time.monotonic())
                 conn = decision.connection
                 if conn is not None:
-                    self._assign_locked(exchange, conn)
+                    self._assign_locked(exchange, conn, was_idle=True)
                 waiter = decision.waiter
                 if waiter is not None:
                     self._counters_for(origin).pool_waits += 1
@@ -255,7 +255,7 @@ class Transport:
             if not woken:
                 decision = self._pool.cancel_wait_locked(waiter, time.monotonic())
             elif waiter.connection is not None and not waiter.connection.closing:
-                self._assign_locked(exchange, waiter.connection)
+                self._assign_locked(exchange, waiter.connection, was_idle=False)
         self._emit("pool_wait_done", None, exchange)
         if not woken:
             self._act(decision)
@@ -292,7 +292,7 @@ class Transport:
                 self._unsettled[conn] = None
                 conn._counters.connections_opened += 1
                 conn._counters.workers_alive += 2
-                self._assign_locked(exchange, conn)
+                self._assign_locked(exchange, conn, was_idle=False)
             else:
                 decision = self._pool.forget_locked(conn)
         if closed:
@@ -373,9 +373,10 @@ class Transport:
             context = self._tls_context = ssl.create_default_context()
         return context
 
-    def _assign_locked(self, exchange: Exchange, conn: Connection) -> None:
+    def _assign_locked(self, exchange: Exchange, conn: Connection, was_idle: bool) -> None:
         exchange.connection = conn
         exchange.reused = conn.requests_served > 0
+        exchange.was_idle = was_idle  # from the idle pool, not handed over
         conn.exchange = exchange
 
     def _closed_error(self, exchange: Exchange) -> PoolClosed:

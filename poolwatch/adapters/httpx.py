@@ -43,6 +43,7 @@ _ERRORS: tuple[tuple[type[pw.PoolwatchError], type[httpx.HTTPError]], ...] = (
     (pw.WriteTimeout, httpx.WriteTimeout),
     (pw.ProxyError, httpx.ProxyError),
     (pw.ConnectError, httpx.ConnectError),
+    (pw.RemoteDisconnected, httpx.RemoteProtocolError),  # as httpcore says it
     (pw.ReadError, httpx.ReadError),
     (pw.WriteError, httpx.WriteError),
     (pw.RemoteProtocolError, httpx.RemoteProtocolError),
@@ -275,7 +276,7 @@ class HTTPXTransport(httpx.BaseTransport):
             trace("http11.receive_response_headers.complete", {"return_value": head})
         return httpx.Response(
             status_code=response.status,
-            headers=list(response.headers.iteritems()),
+            headers=response.raw_headers,
             stream=_ResponseStream(response, request, trace),
             extensions={
                 "http_version": response.http_version.encode("ascii"),
