@@ -186,7 +186,7 @@ class Connection:
         # The reader's stream, and the body owner's while the reader is parked.
         self._rsock: ReadStream = streams[0]
         self._wsock: WriteStream = streams[1]  # the writer's
-        self._proto = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_SIZE)
+        self._proto = _new_protocol()  # replaced only between exchanges
         self._proto_lock = threading.Lock()
         self._peeked: h11.Data | None = None  # owned by the body owner
         self._inbox: SimpleQueue[Exchange | None] = SimpleQueue()
@@ -352,12 +352,18 @@ class Connection:
             return False
         with self._proto_lock:
             proto = self._proto
-            if proto.our_state is not h11.DONE or proto.their_state is not h11.DONE:
-                return False
             if proto.trailing_data[0]:
                 return False
-            proto.start_next_cycle()
-            return True
+            if proto.our_state is h11.DONE and proto.their_state is h11.DONE:
+                proto.start_next_cycle()
+                return True
+            finished = (proto.our_state, proto.their_state) == (h11.MUST_CLOSE, h11.MUST_CLOSE)
+            if finished and _is_http10_keep_alive(exchange):
+                # h11 never reuses an HTTP/1.0 connection; a server that
+                # promised keep-alive for a length-delimited body can be (R8).
+                self._proto = _new_protocol()
+                return True
+            return False
 
     def extra_bytes_after_body(self) -> bool:
         """Whether bytes followed the end of the response (R10)."""
@@ -701,6 +707,31 @@ class Connection:
     ) -> PoolwatchError:
         request = exchange.request
         return kind(message, method=request.method, url=request.url)
+
+
+def _new_protocol() -> h11.Connection:
+    return h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_SIZE)
+
+
+def _is_http10_keep_alive(exchange: Exchange) -> bool:
+    """An HTTP/1.0 response that says ``Connection: keep-alive`` and whose
+    body had a length, to a request that did not ask to close."""
+    head = exchange.head
+    if head is None or head.http_version != b"1.0":
+        return False
+    if any(
+        name == b"connection" and b"close" in value.lower()
+        for name, value in exchange.request.event.headers
+    ):
+        return False
+    tokens: set[bytes] = set()
+    has_length = _has_no_body(exchange.request.method, head)
+    for name, value in head.headers:
+        if name == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+        elif name == b"content-length":
+            has_length = True
+    return b"keep-alive" in tokens and b"close" not in tokens and has_length
 
 
 def _has_no_body(method: str, head: h11.Response) -> bool:
