@@ -325,6 +325,8 @@ def _retryable(exc: PoolwatchError) -> bool:
 
 def _translate(exc: PoolwatchError, request: requests.PreparedRequest) -> Exception:
     """poolwatch's exception as the one ``HTTPAdapter`` raises."""
+    if isinstance(exc.__cause__, UnicodeEncodeError):
+        return exc.__cause__  # http.client lets a non-Latin-1 header through as is
     if isinstance(exc, ProxyError):
         return rexc.ProxyError(exc, request=request)
     if isinstance(exc, TLSError):
