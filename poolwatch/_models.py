@@ -130,7 +130,16 @@ class Timeout:
 class Request:
     """A validated request, ready to hand to a connection's writer."""
 
-    __slots__ = ("body", "content_length", "event", "idempotency_key", "method", "origin", "url")
+    __slots__ = (
+        "body",
+        "content_length",
+        "event",
+        "expects_continue",
+        "idempotency_key",
+        "method",
+        "origin",
+        "url",
+    )
 
     def __init__(
         self,
@@ -166,6 +175,11 @@ class Request:
         self.body, self.content_length = _prepare_body(body, pairs)
         names = {name.lower() for name, _ in pairs}
         self.idempotency_key = bool(names & _IDEMPOTENCY_KEYS)
+        # R15: headers first, the body after a 100 Continue.
+        self.expects_continue = self.body is not None and any(
+            name.lower() == b"expect" and value.strip().lower() == b"100-continue"
+            for name, value in pairs
+        )
         extra: list[tuple[bytes, bytes]] = []
         if b"host" not in names:
             extra.append((b"Host", host_header))

@@ -36,6 +36,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from queue import SimpleQueue
 from typing import TYPE_CHECKING
 
@@ -95,6 +96,7 @@ class Exchange:
         "call_site",
         "connection",
         "error",
+        "go_ahead",
         "head",
         "head_at",
         "head_ready",
@@ -141,6 +143,8 @@ class Exchange:
         self.head_ready.acquire()
         self.reader_parked = threading.Lock()  # released once: the reader may go on
         self.reader_parked.acquire()
+        self.go_ahead = threading.Lock()  # released by the reader: 100 or a final head
+        self.go_ahead.acquire()
         self.write_done = threading.Lock()  # released once by the writer
         self.write_done.acquire()
         self.write_finished = False  # set by the writer before write_done
@@ -151,10 +155,7 @@ class Exchange:
 
     def release_reader(self) -> None:
         """Let the parked reader go on; harmless if already released."""
-        try:
-            self.reader_parked.release()
-        except RuntimeError:
-            pass
+        _release_once(self.reader_parked)
 
     def has_written_all(self, wait: float) -> bool:
         """Whether the writer finished the request without error, waiting up
@@ -447,7 +448,9 @@ class Connection:
             body = request.body
             with self._proto_lock:
                 data = proto.send(request.event)
-                if body is None or isinstance(body, bytes):
+                if request.expects_continue:
+                    pass  # the body waits for the server's go-ahead (R15)
+                elif body is None or isinstance(body, bytes):
                     # The whole request in one system call.
                     if body:
                         data += proto.send(h11.Data(data=body))
@@ -455,7 +458,9 @@ class Connection:
                     body = None
             sock.sendall(data)
             self._transport._emit("wrote_headers", self, exchange)
-            if body is not None:
+            if request.expects_continue and not self._may_send_body(exchange):
+                body = None  # the server answered and will close: skip it
+            elif body is not None:
                 for chunk in request.body_chunks():
                     if chunk:
                         with self._proto_lock:
@@ -471,6 +476,24 @@ class Connection:
         exchange.write_finished = True
         exchange.write_done.release()
         self._transport._emit("wrote_request", self, exchange)
+
+    def _may_send_body(self, exchange: Exchange) -> bool:
+        """Wait for ``100 Continue``, a final response or the timeout (R15).
+        After a final response that closes the connection the body is not
+        sent; otherwise it is, so that the framing stays in step (as Go)."""
+        exchange.go_ahead.acquire(timeout=self._transport.expect_continue_timeout)
+        head = exchange.head
+        if head is None or head.status_code < 200:
+            return True
+        with self._proto_lock:
+            closing = self._proto.our_state is h11.MUST_CLOSE or (
+                self._proto.their_state is h11.MUST_CLOSE
+            )
+        return (
+            not closing
+            and not _says_close(head.headers)
+            and not _says_close(exchange.request.event.headers)
+        )
 
     def _write_failed(self, exchange: Exchange, exc: BaseException) -> None:
         """Record why the request could not be written (R9, R16)."""
@@ -599,7 +622,7 @@ class Connection:
             try:
                 with self._proto_lock:
                     proto.receive_data(data)
-                    event = self._next_head_event()
+                    event = self._next_head_event(exchange)
                     # h11 checks the size only of heads still incomplete.
                     if (
                         received > MAX_HEAD_SIZE
@@ -615,19 +638,25 @@ class Connection:
                 self._fail_exchange(exchange, error)
                 return False
             if isinstance(event, h11.Response):
+                if "got_100" in exchange.marks:
+                    self._transport._emit("got_100_continue", self, exchange)
                 return self._deliver_head(exchange, event)
             try:
                 data = self._rsock.recv(RECV_SIZE)
             except OSError as exc:
                 data = exc
 
-    def _next_head_event(self) -> h11.Response | type[h11.NEED_DATA]:
-        """Skip interim 1xx responses (proto lock held)."""
+    def _next_head_event(self, exchange: Exchange) -> h11.Response | type[h11.NEED_DATA]:
+        """Skip interim 1xx responses; a 100 lets the writer send the body
+        (proto lock held)."""
         while True:
             event = self._proto.next_event()
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
                     raise h11.RemoteProtocolError("101 Switching Protocols to a plain request")
+                if event.status_code == 100 and exchange.request.expects_continue:
+                    exchange.marks["got_100"] = time.monotonic()
+                    _release_once(exchange.go_ahead)
                 continue
             if event is h11.NEED_DATA or isinstance(event, h11.Response):
                 return event
@@ -642,10 +671,11 @@ class Connection:
             error = self._error(exchange, RemoteProtocolError, "bytes after a body-less response")
             self._fail_exchange(exchange, error)
             return False
+        exchange.head = head  # before the go-ahead, which reads it
+        _release_once(exchange.go_ahead)
         with transport._lock:
             if exchange.state != WAITING:
                 return False  # the caller gave up (response-header timeout)
-            exchange.head = head
             exchange.head_at = exchange.marks["head"] = time.monotonic()
             transport._response_delivered_locked(exchange)
             if not no_body:
@@ -707,6 +737,18 @@ class Connection:
     ) -> PoolwatchError:
         request = exchange.request
         return kind(message, method=request.method, url=request.url)
+
+
+def _release_once(lock: threading.Lock) -> None:
+    """Release a one-shot lock; harmless if already released."""
+    try:
+        lock.release()
+    except RuntimeError:
+        pass
+
+
+def _says_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"connection" and b"close" in value.lower() for name, value in headers)
 
 
 def _new_protocol() -> h11.Connection:

@@ -102,6 +102,7 @@ class Transport:
         pool_timeout: float | None = None,
         call_site_depth: int = 4,
         ssl_context: ssl.SSLContext | None = None,
+        expect_continue_timeout: float = 1.0,
     ) -> None:
         self.limits = Limits(
             max_connections=max_connections,
@@ -120,6 +121,7 @@ class Transport:
         self.keep_alive = keep_alive
         self.drain_on_close = drain_on_close
         self.call_site_depth = call_site_depth
+        self.expect_continue_timeout = expect_continue_timeout  # Go's default
         self._tls_context = ssl_context  # made on the first https dial if None
         self._lock = threading.Lock()
         self._pool: PoolState[Connection] = PoolState(self.limits)
