@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Exchange"]
 
 logger = logging.getLogger("poolwatch")
+leak_logger = logging.getLogger("poolwatch.leaks")  # R6 reports, with call sites
 
 # Large enough for a typical response in one system call; h11 copies what it
 # receives, so much larger buyers nothing for small responses.
@@ -692,6 +693,13 @@ class Connection:
                 self.close_reason = self.close_reason or "leaked"
             alive = not self.closing and not leaked
         if leaked:
+            request = exchange.request
+            leak_logger.warning(
+                "response to %s %s was garbage-collected unclosed; request made at:\n%s",
+                request.method,
+                request.url,
+                exchange.call_site.format(),
+            )
             transport._emit(
                 "leak_detected",
                 self,

@@ -7,6 +7,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -103,6 +104,8 @@ class Transport:
         call_site_depth: int = 4,
         ssl_context: ssl.SSLContext | None = None,
         expect_continue_timeout: float = 1.0,
+        local_address: str | None = None,
+        socket_options: Sequence[tuple[int, int, int | bytes]] = (),
     ) -> None:
         self.limits = Limits(
             max_connections=max_connections,
@@ -122,6 +125,8 @@ class Transport:
         self.drain_on_close = drain_on_close
         self.call_site_depth = call_site_depth
         self.expect_continue_timeout = expect_continue_timeout  # Go's default
+        self.socket_options = tuple(socket_options)  # setsockopt() each new socket
+        self._source_address = None if local_address is None else (local_address, 0)
         self._tls_context = ssl_context  # made on the first https dial if None
         self._lock = threading.Lock()
         self._pool: PoolState[Connection] = PoolState(self.limits)
@@ -316,8 +321,12 @@ class Transport:
         address = (origin.host, origin.port) if proxy is None else (proxy.host, proxy.port)
         try:
             sock = socket.create_connection(
-                address, timeout=NO_TIMEOUT if connect is None else connect
+                address,
+                timeout=NO_TIMEOUT if connect is None else connect,
+                source_address=self._source_address,
             )
+            for option in self.socket_options:
+                sock.setsockopt(*option)
         except OSError as exc:
             what = "could not connect" if proxy is None else f"could not connect to proxy {proxy}"
             raise self._connect_error(exchange, exc, what) from exc

@@ -102,13 +102,8 @@ def transport_options(
     """``HTTPTransport``'s arguments as :class:`Transport` options."""
     if http2:
         raise ValueError("poolwatch speaks HTTP/1.1 only: http2=True is not supported")
-    for name, value in (
-        ("uds", uds),
-        ("local_address", local_address),
-        ("socket_options", socket_options),
-    ):
-        if value is not None:
-            raise ValueError(f"poolwatch does not support {name}= yet")
+    if uds is not None:
+        raise ValueError("poolwatch does not support uds= (Unix sockets) yet")
     if isinstance(verify, ssl.SSLContext):
         context = verify
     else:
@@ -121,6 +116,8 @@ def transport_options(
         "idle_timeout": limits.keepalive_expiry,
         "connect_timeout": None,
         "ssl_context": context,
+        "local_address": local_address,
+        "socket_options": socket_options or (),
     }
 
 
@@ -200,9 +197,9 @@ class HTTPXTransport(httpx.BaseTransport):
     """An ``httpx.BaseTransport`` backed by poolwatch.
 
     Takes ``httpx.HTTPTransport``'s arguments with the same meaning
-    (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``, and an
-    ``http://`` ``proxy``, with CONNECT tunnels for https); HTTP/2, Unix
-    sockets, ``local_address`` and ``socket_options`` raise
+    (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``,
+    ``local_address``, ``socket_options``, and an ``http://`` ``proxy``, with
+    CONNECT tunnels for https); HTTP/2 and Unix sockets raise
     ``ValueError``. The request's ``timeout`` and ``trace`` extensions
     are honoured (``trace`` hears httpcore's event names). Or pass an
     existing poolwatch ``transport``.

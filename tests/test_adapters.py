@@ -1,0 +1,78 @@
+"""Adapter details the parity suites do not cover: pickling, stats,
+constructor options that reach the sockets, proxies through requests."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import threading
+
+import httpx
+import pytest
+import requests
+
+import poolwatch
+from tests.servers import HTTPServer
+
+
+def test_requests_adapter_pickles_like_http_adapter(server: HTTPServer) -> None:
+    """The pickled adapter keeps its settings and gets a fresh transport."""
+    adapter = poolwatch.RequestsAdapter(pool_maxsize=3, max_retries=2, pool_block=True)
+    copy = pickle.loads(pickle.dumps(adapter))
+    adapter.close()
+    assert copy.max_retries.total == 2
+    assert copy.transport is not adapter.transport
+    assert copy.transport.limits.max_connections_per_host == 3
+    with requests.Session() as session:
+        session.mount("http://", copy)
+        assert session.get(server.url()).text == "hello world!\n"
+        assert copy.stats().requests == 1
+
+
+def test_requests_adapter_shares_a_given_transport(server: HTTPServer) -> None:
+    """``transport=`` is used as is, and closing the adapter leaves it open."""
+    with poolwatch.Transport() as transport:
+        adapter = poolwatch.RequestsAdapter(transport=transport)
+        with requests.Session() as session:
+            session.mount("http://", adapter)
+            session.get(server.url())
+        assert transport.stats().requests == 1
+        assert transport.request("GET", server.url()).read() == b"hello world!\n"
+
+
+def test_httpx_socket_options_and_local_address(server: HTTPServer) -> None:
+    """``local_address`` and ``socket_options`` reach every new socket."""
+    seen: list[tuple[str, int]] = []
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    transport = poolwatch.HTTPXTransport(local_address="127.0.0.1", socket_options=options)
+    assert transport.transport.socket_options == tuple(options)
+    with httpx.Client(transport=transport) as client:
+        transport.transport.add_listener(
+            lambda e: seen.append((e.name, e.connection_id or 0)) if e.name == "got_conn" else None
+        )
+        assert client.get(server.url()).text == "hello world!\n"
+    assert seen and seen[0][0] == "got_conn"
+
+
+def test_httpx_refuses_what_it_cannot_do() -> None:
+    """HTTP/2 and Unix sockets: a clear ValueError, not a silent fallback."""
+    with pytest.raises(ValueError, match=r"HTTP/1\.1"):
+        poolwatch.HTTPXTransport(http2=True)
+    with pytest.raises(ValueError, match="uds"):
+        poolwatch.HTTPXTransport(uds="/tmp/x.sock")
+
+
+def test_leak_is_logged_with_its_call_site(
+    server: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """R6: a leak report also goes to the ``poolwatch.leaks`` logger, with the
+    call-site stack."""
+    with poolwatch.Transport() as t:
+        closed = threading.Event()
+        t.add_listener(lambda e: closed.set() if e.name == "conn_closed" else None)
+        resp = t.request("GET", server.url())
+        with pytest.warns(poolwatch.LeakWarning), caplog.at_level("WARNING", "poolwatch.leaks"):
+            resp.report_leak()
+            assert closed.wait(10)
+        assert t.stats().bodies_leaked == 1
+    assert any("test_adapters.py" in r.getMessage() for r in caplog.records)
