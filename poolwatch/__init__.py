@@ -8,6 +8,8 @@ closed early, or leaked, and the pool's state is readable at any time with
 
 from __future__ import annotations
 
+import logging
+
 from ._core.pool import Limits
 from ._core.stats import OriginStats, PoolStats
 from ._events import EVENT_NAMES, Event, Listener
@@ -40,6 +42,9 @@ from ._sync.response import Response, Timings
 from ._sync.transport import ConnectionInfo, Transport
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where it goes.
+logging.getLogger("poolwatch").addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> object:
