@@ -36,6 +36,7 @@ import logging
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from queue import SimpleQueue
 from typing import TYPE_CHECKING
@@ -93,6 +94,7 @@ class Exchange:
     """One request and its response on a connection."""
 
     __slots__ = (
+        "body_buffered",
         "bytes_read",
         "call_site",
         "connection",
@@ -153,6 +155,9 @@ class Exchange:
         self.written_at: float | None = None  # set by the writer
         self.leaked = False  # set by the garbage collector's finaliser
         self.bytes_read = 0  # owned by the body owner
+        # Set by the reader: the whole body arrived with the head, so the
+        # reader went back to reading instead of parking.
+        self.body_buffered = False
 
     def release_reader(self) -> None:
         """Let the parked reader go on; harmless if already released."""
@@ -190,7 +195,9 @@ class Connection:
         self._wsock: WriteStream = streams[1]  # the writer's
         self._proto = _new_protocol()  # replaced only between exchanges
         self._proto_lock = threading.Lock()
-        self._peeked: h11.Data | None = None  # owned by the body owner
+        # Body events already taken from h11, for the body owner: filled by
+        # the reader before it hands the head over, then the owner's.
+        self._pending: deque[h11.Data | h11.EndOfMessage] = deque()
         self._inbox: SimpleQueue[Exchange | None] = SimpleQueue()
         self.created_at = time.monotonic()
         self.idle_since = self.created_at  # pool lock
@@ -254,10 +261,8 @@ class Connection:
         """The next piece of the body, reading the socket if needed (caller's
         thread, while the reader is parked). Raises on errors."""
         proto = self._proto
-        peeked = self._peeked
-        if peeked is not None:
-            self._peeked = None
-            return peeked
+        if self._pending:
+            return self._pending.popleft()
         event: object
         try:
             with self._proto_lock:
@@ -287,7 +292,11 @@ class Connection:
         """Whether the body's end is already buffered, so that a read that
         took the last byte can finish the body without another call (R4,
         R18). Reads no socket; a Data event found is kept for the next read."""
-        if self._peeked is not None:
+        pending = self._pending
+        if pending:
+            if isinstance(pending[0], h11.EndOfMessage):
+                pending.popleft()
+                return True
             return False
         with self._proto_lock:
             proto = self._proto
@@ -300,7 +309,7 @@ class Connection:
         if isinstance(event, h11.EndOfMessage):
             return True
         if isinstance(event, h11.Data):
-            self._peeked = event
+            pending.append(event)
         return False
 
     def prepare_body_read(self, exchange: Exchange) -> None:
@@ -562,9 +571,22 @@ class Connection:
                 data = exc
             with transport._lock:
                 exchange = self.exchange
-                if exchange is None or self.closing:
-                    self._idle_ended_locked(data)
-                    return None
+                if exchange is not None and exchange.state != WAITING and not self.closing:
+                    # A buffered body is still checked out, and nothing was
+                    # asked: as for an idle connection, this is the end (R3).
+                    if exchange.leaked:
+                        self.close_reason = "leaked"
+                    else:
+                        self._idle_ended_locked(data)
+                    buffered = exchange
+                else:
+                    buffered = None
+                    if exchange is None or self.closing:
+                        self._idle_ended_locked(data)
+                        return None
+            if buffered is not None:
+                self._body_released(buffered)
+                return None
             return exchange, data
 
     def _idle_time_left(self) -> float | None:
@@ -586,7 +608,8 @@ class Connection:
             return NO_TIMEOUT if left is None else left
 
     def _idle_ended_locked(self, data: bytes | OSError) -> None:
-        """Something arrived on an idle connection: it is over (R3)."""
+        """Something arrived while no request was outstanding: the connection
+        is over (R3)."""
         if self.closing:
             return
         self._transport._pool.remove_idle_locked(self)
@@ -674,6 +697,8 @@ class Connection:
             return False
         exchange.head = head  # before the go-ahead, which reads it
         _release_once(exchange.go_ahead)
+        if not no_body:
+            exchange.body_buffered = self._take_buffered_body()
         with transport._lock:
             if exchange.state != WAITING:
                 return False  # the caller gave up (response-header timeout)
@@ -685,7 +710,40 @@ class Connection:
             # R7: back in the pool before the caller sees the response.
             self.finish_body(exchange, "no_body")
             exchange.head_ready.release()
+        if exchange.body_buffered:
+            return True  # nothing left to read for it: back to the socket
         exchange.reader_parked.acquire()
+        return self._body_released(exchange)
+
+    def _take_buffered_body(self) -> bool:
+        """Move the body events h11 already has to the pending queue; True
+        if they reach the end of the body (the common small response)."""
+        pending = self._pending
+        with self._proto_lock:
+            while True:
+                try:
+                    event = self._proto.next_event()
+                except h11.RemoteProtocolError:
+                    return False  # h11 raises it again for the body owner
+                if isinstance(event, h11.Data):
+                    pending.append(event)
+                elif isinstance(event, h11.EndOfMessage):
+                    pending.append(event)
+                    return True
+                else:
+                    return False
+
+    def interrupt(self) -> None:
+        """Wake a reader blocked on the socket by shutting it (any thread,
+        no lock): for a leaked body whose reader is not parked."""
+        try:
+            self._rsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _body_released(self, exchange: Exchange) -> bool:
+        """The body owner let go of ``exchange``; whether the connection lives on."""
+        transport = self._transport
         with transport._lock:
             leaked = exchange.leaked and exchange.state == BODY
             if leaked:

@@ -188,7 +188,7 @@ class Response:
                 url=self.url,
             )
         conn = self._connection
-        if exchange.bytes_read == 0:
+        if exchange.bytes_read == 0 and not exchange.body_buffered:
             conn.prepare_body_read(exchange)
         try:
             event = conn.read_body_event(exchange)
@@ -279,3 +279,5 @@ class Response:
             # even inside the pool lock, so it takes no lock here.
             exchange.leaked = True
             exchange.release_reader()
+            if exchange.body_buffered:
+                self._connection.interrupt()  # its reader is on the socket

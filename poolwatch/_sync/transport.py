@@ -441,7 +441,11 @@ class Transport:
                     url=request.url,
                 )
                 exchange.head_ready.release()
-            elif exchange.state == BODY:
+            elif exchange.state == BODY and (
+                not exchange.body_buffered or conn.close_reason == "transport_closed"
+            ):
+                # A body that arrived whole outlives a server's close (its
+                # owner decides its outcome), not the transport's (R14).
                 self._end_body_locked(exchange, "errored")
         return decision
 
