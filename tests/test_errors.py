@@ -19,6 +19,7 @@ import pytest
 
 import poolwatch
 from tests.conftest import assert_at_rest
+from tests.eventlog import EventLog
 from tests.servers import HTTPServer, RawServer, Reply, ServerConnection, http_server, raw_server
 
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
@@ -30,31 +31,6 @@ WAIT = 10.0
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-class EventLog:
-    """A transport listener that keeps every event and lets the test wait
-    for one (R19), instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.events: list[poolwatch.Event] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, event: poolwatch.Event) -> None:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-
-    def named(self, name: str) -> list[poolwatch.Event]:
-        with self._cond:
-            return [e for e in self.events if e.name == name]
-
-    def wait_for(self, name: str, count: int = 1) -> list[poolwatch.Event]:
-        """Wait until ``count`` events called ``name`` have happened."""
-        with self._cond:
-            found = self._cond.wait_for(lambda: len(self.named(name)) >= count, WAIT)
-        assert found, f"no {count} {name!r} events in {WAIT}s: {self.events}"
-        return self.named(name)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import pytest
 
 import poolwatch
 from tests.conftest import assert_at_rest
+from tests.eventlog import EventLog
 from tests.servers import HTTPServer, Reply, http_server
 
 T = TypeVar("T")
@@ -31,47 +32,6 @@ SIZE = 10  # body size of the responses held open
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-class EventLog:
-    """A transport listener that keeps every event (R19), so that a test can
-    wait for one instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.events: list[poolwatch.Event] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, event: poolwatch.Event) -> None:
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-
-    def named(self, name: str) -> list[poolwatch.Event]:
-        with self._cond:
-            return [e for e in self.events if e.name == name]
-
-    def wait_for(self, name: str, count: int = 1) -> list[poolwatch.Event]:
-        """Wait until ``count`` events called ``name`` have happened."""
-        with self._cond:
-            seen = self._cond.wait_for(lambda: len(self.named(name)) >= count, WAIT)
-        assert seen, f"no {count} {name!r} events in {WAIT}s: {self.events}"
-        return self.named(name)
-
-    def wait_closed(self, conn_id: int) -> str:
-        """Wait until connection ``conn_id`` has closed and both its workers
-        have exited; return the close reason."""
-        with self._cond:
-            seen = self._cond.wait_for(lambda: self._closed(conn_id), WAIT)
-        assert seen, f"connection {conn_id} not closed in {WAIT}s: {self.events}"
-        closed = self._closed(conn_id)
-        assert closed is not None
-        return str(closed["reason"])
-
-    def _closed(self, conn_id: int) -> poolwatch.Event | None:
-        for event in self.events:
-            if event.name == "conn_closed" and event.connection_id == conn_id:
-                return event
-        return None
 
 
 @contextmanager

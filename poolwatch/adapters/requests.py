@@ -18,7 +18,7 @@ import io
 import os
 import ssl
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
 
@@ -70,16 +70,15 @@ class _Body(io.RawIOBase):
         return True
 
     def read(self, amt: int | None = -1) -> bytes:
-        try:
-            return self.response.read(amt)
-        except ReadTimeout as exc:
-            raise TimeoutError(str(exc)) from exc
-        except PoolwatchError as exc:
-            raise http.client.IncompleteRead(b"", None) from exc
+        return self._translated(self.response.read, amt)
 
     def read1(self, amt: int | None = -1) -> bytes:
+        return self._translated(self.response.read1, amt)
+
+    @staticmethod
+    def _translated(read: Callable[[int | None], bytes], amt: int | None) -> bytes:
         try:
-            return self.response.read1(amt)
+            return read(amt)
         except ReadTimeout as exc:
             raise TimeoutError(str(exc)) from exc
         except PoolwatchError as exc:
