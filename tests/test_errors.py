@@ -321,6 +321,18 @@ def _framing_case(case_id: str, response: bytes, phase: str, *, hangs_up: bool =
             "body",
         ),
         _framing_case("bytes-after-204", b"HTTP/1.1 204 No Content\r\n\r\nEXTRA", "head"),
+        _framing_case("http-0.9-body-without-head", b"<html>hello</html>\r\n\r\n", "head"),
+        _framing_case(
+            "101-to-a-plain-request",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            "head",
+        ),
+        _framing_case(
+            "content-length-and-transfer-encoding",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nok\r\n0\r\n\r\n",
+            "head",
+        ),
     ],
 )
 def test_framing_error_closes_connection(response: bytes, hangs_up: bool, phase: str) -> None:

@@ -661,6 +661,16 @@ class Connection:
                 error.__cause__ = exc
                 self._fail_exchange(exchange, error)
                 return False
+            if isinstance(event, h11.Response) and _has_both_lengths(event):
+                # RFC 9112 section 6.3: a sign of response splitting; treated
+                # as an error, and the connection is not trusted again (R10).
+                error = self._error(
+                    exchange,
+                    RemoteProtocolError,
+                    "bad response: both Content-Length and Transfer-Encoding",
+                )
+                self._fail_exchange(exchange, error)
+                return False
             if isinstance(event, h11.Response):
                 if "got_100" in exchange.marks:
                     self._transport._emit("got_100_continue", self, exchange)
@@ -815,6 +825,11 @@ def _release_once(lock: threading.Lock) -> None:
 
 def _says_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return any(name == b"connection" and b"close" in value.lower() for name, value in headers)
+
+
+def _has_both_lengths(head: h11.Response) -> bool:
+    names = {name for name, _ in head.headers}
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def _new_protocol() -> h11.Connection:
