@@ -1,0 +1,93 @@
+"""Connection resets (RST, via SO_LINGER 0) at each phase: the caller gets a
+documented error, the connection is gone, and the next request works."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+
+import pytest
+
+import poolwatch
+from tests.conftest import assert_at_rest
+from tests.servers import ServerConnection, raw_server
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+
+
+def _reset(conn: ServerConnection) -> None:
+    """Close with a reset rather than a FIN."""
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.sock.close()
+
+
+def _script(
+    before_reset: Callable[[ServerConnection], None],
+) -> Callable[[ServerConnection], None]:
+    """First connection: run ``before_reset``, then reset. Later ones: answer."""
+
+    def serve(conn: ServerConnection) -> None:
+        if conn.index == 1:
+            before_reset(conn)
+            _reset(conn)
+            return
+        while conn.recv_request_head():
+            conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    return serve
+
+
+@pytest.mark.parametrize(
+    ("before_reset", "method", "body", "errors"),
+    [
+        pytest.param(lambda c: None, "GET", None, (poolwatch.NetworkError,), id="on-accept"),
+        pytest.param(
+            lambda c: c.sock.recv(100),
+            "POST",
+            b"u" * 4_000_000,
+            (poolwatch.NetworkError,),
+            id="during-request-write",
+        ),
+        pytest.param(
+            lambda c: c.recv_request_head(),
+            "GET",
+            None,
+            (poolwatch.NetworkError,),
+            id="before-status-line",
+        ),
+        pytest.param(
+            lambda c: (c.recv_request_head(), c.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-")),
+            "GET",
+            None,
+            (poolwatch.NetworkError,),
+            id="mid-headers",
+        ),
+        pytest.param(
+            lambda c: (c.recv_request_head(), c.sock.sendall(HEAD + b"x" * 10)),
+            "GET",
+            None,
+            (poolwatch.NetworkError, poolwatch.RemoteProtocolError),
+            id="mid-body",
+        ),
+    ],
+)
+def test_reset_at_each_phase(
+    before_reset: Callable[[ServerConnection], object],
+    method: str,
+    body: bytes | None,
+    errors: tuple[type[Exception], ...],
+) -> None:
+    """A reset at any phase: a documented error naming the URL, the
+    connection closed, and the pool still usable."""
+    with raw_server(_script(before_reset)) as srv, poolwatch.Transport() as t:
+        with (
+            pytest.raises(errors) as info,
+            t.request(method, srv.url("/first"), body=body) as resp,
+        ):
+            resp.read()
+        assert srv.url("/first") in str(info.value)
+        assert t.request("GET", srv.url("/next")).read() == b"ok"
+        stats = assert_at_rest(t)
+        assert stats.connections_opened == 2
+        assert stats.open_connections == 1
