@@ -334,6 +334,9 @@ class Connection:
             outcome=outcome,
             bytes=exchange.bytes_read,
             reused=reusable,
+            method=exchange.request.method,
+            status=exchange.head.status_code if exchange.head is not None else 0,
+            elapsed=exchange.marks["body_done"] - exchange.marks["start"],
         )
         transport = self._transport
         with transport._lock:

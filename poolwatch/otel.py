@@ -1,0 +1,110 @@
+"""OpenTelemetry metrics for a transport, under the HTTP client semantic
+conventions' names and attributes.
+
+Needs ``opentelemetry-api`` (the ``otel`` extra) and a ``MeterProvider``::
+
+    from poolwatch.otel import instrument
+    instrumentation = instrument(transport, meter_provider)
+
+Recorded: ``http.client.request.duration`` (from the call to the end of the
+body), ``http.client.connection.duration`` (each closed connection's
+life), ``http.client.open_connections`` (by ``http.connection.state``,
+``idle`` or ``active``), ``http.client.active_requests`` (bodies checked out
+and requests queued for a connection), and ``poolwatch.pool.wait_duration``
+(asking for a connection to getting one, dial included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+from ._events import Event
+from ._sync.transport import Transport
+
+__all__ = ["Instrumentation", "instrument"]
+
+
+def _server_attributes(origin: str) -> dict[str, Any]:
+    """``server.address``, ``server.port`` and ``url.scheme`` of an origin
+    key such as ``"https://api:443 via http://proxy:3128"``."""
+    parts = urlsplit(origin.split(" ", 1)[0])
+    return {
+        "server.address": parts.hostname,
+        "server.port": parts.port,
+        "url.scheme": parts.scheme,
+    }
+
+
+class Instrumentation:
+    """The instruments recording one transport; :meth:`close` stops it."""
+
+    def __init__(self, transport: Transport, meter_provider: MeterProvider) -> None:
+        from . import __version__
+
+        self.transport = transport
+        meter = meter_provider.get_meter("poolwatch", __version__)
+        self.request_duration = meter.create_histogram(
+            "http.client.request.duration", unit="s", description="Duration of HTTP requests."
+        )
+        self.connection_duration = meter.create_histogram(
+            "http.client.connection.duration",
+            unit="s",
+            description="Duration of closed connections.",
+        )
+        self.pool_wait = meter.create_histogram(
+            "poolwatch.pool.wait_duration",
+            unit="s",
+            description="Time from asking for a connection to getting one.",
+        )
+        meter.create_observable_up_down_counter(
+            "http.client.open_connections",
+            callbacks=[self._open_connections],
+            unit="{connection}",
+            description="Open connections, idle or active.",
+        )
+        meter.create_observable_up_down_counter(
+            "http.client.active_requests",
+            callbacks=[self._active_requests],
+            unit="{request}",
+            description="Requests with a body checked out or waiting for a connection.",
+        )
+        transport.add_listener(self._observe)
+
+    def _observe(self, event: Event) -> None:
+        name = event.name
+        if name == "body_done":
+            attributes = _server_attributes(event.origin)
+            attributes["http.request.method"] = event.data["method"]
+            attributes["http.response.status_code"] = event.data["status"]
+            self.request_duration.record(event.data["elapsed"], attributes)
+        elif name == "conn_closed":
+            self.connection_duration.record(event.data["age"], _server_attributes(event.origin))
+        elif name == "got_conn":
+            self.pool_wait.record(event.data["wait"], _server_attributes(event.origin))
+
+    def _open_connections(self, options: CallbackOptions) -> Iterable[Observation]:
+        for origin, stats in self.transport.stats().per_origin.items():
+            attributes = _server_attributes(origin)
+            for state, value in (
+                ("idle", stats.idle_connections),
+                ("active", stats.active_connections),
+            ):
+                yield Observation(value, {**attributes, "http.connection.state": state})
+
+    def _active_requests(self, options: CallbackOptions) -> Iterable[Observation]:
+        for origin, stats in self.transport.stats().per_origin.items():
+            active = stats.open_bodies + stats.waiting_requests
+            yield Observation(active, _server_attributes(origin))
+
+    def close(self) -> None:
+        """Stop recording (observable instruments then report nothing new)."""
+        self.transport.remove_listener(self._observe)
+
+
+def instrument(transport: Transport, meter_provider: MeterProvider) -> Instrumentation:
+    """Record ``transport``'s metrics with ``meter_provider``."""
+    return Instrumentation(transport, meter_provider)
