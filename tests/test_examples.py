@@ -16,6 +16,8 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
     [
         ("stats_tour.py", "opened=1 reused=2 drained=3 workers=2"),
         ("find_leaks.py", "find_leaks.py:18"),
+        ("drop_in.py", "1 open body from"),
+        ("export_metrics.py", "http.client.request.duration"),
     ],
 )
 def test_example_runs(script: str, expected: str) -> None:
