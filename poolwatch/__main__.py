@@ -39,7 +39,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("urls", nargs="+", metavar="URL")
     get.add_argument("-v", "--verbose", action="store_true", help="phases and headers")
     get.add_argument("--json", action="store_true", help="machine-readable output")
+    stats = commands.add_parser(
+        "stats",
+        help="print a table of every pool's stats while a script or the demo runs",
+        description="Run a Python script (or the seed demo's load) and print "
+        "every poolwatch transport's stats per origin while it runs.",
+    )
+    load = stats.add_mutually_exclusive_group(required=True)
+    load.add_argument("script", nargs="?", help="a Python script to run")
+    load.add_argument("--demo", action="store_true", help="run the seed demo's load")
+    stats.add_argument("--interval", type=float, default=0.5, help="seconds between tables")
+    stats.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
+    if args.command == "stats":
+        import io
+        import runpy
+
+        from ._cli import watch_stats
+        from ._demo import run_demo
+
+        def target() -> object:
+            if args.demo:
+                return run_demo(io.StringIO())
+            return runpy.run_path(args.script, run_name="__main__")
+
+        return watch_stats(target, sys.stdout, interval=args.interval, as_json=args.json)
     if args.command == "get":
         from ._cli import get_urls
 

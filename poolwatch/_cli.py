@@ -4,14 +4,15 @@ phase, its timing, and whether the connection was reused."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from ._exceptions import PoolwatchError
 from ._sync.response import Timings
-from ._sync.transport import Transport
+from ._sync.transport import Transport, live_transports
 
-__all__ = ["get_urls"]
+__all__ = ["get_urls", "watch_stats"]
 
 _PHASES = (
     ("connected", "connected"),
@@ -103,3 +104,61 @@ def _print_record(record: dict[str, Any], out: TextIO, verbose: bool) -> None:
         f"{record['bytes']} bytes, {record['outcome']}",
         file=out,
     )
+
+
+def watch_stats(
+    target: Callable[[], object], out: TextIO, *, interval: float = 0.5, as_json: bool = False
+) -> int:
+    """Run ``target`` in a thread and print every live transport's stats per
+    origin each ``interval`` seconds until it returns, then once more."""
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run, name="poolwatch-stats-target")
+    thread.start()
+    while not done.wait(interval):
+        _print_stats(out, as_json)
+    thread.join()
+    _print_stats(out, as_json)
+    if failure:
+        print(f"* the load failed: {failure[0]!r}", file=out)
+        return 1
+    return 0
+
+
+_COLUMNS = (
+    ("open_connections", "open"),
+    ("idle_connections", "idle"),
+    ("active_connections", "actv"),
+    ("workers_alive", "wrkr"),
+    ("requests", "reqs"),
+    ("reused_requests", "reus"),
+    ("open_bodies", "body"),
+    ("bodies_leaked", "leak"),
+    ("waiting_requests", "wait"),
+)
+
+
+def _print_stats(out: TextIO, as_json: bool) -> None:
+    rows = [
+        (origin, stats)
+        for transport in live_transports()
+        for origin, stats in transport.stats().per_origin.items()
+    ]
+    if as_json:
+        print(json.dumps({origin: stats.as_dict() for origin, stats in rows}), file=out)
+        return
+    header = f"{'origin':<34}" + "".join(f"{label:>5}" for _, label in _COLUMNS)
+    print(header, file=out)
+    for origin, stats in rows:
+        values = "".join(f"{getattr(stats, name):>5}" for name, _ in _COLUMNS)
+        print(f"{origin[:33]:<34}{values}", file=out)
+    print(file=out)

@@ -39,3 +39,42 @@ def test_get_json_and_failure_status(server: HTTPServer) -> None:
 def test_main_dispatches_get(server: HTTPServer, capsys: object) -> None:
     """The command line parses ``get`` and its flags."""
     assert main(["get", server.url("/")]) == 0
+
+
+def test_stats_watches_a_load(server: HTTPServer) -> None:
+    """``stats`` prints every live transport's per-origin stats while a load
+    runs, and once more at the end (JSON lines with --json)."""
+    import poolwatch
+    from poolwatch._cli import watch_stats
+
+    transport = poolwatch.Transport()
+
+    def load() -> None:
+        for _ in range(3):
+            transport.request("GET", server.url()).read()
+
+    out = io.StringIO()
+    try:
+        assert watch_stats(load, out, interval=0.01, as_json=True) == 0
+        last = json.loads(out.getvalue().splitlines()[-1])
+        assert last[server.origin]["requests"] == 3
+        table = io.StringIO()
+        watch_stats(lambda: None, table, interval=0.01)
+        lines = table.getvalue().splitlines()
+        assert lines[0].startswith("origin") and "reus" in lines[0]
+        assert any(line.startswith(server.origin) for line in lines)
+        assert all(len(line) <= 80 for line in lines)
+    finally:
+        transport.close()
+
+
+def test_stats_reports_a_failing_load() -> None:
+    """A load that raises makes the exit status 1."""
+    from poolwatch._cli import watch_stats
+
+    def load() -> None:
+        raise RuntimeError("boom")
+
+    out = io.StringIO()
+    assert watch_stats(load, out, interval=0.01) == 1
+    assert "boom" in out.getvalue()

@@ -7,6 +7,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -42,7 +43,7 @@ from .streams import (
     open_tunnel,
 )
 
-__all__ = ["ConnectionInfo", "Transport"]
+__all__ = ["ConnectionInfo", "Transport", "live_transports"]
 
 # A reused connection the server closed under us fails before any response
 # byte; the retry goes to another connection, which may be stale too. Bound
@@ -137,6 +138,7 @@ class Transport:
         self._waiter_locks: dict[Waiter[Connection], threading.Lock] = {}  # pool lock
         self._closed = False  # pool lock
         self._listeners: tuple[Listener, ...] = ()
+        _live_transports.add(self)
 
     # -- the request API -------------------------------------------------------
 
@@ -617,6 +619,14 @@ class Transport:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_live_transports: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+def live_transports() -> list[Transport]:
+    """Every transport not yet garbage-collected (for ``poolwatch stats``)."""
+    return list(_live_transports)
 
 
 def _locked() -> threading.Lock:
