@@ -23,11 +23,39 @@ __all__ = ["REGISTRY"]
 @register("poolwatch", label="poolwatch native", requires=("poolwatch",))
 def make_poolwatch(opts: ClientOptions) -> SyncClient:
     """``poolwatch.Transport`` with its defaults (call-site capture on)."""
+    return _native(opts)
+
+
+@register(
+    "poolwatch-lightest",
+    label="poolwatch, no call-site capture",
+    requires=("poolwatch",),
+    default=False,
+)
+def make_poolwatch_lightest(opts: ClientOptions) -> SyncClient:
+    """The lightest setting: no call-site capture (stats are always kept)."""
+    return _native(opts, call_site_depth=0)
+
+
+@register(
+    "poolwatch-listener",
+    label="poolwatch + a no-op listener",
+    requires=("poolwatch",),
+    default=False,
+)
+def make_poolwatch_listener(opts: ClientOptions) -> SyncClient:
+    """The defaults plus one listener that does nothing: the cost of events."""
+    return _native(opts, listener=lambda event: None)
+
+
+def _native(opts: ClientOptions, listener: Any = None, **options: Any) -> SyncClient:
     import poolwatch
 
     transport = poolwatch.Transport(
-        keep_alive=opts.keep_alive, max_idle_per_host=max(10, opts.threads)
+        keep_alive=opts.keep_alive, max_idle_per_host=max(10, opts.threads), **options
     )
+    if listener is not None:
+        transport.add_listener(listener)
     base = opts.base_url
 
     def get(path: str) -> int:
