@@ -101,7 +101,6 @@ class Exchange:
         "error",
         "go_ahead",
         "head",
-        "head_at",
         "head_ready",
         "leaked",
         "listener",
@@ -140,7 +139,6 @@ class Exchange:
         self.state = WAITING  # pool lock
         self.outcome: str | None = None  # pool lock
         self.head: h11.Response | None = None  # set by the reader, then read-only
-        self.head_at = 0.0
         self.error: BaseException | None = None  # set before head_ready is released
         self.head_ready = threading.Lock()  # released once: head or error ready
         self.head_ready.acquire()
@@ -193,6 +191,7 @@ class Connection:
         # The reader's stream, and the body owner's while the reader is parked.
         self._rsock: ReadStream = streams[0]
         self._wsock: WriteStream = streams[1]  # the writer's
+        self._write_timeout: float | None = -1.0  # owned by the writer: as set on _wsock
         self._proto = _new_protocol()  # replaced only between exchanges
         self._proto_lock = threading.Lock()
         # Body events already taken from h11, for the body owner: filled by
@@ -327,17 +326,8 @@ class Connection:
             reuse = outcome in ("drained", "no_body")
         reusable = reuse and self._can_reuse(exchange)
         exchange.marks["body_done"] = time.monotonic()
-        self._transport._emit(
-            "body_done",
-            self,
-            exchange,
-            outcome=outcome,
-            bytes=exchange.bytes_read,
-            reused=reusable,
-            method=exchange.request.method,
-            status=exchange.head.status_code if exchange.head is not None else 0,
-            elapsed=exchange.marks["body_done"] - exchange.marks["start"],
-        )
+        if self._transport._listeners or exchange.listener is not None:
+            self._emit_body_done(exchange, outcome, reusable)
         transport = self._transport
         with transport._lock:
             if exchange.state == BODY:
@@ -358,6 +348,20 @@ class Connection:
             transport._emit("put_idle_conn", self, exchange, error="too many idle connections")
         else:
             transport._emit("put_idle_conn", self, exchange)
+
+    def _emit_body_done(self, exchange: Exchange, outcome: str, reused: bool) -> None:
+        head = exchange.head
+        self._transport._emit(
+            "body_done",
+            self,
+            exchange,
+            outcome=outcome,
+            bytes=exchange.bytes_read,
+            reused=reused,
+            method=exchange.request.method,
+            status=head.status_code if head is not None else 0,
+            elapsed=exchange.marks["body_done"] - exchange.marks["start"],
+        )
 
     def _can_reuse(self, exchange: Exchange) -> bool:
         """Both sides finished cleanly with keep-alive, and nothing follows
@@ -457,7 +461,9 @@ class Connection:
         proto = self._proto
         try:
             write = exchange.timeout.write
-            sock.settimeout(NO_TIMEOUT if write is None else write)
+            if write != self._write_timeout:  # settimeout costs system calls
+                sock.settimeout(NO_TIMEOUT if write is None else write)
+                self._write_timeout = write
             body = request.body
             with self._proto_lock:
                 data = proto.send(request.event)
@@ -715,7 +721,7 @@ class Connection:
         with transport._lock:
             if exchange.state != WAITING:
                 return False  # the caller gave up (response-header timeout)
-            exchange.head_at = exchange.marks["head"] = time.monotonic()
+            exchange.marks["head"] = time.monotonic()
             transport._response_delivered_locked(exchange)
             if not no_body:
                 exchange.head_ready.release()

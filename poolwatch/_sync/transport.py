@@ -553,7 +553,7 @@ class Transport:
                 method=e.request.method,
                 url=e.request.url,
                 status=e.head.status_code if e.head else 0,
-                age=now - e.head_at,
+                age=now - e.marks.get("head", now),
                 call_site=e.call_site,
                 connection_id=e.connection.id if e.connection else 0,
             )
