@@ -232,3 +232,26 @@ def test_sixteen_threads_share_a_transport(server: HTTPServer, limits: dict[str,
         if limits:
             assert server.accepted <= stats.connections_opened
             assert stats.open_connections <= 2
+
+
+def test_drain_that_times_out_is_still_an_early_close() -> None:
+    """R5: with drain_on_close, a body that stalls past the drain budget is
+    closed early (not errored) and its connection torn down."""
+    release = threading.Event()
+
+    def stalls(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        release.wait(10)
+
+    with raw_server(stalls) as srv, poolwatch.Transport(drain_on_close=True) as t:
+        try:
+            resp = t.request("GET", srv.url())
+            assert resp.read(3) == b"abc"
+            resp.close()
+            assert resp.outcome == "closed_early"
+            stats = assert_at_rest(t)
+            assert (stats.bodies_closed_early, stats.bodies_errored) == (1, 0)
+            assert stats.open_connections == 0
+        finally:
+            release.set()

@@ -178,7 +178,9 @@ class Response:
         self._finish_if_done()
         return data
 
-    def _next_chunk(self) -> bytes:
+    def _next_chunk(self, *, closing: bool = False) -> bytes:
+        """The next piece of the body. An error ends the body as errored,
+        unless it happens while ``close()`` drains (then it is closed early)."""
         exchange = self._exchange
         if exchange.state != BODY:
             raise ReadError(
@@ -206,7 +208,8 @@ class Response:
                     url=self.url,
                 )
         except PoolwatchError:
-            conn.finish_body(exchange, "errored")
+            if not closing:
+                conn.finish_body(exchange, "errored")
             raise
         return data
 
@@ -238,7 +241,7 @@ class Response:
                 if remaining <= 0 or exchange.bytes_read > limit:
                     return False
                 conn.set_read_timeout(remaining)
-                self._next_chunk()
+                self._next_chunk(closing=True)
         except PoolwatchError:
             return False
         return not conn.extra_bytes_after_body()
