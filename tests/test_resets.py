@@ -89,5 +89,7 @@ def test_reset_at_each_phase(
         assert srv.url("/first") in str(info.value)
         assert t.request("GET", srv.url("/next")).read() == b"ok"
         stats = assert_at_rest(t)
-        assert stats.connections_opened == 2
+        # A reset on accept may already fail the dial (nothing opened then).
+        assert stats.connections_opened - stats.connections_closed == 1
         assert stats.open_connections == 1
+    assert srv.accepted == 2
