@@ -12,8 +12,9 @@ from types import TracebackType
 import h11
 from urllib3 import HTTPHeaderDict
 
+from .._core.exchange import BODY
 from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
-from .connection import BODY, Connection, Exchange
+from .connection import Connection, Exchange
 
 __all__ = ["Response", "Timings"]
 
