@@ -1,0 +1,541 @@
+"""The asyncio transport: the same pool, rules and options as
+:class:`~poolwatch.Transport`, with a reader and a writer task per connection
+(R1-R14, R16-R18)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import h11
+
+from .._core.book import Book, ConnectionInfo, can_retry, emit
+from .._core.pool import Decision, Limits, PoolState, Waiter
+from .._core.stats import PoolStats
+from .._core.tunnel import TunnelHandshake, TunnelRefused
+from .._events import Listener
+from .._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    NetworkError,
+    PoolClosed,
+    PoolTimeout,
+    ProxyError,
+    TLSError,
+)
+from .._leaks import OpenBody, capture_call_site
+from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
+from .._sync.transport import MAX_RETRIES, _live_transports
+from .connection import AsyncConnection, AsyncExchange
+from .response import AsyncResponse
+
+__all__ = ["AsyncTransport"]
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+# Enough for a CONNECT answer in one read.
+_TUNNEL_RECV = 64 * 1024
+
+
+class AsyncTransport:
+    """An asyncio HTTP/1.1 connection pool with instrumented connections.
+
+    The twin of :class:`~poolwatch.Transport`: same options, pool and body
+    rules, and the same :meth:`stats`, :meth:`connections` and
+    :meth:`open_bodies`; each connection has a reader and a writer *task* for
+    its whole life, and ``workers_alive`` counts those tasks. A transport
+    belongs to the event loop that makes its first request.
+
+    Cancelling a request while it waits for the pool or a connection leaves
+    the pool as it was; cancelling it after its first byte was written, or
+    while its body is read, closes its connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int | None = None,
+        max_connections_per_host: int | None = None,
+        max_idle: int | None = 100,
+        max_idle_per_host: int | None = 10,
+        idle_timeout: float | None = 90.0,
+        keep_alive: bool = True,
+        drain_on_close: bool = False,
+        connect_timeout: float | None = 30.0,
+        write_timeout: float | None = None,
+        response_header_timeout: float | None = None,
+        read_timeout: float | None = None,
+        pool_timeout: float | None = None,
+        call_site_depth: int = 4,
+        ssl_context: ssl.SSLContext | None = None,
+        expect_continue_timeout: float = 1.0,
+        local_address: str | None = None,
+        socket_options: Sequence[tuple[int, int, int | bytes]] = (),
+    ) -> None:
+        self.limits = Limits(
+            max_connections=max_connections,
+            max_connections_per_host=max_connections_per_host,
+            max_idle=max_idle,
+            max_idle_per_host=max_idle_per_host if keep_alive else 0,
+            idle_timeout=idle_timeout,
+        )
+        self.timeout = Timeout(
+            connect=connect_timeout,
+            write=write_timeout,
+            response_header=response_header_timeout,
+            read=read_timeout,
+            pool=pool_timeout,
+        )
+        self.keep_alive = keep_alive
+        self.drain_on_close = drain_on_close
+        self.call_site_depth = call_site_depth
+        self.expect_continue_timeout = expect_continue_timeout
+        self.socket_options = tuple(socket_options)
+        self._local_address = local_address
+        self._tls_context = ssl_context  # made on the first https dial if None
+        # Held only for bookkeeping, never across an await: stats() may be
+        # called from another thread (the command line's watcher).
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: PoolState[AsyncConnection] = PoolState(self.limits)
+        self._book: Book[AsyncConnection] = Book(self._pool)  # pool lock
+        self._waiters: dict[Waiter[AsyncConnection], asyncio.Future[None]] = {}
+        self._closed = False  # pool lock
+        self._listeners: tuple[Listener, ...] = ()
+        _live_transports.add(self)  # type: ignore[arg-type]
+
+    def _loop_now(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop and not self._loop.is_closed():
+            raise RuntimeError("an AsyncTransport is bound to the event loop it was first used on")
+        self._loop = loop
+        return loop
+
+    # -- the request API -------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: HeaderTypes | None = None,
+        body: BodyTypes | Any = None,
+        timeout: Timeout | float | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        proxy: str | Proxy | None = None,
+        listener: Listener | None = None,
+    ) -> AsyncResponse:
+        """Send a request and return the response once its head has arrived.
+
+        As :meth:`Transport.request`; ``body`` may also be an async iterable
+        of bytes. Read the body to its end or close the response
+        (``async with`` does): otherwise its connection stays checked out (R6).
+        """
+        loop = self._loop_now()
+        request = Request(
+            method,
+            url,
+            headers,
+            _as_sync_body(body),
+            keep_alive=self.keep_alive,
+            ssl_context=ssl_context,
+            proxy=proxy,
+        )
+        if request.body is _ASYNC_PLACEHOLDER:
+            request.body = body  # type: ignore[assignment]
+        limits = Timeout.coerce(timeout, self.timeout)
+        call_site = capture_call_site(self.call_site_depth)
+        retries = 0
+        while True:
+            exchange = AsyncExchange(request, limits, call_site, listener, loop)
+            conn = await self._get_connection(exchange)
+            exchange.marks["got_conn"] = loop.time()
+            if self._listeners or listener is not None:
+                self._emit_got_conn(exchange, conn)
+            try:
+                await conn.round_trip(exchange)
+            except NetworkError as exc:
+                if retries >= MAX_RETRIES or not can_retry(exchange, exc):
+                    raise
+                retries += 1
+                with self._lock:
+                    conn.counters.retries += 1
+                self._emit("retry", conn, exchange, error=exc)
+                continue
+            return AsyncResponse(exchange, drain_on_close=self.drain_on_close)
+
+    def _emit_got_conn(self, exchange: AsyncExchange, conn: AsyncConnection) -> None:
+        was_idle = exchange.was_idle
+        idle_time = exchange.marks["got_conn"] - conn.idle_since if was_idle else 0.0
+        self._emit(
+            "got_conn",
+            conn,
+            exchange,
+            reused=exchange.reused,
+            was_idle=was_idle,
+            idle_time=idle_time,
+            wait=exchange.marks["got_conn"] - exchange.marks["start"],
+        )
+
+    # -- getting a connection ------------------------------------------------
+
+    async def _get_connection(self, exchange: AsyncExchange) -> AsyncConnection:
+        origin = exchange.request.origin
+        loop = self._loop_now()
+        deadline: float | None = None
+        self._emit("get_conn", None, exchange)
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise self._closed_error(exchange)
+                decision = self._pool.checkout_locked(origin, loop.time())
+                conn = decision.connection
+                if conn is not None:
+                    self._book.assign_locked(exchange, conn, was_idle=True)
+                waiter = decision.waiter
+                if waiter is not None:
+                    self._book.counters_for(origin).pool_waits += 1
+                    self._waiters[waiter] = loop.create_future()
+            self._act(decision)
+            if conn is not None:
+                return conn
+            if decision.dial:
+                return await self._dial(exchange)
+            assert waiter is not None
+            if deadline is None and exchange.timeout.pool is not None:
+                deadline = loop.time() + exchange.timeout.pool
+            conn = await self._wait_in_queue(exchange, waiter, deadline)
+            if conn is not None:
+                return conn
+
+    async def _wait_in_queue(
+        self, exchange: AsyncExchange, waiter: Waiter[AsyncConnection], deadline: float | None
+    ) -> AsyncConnection | None:
+        """Wait for the pool to serve ``waiter`` (R12). Returns a connection,
+        or ``None`` to try the checkout again. Cancelled, it leaves the queue
+        and passes on whatever it was given."""
+        loop = self._loop_now()
+        future = self._waiters[waiter]
+        self._emit("pool_wait_start", None, exchange)
+        woken = True
+        try:
+            if deadline is None:
+                await future
+            else:
+                await asyncio.wait_for(future, max(deadline - loop.time(), 0.0))
+        except asyncio.TimeoutError:
+            woken = False
+        except asyncio.CancelledError:
+            with self._lock:
+                self._waiters.pop(waiter, None)
+                decision = self._pool.cancel_wait_locked(waiter, loop.time())
+            self._act(decision)
+            raise
+        with self._lock:
+            self._waiters.pop(waiter, None)
+            if not woken:
+                decision = self._pool.cancel_wait_locked(waiter, loop.time())
+            elif waiter.connection is not None and not waiter.connection.closing:
+                self._book.assign_locked(exchange, waiter.connection, was_idle=False)
+        self._emit("pool_wait_done", None, exchange)
+        if not woken:
+            self._act(decision)
+            raise PoolTimeout(
+                f"no connection available within {exchange.timeout.pool}s "
+                f"({self._pool.slots(waiter.origin)} in use for {waiter.origin})",
+                method=exchange.request.method,
+                url=exchange.request.url,
+            )
+        if waiter.may_dial:
+            return await self._dial(exchange)
+        handed: AsyncConnection | None = waiter.connection
+        if handed is None:
+            raise self._closed_error(exchange)
+        # None: handed a connection that closed meanwhile: again.
+        return handed if exchange.connection is handed else None
+
+    async def _dial(self, exchange: AsyncExchange) -> AsyncConnection:
+        """Open a connection for ``exchange`` in the slot reserved for it (R1).
+        Cancelled or failed, the slot is given back."""
+        origin = exchange.request.origin
+        try:
+            streams, tls_version = await self._open_streams(exchange)
+        except BaseException:
+            with self._lock:
+                decision = self._pool.discard_locked(origin)
+            self._act(decision)
+            raise
+        conn = AsyncConnection(self, origin, streams, tls_version)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._book.opened_locked(conn)
+                self._book.assign_locked(exchange, conn, was_idle=False)
+            else:
+                decision = self._pool.forget_locked(conn)
+        if closed:
+            streams[1].transport.abort()
+            self._act(decision)
+            raise self._closed_error(exchange)
+        conn.start()
+        return conn
+
+    async def _open_streams(self, exchange: AsyncExchange) -> tuple[Streams, str | None]:
+        """Connect (and for https, handshake) in the caller's task."""
+        request = exchange.request
+        origin = request.origin
+        loop = self._loop_now()
+        self._emit("connect_start", None, exchange)
+        proxy = origin.proxy
+        host, port = (origin.host, origin.port) if proxy is None else (proxy.host, proxy.port)
+        try:
+            sock = await self._connect(host, port, exchange.timeout.connect)
+        except (OSError, asyncio.TimeoutError) as exc:
+            what = "could not connect" if proxy is None else f"could not connect to proxy {proxy}"
+            raise self._connect_error(exchange, exc, what) from exc
+        try:
+            exchange.marks["connected"] = loop.time()
+            self._emit("connect_done", None, exchange)
+            if origin.scheme != "https":
+                return await asyncio.open_connection(sock=sock), None
+            if proxy is not None:
+                await self._tunnel(sock, origin, proxy)
+            self._emit("tls_handshake_start", None, exchange)
+            context = origin.ssl_context or self._ssl_context()
+            streams = await asyncio.open_connection(
+                sock=sock,
+                ssl=context,
+                server_hostname=origin.host,
+                ssl_handshake_timeout=exchange.timeout.connect,
+            )
+            tls = streams[1].get_extra_info("ssl_object")
+            version = tls.version() if tls is not None else None
+            exchange.marks["tls_done"] = loop.time()
+            self._emit("tls_handshake_done", None, exchange, version=version)
+            return streams, version
+        except BaseException as exc:
+            sock.close()
+            raise self._dial_error(exchange, exc) from exc
+
+    async def _connect(self, host: str, port: int, limit: float | None) -> socket.socket:
+        """A connected non-blocking socket; name resolution off the loop."""
+        loop = self._loop_now()
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+            addresses: list[tuple[Any, ...]] = [(family, socket.SOCK_STREAM, 0, "", (host, port))]
+        except ValueError:
+            addresses = list(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        error: BaseException = OSError(f"no address for {host}")
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                if self._local_address is not None:
+                    sock.bind((self._local_address, 0))
+                for option in self.socket_options:
+                    sock.setsockopt(*option)
+                if limit is None:
+                    await loop.sock_connect(sock, address)
+                else:
+                    await asyncio.wait_for(loop.sock_connect(sock, address), limit)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return sock
+            except (OSError, asyncio.TimeoutError) as exc:
+                sock.close()
+                error = exc
+            except BaseException:
+                sock.close()
+                raise
+        raise error
+
+    async def _tunnel(self, sock: socket.socket, origin: Origin, proxy: Proxy) -> None:
+        loop = self._loop_now()
+        handshake = TunnelHandshake(origin.host, origin.port, proxy.authorization)
+        await loop.sock_sendall(sock, handshake.request)
+        while not handshake.receive(await loop.sock_recv(sock, _TUNNEL_RECV)):
+            pass
+
+    def _dial_error(self, exchange: AsyncExchange, exc: BaseException) -> BaseException:
+        request = exchange.request
+        origin = request.origin
+        if isinstance(exc, TunnelRefused | h11.RemoteProtocolError):
+            return ProxyError(
+                f"proxy {origin.proxy} did not open a tunnel to {origin}: {exc}",
+                method=request.method,
+                url=request.url,
+            )
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+            return TLSError(
+                f"TLS handshake with {origin} failed: {exc}",
+                method=request.method,
+                url=request.url,
+            )
+        if isinstance(exc, OSError | asyncio.TimeoutError):
+            return self._connect_error(exchange, exc, "TLS handshake failed")
+        return exc
+
+    def _connect_error(
+        self, exchange: AsyncExchange, exc: BaseException, what: str
+    ) -> ConnectError | ConnectTimeout:
+        request = exchange.request
+        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            return ConnectTimeout(
+                f"{what}: no answer from {request.origin} within {exchange.timeout.connect}s",
+                method=request.method,
+                url=request.url,
+            )
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return ConnectError(
+            f"{what} to {request.origin}: {detail}", method=request.method, url=request.url
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = self._tls_context
+        if context is None:
+            context = self._tls_context = ssl.create_default_context()
+        return context
+
+    def _closed_error(self, exchange: AsyncExchange) -> PoolClosed:
+        request = exchange.request
+        return PoolClosed("the transport is closed", method=request.method, url=request.url)
+
+    # -- called by connections ------------------------------------------------
+
+    def _act(self, decision: Decision[AsyncConnection]) -> None:
+        """Carry out a pool decision, with no lock held."""
+        if decision.close:
+            now = self._loop_now().time()
+            for conn in decision.close:
+                expired = self._pool.has_expired(conn, now)
+                conn.close("idle_timeout" if expired else "evicted")
+        for waiter in decision.wake:
+            future = self._waiters.get(waiter)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def _emit(
+        self,
+        name: str,
+        conn: AsyncConnection | None,
+        exchange: AsyncExchange | None = None,
+        **data: Any,
+    ) -> None:
+        """Tell the listeners about an event (on the loop, no lock held)."""
+        emit(self._listeners, name, conn, exchange, **data)
+
+    # -- observing -------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every :class:`~poolwatch.Event` (R19),
+        on the event loop."""
+        self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+    def stats(self) -> PoolStats:
+        """An immutable snapshot: totals and a per-origin breakdown (R18);
+        ``workers_alive`` counts live worker tasks."""
+        with self._lock:
+            snapshots = self._book.stats_locked()
+        return Book.merge(snapshots)
+
+    def connections(self) -> list[ConnectionInfo]:
+        """Every open connection: id, origin, idle or active, requests served,
+        age and idle time."""
+        now = self._clock()
+        with self._lock:
+            return self._book.connections_locked(now)
+
+    def open_bodies(self) -> list[OpenBody]:
+        """Responses whose body is neither read to the end nor closed, with
+        the call site that made each request (R6)."""
+        now = self._clock()
+        with self._lock:
+            exchanges = list(self._book.open)
+        return Book.open_bodies(exchanges, now)
+
+    def _clock(self) -> float:
+        loop = self._loop
+        return loop.time() if loop is not None else 0.0
+
+    def __repr__(self) -> str:
+        with self._lock:
+            summary = self._book.summary_locked()
+        state = "closed " if self._closed else ""
+        return f"<{state}AsyncTransport {summary}>"
+
+    async def settle(self) -> None:
+        """Wait until the workers of every closed connection have exited, so
+        that :meth:`stats` describes the transport at rest (R18)."""
+        with self._lock:
+            closing = [c for c in self._book.unsettled if c.closing]
+        for conn in closing:
+            await conn.wait_closed()
+
+    # -- closing -------------------------------------------------------------
+
+    async def close_idle_connections(self) -> None:
+        """Close every idle connection and wait for its workers; active ones
+        are left alone (R14)."""
+        with self._lock:
+            conns = self._pool.take_all_idle_locked()
+        for conn in conns:
+            conn.close("close_idle")
+        for conn in conns:
+            await conn.wait_closed()
+
+    async def aclose(self) -> None:
+        """Close every connection, wait for every worker task to exit, and
+        refuse further requests with :class:`~poolwatch.PoolClosed` (R14)."""
+        with self._lock:
+            self._closed = True
+            waiters = self._pool.drain_waiters_locked()
+            conns = list(self._book.live)
+        for waiter in waiters:
+            future = self._waiters.get(waiter)
+            if future is not None and not future.done():
+                future.set_result(None)
+        for conn in conns:
+            conn.close("transport_closed")
+        with self._lock:
+            unsettled = list(self._book.unsettled)
+        for conn in unsettled:
+            await conn.wait_closed()
+
+    async def __aenter__(self) -> AsyncTransport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _AsyncBodyPlaceholder:
+    """Stands for an async iterable body while the request is validated."""
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+_ASYNC_PLACEHOLDER = _AsyncBodyPlaceholder()
+
+
+def _as_sync_body(body: Any) -> Any:
+    """Request validates sync bodies; an async iterable passes as a stand-in
+    of unknown length (sent chunked unless a Content-Length is given)."""
+    if hasattr(body, "__aiter__"):
+        return _ASYNC_PLACEHOLDER
+    return body
