@@ -80,6 +80,14 @@ def _wake(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
+def _cancel_pending() -> bool:
+    """Whether the current task has a cancellation on its way (Python 3.11+
+    can tell; before, the request goes out and the connection is closed)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and bool(cancelling())
+
+
 class AsyncExchange(CoreExchange):
     """One request and its response on an asyncio connection: the shared
     exchange state plus the futures that wake the caller, the writer and the
@@ -190,6 +198,15 @@ class AsyncConnection:
         """Hand the request to the writer and wait for the reader to deliver
         the response head (R2). Raises the error that ended the exchange.
         Cancelled, it closes the connection unless nothing was written."""
+        if _cancel_pending():
+            # Take the cancellation now, before the writer sees the request.
+            self._inbox.append(exchange)
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                self._round_trip_cancelled(exchange)
+                raise
+            self._inbox.remove(exchange)
         self._inbox.append(exchange)
         _wake(self._inbox_ready)
         try:
