@@ -200,13 +200,11 @@ class AsyncConnection:
         Cancelled, it closes the connection unless nothing was written."""
         if _cancel_pending():
             # Take the cancellation now, before the writer sees the request.
-            self._inbox.append(exchange)
             try:
                 await asyncio.sleep(0)
             except asyncio.CancelledError:
-                self._round_trip_cancelled(exchange)
+                self._release_unsent(exchange)
                 raise
-            self._inbox.remove(exchange)
         self._inbox.append(exchange)
         _wake(self._inbox_ready)
         try:
@@ -222,17 +220,8 @@ class AsyncConnection:
         if exchange.head_timer is not None:
             exchange.head_timer.cancel()
         if exchange in self._inbox:
-            # The writer never saw it: the connection is as it was.
             self._inbox.remove(exchange)
-            with transport._lock:
-                exchange.state = ABANDONED
-                if self.closing:
-                    return
-                self.exchange = None
-                decision = transport._pool.release_locked(self, True, self._loop.time())
-            transport._act(decision)
-            if self not in decision.close:
-                self._arm_idle_timer()
+            self._release_unsent(exchange)
             return
         with transport._lock:
             if exchange.state == WAITING:
@@ -242,6 +231,21 @@ class AsyncConnection:
             self.end_body_now(exchange, "closed_early", "cancelled")
         else:
             self.close("cancelled")
+
+    def _release_unsent(self, exchange: AsyncExchange) -> None:
+        """The writer never saw ``exchange``: the connection is as it was,
+        and goes back to the pool."""
+        transport = self._transport
+        with transport._lock:
+            if exchange.state == WAITING:
+                exchange.state = ABANDONED
+            if self.closing or self.exchange is not exchange:
+                return
+            self.exchange = None
+            decision = transport._pool.release_locked(self, True, self._loop.time())
+        transport._act(decision)
+        if self not in decision.close:
+            self._arm_idle_timer()
 
     def _head_timed_out(self, exchange: AsyncExchange) -> None:
         """The response-header limit passed since the request was written (R17)."""
