@@ -67,7 +67,7 @@ def test_two_hundred_tasks_mixed_outcomes_and_cancellations(server: HTTPServer) 
 
         cancellers = [
             asyncio.ensure_future(canceller(task, turns))
-            for task, turns in zip(tasks, cancel_after)
+            for task, turns in zip(tasks, cancel_after, strict=True)
             if turns
         ]
         results = await asyncio.gather(*tasks, return_exceptions=True)
