@@ -308,7 +308,7 @@ class AsyncTransport:
             if proxy is not None:
                 await self._tunnel(sock, origin, proxy)
             self._emit("tls_handshake_start", None, exchange)
-            context = origin.ssl_context or self._ssl_context()
+            context = origin.ssl_context or await self._ssl_context()
             streams = await asyncio.open_connection(
                 sock=sock,
                 ssl=context,
@@ -396,10 +396,13 @@ class AsyncTransport:
             f"{what} to {request.origin}: {detail}", method=request.method, url=request.url
         )
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    async def _ssl_context(self) -> ssl.SSLContext:
         context = self._tls_context
         if context is None:
-            context = self._tls_context = ssl.create_default_context()
+            # Loading the system's CA certificates reads files: off the loop.
+            loop = self._loop_now()
+            context = await loop.run_in_executor(None, ssl.create_default_context)
+            self._tls_context = context
         return context
 
     def _closed_error(self, exchange: AsyncExchange) -> PoolClosed:
