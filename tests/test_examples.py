@@ -34,7 +34,7 @@ def test_example_runs(script: str, expected: str) -> None:
     assert expected in result.stdout
 
 
-@pytest.mark.parametrize("client", ["native", "requests", "httpx"])
+@pytest.mark.parametrize("client", ["native", "requests", "httpx", "httpx-async"])
 def test_demo_prints_expected_counts(client: str) -> None:
     """The seed experiment's main job, through each client: 11, 1, 3, 3 and
     five leak reports naming the demo's call site."""
