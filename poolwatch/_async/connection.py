@@ -327,6 +327,8 @@ class AsyncConnection:
             raise
         if not reusable:
             self.end_body_now(exchange, outcome, outcome if outcome != "drained" else "")
+            if asyncio.current_task() not in self.workers:
+                await self.wait_closed()  # as the thread transport joins its workers
             return
         transport = self._transport
         exchange.marks["body_done"] = self._loop.time()
