@@ -45,17 +45,20 @@ from .._core.exchange import (
     request_error,
 )
 from .._core.exchange import Exchange as CoreExchange
+from .._core.failures import (
+    idle_end_reason,
+    is_peer_gone,
+    leak_message,
+    no_response_error,
+    read_failed,
+    write_error,
+)
 from .._events import Listener
 from .._exceptions import (
-    LocalProtocolError,
     PoolwatchError,
-    ReadError,
     ReadTimeout,
-    RemoteDisconnected,
     RemoteProtocolError,
     ResponseHeaderTimeout,
-    WriteError,
-    WriteTimeout,
 )
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
@@ -281,7 +284,7 @@ class AsyncConnection:
         except asyncio.TimeoutError as exc:
             raise self._error(exchange, ReadTimeout, f"no body byte within {limit}s") from exc
         except OSError as exc:
-            raise self._read_failed(exchange, exc) from exc
+            raise read_failed(exchange, exc) from exc
 
     async def drain_body(self, exchange: AsyncExchange, limit: float, max_bytes: int) -> bool:
         """Read and discard what is left of the body within ``limit`` seconds
@@ -546,25 +549,13 @@ class AsyncConnection:
 
     def _write_failed(self, exchange: AsyncExchange, exc: BaseException) -> None:
         """Record why the request could not be written (R9, R16)."""
-        if isinstance(exc, h11.LocalProtocolError):
-            error: BaseException = self._error(
-                exchange, LocalProtocolError, f"request body does not match its framing: {exc}"
-            )
-        elif isinstance(exc, asyncio.TimeoutError):
-            error = self._error(
-                exchange, WriteTimeout, f"request not sent within {exchange.timeout.write}s"
-            )
-        elif isinstance(exc, OSError):
-            error = self._error(exchange, WriteError, f"sending the request failed: {exc}")
-        else:
-            error = exc  # the request body's own iterator failed
-        error.__cause__ = exc if error is not exc else None
+        error = write_error(exchange, exc, timed_out=isinstance(exc, asyncio.TimeoutError))
         exchange.write_error = error
         exchange.write_finished = True
         _wake(exchange.write_done)
-        if isinstance(exc, ConnectionResetError | BrokenPipeError):
-            # The server is gone or stopped reading: a response it sent first
-            # is still readable, and the reader will see the end (R9).
+        if is_peer_gone(exc):
+            # A response the server sent first is still readable, and the
+            # reader will see the end (R9).
             return
         # The server waits for bytes it will never get: end the exchange now,
         # unless its response already came.
@@ -625,13 +616,11 @@ class AsyncConnection:
         if self.closing:
             return
         self._transport._pool.remove_idle_locked(self)
-        if isinstance(data, OSError) or not data:
+        self.close_reason = reason = idle_end_reason(data)
+        if reason == "server_closed_idle":
             self.counters.idle_closed_by_server += 1
-            self.close_reason = "server_closed_idle"
-        elif data.startswith((b"HTTP/1.1 408", b"HTTP/1.0 408")):
-            self.close_reason = "server_timeout_408"
-        else:
-            self.close_reason = "unsolicited_response"
+        elif reason == "unsolicited_response":
+            assert isinstance(data, bytes)
             logger.warning(
                 "poolwatch: %r received %d unsolicited bytes while idle: %r; closing",
                 self,
@@ -647,7 +636,7 @@ class AsyncConnection:
         received = 0
         while True:
             if isinstance(data, OSError) or not data:
-                self._fail_exchange(exchange, self._no_response_error(exchange, data, first))
+                self._fail_exchange(exchange, no_response_error(exchange, data, first))
                 return False
             received += len(data)
             if first:
@@ -703,13 +692,7 @@ class AsyncConnection:
                 self.close_reason = self.close_reason or "leaked"
             alive = not self.closing and not leaked
         if leaked:
-            request = exchange.request
-            leak_logger.warning(
-                "response to %s %s was garbage-collected unclosed; request made at:\n%s",
-                request.method,
-                request.url,
-                exchange.call_site.format(),
-            )
+            leak_logger.warning(*leak_message(exchange))
             transport._emit(
                 "leak_detected",
                 self,
@@ -725,28 +708,6 @@ class AsyncConnection:
             exchange.head_timer.cancel()
         with self._transport._lock:
             exchange.fail_locked(error)
-
-    def _no_response_error(
-        self, exchange: AsyncExchange, data: bytes | OSError, nothing_received: bool
-    ) -> PoolwatchError | BaseException:
-        if exchange.write_error is not None:
-            return exchange.write_error
-        if isinstance(data, OSError):
-            return self._read_failed(exchange, data)
-        if nothing_received:
-            return self._error(
-                exchange,
-                RemoteDisconnected,
-                "server closed the connection without sending a response",
-            )
-        return self._error(
-            exchange, ReadError, "server closed the connection in the middle of the response head"
-        )
-
-    def _read_failed(self, exchange: AsyncExchange, exc: OSError) -> PoolwatchError:
-        error = self._error(exchange, ReadError, f"reading the response failed: {exc}")
-        error.__cause__ = exc
-        return error
 
     def _error(
         self, exchange: AsyncExchange, kind: type[PoolwatchError], message: str

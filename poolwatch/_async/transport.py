@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-import h11
-
 from .._core.book import Book, ConnectionInfo, can_retry, emit
+from .._core.failures import connect_error, dial_error
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.stats import PoolStats
-from .._core.tunnel import TunnelHandshake, TunnelRefused
+from .._core.tunnel import TunnelHandshake
 from .._events import Listener
 from .._exceptions import (
     ConnectError,
@@ -26,8 +25,6 @@ from .._exceptions import (
     NetworkError,
     PoolClosed,
     PoolTimeout,
-    ProxyError,
-    TLSError,
 )
 from .._leaks import OpenBody, capture_call_site
 from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
@@ -322,7 +319,11 @@ class AsyncTransport:
             return streams, version
         except BaseException as exc:
             sock.close()
-            raise self._dial_error(exchange, exc) from exc
+            timed_out = isinstance(exc, TimeoutError | asyncio.TimeoutError)
+            error = dial_error(exchange, exc, timed_out)
+            if error is exc:
+                raise
+            raise error from exc
 
     async def _connect(self, host: str, port: int, limit: float | None) -> socket.socket:
         """A connected non-blocking socket; name resolution off the loop."""
@@ -362,39 +363,11 @@ class AsyncTransport:
         while not handshake.receive(await loop.sock_recv(sock, _TUNNEL_RECV)):
             pass
 
-    def _dial_error(self, exchange: AsyncExchange, exc: BaseException) -> BaseException:
-        request = exchange.request
-        origin = request.origin
-        if isinstance(exc, TunnelRefused | h11.RemoteProtocolError):
-            return ProxyError(
-                f"proxy {origin.proxy} did not open a tunnel to {origin}: {exc}",
-                method=request.method,
-                url=request.url,
-            )
-        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-            return TLSError(
-                f"TLS handshake with {origin} failed: {exc}",
-                method=request.method,
-                url=request.url,
-            )
-        if isinstance(exc, OSError | asyncio.TimeoutError):
-            return self._connect_error(exchange, exc, "TLS handshake failed")
-        return exc
-
     def _connect_error(
         self, exchange: AsyncExchange, exc: BaseException, what: str
     ) -> ConnectError | ConnectTimeout:
-        request = exchange.request
-        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-            return ConnectTimeout(
-                f"{what}: no answer from {request.origin} within {exchange.timeout.connect}s",
-                method=request.method,
-                url=request.url,
-            )
-        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        return ConnectError(
-            f"{what} to {request.origin}: {detail}", method=request.method, url=request.url
-        )
+        timed_out = isinstance(exc, TimeoutError | asyncio.TimeoutError)
+        return connect_error(exchange, exc, what, timed_out)
 
     async def _ssl_context(self) -> ssl.SSLContext:
         context = self._tls_context

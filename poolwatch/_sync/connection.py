@@ -50,17 +50,20 @@ from .._core.exchange import (
     request_error,
 )
 from .._core.exchange import Exchange as CoreExchange
+from .._core.failures import (
+    idle_end_reason,
+    is_peer_gone,
+    leak_message,
+    no_response_error,
+    read_failed,
+    write_error,
+)
 from .._events import Listener
 from .._exceptions import (
-    LocalProtocolError,
     PoolwatchError,
-    ReadError,
     ReadTimeout,
-    RemoteDisconnected,
     RemoteProtocolError,
     ResponseHeaderTimeout,
-    WriteError,
-    WriteTimeout,
 )
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
@@ -224,7 +227,7 @@ class Connection:
                     exchange, ReadTimeout, f"no body byte within {exchange.timeout.read}s"
                 ) from exc
             except OSError as exc:
-                raise self._read_failed(exchange, exc) from exc
+                raise read_failed(exchange, exc) from exc
             with lock:
                 proto.receive_data(data)
                 event = proto.next_body_event(exchange)
@@ -401,25 +404,13 @@ class Connection:
 
     def _write_failed(self, exchange: Exchange, exc: BaseException) -> None:
         """Record why the request could not be written (R9, R16)."""
-        if isinstance(exc, h11.LocalProtocolError):
-            error: BaseException = self._error(
-                exchange, LocalProtocolError, f"request body does not match its framing: {exc}"
-            )
-        elif isinstance(exc, socket.timeout):
-            error = self._error(
-                exchange, WriteTimeout, f"request not sent within {exchange.timeout.write}s"
-            )
-        elif isinstance(exc, OSError):
-            error = self._error(exchange, WriteError, f"sending the request failed: {exc}")
-        else:
-            error = exc  # the request body's own iterator or file failed
-        error.__cause__ = exc if error is not exc else None
+        error = write_error(exchange, exc, timed_out=isinstance(exc, socket.timeout))
         exchange.write_error = error
         exchange.write_finished = True
         exchange.write_done.release()
-        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-            # The server is gone or stopped reading: a response it sent first
-            # is still readable, and the reader will see the end (R9).
+        if is_peer_gone(exc):
+            # A response the server sent first is still readable, and the
+            # reader will see the end (R9).
             return
         # The server waits for bytes it will never get: end the exchange now,
         # unless its response already came.
@@ -507,13 +498,11 @@ class Connection:
         if self.closing:
             return
         self._transport._pool.remove_idle_locked(self)
-        if isinstance(data, OSError) or not data:
+        self.close_reason = reason = idle_end_reason(data)
+        if reason == "server_closed_idle":
             self.counters.idle_closed_by_server += 1
-            self.close_reason = "server_closed_idle"
-        elif data.startswith((b"HTTP/1.1 408", b"HTTP/1.0 408")):
-            self.close_reason = "server_timeout_408"
-        else:
-            self.close_reason = "unsolicited_response"
+        elif reason == "unsolicited_response":
+            assert isinstance(data, bytes)
             logger.warning(
                 "poolwatch: %r received %d unsolicited bytes while idle: %r; closing",
                 self,
@@ -529,7 +518,7 @@ class Connection:
         received = 0
         while True:
             if isinstance(data, OSError) or not data:
-                self._fail_exchange(exchange, self._no_response_error(exchange, data, first))
+                self._fail_exchange(exchange, no_response_error(exchange, data, first))
                 return False
             received += len(data)
             if first:
@@ -599,13 +588,7 @@ class Connection:
                 self.close_reason = self.close_reason or "leaked"
             alive = not self.closing and not leaked
         if leaked:
-            request = exchange.request
-            leak_logger.warning(
-                "response to %s %s was garbage-collected unclosed; request made at:\n%s",
-                request.method,
-                request.url,
-                exchange.call_site.format(),
-            )
+            leak_logger.warning(*leak_message(exchange))
             transport._emit(
                 "leak_detected",
                 self,
@@ -619,28 +602,6 @@ class Connection:
         """Deliver ``error`` to a caller still waiting for the head."""
         with self._transport._lock:
             exchange.fail_locked(error)
-
-    def _no_response_error(
-        self, exchange: Exchange, data: bytes | OSError, nothing_received: bool
-    ) -> PoolwatchError | BaseException:
-        if exchange.write_error is not None:
-            return exchange.write_error
-        if isinstance(data, OSError):
-            return self._read_failed(exchange, data)
-        if nothing_received:
-            return self._error(
-                exchange,
-                RemoteDisconnected,
-                "server closed the connection without sending a response",
-            )
-        return self._error(
-            exchange, ReadError, "server closed the connection in the middle of the response head"
-        )
-
-    def _read_failed(self, exchange: Exchange, exc: OSError) -> PoolwatchError:
-        error = self._error(exchange, ReadError, f"reading the response failed: {exc}")
-        error.__cause__ = exc
-        return error
 
     def _error(
         self, exchange: Exchange, kind: type[PoolwatchError], message: str

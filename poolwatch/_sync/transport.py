@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-import h11
-
 from .._core.book import Book, ConnectionInfo, can_retry, emit
+from .._core.failures import connect_error, dial_error
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.stats import Counters, PoolStats
 from .._events import Listener
@@ -24,8 +23,6 @@ from .._exceptions import (
     NetworkError,
     PoolClosed,
     PoolTimeout,
-    ProxyError,
-    TLSError,
 )
 from .._leaks import OpenBody, capture_call_site
 from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
@@ -34,7 +31,6 @@ from .response import Response
 from .streams import (
     ReadStream,
     TLSSession,
-    TunnelRefused,
     WriteStream,
     open_plain,
     open_tls,
@@ -314,37 +310,15 @@ class Transport:
             return (reader, writer), session
         except BaseException as exc:
             sock.close()
-            if isinstance(exc, TunnelRefused | h11.RemoteProtocolError):
-                raise ProxyError(
-                    f"proxy {proxy} did not open a tunnel to {origin}: {exc}",
-                    method=request.method,
-                    url=request.url,
-                ) from exc
-            if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-                raise TLSError(
-                    f"TLS handshake with {origin} failed: {exc}",
-                    method=request.method,
-                    url=request.url,
-                ) from exc
-            if isinstance(exc, OSError):
-                raise self._connect_error(exchange, exc, "TLS handshake failed") from exc
-            raise
+            error = dial_error(exchange, exc, timed_out=isinstance(exc, TimeoutError))
+            if error is exc:
+                raise
+            raise error from exc
 
     def _connect_error(
         self, exchange: Exchange, exc: OSError, what: str
     ) -> ConnectError | ConnectTimeout:
-        request = exchange.request
-        if isinstance(exc, TimeoutError):
-            return ConnectTimeout(
-                f"{what}: no answer from {request.origin} within {exchange.timeout.connect}s",
-                method=request.method,
-                url=request.url,
-            )
-        return ConnectError(
-            f"{what} to {request.origin}: {exc.strerror or exc}",
-            method=request.method,
-            url=request.url,
-        )
+        return connect_error(exchange, exc, what, timed_out=isinstance(exc, TimeoutError))
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = self._tls_context
