@@ -80,7 +80,10 @@ WRITE_WAIT_BEFORE_REUSE = 0.05
 
 def _wake(future: asyncio.Future[None] | None) -> None:
     if future is not None and not future.done():
-        future.set_result(None)
+        try:
+            future.set_result(None)
+        except RuntimeError:  # its loop has closed: nobody waits any more
+            pass
 
 
 def _cancel_pending() -> bool:
@@ -438,10 +441,16 @@ class AsyncConnection:
 
     def _abort(self) -> None:
         transport = self._writer.transport
-        if not transport.is_closing():
-            transport.abort()
-        else:
-            transport.close()
+        try:
+            if not transport.is_closing():
+                transport.abort()
+            else:
+                transport.close()
+        except RuntimeError:
+            # The loop has closed (its pending workers are being destroyed):
+            # the stream went with it.
+            if not self._loop.is_closed():
+                raise
 
     async def wait_closed(self) -> None:
         """Wait for both workers to exit (never from a worker)."""
