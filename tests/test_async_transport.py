@@ -462,3 +462,41 @@ def test_drain_on_close_keeps_the_connection() -> None:
 
     with http_server(routes) as srv:
         run(lambda: main(srv.url()))
+
+
+def test_local_address_and_socket_options(server: HTTPServer) -> None:
+    """local_address binds new sockets; socket_options are set on each."""
+    import socket
+
+    async def main() -> None:
+        options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+        async with poolwatch.AsyncTransport(
+            local_address="127.0.0.1", socket_options=options
+        ) as t:
+            resp = await t.request("GET", server.url())
+            sock = resp._connection._writer.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockname()[0] == "127.0.0.1"
+            assert await resp.read() == b"hello world!\n"
+
+    run(main)
+
+
+def test_expect_continue_timeout_sends_the_body() -> None:
+    """R15: no 100 within expect_continue_timeout: the body goes anyway."""
+
+    def handler(conn: ServerConnection) -> None:
+        data = conn.recv_until(b"payload")
+        status = b"200 OK" if data.endswith(b"payload") else b"400 Bad"
+        conn.sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n\r\nok")
+        conn.wait_for_close()
+
+    async def main(url: str) -> None:
+        async with poolwatch.AsyncTransport(expect_continue_timeout=0.05) as t:
+            got_100 = event_seen(t, "got_100_continue")
+            resp = await t.request("PUT", url, headers={"Expect": "100-continue"}, body=b"payload")
+            assert (resp.status, await resp.read()) == (200, b"ok")
+            assert not got_100.is_set()
+
+    with raw_server(handler) as srv:
+        run(lambda: main(srv.url()))
