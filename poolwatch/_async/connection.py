@@ -44,30 +44,28 @@ from .._core.exchange import (
     ClientProtocol,
     request_error,
 )
-from .._core.exchange import Exchange as CoreExchange
 from .._core.failures import (
-    idle_end_reason,
     is_peer_gone,
     leak_message,
     no_response_error,
     read_failed,
     write_error,
 )
-from .._events import Listener
 from .._exceptions import (
     PoolwatchError,
     ReadTimeout,
     RemoteProtocolError,
     ResponseHeaderTimeout,
 )
-from .._leaks import CallSite
-from .._models import Origin, Request, Timeout
+from .._models import Origin
+from .exchange import AsyncExchange, cancel_pending, wake
 
 if TYPE_CHECKING:
     from .._core.stats import Counters
     from .transport import AsyncTransport
 
 __all__ = ["AsyncConnection", "AsyncExchange"]
+
 
 logger = logging.getLogger("poolwatch")
 leak_logger = logging.getLogger("poolwatch.leaks")  # R6 reports, with call sites
@@ -76,79 +74,6 @@ leak_logger = logging.getLogger("poolwatch.leaks")  # R6 reports, with call site
 # before giving up on reusing the connection (Go's
 # maxWriteWaitBeforeConnReuse).
 WRITE_WAIT_BEFORE_REUSE = 0.05
-
-
-def _wake(future: asyncio.Future[None] | None) -> None:
-    if future is not None and not future.done():
-        try:
-            future.set_result(None)
-        except RuntimeError:  # its loop has closed: nobody waits any more
-            pass
-
-
-def _cancel_pending() -> bool:
-    """Whether the current task has a cancellation on its way (Python 3.11+
-    can tell; before, the request goes out and the connection is closed)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is not None and bool(cancelling())
-
-
-class AsyncExchange(CoreExchange):
-    """One request and its response on an asyncio connection: the shared
-    exchange state plus the futures that wake the caller, the writer and the
-    parked reader."""
-
-    __slots__ = (
-        "go_ahead",
-        "head_ready",
-        "head_timer",
-        "reader_parked",
-        "write_done",
-        "write_started",
-    )
-
-    def __init__(
-        self,
-        request: Request,
-        timeout: Timeout,
-        call_site: CallSite,
-        listener: Listener | None,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        super().__init__(request, timeout, call_site, listener, loop.time())
-        self.head_ready: asyncio.Future[None] = loop.create_future()
-        self.reader_parked: asyncio.Future[None] = loop.create_future()
-        # Made only when someone waits for them.
-        self.go_ahead: asyncio.Future[None] | None = None
-        self.write_done: asyncio.Future[None] | None = None
-        self.head_timer: asyncio.TimerHandle | None = None  # the response-header limit
-        self.write_started = False  # set by the writer before its first byte
-
-    def head_delivered(self) -> None:
-        """Wake the caller waiting in :meth:`AsyncConnection.round_trip`."""
-        _wake(self.head_ready)
-
-    def continue_received(self) -> None:
-        """Let the writer send the body (R15)."""
-        self.marks["got_100"] = self.head_ready.get_loop().time()
-        _wake(self.go_ahead)
-
-    def release_reader(self) -> None:
-        """Let the parked reader go on; harmless if already released."""
-        _wake(self.reader_parked)
-
-    async def has_written_all(self, wait: float) -> bool:
-        """Whether the writer finished the request without error, waiting up
-        to ``wait`` seconds for it to finish (R9)."""
-        if not self.write_finished:
-            if self.write_done is None:
-                self.write_done = self.head_ready.get_loop().create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self.write_done), wait)
-            except asyncio.TimeoutError:
-                return False
-        return self.write_error is None
 
 
 class AsyncConnection:
@@ -204,7 +129,7 @@ class AsyncConnection:
         """Hand the request to the writer and wait for the reader to deliver
         the response head (R2). Raises the error that ended the exchange.
         Cancelled, it closes the connection unless nothing was written."""
-        if _cancel_pending():
+        if cancel_pending():
             # Take the cancellation now, before the writer sees the request.
             try:
                 await asyncio.sleep(0)
@@ -212,7 +137,7 @@ class AsyncConnection:
                 self._release_unsent(exchange)
                 raise
         self._inbox.append(exchange)
-        _wake(self._inbox_ready)
+        wake(self._inbox_ready)
         try:
             await exchange.head_ready
         except asyncio.CancelledError:
@@ -434,7 +359,7 @@ class AsyncConnection:
             self._idle_timer = None
         self._abort()
         self._inbox.append(None)
-        _wake(self._inbox_ready)
+        wake(self._inbox_ready)
         if exchange is not None:
             exchange.release_reader()
         transport._act(decision)
@@ -514,7 +439,7 @@ class AsyncConnection:
             return
         exchange.written_at = exchange.marks["written"] = self._loop.time()
         exchange.write_finished = True
-        _wake(exchange.write_done)
+        wake(exchange.write_done)
         limit = exchange.timeout.response_header
         if limit is not None and exchange.state == WAITING:
             exchange.head_timer = self._loop.call_later(limit, self._head_timed_out, exchange)
@@ -561,7 +486,7 @@ class AsyncConnection:
         error = write_error(exchange, exc, timed_out=isinstance(exc, asyncio.TimeoutError))
         exchange.write_error = error
         exchange.write_finished = True
-        _wake(exchange.write_done)
+        wake(exchange.write_done)
         if is_peer_gone(exc):
             # A response the server sent first is still readable, and the
             # reader will see the end (R9).
@@ -600,36 +525,18 @@ class AsyncConnection:
         transport = self._transport
         data = await self._recv()
         with transport._lock:
-            exchange = self.exchange
-            if exchange is not None and exchange.state != WAITING and not self.closing:
-                # A buffered body is still checked out, and nothing was
-                # asked: as for an idle connection, this is the end (R3).
-                if exchange.leaked:
-                    self.close_reason = "leaked"
-                else:
-                    self._idle_ended_locked(data)
-                buffered = exchange
-            else:
-                buffered = None
-                if exchange is None or self.closing:
-                    self._idle_ended_locked(data)
-                    return None
-        if buffered is not None:
-            self._body_released(buffered)
-            return None
-        return exchange, data
+            exchange, over = transport._book.arrived_locked(self, data)
+        if self.close_reason == "unsolicited_response":
+            self._log_unsolicited(data)
+        if not over:
+            assert exchange is not None
+            return exchange, data
+        if exchange is not None:
+            self._body_released(exchange)
+        return None
 
-    def _idle_ended_locked(self, data: bytes | OSError) -> None:
-        """Something arrived while no request was outstanding: the connection
-        is over (R3)."""
-        if self.closing:
-            return
-        self._transport._pool.remove_idle_locked(self)
-        self.close_reason = reason = idle_end_reason(data)
-        if reason == "server_closed_idle":
-            self.counters.idle_closed_by_server += 1
-        elif reason == "unsolicited_response":
-            assert isinstance(data, bytes)
+    def _log_unsolicited(self, data: bytes | OSError) -> None:
+        if isinstance(data, bytes):
             logger.warning(
                 "poolwatch: %r received %d unsolicited bytes while idle: %r; closing",
                 self,
@@ -674,7 +581,7 @@ class AsyncConnection:
         if exchange.head_timer is not None:
             exchange.head_timer.cancel()
         exchange.head = head  # before the go-ahead, which reads it
-        _wake(exchange.go_ahead)
+        wake(exchange.go_ahead)
         if not no_body:
             exchange.body_buffered = self._proto.take_buffered_body()
         with transport._lock:
@@ -695,11 +602,7 @@ class AsyncConnection:
         """The body owner let go of ``exchange``; whether the connection lives on."""
         transport = self._transport
         with transport._lock:
-            leaked = exchange.leaked and exchange.state == BODY
-            if leaked:
-                transport._book.end_body_locked(exchange, "leaked")
-                self.close_reason = self.close_reason or "leaked"
-            alive = not self.closing and not leaked
+            leaked, alive = transport._book.released_locked(self, exchange)
         if leaked:
             leak_logger.warning(*leak_message(exchange))
             transport._emit(

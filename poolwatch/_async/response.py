@@ -14,7 +14,8 @@ from urllib3 import HTTPHeaderDict
 from .._core.exchange import BODY
 from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
 from .._sync.response import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
-from .connection import AsyncConnection, AsyncExchange
+from .connection import AsyncConnection
+from .exchange import AsyncExchange
 
 __all__ = ["AsyncResponse"]
 

@@ -29,7 +29,8 @@ from .._exceptions import (
 from .._leaks import OpenBody, capture_call_site
 from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
 from .._sync.transport import MAX_RETRIES, _live_transports
-from .connection import AsyncConnection, AsyncExchange
+from .connection import AsyncConnection
+from .exchange import AsyncExchange
 from .response import AsyncResponse
 
 __all__ = ["AsyncTransport"]

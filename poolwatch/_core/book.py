@@ -19,6 +19,7 @@ from .._exceptions import LocalProtocolError, ReadError
 from .._leaks import OpenBody
 from .._models import Origin
 from .exchange import BODY, DONE, WAITING, Exchange
+from .failures import idle_end_reason
 from .pool import Decision, PoolState
 from .stats import Counters, OriginStats, PoolStats
 
@@ -167,6 +168,46 @@ class Book(Generic[C]):
         conn.counters.workers_alive -= 1
         if last:
             self.unsettled.pop(conn, None)
+
+    def arrived_locked(self, conn: C, data: bytes | OSError) -> tuple[Any, bool]:
+        """The reader of ``conn`` got ``data`` (bytes, ``b""`` for EOF, or
+        the read's error). Returns the exchange waiting for it, if any, and
+        whether the connection is over (the exchange is ``conn.exchange``, of
+        the I/O layer's type). With no request waiting, bytes or an
+        EOF end the connection (R3): see ``conn.close_reason``. A body that
+        arrived whole may still be checked out: returned with ``True``, for
+        :meth:`released_locked`."""
+        exchange = conn.exchange
+        if exchange is not None and exchange.state != WAITING and not conn.closing:
+            if exchange.leaked:
+                conn.close_reason = "leaked"
+            else:
+                self.idle_ended_locked(conn, data)
+            return exchange, True
+        if exchange is None or conn.closing:
+            self.idle_ended_locked(conn, data)
+            return None, True
+        return exchange, False
+
+    def idle_ended_locked(self, conn: C, data: bytes | OSError) -> None:
+        """Something arrived while no request was outstanding: the
+        connection is over (R3); its close reason says why."""
+        if conn.closing:
+            return
+        self.pool.remove_idle_locked(conn)
+        conn.close_reason = idle_end_reason(data)
+        if conn.close_reason == "server_closed_idle":
+            conn.counters.idle_closed_by_server += 1
+
+    def released_locked(self, conn: C, exchange: Exchange) -> tuple[bool, bool]:
+        """The body owner let go of ``exchange``: whether it was leaked (the
+        garbage collector found it open: counted now, R6) and whether the
+        connection lives on."""
+        leaked = exchange.leaked and exchange.state == BODY
+        if leaked:
+            self.end_body_locked(exchange, "leaked")
+            conn.close_reason = conn.close_reason or "leaked"
+        return leaked, not conn.closing and not leaked
 
     # -- bodies ----------------------------------------------------------------
 

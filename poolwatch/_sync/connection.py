@@ -51,7 +51,6 @@ from .._core.exchange import (
 )
 from .._core.exchange import Exchange as CoreExchange
 from .._core.failures import (
-    idle_end_reason,
     is_peer_gone,
     leak_message,
     no_response_error,
@@ -455,24 +454,15 @@ class Connection:
             except OSError as exc:
                 data = exc
             with transport._lock:
-                exchange = self.exchange
-                if exchange is not None and exchange.state != WAITING and not self.closing:
-                    # A buffered body is still checked out, and nothing was
-                    # asked: as for an idle connection, this is the end (R3).
-                    if exchange.leaked:
-                        self.close_reason = "leaked"
-                    else:
-                        self._idle_ended_locked(data)
-                    buffered = exchange
-                else:
-                    buffered = None
-                    if exchange is None or self.closing:
-                        self._idle_ended_locked(data)
-                        return None
-            if buffered is not None:
-                self._body_released(buffered)
-                return None
-            return exchange, data
+                exchange, over = transport._book.arrived_locked(self, data)
+            if self.close_reason == "unsolicited_response":
+                self._log_unsolicited(data)
+            if not over:
+                assert exchange is not None
+                return exchange, data
+            if exchange is not None:
+                self._body_released(exchange)
+            return None
 
     def _idle_time_left(self) -> float | None:
         """After the reader's idle timer fired: ``None`` if the connection is
@@ -492,17 +482,8 @@ class Connection:
                 return None
             return NO_TIMEOUT if left is None else left
 
-    def _idle_ended_locked(self, data: bytes | OSError) -> None:
-        """Something arrived while no request was outstanding: the connection
-        is over (R3)."""
-        if self.closing:
-            return
-        self._transport._pool.remove_idle_locked(self)
-        self.close_reason = reason = idle_end_reason(data)
-        if reason == "server_closed_idle":
-            self.counters.idle_closed_by_server += 1
-        elif reason == "unsolicited_response":
-            assert isinstance(data, bytes)
+    def _log_unsolicited(self, data: bytes | OSError) -> None:
+        if isinstance(data, bytes):
             logger.warning(
                 "poolwatch: %r received %d unsolicited bytes while idle: %r; closing",
                 self,
@@ -582,11 +563,7 @@ class Connection:
         """The body owner let go of ``exchange``; whether the connection lives on."""
         transport = self._transport
         with transport._lock:
-            leaked = exchange.leaked and exchange.state == BODY
-            if leaked:
-                transport._book.end_body_locked(exchange, "leaked")
-                self.close_reason = self.close_reason or "leaked"
-            alive = not self.closing and not leaked
+            leaked, alive = transport._book.released_locked(self, exchange)
         if leaked:
             leak_logger.warning(*leak_message(exchange))
             transport._emit(
