@@ -198,3 +198,20 @@ def test_cancel_mid_body(server: HTTPServer) -> None:
             assert await (await t.request("GET", server.url())).read() == b"hello world!\n"
 
     run(main)
+
+
+def test_cancel_as_a_bodyless_response_is_pooled(server: HTTPServer) -> None:
+    """Cancelled just as a 204 went back to the pool (R7): the connection,
+    already idle, stays open and serves the next request."""
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t:
+            await _request_cancelled_at(t, "put_idle_conn", "GET", server.url("/empty"))
+            stats = await assert_at_rest(t)
+            assert (stats.connections_closed, stats.idle_connections) == (0, 1)
+            assert stats.bodies_without_content == 1
+            resp = await t.request("GET", server.url())
+            assert await resp.read() == b"hello world!\n"
+            assert resp.reused_connection
+
+    run(main)

@@ -155,13 +155,16 @@ class AsyncConnection:
             self._release_unsent(exchange)
             return
         with transport._lock:
-            if exchange.state == WAITING:
+            state = exchange.state
+            if state == WAITING:
                 exchange.state = ABANDONED
-        if exchange.state == BODY:
+        if state == WAITING:
+            self.close("cancelled")  # its response would come to nobody
+        elif state == BODY:
             # Delivered just as the cancellation came: nobody will read it.
             self.end_body_now(exchange, "closed_early", "cancelled")
-        else:
-            self.close("cancelled")
+        # Otherwise the exchange is over already: a body-less response whose
+        # connection went back to the pool, or an error whose closed it.
 
     def _release_unsent(self, exchange: AsyncExchange) -> None:
         """The writer never saw ``exchange``: the connection is as it was,
