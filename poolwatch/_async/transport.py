@@ -30,7 +30,7 @@ from .._leaks import OpenBody, capture_call_site
 from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
 from .._sync.transport import MAX_RETRIES, _live_transports
 from .connection import AsyncConnection
-from .exchange import AsyncExchange
+from .exchange import AsyncExchange, wake
 from .response import AsyncResponse
 
 __all__ = ["AsyncTransport"]
@@ -393,9 +393,7 @@ class AsyncTransport:
                 expired = self._pool.has_expired(conn, now)
                 conn.close("idle_timeout" if expired else "evicted")
         for waiter in decision.wake:
-            future = self._waiters.get(waiter)
-            if future is not None and not future.done():
-                future.set_result(None)
+            wake(self._waiters.get(waiter))
 
     def _emit(
         self,
@@ -478,9 +476,7 @@ class AsyncTransport:
             waiters = self._pool.drain_waiters_locked()
             conns = list(self._book.live)
         for waiter in waiters:
-            future = self._waiters.get(waiter)
-            if future is not None and not future.done():
-                future.set_result(None)
+            wake(self._waiters.get(waiter))
         for conn in conns:
             conn.close("transport_closed")
         with self._lock:
