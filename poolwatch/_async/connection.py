@@ -320,20 +320,23 @@ class AsyncConnection:
     # -- idle ------------------------------------------------------------
 
     def _arm_idle_timer(self) -> None:
+        """Make sure a timer will look at the idle connection (R11). One
+        timer per connection, re-armed by itself: none per request."""
         idle_timeout = self._transport._pool.limits.idle_timeout
-        if idle_timeout is None:
-            return
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        self._idle_timer = self._loop.call_later(idle_timeout, self._idle_check)
+        if idle_timeout is not None and self._idle_timer is None:
+            self._idle_timer = self._loop.call_later(idle_timeout, self._idle_check)
 
     def _idle_check(self) -> None:
-        """Close the connection if it has been idle past the idle timeout (R11)."""
+        """Close the connection if it has been idle past the idle timeout
+        (R11); if it is in use, look again one idle timeout later."""
         self._idle_timer = None
         transport = self._transport
         pool = transport._pool
         with transport._lock:
-            if self.closing or self.exchange is not None or not pool.is_idle(self):
+            if self.closing:
+                return
+            if self.exchange is not None or not pool.is_idle(self):
+                self._arm_idle_timer()
                 return
             left = pool.time_left_idle(self, self._loop.time())
             if left is None:
