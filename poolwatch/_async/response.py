@@ -38,8 +38,8 @@ class AsyncResponse:
         "_drain_on_close",
         "_end_seen",
         "_exchange",
+        "_headers",
         "_loop",
-        "headers",
         "http_version",
         "method",
         "raw_headers",
@@ -60,18 +60,25 @@ class AsyncResponse:
         self.status: int = head.status_code
         self.reason: str = head.reason.decode("latin-1")
         self.http_version: str = "HTTP/" + head.http_version.decode("ascii")
-        raw = head.headers.raw_items()
         #: The header lines as received: name and value bytes, in order.
-        self.raw_headers: list[tuple[bytes, bytes]] = raw
-        headers = HTTPHeaderDict()
-        for name, value in raw:
-            headers.add(name.decode("latin-1"), value.decode("latin-1"))
-        self.headers: HTTPHeaderDict = headers
+        self.raw_headers: list[tuple[bytes, bytes]] = head.headers.raw_items()
+        self._headers: HTTPHeaderDict | None = None  # made on first use
         self.method: str = exchange.request.method
         self.url: str = exchange.request.url
 
     def __repr__(self) -> str:
         return f"<AsyncResponse [{self.status} {self.reason}] {self.method} {self.url}>"
+
+    @property
+    def headers(self) -> HTTPHeaderDict:
+        """The headers: case-insensitive, multi-valued (urllib3's
+        ``HTTPHeaderDict``), decoded as Latin-1."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = HTTPHeaderDict()
+            for name, value in self.raw_headers:
+                headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        return headers
 
     # -- state -------------------------------------------------------------
 
