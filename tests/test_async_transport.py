@@ -500,3 +500,21 @@ def test_expect_continue_timeout_sends_the_body() -> None:
 
     with raw_server(handler) as srv:
         run(lambda: main(srv.url()))
+
+
+def test_bound_to_its_event_loop(server: HTTPServer) -> None:
+    """A transport belongs to the loop of its first request while that loop
+    is open: another loop gets a clear RuntimeError."""
+    t = poolwatch.AsyncTransport()
+    first = asyncio.new_event_loop()
+    try:
+
+        async def get() -> bytes:
+            return await (await t.request("GET", server.url())).read()
+
+        assert first.run_until_complete(get()) == b"hello world!\n"
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(get())
+    finally:
+        first.run_until_complete(t.aclose())
+        first.close()

@@ -108,12 +108,13 @@ class AsyncTransport:
         _live_transports.add(self)  # type: ignore[arg-type]
 
     def _loop_now(self) -> asyncio.AbstractEventLoop:
+        """The running loop, which must be the transport's own while that
+        one lives (its connections' tasks and futures belong to it)."""
         loop = asyncio.get_running_loop()
-        if self._loop is None:
+        if self._loop is not loop:
+            if self._loop is not None and not self._loop.is_closed():
+                raise RuntimeError("this AsyncTransport belongs to another event loop, still open")
             self._loop = loop
-        elif self._loop is not loop and not self._loop.is_closed():
-            raise RuntimeError("an AsyncTransport is bound to the event loop it was first used on")
-        self._loop = loop
         return loop
 
     # -- the request API -------------------------------------------------------
