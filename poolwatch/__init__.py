@@ -15,6 +15,7 @@ from ._async.transport import AsyncTransport
 from ._core.book import ConnectionInfo
 from ._core.pool import Limits
 from ._core.stats import OriginStats, PoolStats
+from ._core.timings import Timings
 from ._events import EVENT_NAMES, Event, Listener
 from ._exceptions import (
     ConnectError,
@@ -41,7 +42,7 @@ from ._exceptions import (
 )
 from ._leaks import CallSite, OpenBody
 from ._models import Origin, Proxy, Timeout
-from ._sync.response import Response, Timings
+from ._sync.response import Response
 from ._sync.transport import Transport
 
 __version__ = "0.1.0"

@@ -12,8 +12,8 @@ import h11
 from urllib3 import HTTPHeaderDict
 
 from .._core.exchange import BODY
+from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
 from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
-from .._sync.response import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
 from .connection import AsyncConnection
 from .exchange import AsyncExchange
 
