@@ -18,6 +18,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
         ("find_leaks.py", "find_leaks.py:18"),
         ("drop_in.py", "1 open body from"),
         ("export_metrics.py", "http.client.request.duration"),
+        ("command_line.py", ": 3 requests on 1 connection"),
     ],
 )
 def test_example_runs(script: str, expected: str) -> None:
