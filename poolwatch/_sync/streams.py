@@ -21,12 +21,16 @@ from typing import Protocol
 
 import h11
 
+from .._core.socks import SocksError, SocksHandshake
+from .._models import Proxy
+
 __all__ = [
     "ReadStream",
     "TLSSession",
     "TunnelRefused",
     "WriteStream",
     "open_plain",
+    "open_socks",
     "open_tls",
     "open_tunnel",
 ]
@@ -82,6 +86,34 @@ def open_tunnel(sock: socket.socket, host: str, port: int, authorization: bytes 
                 raise TunnelRefused(event.status_code, event.reason.decode("latin-1"))
             return
         raise h11.RemoteProtocolError(f"unexpected {event!r} in answer to CONNECT")
+
+
+def open_socks(sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:
+    """Ask the SOCKS proxy on ``sock`` to connect to ``host:port``; on
+    return the socket speaks to the target. Raises :class:`SocksError`."""
+    if not proxy.resolves_names():
+        host = _resolve(host, ipv4_only=proxy.scheme == "socks4")
+    version = "socks4" if proxy.scheme.startswith("socks4") else "socks5"
+    handshake = SocksHandshake(
+        version, host, port, username=proxy.username, password=proxy.password
+    )
+    sock.sendall(handshake.data_to_send())
+    while not handshake.done:
+        handshake.receive_data(sock.recv(_RECV_SIZE))
+        data = handshake.data_to_send()
+        if data:
+            sock.sendall(data)
+
+
+def _resolve(host: str, ipv4_only: bool) -> str:
+    """``host``'s first address, resolved here for a proxy that takes
+    addresses only."""
+    family = socket.AF_INET if ipv4_only else socket.AF_UNSPEC
+    try:
+        infos = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SocksError(f"could not resolve {host} locally: {exc}") from exc
+    return str(infos[0][4][0])
 
 
 def open_plain(sock: socket.socket) -> tuple[ReadStream, WriteStream]:

@@ -16,6 +16,7 @@ from typing import Any
 import h11
 
 from .._core.pool import Decision, Limits, PoolState, Waiter
+from .._core.socks import SocksError
 from .._core.stats import Counters, OriginStats, PoolStats
 from .._events import Event, Listener, dispatch
 from .._exceptions import (
@@ -39,6 +40,7 @@ from .streams import (
     TunnelRefused,
     WriteStream,
     open_plain,
+    open_socks,
     open_tls,
     open_tunnel,
 )
@@ -330,15 +332,23 @@ class Transport:
             for option in self.socket_options:
                 sock.setsockopt(*option)
         except OSError as exc:
+            if proxy is not None and not isinstance(exc, TimeoutError):
+                raise ProxyError(
+                    f"could not connect to proxy {proxy} for {origin}: {exc.strerror or exc}",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
             what = "could not connect" if proxy is None else f"could not connect to proxy {proxy}"
             raise self._connect_error(exchange, exc, what) from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             exchange.marks["connected"] = time.monotonic()
             self._emit("connect_done", None, exchange)
+            if proxy is not None and proxy.is_socks():
+                open_socks(sock, proxy, origin.host, origin.port)
             if origin.scheme != "https":
                 return open_plain(sock), None
-            if proxy is not None:
+            if proxy is not None and not proxy.is_socks():
                 open_tunnel(sock, origin.host, origin.port, proxy.authorization)
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or self._ssl_context()
@@ -348,6 +358,12 @@ class Transport:
             return (reader, writer), session
         except BaseException as exc:
             sock.close()
+            if isinstance(exc, SocksError):
+                raise ProxyError(
+                    f"proxy {proxy} did not connect to {origin}: {exc}",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
             if isinstance(exc, TunnelRefused | h11.RemoteProtocolError):
                 raise ProxyError(
                     f"proxy {proxy} did not open a tunnel to {origin}: {exc}",

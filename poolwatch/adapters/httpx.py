@@ -127,13 +127,19 @@ def _proxy_url(proxy: Any) -> str | None:
         return None
     if isinstance(proxy, str | httpx.URL):
         proxy = httpx.Proxy(proxy)
-    if proxy.url.scheme != "http":
-        raise ValueError(f"poolwatch supports http:// proxies only, not {proxy.url}")
     url = proxy.url
+    # httpcore always hands the SOCKS5 proxy the host name to resolve, so
+    # httpx's socks5:// is poolwatch's socks5h://.
+    scheme = {"http": "http", "socks5": "socks5h", "socks5h": "socks5h"}.get(url.scheme)
+    if scheme is None:
+        raise ValueError(
+            f"poolwatch supports http://, socks5:// and socks5h:// proxies, not {proxy.url}"
+        )
+    default_port = 80 if scheme == "http" else 1080
     if proxy.auth:
         user, password = (quote(part, safe="") for part in proxy.auth)
-        return f"http://{user}:{password}@{url.host}:{url.port or 80}"
-    return f"http://{url.host}:{url.port or 80}"
+        return f"{scheme}://{user}:{password}@{url.host}:{url.port or default_port}"
+    return f"{scheme}://{url.host}:{url.port or default_port}"
 
 
 # poolwatch's events under the names httpcore gives them in the request's
@@ -198,8 +204,8 @@ class HTTPXTransport(httpx.BaseTransport):
 
     Takes ``httpx.HTTPTransport``'s arguments with the same meaning
     (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``,
-    ``local_address``, ``socket_options``, and an ``http://`` ``proxy``, with
-    CONNECT tunnels for https); HTTP/2 and Unix sockets raise
+    ``local_address``, ``socket_options``, and an ``http://`` proxy, with
+    CONNECT tunnels for https, or a ``socks5://`` one); HTTP/2 and Unix sockets raise
     ``ValueError``. The request's ``timeout`` and ``trace`` extensions
     are honoured (``trace`` hears httpcore's event names). Or pass an
     existing poolwatch ``transport``.
