@@ -108,10 +108,13 @@ class Origin(NamedTuple):
     # different contexts are not interchangeable, so they pool apart.
     ssl_context: ssl.SSLContext | None = None
     proxy: Proxy | None = None  # connections go through this proxy
+    uds: str | None = None  # or to this Unix socket
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         via = f" via {self.proxy}" if self.proxy else ""
+        if self.uds is not None:
+            via = f" via unix:{self.uds}"
         return f"{self.scheme}://{host}:{self.port}{via}"
 
 
@@ -182,6 +185,7 @@ class Request:
         keep_alive: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         proxy: str | Proxy | None = None,
+        uds: str | None = None,
     ) -> None:
         self.method = method.upper()
         self.url = url
@@ -195,6 +199,8 @@ class Request:
             if isinstance(proxy, str):
                 proxy = parse_proxy(proxy)
             self.origin = self.origin._replace(proxy=proxy)
+        elif uds is not None:
+            self.origin = self.origin._replace(uds=uds)
         try:
             pairs = _header_pairs(headers)
         except UnicodeEncodeError as exc:

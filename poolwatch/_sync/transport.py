@@ -87,6 +87,10 @@ class Transport:
     connect timeout and no other timeout. ``max_idle_per_host`` is 10 rather
     than Go's 2, which is too few for threaded Python clients (urllib3 also
     keeps 10).
+
+    With ``uds``, every connection goes to that Unix socket instead of the
+    host in the URL (which still gives the ``Host`` header and the TLS
+    server name); stats key its origins ``"http://host:port via unix:PATH"``.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class Transport:
         ssl_context: ssl.SSLContext | None = None,
         expect_continue_timeout: float = 1.0,
         local_address: str | None = None,
+        uds: str | None = None,
         socket_options: Sequence[tuple[int, int, int | bytes]] = (),
     ) -> None:
         self.limits = Limits(
@@ -130,6 +135,7 @@ class Transport:
         self.expect_continue_timeout = expect_continue_timeout  # Go's default
         self.socket_options = tuple(socket_options)  # setsockopt() each new socket
         self._source_address = None if local_address is None else (local_address, 0)
+        self.uds = uds  # connect to this Unix socket instead of each origin's host
         self._tls_context = ssl_context  # made on the first https dial if None
         self._lock = threading.Lock()
         self._pool: PoolState[Connection] = PoolState(self.limits)
@@ -174,6 +180,7 @@ class Transport:
             keep_alive=self.keep_alive,
             ssl_context=ssl_context,
             proxy=proxy,
+            uds=self.uds,
         )
         limits = Timeout.coerce(timeout, self.timeout)
         call_site = capture_call_site(self.call_site_depth)
@@ -324,13 +331,16 @@ class Transport:
         proxy = origin.proxy
         address = (origin.host, origin.port) if proxy is None else (proxy.host, proxy.port)
         try:
-            sock = socket.create_connection(
-                address,
-                timeout=NO_TIMEOUT if connect is None else connect,
-                source_address=self._source_address,
-            )
-            for option in self.socket_options:
-                sock.setsockopt(*option)
+            if origin.uds is not None:
+                sock = _connect_unix(origin.uds, NO_TIMEOUT if connect is None else connect)
+            else:
+                sock = socket.create_connection(
+                    address,
+                    timeout=NO_TIMEOUT if connect is None else connect,
+                    source_address=self._source_address,
+                )
+                for option in self.socket_options:
+                    sock.setsockopt(*option)
         except OSError as exc:
             if proxy is not None and not isinstance(exc, TimeoutError):
                 raise ProxyError(
@@ -341,7 +351,8 @@ class Transport:
             what = "could not connect" if proxy is None else f"could not connect to proxy {proxy}"
             raise self._connect_error(exchange, exc, what) from exc
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if origin.uds is None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             exchange.marks["connected"] = time.monotonic()
             self._emit("connect_done", None, exchange)
             if proxy is not None and proxy.is_socks():
@@ -643,6 +654,17 @@ _live_transports: weakref.WeakSet[Transport] = weakref.WeakSet()
 def live_transports() -> list[Transport]:
     """Every transport not yet garbage-collected (for ``poolwatch stats``)."""
     return list(_live_transports)
+
+
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _locked() -> threading.Lock:

@@ -102,8 +102,6 @@ def transport_options(
     """``HTTPTransport``'s arguments as :class:`Transport` options."""
     if http2:
         raise ValueError("poolwatch speaks HTTP/1.1 only: http2=True is not supported")
-    if uds is not None:
-        raise ValueError("poolwatch does not support uds= (Unix sockets) yet")
     if isinstance(verify, ssl.SSLContext):
         context = verify
     else:
@@ -117,6 +115,7 @@ def transport_options(
         "connect_timeout": None,
         "ssl_context": context,
         "local_address": local_address,
+        "uds": uds,
         "socket_options": socket_options or (),
     }
 
@@ -205,7 +204,7 @@ class HTTPXTransport(httpx.BaseTransport):
     Takes ``httpx.HTTPTransport``'s arguments with the same meaning
     (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``,
     ``local_address``, ``socket_options``, and an ``http://`` proxy, with
-    CONNECT tunnels for https, or a ``socks5://`` one); HTTP/2 and Unix sockets raise
+    CONNECT tunnels for https, or a ``socks5://`` one, and ``uds``); HTTP/2 raises
     ``ValueError``. The request's ``timeout`` and ``trace`` extensions
     are honoured (``trace`` hears httpcore's event names). Or pass an
     existing poolwatch ``transport``.

@@ -233,7 +233,10 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 stacklevel=2,
             )
         pool = PoolName(url)
-        target = url if proxy is not None and url.startswith("http:") else request.path_url
+        # What urllib3 names in its messages: the absolute URL through an
+        # http proxy, the path otherwise.
+        proxied = proxy is not None and proxy.startswith("http:") and url.startswith("http:")
+        target = url if proxied else request.path_url
         body_position = set_file_position(request.body, None)
         retries = self.max_retries
         while True:
