@@ -39,7 +39,8 @@ class Proxy(NamedTuple):
     """A proxy: its scheme, where to connect, and its credentials.
 
     ``http`` proxies take plain requests in absolute form and open CONNECT
-    tunnels for https; ``socks5``/``socks4`` proxies connect to the target
+    tunnels for https; ``https`` proxies do the same over TLS (so an https
+    request runs TLS inside TLS); ``socks5``/``socks4`` proxies connect to the target
     themselves (``socks5h`` and ``socks4a`` resolve its name too).
     ``authorization`` is the ``Proxy-Authorization`` value an http proxy
     gets; ``username``/``password`` are what a SOCKS proxy gets.
@@ -51,6 +52,8 @@ class Proxy(NamedTuple):
     scheme: str = "http"
     username: str | None = None
     password: str | None = None
+    # How an https proxy's certificate is checked; None: as the origin's.
+    ssl_context: ssl.SSLContext | None = None
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -65,13 +68,20 @@ class Proxy(NamedTuple):
         return self.scheme in ("socks5h", "socks4a")
 
 
-_PROXY_PORTS = {"http": 80, "socks5": 1080, "socks5h": 1080, "socks4": 1080, "socks4a": 1080}
+_PROXY_PORTS = {
+    "http": 80,
+    "https": 443,
+    "socks5": 1080,
+    "socks5h": 1080,
+    "socks4": 1080,
+    "socks4a": 1080,
+}
 
 
-def parse_proxy(url: str) -> Proxy:
+def parse_proxy(url: str, ssl_context: ssl.SSLContext | None = None) -> Proxy:
     """A :class:`Proxy` from ``scheme://[user:password@]host[:port]``, where
-    the scheme is ``http`` (the default), ``socks5``, ``socks5h``,
-    ``socks4`` or ``socks4a``."""
+    the scheme is ``http`` (the default), ``https``, ``socks5``, ``socks5h``,
+    ``socks4`` or ``socks4a``. ``ssl_context`` checks an https proxy."""
     try:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         port = parts.port
@@ -80,7 +90,7 @@ def parse_proxy(url: str) -> Proxy:
     scheme = parts.scheme.lower()
     if scheme not in _PROXY_PORTS or not parts.hostname:
         raise InvalidURL(
-            "proxy URLs must be http://, socks5://, socks5h://, socks4:// or socks4a:// "
+            "proxy URLs must be http://, https://, socks5://, socks5h://, socks4:// or socks4a:// "
             "followed by host[:port]",
             url=url,
         )
@@ -89,9 +99,8 @@ def parse_proxy(url: str) -> Proxy:
         username, password = unquote(parts.username), unquote(parts.password or "")
         credentials = f"{username}:{password}"
         authorization = b"Basic " + base64.b64encode(credentials.encode("utf-8"))
-    return Proxy(
-        parts.hostname, port or _PROXY_PORTS[scheme], authorization, scheme, username, password
-    )
+    port = port or _PROXY_PORTS[scheme]
+    return Proxy(parts.hostname, port, authorization, scheme, username, password, ssl_context)
 
 
 class Origin(NamedTuple):

@@ -35,6 +35,7 @@ from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
 from .connection import BODY, NO_TIMEOUT, WAITING, Connection, Exchange
 from .response import Response
 from .streams import (
+    RawSocket,
     ReadStream,
     TLSSession,
     TunnelRefused,
@@ -42,6 +43,7 @@ from .streams import (
     open_plain,
     open_socks,
     open_tls,
+    open_tls_socket,
     open_tunnel,
 )
 
@@ -355,15 +357,22 @@ class Transport:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             exchange.marks["connected"] = time.monotonic()
             self._emit("connect_done", None, exchange)
+            raw: RawSocket = sock
             if proxy is not None and proxy.is_socks():
                 open_socks(sock, proxy, origin.host, origin.port)
+            elif proxy is not None and proxy.scheme == "https":
+                proxy_context = proxy.ssl_context or origin.ssl_context or self._ssl_context()
+                if origin.scheme != "https":  # absolute-form requests over TLS
+                    reader, writer, session = open_tls(sock, proxy_context, proxy.host)
+                    return (reader, writer), session
+                raw = open_tls_socket(sock, proxy_context, proxy.host)
             if origin.scheme != "https":
                 return open_plain(sock), None
             if proxy is not None and not proxy.is_socks():
-                open_tunnel(sock, origin.host, origin.port, proxy.authorization)
+                open_tunnel(raw, origin.host, origin.port, proxy.authorization)
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or self._ssl_context()
-            reader, writer, session = open_tls(sock, context, origin.host)
+            reader, writer, session = open_tls(raw, context, origin.host)
             exchange.marks["tls_done"] = time.monotonic()
             self._emit("tls_handshake_done", None, exchange, version=session.version)
             return (reader, writer), session

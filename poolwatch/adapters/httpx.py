@@ -25,7 +25,7 @@ from .. import _exceptions as pw
 from .._core.stats import PoolStats
 from .._events import Listener
 from .._leaks import skip_module_directory
-from .._models import BodyTypes, Timeout
+from .._models import BodyTypes, Proxy, Timeout, parse_proxy
 from .._sync.response import Response
 from .._sync.transport import Transport
 
@@ -120,8 +120,8 @@ def transport_options(
     }
 
 
-def _proxy_url(proxy: Any) -> str | None:
-    """``HTTPTransport``'s ``proxy`` (a URL or ``httpx.Proxy``) as a URL."""
+def _proxy_url(proxy: Any) -> Proxy | None:
+    """``HTTPTransport``'s ``proxy`` (a URL or ``httpx.Proxy``) as poolwatch's."""
     if proxy is None:
         return None
     if isinstance(proxy, str | httpx.URL):
@@ -129,16 +129,23 @@ def _proxy_url(proxy: Any) -> str | None:
     url = proxy.url
     # httpcore always hands the SOCKS5 proxy the host name to resolve, so
     # httpx's socks5:// is poolwatch's socks5h://.
-    scheme = {"http": "http", "socks5": "socks5h", "socks5h": "socks5h"}.get(url.scheme)
+    scheme = {"http": "http", "https": "https", "socks5": "socks5h", "socks5h": "socks5h"}.get(
+        url.scheme
+    )
     if scheme is None:
         raise ValueError(
-            f"poolwatch supports http://, socks5:// and socks5h:// proxies, not {proxy.url}"
+            f"poolwatch supports http://, https://, socks5:// and socks5h:// proxies, "
+            f"not {proxy.url}"
         )
-    default_port = 80 if scheme == "http" else 1080
+    userinfo = ""
     if proxy.auth:
         user, password = (quote(part, safe="") for part in proxy.auth)
-        return f"{scheme}://{user}:{password}@{url.host}:{url.port or default_port}"
-    return f"{scheme}://{url.host}:{url.port or default_port}"
+        userinfo = f"{user}:{password}@"
+    port = f":{url.port}" if url.port else ""
+    context = proxy.ssl_context
+    if scheme == "https" and context is None:
+        context = httpx.create_ssl_context()  # httpcore's default for the proxy
+    return parse_proxy(f"{scheme}://{userinfo}{url.host}{port}", ssl_context=context)
 
 
 # poolwatch's events under the names httpcore gives them in the request's
@@ -204,7 +211,8 @@ class HTTPXTransport(httpx.BaseTransport):
     Takes ``httpx.HTTPTransport``'s arguments with the same meaning
     (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``,
     ``local_address``, ``socket_options``, and an ``http://`` proxy, with
-    CONNECT tunnels for https, or a ``socks5://`` one, and ``uds``); HTTP/2 raises
+    CONNECT tunnels for https, an ``https://`` one, a ``socks5://`` one, and ``uds``);
+    HTTP/2 raises
     ``ValueError``. The request's ``timeout`` and ``trace`` extensions
     are honoured (``trace`` hears httpcore's event names). Or pass an
     existing poolwatch ``transport``.

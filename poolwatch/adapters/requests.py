@@ -45,7 +45,7 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .._leaks import skip_module_directory
-from .._models import BodyTypes, Timeout
+from .._models import BodyTypes, Proxy, Timeout, parse_proxy
 from .._sync.response import Response
 from .._sync.transport import Transport
 from ._retry import (
@@ -232,6 +232,12 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 InsecureRequestWarning,
                 stacklevel=2,
             )
+        proxy_with_context: Proxy | str | None = proxy
+        if proxy is not None and proxy.startswith("https:"):
+            # The proxy's certificate is checked as ``verify`` says, for http
+            # targets too (HTTPAdapter leaves it unchecked then, and warns).
+            proxy_context = self._context(url, verify, cert)
+            proxy_with_context = parse_proxy(proxy, ssl_context=proxy_context)
         pool = PoolName(url)
         # What urllib3 names in its messages: the absolute URL through an
         # http proxy, the path otherwise.
@@ -248,7 +254,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                     body=cast("BodyTypes", request.body),
                     timeout=limits,
                     ssl_context=context,
-                    proxy=proxy,
+                    proxy=proxy_with_context,
                 )
             except PoolwatchError as exc:
                 retries = _count_error(retries, exc, request, pool, target)
