@@ -58,7 +58,7 @@ class UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
 @pytest.fixture
 def unix_server(tmp_path: Path) -> Iterator[UnixHTTPServer]:
     server = UnixHTTPServer(str(tmp_path / "http.sock"))
-    thread = threading.Thread(target=server.serve_forever, name="test-unix-server")
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="test-unix-server")
     thread.start()
     try:
         yield server
