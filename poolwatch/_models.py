@@ -59,6 +59,11 @@ class Proxy(NamedTuple):
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
+    def __repr__(self) -> str:
+        # Credentials stay out of logs and tracebacks.
+        secret = " with credentials" if self.authorization or self.username else ""
+        return f"<Proxy {self}{secret}>"
+
     def is_socks(self) -> bool:
         """Whether this is a SOCKS proxy."""
         return self.scheme in SOCKS_SCHEMES

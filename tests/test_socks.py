@@ -22,7 +22,7 @@ import trustme
 import poolwatch
 from poolwatch._core.socks import SocksError, SocksHandshake
 from tests.conftest import assert_at_rest
-from tests.servers import HTTPServer
+from tests.servers import HTTPServer, ServerConnection, raw_server
 from tests.socks_server import SocksServer, socks_server
 from tests.tls_support import TLSServer, client_context, server_context, tls_server
 
@@ -283,3 +283,25 @@ def test_httpx_https_through_socks(
     with httpx.Client(transport=transport) as client:
         assert client.get(https_server.url("/")).content == b"hello world!\n"
     assert socks.requests == [(5, "domain", "localhost", https_server.port)]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [(b"", "closed the connection"), (b"HTTP/1.1 400 Bad Request\r\n\r\n", "not a SOCKS5")],
+    ids=["hangs-up", "not-socks"],
+)
+def test_broken_socks_proxy(server: HTTPServer, answer: bytes, message: str) -> None:
+    """A proxy that hangs up in the handshake or does not speak SOCKS:
+    ProxyError naming the proxy, the URL and the cause."""
+
+    def handler(conn: ServerConnection) -> None:
+        conn.sock.recv(16)
+        conn.sock.sendall(answer)
+
+    with raw_server(handler) as proxy, poolwatch.Transport() as t:
+        with pytest.raises(poolwatch.ProxyError, match=message) as info:
+            t.request("GET", server.url("/"), proxy=f"socks5://127.0.0.1:{proxy.port}")
+        assert f"socks5://127.0.0.1:{proxy.port}" in str(info.value)
+        assert server.url("/") in str(info.value)
+        assert_at_rest(t)
+    assert server.accepted == 0

@@ -112,12 +112,17 @@ def open_socks(sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:
     handshake = SocksHandshake(
         version, host, port, username=proxy.username, password=proxy.password
     )
-    sock.sendall(handshake.data_to_send())
-    while not handshake.done:
-        handshake.receive_data(sock.recv(_RECV_SIZE))
-        data = handshake.data_to_send()
-        if data:
-            sock.sendall(data)
+    try:
+        sock.sendall(handshake.data_to_send())
+        while not handshake.done:
+            handshake.receive_data(sock.recv(_RECV_SIZE))
+            data = handshake.data_to_send()
+            if data:
+                sock.sendall(data)
+    except TimeoutError:
+        raise
+    except OSError as exc:  # a reset: the proxy's doing, like a refusal
+        raise SocksError(f"the connection to the proxy failed: {exc}") from exc
 
 
 def _resolve(host: str, ipv4_only: bool) -> str:

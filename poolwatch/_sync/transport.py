@@ -352,6 +352,7 @@ class Transport:
                 ) from exc
             what = "could not connect" if proxy is None else f"could not connect to proxy {proxy}"
             raise self._connect_error(exchange, exc, what) from exc
+        stage = "connection setup failed"  # what failed, for an OSError
         try:
             if origin.uds is None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -359,8 +360,10 @@ class Transport:
             self._emit("connect_done", None, exchange)
             raw: RawSocket = sock
             if proxy is not None and proxy.is_socks():
+                stage = f"SOCKS handshake with proxy {proxy} failed"
                 open_socks(sock, proxy, origin.host, origin.port)
             elif proxy is not None and proxy.scheme == "https":
+                stage = f"TLS handshake with proxy {proxy} failed"
                 proxy_context = proxy.ssl_context or origin.ssl_context or self._ssl_context()
                 if origin.scheme != "https":  # absolute-form requests over TLS
                     reader, writer, session = open_tls(sock, proxy_context, proxy.host)
@@ -369,7 +372,9 @@ class Transport:
             if origin.scheme != "https":
                 return open_plain(sock), None
             if proxy is not None and not proxy.is_socks():
+                stage = f"CONNECT through proxy {proxy} failed"
                 open_tunnel(raw, origin.host, origin.port, proxy.authorization)
+            stage = "TLS handshake failed"
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or self._ssl_context()
             reader, writer, session = open_tls(raw, context, origin.host)
@@ -392,12 +397,10 @@ class Transport:
                 ) from exc
             if isinstance(exc, ssl.SSLError | ssl.CertificateError):
                 raise TLSError(
-                    f"TLS handshake with {origin} failed: {exc}",
-                    method=request.method,
-                    url=request.url,
+                    f"{stage} for {origin}: {exc}", method=request.method, url=request.url
                 ) from exc
             if isinstance(exc, OSError):
-                raise self._connect_error(exchange, exc, "TLS handshake failed") from exc
+                raise self._connect_error(exchange, exc, stage) from exc
             raise
 
     def _connect_error(
