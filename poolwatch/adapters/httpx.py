@@ -210,10 +210,9 @@ class HTTPXTransport(httpx.BaseTransport):
 
     Takes ``httpx.HTTPTransport``'s arguments with the same meaning
     (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``,
-    ``local_address``, ``socket_options``, and an ``http://`` proxy, with
-    CONNECT tunnels for https, an ``https://`` one, a ``socks5://`` one, and ``uds``);
-    HTTP/2 raises
-    ``ValueError``. The request's ``timeout`` and ``trace`` extensions
+    ``local_address``, ``socket_options``, ``uds``, and a ``proxy``:
+    ``http://``, ``https://`` (TLS to the proxy), ``socks5://`` or
+    ``socks5h://``); HTTP/2 raises ``ValueError``. The request's ``timeout`` and ``trace`` extensions
     are honoured (``trace`` hears httpcore's event names). Or pass an
     existing poolwatch ``transport``.
     """

@@ -9,6 +9,9 @@ Mount it and nothing else changes::
 ``Response.raw`` is a urllib3 ``HTTPResponse`` reading poolwatch's body, so
 content decoding, ``iter_content``, ``raw.read``, ``raw.stream`` and cookies
 work as with ``HTTPAdapter``. Errors are requests' own exception types.
+Proxies come from ``proxies`` as requests selects them: ``http``, ``https``
+(TLS to the proxy, checked as ``verify`` says), and SOCKS (``socks5``,
+``socks5h``, ``socks4``, ``socks4a``) without PySocks.
 """
 
 from __future__ import annotations
@@ -152,8 +155,11 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
     ``pool_maxsize`` idle connections are kept per host, and with
     ``pool_block`` no more than that many are open per host (requests wait
     for one). ``pool_connections`` has no counterpart (poolwatch keeps one
-    pool per origin) and only bounds idle connections overall. Or pass an
-    existing ``transport``.
+    pool per origin) and only bounds idle connections overall.
+    ``max_retries`` (a number or a urllib3 ``Retry``) is applied as urllib3
+    applies it for ``HTTPAdapter``: connect, read and status retries, with
+    backoff, ``Retry-After`` and requests' exceptions on exhaustion. Or pass
+    an existing ``transport``.
     """
 
     __attrs__: ClassVar[list[str]] = [
