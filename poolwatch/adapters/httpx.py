@@ -212,9 +212,9 @@ class HTTPXTransport(httpx.BaseTransport):
     (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``,
     ``local_address``, ``socket_options``, ``uds``, and a ``proxy``:
     ``http://``, ``https://`` (TLS to the proxy), ``socks5://`` or
-    ``socks5h://``); HTTP/2 raises ``ValueError``. The request's ``timeout`` and ``trace`` extensions
-    are honoured (``trace`` hears httpcore's event names). Or pass an
-    existing poolwatch ``transport``.
+    ``socks5h://``); HTTP/2 raises ``ValueError``. The request's ``timeout``
+    and ``trace`` extensions are honoured (``trace`` hears httpcore's event
+    names). Or pass an existing poolwatch ``transport``.
     """
 
     def __init__(
