@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -305,3 +306,21 @@ def test_broken_socks_proxy(server: HTTPServer, answer: bytes, message: str) -> 
         assert server.url("/") in str(info.value)
         assert_at_rest(t)
     assert server.accepted == 0
+
+
+def test_silent_socks_proxy_is_a_connect_timeout(server: HTTPServer) -> None:
+    """A proxy that accepts but never answers the handshake: the connect
+    timeout covers the handshake, and the error says it was the SOCKS step."""
+    done = threading.Event()
+
+    def handler(conn: ServerConnection) -> None:
+        done.wait(10)
+
+    with raw_server(handler) as proxy, poolwatch.Transport(connect_timeout=0.2) as t:
+        try:
+            with pytest.raises(poolwatch.ConnectTimeout, match="SOCKS handshake") as info:
+                t.request("GET", server.url("/"), proxy=f"socks5://127.0.0.1:{proxy.port}")
+            assert f"socks5://127.0.0.1:{proxy.port}" in str(info.value)
+            assert_at_rest(t)
+        finally:
+            done.set()
