@@ -37,7 +37,7 @@ from ._exceptions import (
     WriteTimeout,
 )
 from ._leaks import CallSite, OpenBody
-from ._models import Origin, Proxy, Timeout
+from ._models import Origin, Proxy, Timeout, parse_proxy
 from ._sync.response import Response, Timings
 from ._sync.transport import ConnectionInfo, Transport
 
@@ -100,4 +100,5 @@ __all__ = [
     "WriteError",
     "WriteTimeout",
     "__version__",
+    "parse_proxy",
 ]

@@ -143,8 +143,8 @@ def test_unreachable_proxy_is_a_connect_error(server: HTTPServer) -> None:
         t.request("GET", server.url(), proxy=f"http://127.0.0.1:{port}")
 
 
-def test_proxy_url_must_be_http(server: HTTPServer) -> None:
-    """Only http:// proxies: anything else is an InvalidURL before any dial."""
-    with poolwatch.Transport() as t, pytest.raises(poolwatch.InvalidURL):
-        t.request("GET", server.url(), proxy="socks5://127.0.0.1:1080")
+def test_proxy_url_scheme_must_be_known(server: HTTPServer) -> None:
+    """An unknown proxy scheme is an InvalidURL before any dial."""
+    with poolwatch.Transport() as t, pytest.raises(poolwatch.InvalidURL, match="socks5://"):
+        t.request("GET", server.url(), proxy="ftp://127.0.0.1:1080")
     assert server.accepted == 0

@@ -16,6 +16,7 @@ from typing import Any
 import h11
 
 from .._core.pool import Decision, Limits, PoolState, Waiter
+from .._core.socks import SocksError
 from .._core.stats import Counters, OriginStats, PoolStats
 from .._events import Event, Listener, dispatch
 from .._exceptions import (
@@ -34,12 +35,15 @@ from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
 from .connection import BODY, NO_TIMEOUT, WAITING, Connection, Exchange
 from .response import Response
 from .streams import (
+    RawSocket,
     ReadStream,
     TLSSession,
     TunnelRefused,
     WriteStream,
     open_plain,
+    open_socks,
     open_tls,
+    open_tls_socket,
     open_tunnel,
 )
 
@@ -85,6 +89,10 @@ class Transport:
     connect timeout and no other timeout. ``max_idle_per_host`` is 10 rather
     than Go's 2, which is too few for threaded Python clients (urllib3 also
     keeps 10).
+
+    With ``uds``, every connection goes to that Unix socket instead of the
+    host in the URL (which still gives the ``Host`` header and the TLS
+    server name); stats key its origins ``"http://host:port via unix:PATH"``.
     """
 
     def __init__(
@@ -106,6 +114,7 @@ class Transport:
         ssl_context: ssl.SSLContext | None = None,
         expect_continue_timeout: float = 1.0,
         local_address: str | None = None,
+        uds: str | None = None,
         socket_options: Sequence[tuple[int, int, int | bytes]] = (),
     ) -> None:
         self.limits = Limits(
@@ -128,6 +137,7 @@ class Transport:
         self.expect_continue_timeout = expect_continue_timeout  # Go's default
         self.socket_options = tuple(socket_options)  # setsockopt() each new socket
         self._source_address = None if local_address is None else (local_address, 0)
+        self.uds = uds  # connect to this Unix socket instead of each origin's host
         self._tls_context = ssl_context  # made on the first https dial if None
         self._lock = threading.Lock()
         self._pool: PoolState[Connection] = PoolState(self.limits)
@@ -172,6 +182,7 @@ class Transport:
             keep_alive=self.keep_alive,
             ssl_context=ssl_context,
             proxy=proxy,
+            uds=self.uds,
         )
         limits = Timeout.coerce(timeout, self.timeout)
         call_site = capture_call_site(self.call_site_depth)
@@ -322,32 +333,62 @@ class Transport:
         proxy = origin.proxy
         address = (origin.host, origin.port) if proxy is None else (proxy.host, proxy.port)
         try:
-            sock = socket.create_connection(
-                address,
-                timeout=NO_TIMEOUT if connect is None else connect,
-                source_address=self._source_address,
-            )
-            for option in self.socket_options:
-                sock.setsockopt(*option)
+            if origin.uds is not None:
+                sock = _connect_unix(origin.uds, NO_TIMEOUT if connect is None else connect)
+            else:
+                sock = socket.create_connection(
+                    address,
+                    timeout=NO_TIMEOUT if connect is None else connect,
+                    source_address=self._source_address,
+                )
+                for option in self.socket_options:
+                    sock.setsockopt(*option)
         except OSError as exc:
+            if proxy is not None and not isinstance(exc, TimeoutError):
+                raise ProxyError(
+                    f"could not connect to proxy {proxy} for {origin}: {exc.strerror or exc}",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
             what = "could not connect" if proxy is None else f"could not connect to proxy {proxy}"
             raise self._connect_error(exchange, exc, what) from exc
+        stage = "connection setup failed"  # what failed, for an OSError
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if origin.uds is None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             exchange.marks["connected"] = time.monotonic()
             self._emit("connect_done", None, exchange)
+            raw: RawSocket = sock
+            if proxy is not None and proxy.is_socks():
+                stage = f"SOCKS handshake with proxy {proxy} failed"
+                open_socks(sock, proxy, origin.host, origin.port)
+            elif proxy is not None and proxy.scheme == "https":
+                stage = f"TLS handshake with proxy {proxy} failed"
+                proxy_context = proxy.ssl_context or origin.ssl_context or self._ssl_context()
+                if origin.scheme != "https":  # absolute-form requests over TLS
+                    reader, writer, session = open_tls(sock, proxy_context, proxy.host)
+                    return (reader, writer), session
+                raw = open_tls_socket(sock, proxy_context, proxy.host)
             if origin.scheme != "https":
                 return open_plain(sock), None
-            if proxy is not None:
-                open_tunnel(sock, origin.host, origin.port, proxy.authorization)
+            if proxy is not None and not proxy.is_socks():
+                stage = f"CONNECT through proxy {proxy} failed"
+                open_tunnel(raw, origin.host, origin.port, proxy.authorization)
+            stage = "TLS handshake failed"
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or self._ssl_context()
-            reader, writer, session = open_tls(sock, context, origin.host)
+            reader, writer, session = open_tls(raw, context, origin.host)
             exchange.marks["tls_done"] = time.monotonic()
             self._emit("tls_handshake_done", None, exchange, version=session.version)
             return (reader, writer), session
         except BaseException as exc:
             sock.close()
+            if isinstance(exc, SocksError):
+                raise ProxyError(
+                    f"proxy {proxy} did not connect to {origin}: {exc}",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
             if isinstance(exc, TunnelRefused | h11.RemoteProtocolError):
                 raise ProxyError(
                     f"proxy {proxy} did not open a tunnel to {origin}: {exc}",
@@ -356,12 +397,10 @@ class Transport:
                 ) from exc
             if isinstance(exc, ssl.SSLError | ssl.CertificateError):
                 raise TLSError(
-                    f"TLS handshake with {origin} failed: {exc}",
-                    method=request.method,
-                    url=request.url,
+                    f"{stage} for {origin}: {exc}", method=request.method, url=request.url
                 ) from exc
             if isinstance(exc, OSError):
-                raise self._connect_error(exchange, exc, "TLS handshake failed") from exc
+                raise self._connect_error(exchange, exc, stage) from exc
             raise
 
     def _connect_error(
@@ -627,6 +666,17 @@ _live_transports: weakref.WeakSet[Transport] = weakref.WeakSet()
 def live_transports() -> list[Transport]:
     """Every transport not yet garbage-collected (for ``poolwatch stats``)."""
     return list(_live_transports)
+
+
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _locked() -> threading.Lock:
