@@ -124,7 +124,7 @@ class ActivePlugin:
         self.warned: list[tuple[str, str]] = []  # (node id, report), for the summary
         self.late: list[str] = []  # reports of leaks found when the session ended
         self._ended_fixtures: list[object] = []
-        self.patcher.patch_imported()
+        self.patcher.patch()
 
     # -- scopes ---------------------------------------------------------------
 
@@ -133,7 +133,6 @@ class ActivePlugin:
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, object, object]:
         """Charge requests made from here on to ``item``."""
-        self.patcher.patch_imported()
         self.tracker.current_test = item.nodeid
         try:
             return (yield)
@@ -146,7 +145,6 @@ class ActivePlugin:
     ) -> Generator[None, object, object]:
         """Charge requests made while a broader fixture is set up to that
         fixture, checked when it is torn down."""
-        self.patcher.patch_imported()
         if fixturedef.scope == "function":
             return (yield)
         self.tracker.push_fixture(("fixture", id(fixturedef)), fixturedef.argname)

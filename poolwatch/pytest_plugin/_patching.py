@@ -1,17 +1,19 @@
 """Make ``requests.Session``, ``httpx.Client`` and, when poolwatch has it,
 ``httpx.AsyncClient`` use poolwatch while the plugin is active.
 
-Each client library is patched only once it has been imported by the code
-under test, so the plugin never imports one itself: a suite that makes no
-HTTP requests pays for a dictionary lookup per test. A session or client
-given an explicit transport or adapter keeps it.
+Each client library is patched when it is imported (or at once, if it
+already was), so the plugin never imports one itself: a suite that makes no
+HTTP requests pays for one extra finder consulted at each first import. A
+session or client given an explicit transport or adapter keeps it.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 import poolwatch
@@ -53,18 +55,27 @@ class Patcher:
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
-        self._pending = {"requests": self._patch_requests, "httpx": self._patch_httpx}
+        self.pending = {"requests": self._patch_requests, "httpx": self._patch_httpx}
         self._undo: list[Undo] = []
+        self._finder = _PatchOnImport(self)
+
+    def patch(self) -> None:
+        """Patch the client libraries imported already; the rest on import."""
+        self.patch_imported()
+        if self.pending:
+            sys.meta_path.insert(0, self._finder)
 
     def patch_imported(self) -> None:
         """Patch each client library that has been imported since last time."""
-        if not self._pending:
-            return
-        for name in [n for n in self._pending if n in sys.modules]:
-            self._undo.append(self._pending.pop(name)())
+        for name in [n for n in self.pending if n in sys.modules]:
+            self._undo.append(self.pending.pop(name)())
+        if not self.pending and self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
 
     def unpatch(self) -> None:
         """Restore every patched class."""
+        if self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
         while self._undo:
             self._undo.pop()()
 
@@ -146,6 +157,49 @@ class Patcher:
                 step()
 
         return undo
+
+
+class _PatchOnImport:
+    """A meta path finder that lets the usual finders find a pending client
+    library, and patches it as soon as its module has run."""
+
+    def __init__(self, patcher: Patcher) -> None:
+        self._patcher = patcher
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname not in self._patcher.pending:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec: ModuleSpec | None = find(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _PatchingLoader(spec.loader, self._patcher.patch_imported)
+                return spec
+        return None
+
+
+class _PatchingLoader:
+    """The library's own loader, followed by the patch."""
+
+    def __init__(self, loader: Any, then: Callable[[], None]) -> None:
+        self._loader = loader
+        self._then = then
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        module: ModuleType | None = self._loader.create_module(spec)
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        self._then()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
 
 
 def _patch_init_transport(
