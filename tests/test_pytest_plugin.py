@@ -9,10 +9,10 @@ metadata on the subprocess's path.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -34,8 +34,10 @@ def base():
 
 def entry_point() -> str:
     """The plugin module named by pyproject.toml's pytest11 entry point."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return str(project["project"]["entry-points"]["pytest11"]["poolwatch"])
+    text = (ROOT / "pyproject.toml").read_text()
+    found = re.search(r'^\[project\.entry-points\.pytest11\]\npoolwatch = "([\w.]+)"', text, re.M)
+    assert found is not None, "pyproject.toml declares no pytest11 entry point"
+    return found.group(1)
 
 
 @pytest.fixture
@@ -94,7 +96,8 @@ def test_leak_requests(base):
 
 def test_leak_httpx(base):
     client = httpx.Client()
-    held.append(client.send(client.build_request("GET", base + "/leak-httpx"), stream=True))  # LEAK-X
+    request = client.build_request("GET", base + "/leak-httpx")
+    held.append(client.send(request, stream=True))  # LEAK-X
 
 def test_leak_in_code_under_test(base):
     held.append(mylib.fetch(base + "/leak-lib"))
@@ -191,6 +194,18 @@ def test_clean(base):
 """
 
 
+def test_installed_plugin_loads_through_its_entry_point(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With poolwatch installed, ``--poolwatch`` works with no ``-p``."""
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    suite.makepyfile(test_leaky=LEAKY)
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--poolwatch", timeout=60)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["plugins: *poolwatch-plugin-under-test-0*"])
+    assert "/leak: body garbage-collected unclosed" in error_section(result, "test_leaks")
+
+
 @pytest.mark.parametrize(
     ("ini", "args", "reported"),
     [
@@ -259,7 +274,7 @@ def session():
 
 @pytest.fixture(scope="module")
 def token(session, base):
-    r = session.get(base + "/login", stream=True)  # made in a module fixture, closed in its teardown
+    r = session.get(base + "/login", stream=True)  # closed in the fixture's teardown
     yield r
     r.close()
 
@@ -363,7 +378,8 @@ def test_async_client_leak(base):
     async def main():
         client = httpx.AsyncClient()
         assert type(client._transport).__mro__[1] is poolwatch.AsyncHTTPXTransport
-        held.append(await client.send(client.build_request("GET", base + "/leak-async"), stream=True))
+        request = client.build_request("GET", base + "/leak-async")
+        held.append(await client.send(request, stream=True))
     asyncio.run(main())
 """
 

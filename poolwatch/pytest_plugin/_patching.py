@@ -9,6 +9,7 @@ session or client given an explicit transport or adapter keeps it.
 
 from __future__ import annotations
 
+import importlib.abc
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -183,7 +184,7 @@ class _PatchOnImport:
         return None
 
 
-class _PatchingLoader:
+class _PatchingLoader(importlib.abc.Loader):
     """The library's own loader, followed by the patch."""
 
     def __init__(self, loader: Any, then: Callable[[], None]) -> None:
@@ -240,7 +241,7 @@ def _patch_init_transport(
 def _patch_async(httpx: Any, async_class: Any, tracker: Tracker) -> Undo:
     """``httpx.AsyncClient`` over poolwatch's ``AsyncHTTPXTransport``."""
 
-    class WatchedAsyncHTTPXTransport(async_class):  # type: ignore[misc,valid-type]
+    class WatchedAsyncHTTPXTransport(async_class):  # type: ignore[misc]
         """``AsyncHTTPXTransport`` reporting each response to the tracker."""
 
         async def handle_async_request(self, request: Any) -> Any:
