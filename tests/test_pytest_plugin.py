@@ -379,7 +379,7 @@ def test_async_client_leak(base):
         client = httpx.AsyncClient()
         assert type(client._transport).__mro__[1] is poolwatch.AsyncHTTPXTransport
         request = client.build_request("GET", base + "/leak-async")
-        held.append(await client.send(request, stream=True))
+        held.append(await client.send(request, stream=True))  # LEAK-A
     asyncio.run(main())
 """
 
@@ -392,8 +392,11 @@ def test_async_client(suite: pytest.Pytester) -> None:
         pytest.skip("this poolwatch has no AsyncHTTPXTransport")
     suite.makepyfile(test_async=ASYNC)
     result = run(suite, "--poolwatch")
-    result.assert_outcomes(errors=1)
-    assert "/leak-async: body still open" in error_section(result, "test_async_client_leak")
+    result.assert_outcomes(passed=1, errors=1)
+    report = error_section(result, "test_async_client_leak")
+    assert "/leak-async: body still open" in report
+    assert f"test_async.py:{line_of(ASYNC, '# LEAK-A')} in main" in report
+    assert "asyncio" not in report
 
 
 def test_plugin_module_imports_no_client_library() -> None:

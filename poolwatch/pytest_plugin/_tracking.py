@@ -20,6 +20,7 @@ when the session finishes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import weakref
@@ -38,10 +39,11 @@ __all__ = ["Leak", "Record", "Tracker", "merge_stats"]
 
 OUTSIDE_TESTS = "<outside any test>"
 
-# Frames of the test runner below the test function say nothing about the leak.
+# Frames of the test runner (and event loop) below the test function say
+# nothing about the leak.
 _RUNNER_DIRS = tuple(
     os.path.dirname(os.path.abspath(module.__file__ or "")) + os.sep
-    for module in (_pytest, pluggy)
+    for module in (_pytest, pluggy, asyncio)
 )
 
 
