@@ -399,6 +399,58 @@ def test_async_client(suite: pytest.Pytester) -> None:
     assert "asyncio" not in report
 
 
+EXAMPLE = ROOT / "examples" / "leaky_project"
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    """This environment, with poolwatch importable, no bytecode written into
+    the checkout and no other plugins autoloaded."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+        **extra,
+    )
+    return env
+
+
+def test_example_project_fails_its_leaking_test() -> None:
+    """examples/leaky_project: one line of configuration, one leak found,
+    at the line of the package that made the request."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", entry_point(), "-p", "no:cacheprovider"],
+        cwd=EXAMPLE,
+        env=quiet_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, out + result.stderr
+    assert "4 passed, 1 error" in out
+    assert "ERROR tests/test_weather.py::test_is_up - Failed: poolwatch" in out
+    source = (EXAMPLE / "weather" / "client.py").read_text().splitlines()
+    line = next(i for i, text in enumerate(source, 1) if "/health" in text)
+    assert f"weather{os.sep}client.py:{line} in is_up" in out
+
+
+def test_example_project_is_not_collected_by_this_repository() -> None:
+    """``pytest examples`` here does not run the example's own suite."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "pytest_timeout", "--collect-only", "examples"],
+        cwd=ROOT,
+        env=quiet_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, result.stdout
+    assert "test_weather" not in result.stdout
+
+
 def test_plugin_module_imports_no_client_library() -> None:
     """Loading the plugin (as every pytest run with poolwatch installed
     does) imports neither requests nor httpx."""

@@ -20,7 +20,7 @@ when the session finishes.
 
 from __future__ import annotations
 
-import asyncio
+import importlib.util
 import os
 import threading
 import weakref
@@ -39,11 +39,19 @@ __all__ = ["Leak", "Record", "Tracker", "merge_stats"]
 
 OUTSIDE_TESTS = "<outside any test>"
 
+
+def _origin(module: str) -> str | None:
+    """Where ``module`` is, without importing it."""
+    spec = importlib.util.find_spec(module)
+    return None if spec is None else spec.origin
+
+
 # Frames of the test runner (and event loop) below the test function say
 # nothing about the leak.
 _RUNNER_DIRS = tuple(
-    os.path.dirname(os.path.abspath(module.__file__ or "")) + os.sep
-    for module in (_pytest, pluggy, asyncio)
+    os.path.dirname(os.path.abspath(origin)) + os.sep
+    for origin in (_pytest.__file__, pluggy.__file__, _origin("asyncio"))
+    if origin
 )
 
 
