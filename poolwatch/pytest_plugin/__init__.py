@@ -21,7 +21,7 @@ import pytest
 
 from .._core.stats import PoolStats
 from .._leaks import skip_module_directory
-from ._tracking import OUTSIDE_TESTS, Leak, StatsSource, Tracker, merge_stats
+from ._tracking import OUTSIDE_TESTS, Leak, Record, StatsSource, Tracker, merge_stats
 
 __all__ = ["MODES", "PoolwatchStats", "poolwatch_stats"]
 
@@ -123,7 +123,7 @@ class ActivePlugin:
         self.patcher = Patcher(self.tracker)
         self.warned: list[tuple[str, str]] = []  # (node id, report), for the summary
         self.late: list[str] = []  # reports of leaks found when the session ended
-        self._ended_fixtures: list[object] = []
+        self._ended_fixtures: list[Record] = []  # their records, checked at teardown
         self.patcher.patch()
 
     # -- scopes ---------------------------------------------------------------
@@ -159,7 +159,7 @@ class ActivePlugin:
         """A broader fixture was torn down: check its requests with the
         current test's teardown."""
         if fixturedef.scope != "function":
-            self._ended_fixtures.append(("fixture", id(fixturedef)))
+            self._ended_fixtures += self.tracker.take(("fixture", id(fixturedef)))
 
     # -- checking ---------------------------------------------------------------
 
@@ -178,9 +178,8 @@ class ActivePlugin:
 
     def _check(self, item: pytest.Item, *, teardown_failed: bool) -> None:
         leaks = self.tracker.test_ended(item.nodeid)
-        for key in self._ended_fixtures:
-            leaks += self.tracker.scope_ended(key)
-        self._ended_fixtures.clear()
+        leaks += self.tracker.settle(self._ended_fixtures)
+        self._ended_fixtures = []
         self.tracker.release_abandoned()
         mode = _marker_mode(item, self.mode) if leaks else "off"
         if mode == "off":
@@ -203,9 +202,10 @@ class ActivePlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Check requests made outside any test; close the transports."""
-        if self.tracker.has_records():
+        if self._ended_fixtures or self.tracker.has_records():
             gc.collect()  # so that an unreachable owner counts as collected
-        leaks = self.tracker.session_ended()
+        leaks = self.tracker.settle(self._ended_fixtures) + self.tracker.session_ended()
+        self._ended_fixtures = []
         if leaks:
             self.late.append(_report(leaks, "leaked outside any test or after its scope"))
         workeroutput = getattr(self.config, "workeroutput", None)

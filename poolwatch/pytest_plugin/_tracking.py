@@ -218,15 +218,15 @@ class Tracker:
 
     # -- checking ---------------------------------------------------------------
 
-    def scope_ended(self, key: object) -> list[Leak]:
-        """Check the responses of a scope that has just ended."""
+    def take(self, key: object) -> list[Record]:
+        """The records of a scope that has just ended, no longer tracked by
+        scope (a fixture set up again starts afresh)."""
         with self._lock:
-            records = self._records.pop(key, [])
-        return self._settle(records)
+            return self._records.pop(key, [])
 
     def test_ended(self, nodeid: str) -> list[Leak]:
         """Check the responses made while test ``nodeid`` ran."""
-        return self.scope_ended(("test", nodeid))
+        return self.settle(self.take(("test", nodeid)))
 
     def session_ended(self) -> list[Leak]:
         """Check everything left: requests made outside tests, and scopes
@@ -234,10 +234,11 @@ class Tracker:
         with self._lock:
             records = [r for group in self._records.values() for r in group]
             self._records.clear()
-        return self._settle(records)
+        return self.settle(records)
 
     @staticmethod
-    def _settle(records: Iterable[Record]) -> list[Leak]:
+    def settle(records: Iterable[Record]) -> list[Leak]:
+        """The leaks among ``records``, which are then no longer watched."""
         leaks = []
         for record in records:
             leak = record.leak()
