@@ -200,7 +200,10 @@ def test_installed_plugin_loads_through_its_entry_point(
     """With poolwatch installed, ``--poolwatch`` works with no ``-p``."""
     monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
     suite.makepyfile(test_leaky=LEAKY)
-    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "--poolwatch", timeout=60)
+    # A path right after the flag stays a path (as with addopts = --poolwatch).
+    result = suite.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--poolwatch", "test_leaky.py", timeout=60
+    )
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["plugins: *poolwatch-plugin-under-test-0*"])
     assert "/leak: body garbage-collected unclosed" in error_section(result, "test_leaks")

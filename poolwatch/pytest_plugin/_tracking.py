@@ -112,14 +112,12 @@ class Record:
 
     def leak(self) -> Leak | None:
         """The leak this record shows now, if any."""
-        if self.collected_open:
+        response = self.response  # the collector may clear it meanwhile
+        outcome = None if response is None else response.outcome
+        if self.collected_open or outcome == "leaked":
             how = "garbage-collected unclosed"
-        elif self.response is None:
-            return None
-        elif self.response.outcome is None:
+        elif response is not None and outcome is None:
             how = "still open"
-        elif self.response.outcome == "leaked":
-            how = "garbage-collected unclosed"
         else:
             return None
         return Leak(self.test, self.fixture, self.method, self.url, self.call_site, how)
