@@ -356,6 +356,7 @@ def test_outside_tests_reported_at_the_end(suite: pytest.Pytester) -> None:
     assert "poolwatch: leaked response bodies outside tests" in out
     assert "/outside: body still open" in out
     assert "test_outside.py:6 in <module>" in out
+    assert "<frozen" not in out
 
 
 def test_xdist_workers_report_their_own(suite: pytest.Pytester) -> None:

@@ -46,12 +46,15 @@ def _origin(module: str) -> str | None:
     return None if spec is None else spec.origin
 
 
-# Frames of the test runner (and event loop) below the test function say
-# nothing about the leak.
-_RUNNER_DIRS = tuple(
-    os.path.dirname(os.path.abspath(origin)) + os.sep
-    for origin in (_pytest.__file__, pluggy.__file__, _origin("asyncio"))
-    if origin
+# Frames of the test runner, the event loop and the import machinery below
+# the test function (or module) say nothing about the leak.
+_RUNNER_DIRS = (
+    *(
+        os.path.dirname(os.path.abspath(origin)) + os.sep
+        for origin in (_pytest.__file__, pluggy.__file__, _origin("asyncio"))
+        if origin
+    ),
+    "<frozen importlib",
 )
 
 
