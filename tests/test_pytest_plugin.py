@@ -242,6 +242,15 @@ def test_bad_mode_is_a_usage_error(suite: pytest.Pytester) -> None:
 
 NO_HTTP = """
 import sys, threading
+import pytest
+
+def test_stats_fixture(request):
+    if request.config.getoption("poolwatch") is None:
+        with pytest.raises(pytest.fail.Exception, match="needs the plugin on"):
+            request.getfixturevalue("poolwatch_stats")
+    else:
+        stats = request.getfixturevalue("poolwatch_stats")
+        assert stats().requests == 0 and stats.transports == []
 
 def test_one():
     assert sum(range(10)) == 45
@@ -259,9 +268,10 @@ def test_two(request):
 @pytest.mark.parametrize("args", [["--poolwatch"], []])
 def test_costs_nothing_without_http(suite: pytest.Pytester, args: list[str]) -> None:
     """With the plugin on and no HTTP used, it imports neither client
-    library, makes no transport and starts no thread."""
+    library, makes no transport and starts no thread. The stats fixture
+    needs the plugin on."""
     suite.makepyfile(test_plain=NO_HTTP)
-    run(suite, *args).assert_outcomes(passed=2)
+    run(suite, *args).assert_outcomes(passed=3)
 
 
 SHARED = """
@@ -329,7 +339,10 @@ def test_attribution_shared_session_fixtures_and_late_collection(
     assert f"test_shared.py:{line_of(SHARED, 'CYCLE-C')} in test_c_leak_in_a_cycle" in c
     d = error_section(result, "test_d_collects_it")
     # Dropped by pytest with the fixture's value, so collected by then.
-    assert "/forgotten: body garbage-collected unclosed (in fixture 'forgotten')" in d
+    assert (
+        "/forgotten: body garbage-collected unclosed (in fixture 'forgotten', "
+        "set up for test_shared.py::test_a_leaks_on_shared_session)"
+    ) in d
     assert f"test_shared.py:{line_of(SHARED, 'FIXTURE-LEAK')} in forgotten" in d
     assert "/cycle-c" not in d and "/clean-d" not in d and "/login" not in d
 

@@ -89,7 +89,7 @@ class Leak:
 
     def describe(self) -> str:
         """A multi-line report: method, URL, how, and the call site."""
-        where = f" (in fixture {self.fixture!r})" if self.fixture else ""
+        where = f" (in fixture {self.fixture!r}, set up for {self.test})" if self.fixture else ""
         frames = "\n".join(
             f"  {name}:{line} in {function}"
             for name, line, function in self.call_site.frames
@@ -105,7 +105,6 @@ class Record:
 
     test: str
     fixture: str | None
-    scope_key: object
     method: str
     url: str
     call_site: CallSite
@@ -198,7 +197,7 @@ class Tracker:
             return  # no body (R7): nothing to watch
         key, fixture = self._scope()
         record = Record(
-            self.current_test, fixture, key, response.method, response.url, call_site, response
+            self.current_test, fixture, response.method, response.url, call_site, response
         )
         record.owner = weakref.ref(owner, lambda _ref: self._owner_collected(record))
         with self._lock:
