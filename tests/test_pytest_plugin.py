@@ -347,43 +347,63 @@ def test_attribution_shared_session_fixtures_and_late_collection(
     assert "/cycle-c" not in d and "/clean-d" not in d and "/login" not in d
 
 
+OUTSIDE = """
+import requests
+from tests.servers import http_server
+
+RUNNING = http_server()
+SERVER = RUNNING.__enter__()
+LEAKED = requests.get(f"http://127.0.0.1:{SERVER.port}/outside", stream=True)  # AT-IMPORT
+
+def test_nothing():
+    pass
+"""
+
+# Every process that imported test_outside (each xdist worker does) stops its
+# server before the plugin's own end-of-session check.
+STOP_AT_END = f"""{CONFTEST}
+import sys
+
+def pytest_sessionfinish():
+    module = sys.modules.get("test_outside")
+    if module is not None:
+        module.SERVER.stop()
+"""
+
+
 def test_outside_tests_reported_at_the_end(suite: pytest.Pytester) -> None:
     """A body leaked at collection time fails the run from the summary."""
-    suite.makepyfile(
-        test_outside="""
-        import requests
-        from tests.servers import http_server
-
-        RUNNING = http_server()
-        SERVER = RUNNING.__enter__()
-        LEAKED = requests.get(f"http://127.0.0.1:{SERVER.port}/outside", stream=True)  # AT-IMPORT
-
-        def test_nothing():
-            SERVER.stop()
-        """
-    )
+    suite.makeconftest(STOP_AT_END)
+    suite.makepyfile(test_outside=OUTSIDE)
     result = run(suite, "--poolwatch")
     result.assert_outcomes(passed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     out = result.stdout.str()
     assert "poolwatch: leaked response bodies outside tests" in out
     assert "/outside: body still open" in out
-    assert "test_outside.py:6 in <module>" in out
+    assert f"test_outside.py:{line_of(OUTSIDE, 'AT-IMPORT')} in <module>" in out
     assert "<frozen" not in out
 
 
 def test_xdist_workers_report_their_own(suite: pytest.Pytester) -> None:
-    """Under pytest-xdist each worker checks the tests it runs."""
+    """Under pytest-xdist each worker checks the tests it runs, and the
+    controller's summary lists what workers found at the end."""
     pytest.importorskip("xdist")
-    suite.makepyfile(test_leaky=LEAKY, test_more=LEAKY.replace("/leak", "/leak-more"))
+    suite.makeconftest(STOP_AT_END)
+    suite.makepyfile(
+        test_leaky=LEAKY, test_more=LEAKY.replace("/leak", "/leak-more"), test_outside=OUTSIDE
+    )
     result = run(suite, "-p", "xdist", "-n", "2", "--poolwatch")
-    result.assert_outcomes(passed=4, errors=2)
+    result.assert_outcomes(passed=5, errors=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
     out = result.stdout.str()
     assert "/leak: body garbage-collected unclosed" in out
     assert "/leak-more: body garbage-collected unclosed" in out
     line = line_of(LEAKY, "# LEAK")
     assert f"test_leaky.py:{line} in test_leaks" in out
     assert f"test_more.py:{line} in test_leaks" in out
+    summary = out[out.index("poolwatch: leaked response bodies outside tests") :]
+    assert "/outside: body still open" in summary
 
 
 ASYNC = """
