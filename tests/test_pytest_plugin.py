@@ -85,6 +85,7 @@ def error_section(result: pytest.RunResult, test: str) -> str:
 
 
 MAIN = """
+import gc
 import requests, httpx, pytest
 import mylib
 
@@ -137,6 +138,20 @@ def test_marker_off(base):
 def test_marker_warn(base):
     held.append(requests.Session().get(base + "/leak-warn", stream=True))
 
+abandoned = []
+
+def test_abandoned_session(base):
+    session = requests.Session()
+    session.get(base + "/ok")
+    abandoned.append(session.get_adapter(base).transport)
+    del session
+    gc.collect()
+
+def test_abandoned_session_idle_connection_closed():
+    transport = abandoned[0]
+    transport.settle()
+    assert (transport.stats().connections_opened, transport.stats().workers_alive) == (1, 0)
+
 def test_stats(base, poolwatch_stats):
     session = requests.Session()
     for _ in range(3):
@@ -160,10 +175,11 @@ def fetch(url):
 def test_fail_mode_reports_leaks_and_passes_the_rest(suite: pytest.Pytester) -> None:
     """Leaks through requests, httpx and code under test fail their test,
     naming method, URL and the user's line; drained-but-unclosed (R4) and
-    early-closed (R5) bodies, exempted tests and clean tests pass."""
+    early-closed (R5) bodies, exempted tests and clean tests pass; an
+    abandoned session's idle connection is closed after its test."""
     suite.makepyfile(test_main=MAIN, mylib=MYLIB)
     result = run(suite, "--poolwatch", "--strict-markers", "-rA")
-    result.assert_outcomes(passed=10, errors=3)
+    result.assert_outcomes(passed=12, errors=3)
     leak_r = error_section(result, "test_leak_requests")
     assert "1 response body leaked" in leak_r
     assert "/leak-requests: body garbage-collected unclosed" in leak_r
