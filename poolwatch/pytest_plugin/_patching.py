@@ -9,6 +9,7 @@ session or client given an explicit transport or adapter keeps it.
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import sys
 import threading
@@ -106,6 +107,7 @@ class Patcher:
         session_class: Any = requests.Session
         original_init = session_class.__init__
 
+        @functools.wraps(original_init)
         def __init__(session: Any, *args: Any, **kwargs: Any) -> None:
             original_init(session, *args, **kwargs)
             # HTTPAdapter's pool sizes. The adapter does not own the
@@ -211,6 +213,7 @@ def _patch_init_transport(
     (HTTP/2) keep httpx's own transport."""
     original = client_class._init_transport
 
+    @functools.wraps(original)
     def _init_transport(
         client: Any,
         verify: Any = True,
