@@ -221,7 +221,9 @@ def test_installed_plugin_loads_through_its_entry_point(
         "-p", "no:cacheprovider", "--poolwatch", "test_leaky.py", timeout=60
     )
     result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["plugins: *poolwatch-plugin-under-test-0*"])
+    # Named by whichever distribution declares it: poolwatch itself when it
+    # is installed, otherwise the stand-in metadata above.
+    result.stdout.re_match_lines([r"plugins: .*poolwatch-(0|plugin-under-test)"])
     assert "/leak: body garbage-collected unclosed" in error_section(result, "test_leaks")
 
 
