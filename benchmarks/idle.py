@@ -5,10 +5,11 @@ The built-in server (:mod:`benchmarks.builtin_server`) runs in a process
 of its own. Each client runs in a fresh child process: it measures itself
 (RSS and anonymous RSS from ``/proc/self/status``, live threads, open file
 descriptors), opens ``--connections`` connections at once by holding that
-many responses unread, then reads them all to the end so that every
-connection goes back to the pool idle, measures again, closes, and measures
-a third time. The server's count of accepted connections checks that the
-client really held that many.
+many responses unread, with ``--path /1m`` has each of them carry a 1 MiB
+body too (one at a time, as a long-lived client's connections would have
+done), then reads them all to the end so that every connection goes back
+to the pool idle, measures again, closes, and measures a third time. The server's count of accepted
+connections checks that the client really held that many.
 
 Clients: ``poolwatch`` (the sync transport: two worker threads per
 connection), ``poolwatch-256k`` (the same with ``threading.stack_size``
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .servers import start_server
-from .spec import HOST, TINY_BODY
+from .spec import HOST, ONE_MIB, TINY_BODY
 
 __all__ = ["CLIENTS", "main", "measure", "parse_args", "raise_fd_limit"]
 
@@ -47,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.idle", description=__doc__)
     p.add_argument("--connections", type=int, default=1000, help="idle connections (1 000)")
     p.add_argument("--clients", default="poolwatch,poolwatch-256k,urllib3,httpx")
+    p.add_argument("--path", choices=("/tiny", "/1m"), default="/tiny", help="body carried")
     p.add_argument("--max-rss-mib", type=float, default=200.0, help="poolwatch's RSS target")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "idle.json")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
@@ -88,17 +90,37 @@ def measure() -> dict[str, int]:
 # A client: (base URL, connections) -> (check, close). It holds that many
 # idle connections when it returns; check() says how many it holds.
 Holder = Callable[[str, int], tuple[Callable[[], int], Callable[[], None]]]
+BODIES = {"/tiny": TINY_BODY, "/1m": b"x" * ONE_MIB}
+PATH = "/tiny"  # the child's --path
+
+
+def _fill(send: Callable[[str], Any], finish: Callable[[Any], bytes], n: int) -> None:
+    """Open ``n`` connections, have each carry a ``PATH`` body, and leave
+    them idle. ``send(path)`` returns a response with its body unread;
+    ``finish(response)`` reads the body to the end and lets the connection
+    go back to the pool."""
+
+    def expect(body: bytes, path: str) -> None:
+        if body != BODIES[path]:
+            raise RuntimeError(f"wrong body for {path}: {len(body)} bytes")
+
+    held = [send("/tiny") for _ in range(n)]  # one connection each
+    if PATH != "/tiny":
+        # One large body at a time: free one connection, which is then the
+        # only idle one, so the large GET reuses it; then hold it again.
+        for i in range(n):
+            expect(finish(held[i]), "/tiny")
+            expect(finish(send(PATH)), PATH)
+            held[i] = send("/tiny")
+    for resp in held:
+        expect(finish(resp), "/tiny")
 
 
 def _poolwatch(base: str, n: int) -> tuple[Callable[[], int], Callable[[], None]]:
     import poolwatch
 
     t = poolwatch.Transport(max_idle=n, max_idle_per_host=n, idle_timeout=600.0)
-    held = [t.request("GET", base + "/tiny") for _ in range(n)]  # one connection each
-    for resp in held:
-        if resp.read() != TINY_BODY:
-            raise RuntimeError("poolwatch: wrong body")
-    del held
+    _fill(lambda path: t.request("GET", base + path), lambda resp: resp.read(), n)
 
     def check() -> int:
         stats = t.stats()
@@ -118,12 +140,13 @@ def _urllib3(base: str, n: int) -> tuple[Callable[[], int], Callable[[], None]]:
     import urllib3
 
     manager = urllib3.PoolManager(maxsize=n, retries=False)
-    held = [manager.request("GET", base + "/tiny", preload_content=False) for _ in range(n)]
-    for resp in held:
-        if resp.read() != TINY_BODY:
-            raise RuntimeError("urllib3: wrong body")
+
+    def finish(resp: urllib3.BaseHTTPResponse) -> bytes:
+        body = resp.read()
         resp.release_conn()
-    del held
+        return body
+
+    _fill(lambda path: manager.request("GET", base + path, preload_content=False), finish, n)
     pool = manager.connection_from_url(base)
 
     def check() -> int:
@@ -138,14 +161,15 @@ def _httpx(base: str, n: int) -> tuple[Callable[[], int], Callable[[], None]]:
 
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=600)
     client = httpx.Client(limits=limits)
-    held = [
-        client.send(client.build_request("GET", base + "/tiny"), stream=True) for _ in range(n)
-    ]
-    for resp in held:
-        if resp.read() != TINY_BODY:
-            raise RuntimeError("httpx: wrong body")
+
+    def finish(resp: httpx.Response) -> bytes:
+        body = resp.read()
         resp.close()
-    del held
+        return body
+
+    _fill(
+        lambda path: client.send(client.build_request("GET", base + path), stream=True), finish, n
+    )
 
     def check() -> int:
         return len(client._transport._pool.connections)  # type: ignore[attr-defined]
@@ -161,7 +185,9 @@ CLIENTS: dict[str, Holder] = {
 }
 
 
-def _child(name: str, port: int, n: int) -> dict[str, Any]:
+def _child(name: str, port: int, n: int, path: str) -> dict[str, Any]:
+    global PATH
+    PATH = path
     raise_fd_limit(4 * n + 100)
     base = f"http://{HOST}:{port}"
     hold = CLIENTS[name]
@@ -175,9 +201,9 @@ def _child(name: str, port: int, n: int) -> dict[str, Any]:
     return {"client": name, "held": held, "before": before, "idle": idle, "closed": after}
 
 
-def _run_child(name: str, port: int, n: int) -> dict[str, Any]:
+def _run_child(name: str, port: int, n: int, path: str) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.idle", "--child", name, "--port", str(port)]
-    command += ["--connections", str(n)]
+    command += ["--connections", str(n), "--path", path]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         return {"client": name, "error": done.stderr.strip()[-2000:]}
@@ -239,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     n = args.connections
     if args.child:
-        print(json.dumps(_child(args.child, args.port, n)))
+        print(json.dumps(_child(args.child, args.port, n, args.path)))
         return 0
     names = [c for c in args.clients.split(",") if c]
     if any(c not in CLIENTS for c in names):
@@ -250,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     with start_server("builtin", None) as server:
         for name in (c for c in names if _available(c)):
             before = server.accepted()
-            result = _run_child(name, server.port, n)
+            result = _run_child(name, server.port, n, args.path)
             after = server.accepted()
             if before is not None and after is not None:
                 # Less the warm-up connection and this count's own.
@@ -262,7 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows
         if r["client"] == "poolwatch" and "error" not in r and r["rss_idle_mib"] > args.max_rss_mib
     ]
-    report = {"connections": n, "fd_limit": limit, "rows": rows, "failed": failures, "over": over}
+    report = {
+        "connections": n,
+        "path": args.path,
+        "fd_limit": limit,
+        "rows": rows,
+        "failed": failures,
+        "over": over,
+    }
     print(text_table(rows))
     if failures:
         print(f"could not hold {n} idle connections: {failures}", file=sys.stderr)
