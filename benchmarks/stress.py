@@ -43,7 +43,16 @@ import poolwatch
 from .faultload import OPERATIONS, Call, Context, call_once, pick
 from .faultserver import FaultServer, start_fault_server
 
-__all__ = ["check_calls", "main", "parse_args", "poolwatch_threads", "run", "time_bound"]
+__all__ = [
+    "check_calls",
+    "main",
+    "open_fds",
+    "parse_args",
+    "poolwatch_threads",
+    "run",
+    "time_bound",
+    "time_limits",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 JOIN_LIMIT = 900.0  # seconds: a run still going after this has hung
