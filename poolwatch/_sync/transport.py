@@ -10,6 +10,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import Any
 
@@ -147,6 +148,9 @@ class Transport:
         self._open: dict[Exchange, None] = {}  # pool lock: bodies checked out
         self._waiter_locks: dict[Waiter[Connection], threading.Lock] = {}  # pool lock
         self._closed = False  # pool lock
+        # Bodies dropped after their reader may have exited (R6): queued by the
+        # finaliser, which may run inside the pool lock and so takes none.
+        self._late_leaks: SimpleQueue[tuple[Connection, Exchange]] = SimpleQueue()
         self._listeners: tuple[Listener, ...] = ()
         _live_transports.add(self)
 
@@ -186,6 +190,8 @@ class Transport:
         )
         limits = Timeout.coerce(timeout, self.timeout)
         call_site = capture_call_site(self.call_site_depth)
+        if not self._late_leaks.empty():
+            self._settle_late_leaks()
         retries = 0
         while True:
             exchange = Exchange(request, limits, call_site, listener)
@@ -540,8 +546,27 @@ class Transport:
         """Stop calling ``listener``."""
         self._listeners = tuple(x for x in self._listeners if x is not listener)
 
+    def _settle_late_leaks(self) -> None:
+        """Count the queued leaks whose connection is closing: its reader may
+        be past counting them, for the server hung up first (R6). Counting
+        twice is impossible (``_body_released`` checks under the lock); the
+        others are left to their reader, or to the next look."""
+        later = []
+        while True:
+            try:
+                conn, exchange = self._late_leaks.get_nowait()
+            except Empty:
+                break
+            if conn.closing:
+                conn._body_released(exchange)
+            elif exchange.state == BODY:
+                later.append((conn, exchange))
+        for item in later:
+            self._late_leaks.put(item)
+
     def stats(self) -> PoolStats:
         """An immutable snapshot: totals and a per-origin breakdown (R18)."""
+        self._settle_late_leaks()
         with self._lock:
             snapshots = [
                 (str(origin), self._origin_stats_locked(origin, counters))
@@ -584,6 +609,7 @@ class Transport:
     def open_bodies(self) -> list[OpenBody]:
         """Responses whose body is neither read to the end nor closed, with
         the call site that made each request (R6)."""
+        self._settle_late_leaks()
         now = time.monotonic()
         with self._lock:
             exchanges = list(self._open)
@@ -619,6 +645,7 @@ class Transport:
             closing = [c for c in self._unsettled if c.closing]
         for conn in closing:
             conn.join()
+        self._settle_late_leaks()
 
     # -- closing -------------------------------------------------------------
 
@@ -647,6 +674,7 @@ class Transport:
             unsettled = list(self._unsettled)
         for conn in unsettled:
             conn.join()
+        self._settle_late_leaks()
 
     def __enter__(self) -> Transport:
         return self
