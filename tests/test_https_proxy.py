@@ -5,8 +5,6 @@ inside TLS), through Transport, RequestsAdapter and HTTPXTransport."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 
@@ -17,21 +15,9 @@ import trustme
 
 import poolwatch
 from tests.conftest import assert_at_rest
+from tests.proxy_support import CREDENTIALS, proxy_py
 from tests.servers import HTTPServer
-from tests.test_proxy import CREDENTIALS, _free_port, _wait_until_listening
-from tests.tls_support import TLSServer, client_context, server_context, tls_server
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_bundle(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
+from tests.tls_support import TLSServer, client_context
 
 
 @pytest.fixture(scope="module")
@@ -43,44 +29,8 @@ def tls_proxy_port(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> 
     cert_file, key_file = directory / "cert.pem", directory / "key.pem"
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "--hostname",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--cert-file",
-            str(cert_file),
-            "--key-file",
-            str(key_file),
-            "--basic-auth",
-            CREDENTIALS,
-            "--num-acceptors",
-            "1",
-            "--num-workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_until_listening(port, process)
+    with proxy_py("--cert-file", str(cert_file), "--key-file", str(key_file)) as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
-        assert process.stderr is not None
-        process.stderr.close()
-
-
-@pytest.fixture
-def https_server(ca: trustme.CA) -> Iterator[TLSServer]:
-    with tls_server(server_context(ca, "localhost")) as srv:
-        yield srv
 
 
 def _proxy(port: int, credentials: str | None = CREDENTIALS) -> str:

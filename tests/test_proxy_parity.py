@@ -22,30 +22,13 @@ import trustme
 import poolwatch
 from tests.conftest import assert_at_rest
 from tests.parity_support import visible_headers
+from tests.proxy_support import CREDENTIALS
 from tests.servers import HTTPServer
 from tests.socks_server import SocksServer, socks_server
-from tests.test_proxy import CREDENTIALS, proxy_port
-from tests.tls_support import TLSServer, client_context, server_context, tls_server
+from tests.test_proxy import proxy_port
+from tests.tls_support import TLSServer, client_context
 
 __all__ = ["proxy_port"]  # the proxy.py fixture, shared with test_proxy
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_bundle(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture
-def https_server(ca: trustme.CA) -> Iterator[TLSServer]:
-    with tls_server(server_context(ca, "localhost")) as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ counterparts (PySocks, socksio)."""
 from __future__ import annotations
 
 import gc
-import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -23,9 +22,10 @@ import trustme
 import poolwatch
 from poolwatch._core.socks import SocksError, SocksHandshake
 from tests.conftest import assert_at_rest
+from tests.proxy_support import free_port
 from tests.servers import HTTPServer, ServerConnection, raw_server
 from tests.socks_server import SocksServer, socks_server
-from tests.tls_support import TLSServer, client_context, server_context, tls_server
+from tests.tls_support import TLSServer, client_context
 
 USER, PASSWORD = "user", "s3cret"
 AUTH = f"{USER}:{PASSWORD}"
@@ -41,26 +41,6 @@ def socks() -> Iterator[SocksServer]:
 def socks_auth() -> Iterator[SocksServer]:
     with socks_server((USER, PASSWORD)) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def https_server(ca: trustme.CA) -> Iterator[TLSServer]:
-    with tls_server(server_context(ca, "localhost")) as srv:
-        yield srv
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# -- the handshake, byte by byte -------------------------------------------------
 
 
 def test_handshake_bytes_split_anywhere() -> None:
@@ -171,7 +151,7 @@ def test_socks_authentication_failures(
 
 def test_socks_proxy_cannot_reach_target(socks: SocksServer) -> None:
     """The target refuses the proxy: ProxyError with the proxy's reason."""
-    url = f"http://127.0.0.1:{_closed_port()}/"
+    url = f"http://127.0.0.1:{free_port()}/"
     with poolwatch.Transport() as t:
         with pytest.raises(poolwatch.ProxyError, match="refused by the target") as info:
             t.request("GET", url, proxy=socks.url())
@@ -181,7 +161,7 @@ def test_socks_proxy_cannot_reach_target(socks: SocksServer) -> None:
 
 def test_socks_proxy_refuses_connections(server: HTTPServer) -> None:
     """Nothing listens at the proxy's address: ProxyError naming it."""
-    proxy = f"socks5://127.0.0.1:{_closed_port()}"
+    proxy = f"socks5://127.0.0.1:{free_port()}"
     with poolwatch.Transport() as t, pytest.raises(poolwatch.ProxyError, match=proxy):
         t.request("GET", server.url("/"), proxy=proxy)
     assert server.accepted == 0
