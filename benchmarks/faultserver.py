@@ -35,20 +35,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
 import socket
 import struct
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from .servers import _stop, _wait_until_listening, child_setup, fetch
+from .servers import fetch, run_server_process, serve_until_stopped
 from .spec import HOST
 
 __all__ = ["FaultServer", "body_for", "main", "start_fault_server"]
@@ -218,25 +213,11 @@ async def _serve_connection(
 
 async def serve(seed: int, hangup: float, stall: float) -> None:
     """Listen, print the port, and serve until SIGTERM or EOF on stdin."""
-    loop = asyncio.get_running_loop()
     state = _State(random.Random(seed), hangup, stall)
     server = await asyncio.start_server(
         lambda r, w: _serve_connection(state, r, w), HOST, 0, limit=MAX_HEAD, backlog=4096
     )
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    stdin = sys.stdin.fileno()
-
-    def on_stdin() -> None:
-        if not os.read(stdin, 4096):  # the harness went away
-            loop.remove_reader(stdin)
-            stop.set()
-
-    loop.add_reader(stdin, on_stdin)
-    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
-    await stop.wait()
-    server.close()
+    await serve_until_stopped(server)
 
 
 @dataclass
@@ -267,29 +248,12 @@ def start_fault_server(
     seed: int = 0, hangup: float = 0.05, stall: float = 1.0, cpu: int | None = None
 ) -> Iterator[FaultServer]:
     """Run a fault server in a child process for the ``with`` block."""
-    command = [sys.executable, "-m", "benchmarks.faultserver"]
-    command += ["--seed", str(seed), "--hangup", str(hangup), "--stall", str(stall)]
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,  # closing it stops the server
-        stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parent.parent,
-        preexec_fn=child_setup(cpu),
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().decode()
-        if not line.startswith("PORT "):
-            raise RuntimeError(f"the fault server did not start: {line!r}")
-        port = int(line.split()[1])
-        _wait_until_listening(port, process, "the fault server")
-        yield FaultServer(port, process.pid)
-    finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        _stop(process)
-        if process.stdout is not None:
-            process.stdout.close()
+    args = ["--seed", str(seed), "--hangup", str(hangup), "--stall", str(stall)]
+    with run_server_process("benchmarks.faultserver", args, cpu, "the fault server") as (
+        port,
+        pid,
+    ):
+        yield FaultServer(port, pid)
 
 
 def main(argv: list[str] | None = None) -> None:
