@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .cell import status_kib
 from .servers import start_server
 from .spec import HOST, ONE_MIB, TINY_BODY
 
@@ -66,23 +67,15 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def measure() -> dict[str, int]:
     """RSS, anonymous RSS (KiB), live threads and open fds, after a full
     garbage collection."""
     gc.collect()
     return {
-        "rss_kib": _status_kib("VmRSS"),
-        "rss_anon_kib": _status_kib("RssAnon"),
+        "rss_kib": status_kib("VmRSS"),
+        "rss_anon_kib": status_kib("RssAnon"),
         "threads": threading.active_count(),
-        "os_threads": _status_kib("Threads"),
+        "os_threads": status_kib("Threads"),
         "fds": len(os.listdir("/proc/self/fd")),
     }
 

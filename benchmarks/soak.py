@@ -47,6 +47,7 @@ from typing import Any
 
 import poolwatch
 
+from .cell import status_kib
 from .faultload import (
     Context,
     Operation,
@@ -103,14 +104,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def sample(transport: poolwatch.Transport, requests: int, elapsed: float) -> dict[str, Any]:
     """One row of cheap counters, taken with the transport at rest."""
     transport.settle()
@@ -118,8 +111,8 @@ def sample(transport: poolwatch.Transport, requests: int, elapsed: float) -> dic
     return {
         "requests": requests,
         "elapsed_s": round(elapsed, 1),
-        "rss_kib": _status_kib("VmRSS"),
-        "rss_anon_kib": _status_kib("RssAnon"),
+        "rss_kib": status_kib("VmRSS"),
+        "rss_anon_kib": status_kib("RssAnon"),
         "threads": threading.active_count(),
         "fds": open_fds(),
         "other_threads": threading.active_count() - stats.workers_alive,
