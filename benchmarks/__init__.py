@@ -15,4 +15,11 @@ loopback servers), :mod:`~benchmarks.registry` and
 :mod:`~benchmarks.cell` (one client in one scenario, in its own process),
 :mod:`~benchmarks.driver` (runs a scenario's cells, interleaved),
 :mod:`~benchmarks.report` and :mod:`~benchmarks.cli`.
+
+Apart from the throughput scenarios: ``python -m benchmarks.stress`` (32
+threads against the fault server of :mod:`~benchmarks.faultserver`, with
+the request mix of :mod:`~benchmarks.faultload`), ``python -m
+benchmarks.soak`` (200 000 requests, watching memory, threads and file
+descriptors) and ``python -m benchmarks.idle`` (S7: 1 000 idle
+connections).
 """

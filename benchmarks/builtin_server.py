@@ -20,11 +20,10 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import socket
-import sys
 from typing import cast
 
+from .servers import serve_until_stopped
 from .spec import HOST, ONE_MIB, POST_REPLY, TINY_BODY
 
 __all__ = ["HTTPProtocol", "ServerState", "main"]
@@ -160,21 +159,7 @@ async def serve(cpu: int | None) -> None:
     loop = asyncio.get_running_loop()
     state = ServerState()
     server = await loop.create_server(lambda: HTTPProtocol(state), HOST, 0, backlog=4096)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    stdin = sys.stdin.fileno()
-
-    def on_stdin() -> None:
-        if not os.read(stdin, 4096):  # the harness went away
-            loop.remove_reader(stdin)
-            stop.set()
-
-    loop.add_reader(stdin, on_stdin)
-    port = server.sockets[0].getsockname()[1]
-    print(f"PORT {port}", flush=True)
-    await stop.wait()
-    server.close()
+    await serve_until_stopped(server)
     for transport in list(state.transports):
         transport.close()
     await server.wait_closed()

@@ -37,6 +37,16 @@ from .spec import Budget, CellSpec, Run
 __all__ = ["main"]
 
 
+def status_kib(field: str) -> int:
+    """A number from this process's ``/proc/self/status`` (``VmRSS``,
+    ``RssAnon``: KiB; ``Threads``: a count); 0 if the field is missing."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 def _peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 

@@ -196,7 +196,7 @@ SCENARIOS: dict[str, Scenario] = {
             "-",
             "stub",
             None,
-            note="not yet measured (memory and threads per idle connection)",
+            note="measured apart: python -m benchmarks.idle",
         ),
     )
 }

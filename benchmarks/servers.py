@@ -10,6 +10,7 @@ many connections each client opened.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import importlib.metadata
 import json
@@ -188,8 +189,26 @@ def _nginx(binary: str, cpu: int | None) -> Iterator[ServerHandle]:
 
 @contextmanager
 def _builtin(cpu: int | None) -> Iterator[ServerHandle]:
+    with run_server_process("benchmarks.builtin_server", [], cpu, "the built-in server") as (
+        port,
+        pid,
+    ):
+        try:
+            loop = f"uvloop {importlib.metadata.version('uvloop')}"
+        except importlib.metadata.PackageNotFoundError:
+            loop = "asyncio"
+        yield ServerHandle("builtin", f"built-in asyncio server on {loop}", port, pid)
+
+
+@contextmanager
+def run_server_process(
+    module: str, args: list[str], cpu: int | None, what: str
+) -> Iterator[tuple[int, int]]:
+    """Run ``python -m module args`` (a server that prints ``PORT <n>`` and
+    stops when its standard input closes, see :func:`serve_until_stopped`)
+    for the ``with`` block; yield its port and process id."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.builtin_server"],
+        [sys.executable, "-m", module, *args],
         stdin=subprocess.PIPE,  # closing it stops the server
         stdout=subprocess.PIPE,
         cwd=Path(__file__).resolve().parent.parent,
@@ -199,20 +218,37 @@ def _builtin(cpu: int | None) -> Iterator[ServerHandle]:
         assert process.stdout is not None
         line = process.stdout.readline().decode()
         if not line.startswith("PORT "):
-            raise RuntimeError(f"the built-in server did not start: {line!r}")
+            raise RuntimeError(f"{what} did not start: {line!r}")
         port = int(line.split()[1])
-        _wait_until_listening(port, process, "the built-in server")
-        try:
-            loop = f"uvloop {importlib.metadata.version('uvloop')}"
-        except importlib.metadata.PackageNotFoundError:
-            loop = "asyncio"
-        yield ServerHandle("builtin", f"built-in asyncio server on {loop}", port, process.pid)
+        _wait_until_listening(port, process, what)
+        yield port, process.pid
     finally:
         if process.stdin is not None:
             process.stdin.close()
         _stop(process)
         if process.stdout is not None:
             process.stdout.close()
+
+
+async def serve_until_stopped(server: asyncio.Server) -> None:
+    """The server side of :func:`run_server_process`: print ``PORT <n>``,
+    then serve until SIGTERM, SIGINT or the end of standard input (the
+    harness went away, so a server never outlives it)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    stdin = sys.stdin.fileno()
+
+    def on_stdin() -> None:
+        if not os.read(stdin, 4096):
+            loop.remove_reader(stdin)
+            stop.set()
+
+    loop.add_reader(stdin, on_stdin)
+    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+    await stop.wait()
+    server.close()
 
 
 @contextmanager

@@ -1,5 +1,5 @@
-"""Make a few requests and read the pool's statistics, connections and
-events. Run: python examples/stats_tour.py"""
+"""Make a few requests and read the pool's statistics, connections,
+events and each response's timings. Run: python examples/stats_tour.py"""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ def main() -> None:
             with transport.request("GET", base + path) as resp:
                 body = resp.read()
                 print(f"{resp.status} {path}: {len(body)} bytes, reused={resp.reused_connection}")
+            t = resp.timings
+            print(f"  timings: head after {t.response_head:.6f}s, body done {t.body_done:.6f}s")
         stats = transport.stats()
         print(
             f"opened={stats.connections_opened} reused={stats.reused_requests} "

@@ -41,7 +41,7 @@ from ._exceptions import (
     WriteTimeout,
 )
 from ._leaks import CallSite, OpenBody
-from ._models import Origin, Proxy, Timeout
+from ._models import Origin, Proxy, Timeout, parse_proxy
 from ._sync.response import Response
 from ._sync.transport import Transport
 
@@ -111,4 +111,5 @@ __all__ = [
     "WriteError",
     "WriteTimeout",
     "__version__",
+    "parse_proxy",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from types import FrameType
+from types import CodeType, FrameType
 
 __all__ = ["CallSite", "OpenBody", "capture_call_site", "skip_module_directory"]
 
@@ -27,18 +27,38 @@ def skip_module_directory(path: str) -> None:
         _SKIPPED_DIRS.append(directory)
 
 
-@dataclass(frozen=True)
 class CallSite:
-    """A short stack of the caller's frames, innermost first:
-    ``(filename, line number, function name)`` each."""
+    """A short stack of the caller's frames, innermost first.
 
-    frames: tuple[tuple[str, int, str], ...]
+    Capturing keeps only code objects and line numbers (no frame, so no
+    locals stay alive); file and function names are looked up when the call
+    site is shown, which happens only for the few bodies that are reported.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: tuple[tuple[CodeType, int], ...]) -> None:
+        self._raw = raw
+
+    @property
+    def frames(self) -> tuple[tuple[str, int, str], ...]:
+        """``(filename, line number, function name)`` for each frame."""
+        return tuple((code.co_filename, line, code.co_name) for code, line in self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CallSite) and self.frames == other.frames
+
+    def __hash__(self) -> int:
+        return hash(self.frames)
+
+    def __repr__(self) -> str:
+        return f"CallSite({self.frames!r})"
 
     def __str__(self) -> str:
-        if not self.frames:
+        if not self._raw:
             return "<unknown>"
-        filename, lineno, function = self.frames[0]
-        return f"{filename}:{lineno} in {function}"
+        code, line = self._raw[0]
+        return f"{code.co_filename}:{line} in {code.co_name}"
 
     def format(self) -> str:
         """Every recorded frame, one per line, innermost first."""
@@ -50,19 +70,18 @@ _UNKNOWN = CallSite(())
 
 def capture_call_site(depth: int) -> CallSite:
     """The first ``depth`` frames of the stack outside poolwatch and the HTTP
-    client libraries. Cheap: walks frames without formatting them."""
+    client libraries. Cheap: walks frames and formats nothing."""
     if depth <= 0:
         return _UNKNOWN
     frame: FrameType | None = sys._getframe(1)
     skipped = tuple(_SKIPPED_DIRS)
     while frame is not None and frame.f_code.co_filename.startswith(skipped):
         frame = frame.f_back
-    frames: list[tuple[str, int, str]] = []
-    while frame is not None and len(frames) < depth:
-        code = frame.f_code
-        frames.append((code.co_filename, frame.f_lineno, code.co_name))
+    raw: list[tuple[CodeType, int]] = []
+    while frame is not None and len(raw) < depth:
+        raw.append((frame.f_code, frame.f_lineno))
         frame = frame.f_back
-    return CallSite(tuple(frames))
+    return CallSite(tuple(raw))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import h11
 
+from ._core.socks import SOCKS_SCHEMES
 from ._exceptions import InvalidURL, LocalProtocolError
 
 __all__ = ["Origin", "Proxy", "Request", "Timeout", "parse_proxy"]
@@ -35,32 +36,76 @@ _USER_AGENT = b"poolwatch/0.1"
 
 
 class Proxy(NamedTuple):
-    """An HTTP proxy: where to connect, and the ``Proxy-Authorization``
-    value made from the credentials in its URL, if any."""
+    """A proxy: its scheme, where to connect, and its credentials.
+
+    ``http`` proxies take plain requests in absolute form and open CONNECT
+    tunnels for https; ``https`` proxies do the same over TLS (so an https
+    request runs TLS inside TLS); ``socks5``/``socks4`` proxies connect to the target
+    themselves (``socks5h`` and ``socks4a`` resolve its name too).
+    ``authorization`` is the ``Proxy-Authorization`` value an http proxy
+    gets; ``username``/``password`` are what a SOCKS proxy gets.
+    """
 
     host: str
     port: int
     authorization: bytes | None = None
+    scheme: str = "http"
+    username: str | None = None
+    password: str | None = None
+    # How an https proxy's certificate is checked; None: as the origin's.
+    ssl_context: ssl.SSLContext | None = None
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def __repr__(self) -> str:
+        # Credentials stay out of logs and tracebacks.
+        secret = " with credentials" if self.authorization or self.username else ""
+        return f"<Proxy {self}{secret}>"
+
+    def is_socks(self) -> bool:
+        """Whether this is a SOCKS proxy."""
+        return self.scheme in SOCKS_SCHEMES
+
+    def resolves_names(self) -> bool:
+        """Whether a SOCKS proxy is given host names to resolve itself."""
+        return self.scheme in ("socks5h", "socks4a")
 
 
-def parse_proxy(url: str) -> Proxy:
-    """A :class:`Proxy` from ``http://[user:password@]host[:port]``."""
+_PROXY_PORTS = {
+    "http": 80,
+    "https": 443,
+    "socks5": 1080,
+    "socks5h": 1080,
+    "socks4": 1080,
+    "socks4a": 1080,
+}
+
+
+def parse_proxy(url: str, ssl_context: ssl.SSLContext | None = None) -> Proxy:
+    """A :class:`Proxy` from ``scheme://[user:password@]host[:port]``, where
+    the scheme is ``http`` (the default), ``https``, ``socks5``, ``socks5h``,
+    ``socks4`` or ``socks4a``. ``ssl_context`` checks an https proxy."""
     try:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         port = parts.port
     except ValueError as exc:
         raise InvalidURL(f"invalid proxy URL: {exc}", url=url) from exc
-    if parts.scheme.lower() != "http" or not parts.hostname:
-        raise InvalidURL("proxy URLs must be http://host[:port]", url=url)
-    authorization = None
+    scheme = parts.scheme.lower()
+    if scheme not in _PROXY_PORTS or not parts.hostname:
+        raise InvalidURL(
+            "proxy URLs must be http://, https://, socks5://, socks5h://, socks4:// or socks4a:// "
+            "followed by host[:port]",
+            url=url,
+        )
+    authorization = username = password = None
     if parts.username is not None:
-        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        username, password = unquote(parts.username), unquote(parts.password or "")
+        credentials = f"{username}:{password}"
         authorization = b"Basic " + base64.b64encode(credentials.encode("utf-8"))
-    return Proxy(parts.hostname, port or 80, authorization)
+    port = port or _PROXY_PORTS[scheme]
+    return Proxy(parts.hostname, port, authorization, scheme, username, password, ssl_context)
 
 
 class Origin(NamedTuple):
@@ -77,10 +122,13 @@ class Origin(NamedTuple):
     # different contexts are not interchangeable, so they pool apart.
     ssl_context: ssl.SSLContext | None = None
     proxy: Proxy | None = None  # connections go through this proxy
+    uds: str | None = None  # or to this Unix socket
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         via = f" via {self.proxy}" if self.proxy else ""
+        if self.uds is not None:
+            via = f" via unix:{self.uds}"
         return f"{self.scheme}://{host}:{self.port}{via}"
 
 
@@ -151,6 +199,7 @@ class Request:
         keep_alive: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         proxy: str | Proxy | None = None,
+        uds: str | None = None,
     ) -> None:
         self.method = method.upper()
         self.url = url
@@ -164,6 +213,8 @@ class Request:
             if isinstance(proxy, str):
                 proxy = parse_proxy(proxy)
             self.origin = self.origin._replace(proxy=proxy)
+        elif uds is not None:
+            self.origin = self.origin._replace(uds=uds)
         try:
             pairs = _header_pairs(headers)
         except UnicodeEncodeError as exc:
@@ -192,9 +243,10 @@ class Request:
                 extra.append((b"Content-Length", str(self.content_length).encode()))
         if not keep_alive and b"connection" not in names:
             extra.append((b"Connection", b"close"))
-        if proxy is not None and self.origin.scheme == "http":
-            # Through a proxy a plain request names its whole URL (RFC 9112
-            # section 3.2.2); https goes through a CONNECT tunnel instead.
+        if proxy is not None and self.origin.scheme == "http" and not proxy.is_socks():
+            # Through an http proxy a plain request names its whole URL (RFC
+            # 9112 section 3.2.2); https goes through a CONNECT tunnel instead,
+            # and a SOCKS proxy connects to the origin itself.
             target = b"http://" + host_header + target
             if proxy.authorization and b"proxy-authorization" not in names:
                 extra.append((b"Proxy-Authorization", proxy.authorization))

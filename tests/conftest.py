@@ -9,9 +9,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import trustme
 
 import poolwatch
 from tests.servers import HTTPServer, http_server
+from tests.tls_support import TLSServer, server_context, tls_server
 
 
 def _open_sockets() -> set[str]:
@@ -39,6 +41,27 @@ def no_leftovers() -> Iterator[None]:
     assert not left, f"threads left behind: {[t.name for t in left]}"
     leaked = _open_sockets() - sockets_before
     assert not leaked, f"sockets left open: {sorted(leaked)}"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A certificate authority made for this module's tests."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_bundle(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``ca``'s certificate in a PEM file, for ``verify=`` paths."""
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def https_server(ca: trustme.CA) -> Iterator[TLSServer]:
+    """A TLS loopback server with a certificate for ``localhost`` from ``ca``."""
+    with tls_server(server_context(ca, "localhost")) as srv:
+        yield srv
 
 
 @pytest.fixture

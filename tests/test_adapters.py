@@ -55,11 +55,11 @@ def test_httpx_socket_options_and_local_address(server: HTTPServer) -> None:
 
 
 def test_httpx_refuses_what_it_cannot_do() -> None:
-    """HTTP/2 and Unix sockets: a clear ValueError, not a silent fallback."""
+    """HTTP/2 and unknown proxy schemes: a clear ValueError, not a silent fallback."""
     with pytest.raises(ValueError, match=r"HTTP/1\.1"):
         poolwatch.HTTPXTransport(http2=True)
-    with pytest.raises(ValueError, match="uds"):
-        poolwatch.HTTPXTransport(uds="/tmp/x.sock")
+    with pytest.raises(ValueError, match="scheme"):
+        poolwatch.HTTPXTransport(proxy="socks4://127.0.0.1:1080")  # as httpx says
 
 
 def test_leak_is_logged_with_its_call_site(

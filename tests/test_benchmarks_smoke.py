@@ -2,6 +2,10 @@
 the built-in server, in a subprocess, writes a JSON report with rows for
 poolwatch and urllib3, and stops every process it started.
 
+The stress, soak and idle-connection runs (``benchmarks.stress``,
+``benchmarks.soak``, ``benchmarks.idle``) run too, small: a few hundred
+requests, 20 idle connections.
+
 Timings are never asserted, only that the numbers exist and are positive,
 and what the server saw (connections accepted).
 """
@@ -76,3 +80,110 @@ def test_quick_benchmark_reports_poolwatch_and_urllib3(tmp_path: Path) -> None:
     assert table.count("| poolwatch native |") == len(SYNC_SCENARIOS)
     assert report["machine"]["server"].startswith("built-in")
     assert not _alive(report["config"]["server_pid"])
+
+
+def _run_module(module: str, out: Path, *options: str) -> tuple[dict[str, Any], str]:
+    command = [sys.executable, "-m", module, "--out", str(out), *options]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report, done.stdout
+
+
+def test_stress_harness_runs_clean(tmp_path: Path) -> None:
+    """A small stress run against the fault server: every call accounted
+    for, each operation kind ending as it may, and no violation."""
+    report, stdout = _run_module(
+        "benchmarks.stress",
+        tmp_path / "stress.json",
+        *("--threads", "8", "--requests", "300", "--read-timeout", "0.2", "--seed", "5"),
+    )
+    assert report["violations"] == []
+    ops = report["operations"]
+    assert sum(row["calls"] for row in ops.values()) == 300
+    assert set(ops["get_drained"]["results"]) <= {"ok", "RemoteDisconnected", "ReadError"}
+    assert ops["get_drained"]["results"]["ok"] > 0
+    for name in ("hang_up", "reset", "cut_body", "stall_head", "stall_body"):
+        assert "ok" not in ops.get(name, {"results": {}})["results"], name
+    stats = report["stats"]
+    assert stats["requests"] > 0 and stats["connections_opened"] > 1
+    assert "| get_drained |" in stdout
+
+
+def test_stress_checks_catch_a_post_sent_twice() -> None:
+    """The stress run's POST check: a POST without a key seen twice by the
+    server is a violation; a keyed one retried once may be seen twice."""
+    from benchmarks.faultload import Call
+    from benchmarks.stress import check_calls, time_limits
+
+    calls = [Call("post", "r1", "ok", 0.01, 0), Call("post_keyed", "r2", "ok", 0.01, 1)]
+    limits = time_limits(0.5)
+    assert check_calls(calls, {"r1": 1, "r2": 2}, limits, 1.0) == []
+    found = check_calls(calls, {"r1": 2, "r2": 2}, limits, 1.0)
+    assert found == ["post r1: server saw it 2 times, 1 sent"]
+    slow = [Call("get_drained", "r3", "ok", 60.0, 0)]
+    assert "took 60.00s" in check_calls(slow, {}, limits, 1.0)[0]
+
+
+def test_soak_harness_samples_and_passes(tmp_path: Path) -> None:
+    """A short soak: a sample every 100 requests with the counters filled
+    in, every outcome met, and no violation."""
+    report, _ = _run_module(
+        "benchmarks.soak",
+        tmp_path / "soak.json",
+        *("--requests", "400", "--every", "100", "--threads", "2", "--seed", "3"),
+    )
+    assert report["violations"] == []
+    samples = report["samples"]
+    assert [s["requests"] for s in samples] == [0, 100, 200, 300, 400]
+    last = samples[-1]
+    assert last["rss_kib"] > 0 and last["gc_objects"] > 0 and last["fds"] > 0
+    assert last["drained"] > 0 and last["closed_early"] > 0
+    assert all(s["r18"] == [] for s in samples)
+
+
+def test_soak_growth_check_flags_growth() -> None:
+    """The soak's tolerance: flat samples pass; RSS rising 1 MiB per 10 000
+    requests after warm-up, or extra threads, fail."""
+    from benchmarks.soak import check_growth, parse_args
+
+    args = parse_args(["--requests", "100000"])
+
+    def samples(rss_step: int, threads_after: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "requests": r,
+                "rss_kib": 30_000 + rss_step * r / 10_000,
+                "gc_objects": 20_000,
+                "other_threads": 1 if r <= 25_000 else threads_after,
+                "other_fds": 5,
+                "open_connections": 1,
+            }
+            for r in range(0, 100_001, 5_000)
+        ]
+
+    assert check_growth(samples(0, 1), args) == []
+    grown = check_growth(samples(1024, 1), args)
+    assert len(grown) == 1 and grown[0].startswith("RSS grew 7.5 MiB")
+    assert check_growth(samples(0, 3), args) == [
+        "other_threads reached 3 after warm-up, 1 during it"
+    ]
+
+
+def test_idle_harness_holds_the_connections(tmp_path: Path) -> None:
+    """S7 with 20 connections: poolwatch and urllib3 each hold 20 idle
+    connections, as the server counts them; poolwatch with two workers each,
+    all gone after close."""
+    report, stdout = _run_module(
+        "benchmarks.idle",
+        tmp_path / "idle.json",
+        *("--connections", "20", "--clients", "poolwatch,urllib3"),
+    )
+    rows = {r["client"]: r for r in report["rows"]}
+    assert report["failed"] == [] and report["over"] == []
+    for client in ("poolwatch", "urllib3"):
+        assert rows[client]["held"] == rows[client]["server_accepted"] == 20
+        assert rows[client]["rss_idle_mib"] > 0
+    assert rows["poolwatch"]["threads"] == "1 -> 41 -> 1"
+    assert rows["urllib3"]["threads"] == "1 -> 1 -> 1"
+    assert "| poolwatch | 20 (20) |" in stdout

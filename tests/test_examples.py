@@ -19,6 +19,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
         ("drop_in.py", "1 open body from"),
         ("export_metrics.py", "http.client.request.duration"),
         ("async_tour.py", "opened=4 closed=1 requests=21 workers=6"),
+        ("command_line.py", ": 3 requests on 1 connection"),
     ],
 )
 def test_example_runs(script: str, expected: str) -> None:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import pytest
 
 import poolwatch
 from tests.conftest import assert_at_rest
-from tests.servers import HTTPServer
+from tests.servers import HTTPServer, ServerConnection, raw_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -316,3 +317,26 @@ def test_call_site_depth(server: HTTPServer, depth: int) -> None:
             assert not [f for f in frames if f[0].startswith(package)]
         else:
             assert str(body.call_site) == "<unknown>"
+
+
+def test_leak_after_the_server_hung_up_is_counted(transport: poolwatch.Transport) -> None:
+    """R6: a buffered body dropped after the server closed its connection
+    (so its reader has already exited) is still counted as leaked and no
+    longer listed as open."""
+    closed = threading.Event()
+    transport.add_listener(lambda e: closed.set() if e.name == "conn_closed" else None)
+
+    def answer_then_hang_up(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    with raw_server(answer_then_hang_up) as srv:
+        resp = transport.request("GET", srv.url("/"))
+        assert closed.wait(10)  # the reader saw the hang-up and exited
+        assert len(transport.open_bodies()) == 1
+        with pytest.warns(poolwatch.LeakWarning):
+            del resp
+        stats = transport.stats()
+        assert stats.bodies_leaked == 1
+        assert stats.open_bodies == 0
+        assert transport.open_bodies() == []

@@ -4,9 +4,6 @@ and pooling per proxy and origin."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -14,77 +11,16 @@ import trustme
 
 import poolwatch
 from tests.conftest import assert_at_rest
+from tests.proxy_support import CREDENTIALS, free_port, proxy_py
 from tests.servers import HTTPServer
-from tests.tls_support import TLSServer, client_context, server_context, tls_server
-
-CREDENTIALS = "user:secret"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.tls_support import TLSServer, client_context
 
 
 @pytest.fixture(scope="module")
 def proxy_port() -> Iterator[int]:
     """proxy.py on loopback with basic authentication, for this module."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "--hostname",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--basic-auth",
-            CREDENTIALS,
-            "--num-acceptors",
-            "1",
-            "--num-workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_until_listening(port, process)
+    with proxy_py() as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
-        assert process.stderr is not None
-        process.stderr.close()
-
-
-def _wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    """Connect until the proxy accepts (each attempt blocks on the kernel)."""
-    for _ in range(200):
-        if process.poll() is not None:
-            raise RuntimeError("proxy.py exited at start")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            # Not listening yet: wait on the process briefly instead of spinning.
-            try:
-                process.wait(0.05)
-            except subprocess.TimeoutExpired:
-                pass
-    raise RuntimeError("proxy.py did not start listening")
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def https_server(ca: trustme.CA) -> Iterator[TLSServer]:
-    with tls_server(server_context(ca, "localhost")) as srv:
-        yield srv
 
 
 def _proxy(port: int, credentials: str | None = CREDENTIALS) -> str:
@@ -138,13 +74,13 @@ def test_proxy_authentication_required(
 
 def test_unreachable_proxy_is_a_connect_error(server: HTTPServer) -> None:
     """A proxy that refuses connections: ConnectError naming the proxy."""
-    port = _free_port()
+    port = free_port()
     with poolwatch.Transport() as t, pytest.raises(poolwatch.ConnectError, match="proxy"):
         t.request("GET", server.url(), proxy=f"http://127.0.0.1:{port}")
 
 
-def test_proxy_url_must_be_http(server: HTTPServer) -> None:
-    """Only http:// proxies: anything else is an InvalidURL before any dial."""
-    with poolwatch.Transport() as t, pytest.raises(poolwatch.InvalidURL):
-        t.request("GET", server.url(), proxy="socks5://127.0.0.1:1080")
+def test_proxy_url_scheme_must_be_known(server: HTTPServer) -> None:
+    """An unknown proxy scheme is an InvalidURL before any dial."""
+    with poolwatch.Transport() as t, pytest.raises(poolwatch.InvalidURL, match="socks5://"):
+        t.request("GET", server.url(), proxy="ftp://127.0.0.1:1080")
     assert server.accepted == 0

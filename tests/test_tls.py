@@ -14,11 +14,6 @@ from tests.conftest import assert_at_rest
 from tests.tls_support import client_context, server_context, tls_server
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 def test_https_reuses_one_connection(ca: trustme.CA) -> None:
     """R4 over TLS: bodies of every framing drain and the connection is reused;
     a large upload and download cross the shared session concurrently."""

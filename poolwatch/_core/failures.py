@@ -24,6 +24,7 @@ from .._exceptions import (
 )
 from .._models import Request
 from .exchange import Exchange, request_error
+from .socks import SocksError
 from .tunnel import TunnelRefused
 
 __all__ = [
@@ -133,11 +134,20 @@ def connect_error(
     )
 
 
-def dial_error(exchange: Exchange, exc: BaseException, timed_out: bool) -> BaseException:
-    """The error for a dial that failed after the TCP connect: the proxy's
-    tunnel, the TLS handshake, or the network; anything else unchanged."""
+def dial_error(
+    exchange: Exchange, exc: BaseException, timed_out: bool, stage: str = "TLS handshake failed"
+) -> BaseException:
+    """The error for a dial that failed after the TCP connect: at the SOCKS
+    proxy, the proxy's tunnel, a TLS handshake, or on the network (``stage``
+    says which step was under way); anything else unchanged."""
     request: Request = exchange.request
     origin = request.origin
+    if isinstance(exc, SocksError):
+        return ProxyError(
+            f"proxy {origin.proxy} did not connect to {origin}: {exc}",
+            method=request.method,
+            url=request.url,
+        )
     if isinstance(exc, TunnelRefused | h11.RemoteProtocolError):
         return ProxyError(
             f"proxy {origin.proxy} did not open a tunnel to {origin}: {exc}",
@@ -145,9 +155,7 @@ def dial_error(exchange: Exchange, exc: BaseException, timed_out: bool) -> BaseE
             url=request.url,
         )
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-        return TLSError(
-            f"TLS handshake with {origin} failed: {exc}", method=request.method, url=request.url
-        )
+        return TLSError(f"{stage} for {origin}: {exc}", method=request.method, url=request.url)
     if timed_out or isinstance(exc, OSError):
-        return connect_error(exchange, exc, "TLS handshake failed", timed_out)
+        return connect_error(exchange, exc, stage, timed_out)
     return exc

@@ -444,6 +444,10 @@ class Connection:
         while True:
             data: bytes | OSError
             try:
+                if isinstance(sock, socket.socket):
+                    # Wait holding no buffer: a blocked recv() holds RECV_SIZE
+                    # bytes, resident once reused, per idle connection (S7).
+                    sock.recv(1, socket.MSG_PEEK)
                 data = sock.recv(RECV_SIZE)
             except TimeoutError:
                 remaining = self._idle_time_left()

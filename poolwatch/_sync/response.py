@@ -244,4 +244,6 @@ class Response:
             exchange.leaked = True
             exchange.release_reader()
             if exchange.body_buffered:
-                self._connection.interrupt()  # its reader is on the socket
+                self._connection.interrupt()  # its reader is on the socket...
+                # ...or gone, if the server hung up first: the transport counts it.
+                self._connection._transport._late_leaks.put((self._connection, exchange))

@@ -19,15 +19,21 @@ import ssl
 import threading
 from typing import Protocol
 
+from .._core.socks import SocksError, SocksHandshake
 from .._core.tunnel import TunnelHandshake, TunnelRefused
+from .._models import Proxy
 
 __all__ = [
+    "RawSocket",
     "ReadStream",
     "TLSSession",
+    "TLSSocket",
     "TunnelRefused",
     "WriteStream",
     "open_plain",
+    "open_socks",
     "open_tls",
+    "open_tls_socket",
     "open_tunnel",
 ]
 
@@ -52,13 +58,58 @@ class WriteStream(Protocol):
     def close(self) -> None: ...
 
 
-def open_tunnel(sock: socket.socket, host: str, port: int, authorization: bytes | None) -> None:
+class RawSocket(Protocol):
+    """What TLS and a CONNECT run over: a socket, or a TLS session to a
+    proxy seen as one (TLS inside TLS)."""
+
+    def recv(self, size: int, /) -> bytes: ...
+    def sendall(self, data: bytes, /) -> None: ...
+    def settimeout(self, value: float | None, /) -> None: ...
+    def shutdown(self, how: int, /) -> None: ...
+    def close(self) -> None: ...
+    def dup(self) -> RawSocket: ...
+
+
+def open_tunnel(sock: RawSocket, host: str, port: int, authorization: bytes | None) -> None:
     """Ask the proxy on ``sock`` for a tunnel to ``host:port`` (RFC 9110
     section 9.3.6); on return the socket speaks to the origin."""
     handshake = TunnelHandshake(host, port, authorization)
     sock.sendall(handshake.request)
     while not handshake.receive(sock.recv(_RECV_SIZE)):
         pass
+
+
+def open_socks(sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:
+    """Ask the SOCKS proxy on ``sock`` to connect to ``host:port``; on
+    return the socket speaks to the target. Raises :class:`SocksError`."""
+    if not proxy.resolves_names():
+        host = _resolve(host, ipv4_only=proxy.scheme == "socks4")
+    version = "socks4" if proxy.scheme.startswith("socks4") else "socks5"
+    handshake = SocksHandshake(
+        version, host, port, username=proxy.username, password=proxy.password
+    )
+    try:
+        sock.sendall(handshake.data_to_send())
+        while not handshake.done:
+            handshake.receive_data(sock.recv(_RECV_SIZE))
+            data = handshake.data_to_send()
+            if data:
+                sock.sendall(data)
+    except TimeoutError:
+        raise
+    except OSError as exc:  # a reset: the proxy's doing, like a refusal
+        raise SocksError(f"the connection to the proxy failed: {exc}") from exc
+
+
+def _resolve(host: str, ipv4_only: bool) -> str:
+    """``host``'s first address, resolved here for a proxy that takes
+    addresses only."""
+    family = socket.AF_INET if ipv4_only else socket.AF_UNSPEC
+    try:
+        infos = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SocksError(f"could not resolve {host} locally: {exc}") from exc
+    return str(infos[0][4][0])
 
 
 def open_plain(sock: socket.socket) -> tuple[ReadStream, WriteStream]:
@@ -69,7 +120,7 @@ def open_plain(sock: socket.socket) -> tuple[ReadStream, WriteStream]:
 class TLSSession:
     """One TLS session shared by a reader and a writer stream."""
 
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
+    def __init__(self, sock: RawSocket, context: ssl.SSLContext, server_hostname: str) -> None:
         self.sock = sock
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
@@ -94,7 +145,7 @@ class TLSSession:
                 self.incoming.write(data)
         self.flush(self.sock)
 
-    def flush(self, sock: socket.socket) -> None:
+    def flush(self, sock: RawSocket) -> None:
         """Send whatever TLS produced (send lock not held by the caller)."""
         with self.send_lock:
             with self.lock:
@@ -113,9 +164,9 @@ class TLSSession:
 
 
 class _TLSReader:
-    def __init__(self, session: TLSSession) -> None:
+    def __init__(self, session: TLSSession, sock: RawSocket | None = None) -> None:
         self._session = session
-        self._sock = session.sock
+        self._sock = session.sock if sock is None else sock
 
     def recv(self, size: int, /) -> bytes:
         session = self._session
@@ -151,7 +202,7 @@ class _TLSReader:
 
 
 class _TLSWriter:
-    def __init__(self, session: TLSSession, sock: socket.socket) -> None:
+    def __init__(self, session: TLSSession, sock: RawSocket) -> None:
         self._session = session
         self._sock = sock
 
@@ -170,8 +221,48 @@ class _TLSWriter:
         self._sock.close()
 
 
-def open_tls(
+class TLSSocket:
+    """A TLS session seen as a socket, to run a CONNECT and then TLS to the
+    origin inside the TLS connection to an https proxy. Each copy made by
+    :meth:`dup` has its own socket, so that the reader and the writer of
+    the inner session keep their own timeouts."""
+
+    def __init__(self, session: TLSSession, sock: RawSocket) -> None:
+        self._sock = sock
+        self._reader = _TLSReader(session, sock)
+        self._writer = _TLSWriter(session, sock)
+        self._session = session
+
+    def recv(self, size: int, /) -> bytes:
+        return self._reader.recv(size)
+
+    def sendall(self, data: bytes, /) -> None:
+        self._writer.sendall(data)
+
+    def settimeout(self, value: float | None, /) -> None:
+        self._sock.settimeout(value)
+
+    def shutdown(self, how: int, /) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def dup(self) -> TLSSocket:
+        return TLSSocket(self._session, self._sock.dup())
+
+
+def open_tls_socket(
     sock: socket.socket, context: ssl.SSLContext, server_hostname: str
+) -> TLSSocket:
+    """Handshake with an https proxy on ``sock``; the session as a socket."""
+    session = TLSSession(sock, context, server_hostname)
+    session.handshake()
+    return TLSSocket(session, sock)
+
+
+def open_tls(
+    sock: RawSocket, context: ssl.SSLContext, server_hostname: str
 ) -> tuple[ReadStream, WriteStream, TLSSession]:
     """Handshake on ``sock``; return reader and writer streams over the session."""
     session = TLSSession(sock, context, server_hostname)

@@ -9,10 +9,12 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
+from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import Any
 
 from .._core.book import Book, ConnectionInfo, can_retry, emit
+from .._core.exchange import BODY
 from .._core.failures import connect_error, dial_error
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.stats import Counters, PoolStats
@@ -23,17 +25,21 @@ from .._exceptions import (
     NetworkError,
     PoolClosed,
     PoolTimeout,
+    ProxyError,
 )
 from .._leaks import OpenBody, capture_call_site
 from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
 from .connection import NO_TIMEOUT, Connection, Exchange
 from .response import Response
 from .streams import (
+    RawSocket,
     ReadStream,
     TLSSession,
     WriteStream,
     open_plain,
+    open_socks,
     open_tls,
+    open_tls_socket,
     open_tunnel,
 )
 
@@ -59,6 +65,10 @@ class Transport:
     connect timeout and no other timeout. ``max_idle_per_host`` is 10 rather
     than Go's 2, which is too few for threaded Python clients (urllib3 also
     keeps 10).
+
+    With ``uds``, every connection goes to that Unix socket instead of the
+    host in the URL (which still gives the ``Host`` header and the TLS
+    server name); stats key its origins ``"http://host:port via unix:PATH"``.
     """
 
     def __init__(
@@ -80,6 +90,7 @@ class Transport:
         ssl_context: ssl.SSLContext | None = None,
         expect_continue_timeout: float = 1.0,
         local_address: str | None = None,
+        uds: str | None = None,
         socket_options: Sequence[tuple[int, int, int | bytes]] = (),
     ) -> None:
         self.limits = Limits(
@@ -102,12 +113,16 @@ class Transport:
         self.expect_continue_timeout = expect_continue_timeout  # Go's default
         self.socket_options = tuple(socket_options)  # setsockopt() each new socket
         self._source_address = None if local_address is None else (local_address, 0)
+        self.uds = uds  # connect to this Unix socket instead of each origin's host
         self._tls_context = ssl_context  # made on the first https dial if None
         self._lock = threading.Lock()
         self._pool: PoolState[Connection] = PoolState(self.limits)
         self._book: Book[Connection] = Book(self._pool)  # pool lock
         self._waiter_locks: dict[Waiter[Connection], threading.Lock] = {}  # pool lock
         self._closed = False  # pool lock
+        # Bodies dropped after their reader may have exited (R6): queued by the
+        # finaliser, which may run inside the pool lock and so takes none.
+        self._late_leaks: SimpleQueue[tuple[Connection, Exchange]] = SimpleQueue()
         self._listeners: tuple[Listener, ...] = ()
         _live_transports.add(self)
 
@@ -143,9 +158,12 @@ class Transport:
             keep_alive=self.keep_alive,
             ssl_context=ssl_context,
             proxy=proxy,
+            uds=self.uds,
         )
         limits = Timeout.coerce(timeout, self.timeout)
         call_site = capture_call_site(self.call_site_depth)
+        if not self._late_leaks.empty():
+            self._settle_late_leaks()
         retries = 0
         while True:
             exchange = Exchange(request, limits, call_site, listener)
@@ -284,33 +302,57 @@ class Transport:
         proxy = origin.proxy
         address = (origin.host, origin.port) if proxy is None else (proxy.host, proxy.port)
         try:
-            sock = socket.create_connection(
-                address,
-                timeout=NO_TIMEOUT if connect is None else connect,
-                source_address=self._source_address,
-            )
-            for option in self.socket_options:
-                sock.setsockopt(*option)
+            if origin.uds is not None:
+                sock = _connect_unix(origin.uds, NO_TIMEOUT if connect is None else connect)
+            else:
+                sock = socket.create_connection(
+                    address,
+                    timeout=NO_TIMEOUT if connect is None else connect,
+                    source_address=self._source_address,
+                )
+                for option in self.socket_options:
+                    sock.setsockopt(*option)
         except OSError as exc:
+            if proxy is not None and not isinstance(exc, TimeoutError):
+                raise ProxyError(
+                    f"could not connect to proxy {proxy} for {origin}: {exc.strerror or exc}",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
             what = "could not connect" if proxy is None else f"could not connect to proxy {proxy}"
             raise self._connect_error(exchange, exc, what) from exc
+        stage = "connection setup failed"  # what failed, for an OSError
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if origin.uds is None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             exchange.marks["connected"] = time.monotonic()
             self._emit("connect_done", None, exchange)
+            raw: RawSocket = sock
+            if proxy is not None and proxy.is_socks():
+                stage = f"SOCKS handshake with proxy {proxy} failed"
+                open_socks(sock, proxy, origin.host, origin.port)
+            elif proxy is not None and proxy.scheme == "https":
+                stage = f"TLS handshake with proxy {proxy} failed"
+                proxy_context = proxy.ssl_context or origin.ssl_context or self._ssl_context()
+                if origin.scheme != "https":  # absolute-form requests over TLS
+                    reader, writer, session = open_tls(sock, proxy_context, proxy.host)
+                    return (reader, writer), session
+                raw = open_tls_socket(sock, proxy_context, proxy.host)
             if origin.scheme != "https":
                 return open_plain(sock), None
-            if proxy is not None:
-                open_tunnel(sock, origin.host, origin.port, proxy.authorization)
+            if proxy is not None and not proxy.is_socks():
+                stage = f"CONNECT through proxy {proxy} failed"
+                open_tunnel(raw, origin.host, origin.port, proxy.authorization)
+            stage = "TLS handshake failed"
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or self._ssl_context()
-            reader, writer, session = open_tls(sock, context, origin.host)
+            reader, writer, session = open_tls(raw, context, origin.host)
             exchange.marks["tls_done"] = time.monotonic()
             self._emit("tls_handshake_done", None, exchange, version=session.version)
             return (reader, writer), session
         except BaseException as exc:
             sock.close()
-            error = dial_error(exchange, exc, timed_out=isinstance(exc, TimeoutError))
+            error = dial_error(exchange, exc, isinstance(exc, TimeoutError), stage)
             if error is exc:
                 raise
             raise error from exc
@@ -371,8 +413,27 @@ class Transport:
         """Stop calling ``listener``."""
         self._listeners = tuple(x for x in self._listeners if x is not listener)
 
+    def _settle_late_leaks(self) -> None:
+        """Count the queued leaks whose connection is closing: its reader may
+        be past counting them, for the server hung up first (R6). Counting
+        twice is impossible (``_body_released`` checks under the lock); the
+        others are left to their reader, or to the next look."""
+        later = []
+        while True:
+            try:
+                conn, exchange = self._late_leaks.get_nowait()
+            except Empty:
+                break
+            if conn.closing:
+                conn._body_released(exchange)
+            elif exchange.state == BODY:
+                later.append((conn, exchange))
+        for item in later:
+            self._late_leaks.put(item)
+
     def stats(self) -> PoolStats:
         """An immutable snapshot: totals and a per-origin breakdown (R18)."""
+        self._settle_late_leaks()
         with self._lock:
             snapshots = self._book.stats_locked()
         return Book.merge(snapshots)
@@ -387,6 +448,7 @@ class Transport:
     def open_bodies(self) -> list[OpenBody]:
         """Responses whose body is neither read to the end nor closed, with
         the call site that made each request (R6)."""
+        self._settle_late_leaks()
         now = time.monotonic()
         with self._lock:
             exchanges = list(self._book.open)
@@ -405,6 +467,7 @@ class Transport:
             closing = [c for c in self._book.unsettled if c.closing]
         for conn in closing:
             conn.join()
+        self._settle_late_leaks()
 
     # -- closing -------------------------------------------------------------
 
@@ -433,6 +496,7 @@ class Transport:
             unsettled = list(self._book.unsettled)
         for conn in unsettled:
             conn.join()
+        self._settle_late_leaks()
 
     def __enter__(self) -> Transport:
         return self
@@ -452,6 +516,17 @@ _live_transports: weakref.WeakSet[Transport] = weakref.WeakSet()
 def live_transports() -> list[Transport]:
     """Every transport not yet garbage-collected (for ``poolwatch stats``)."""
     return list(_live_transports)
+
+
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _locked() -> threading.Lock:

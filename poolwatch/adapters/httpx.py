@@ -30,7 +30,7 @@ from .._async.transport import AsyncTransport
 from .._core.stats import PoolStats
 from .._events import Listener
 from .._leaks import skip_module_directory
-from .._models import BodyTypes, Timeout
+from .._models import BodyTypes, Proxy, Timeout, parse_proxy
 from .._sync.response import Response
 from .._sync.transport import Transport
 
@@ -107,8 +107,6 @@ def transport_options(
     """``HTTPTransport``'s arguments as :class:`Transport` options."""
     if http2:
         raise ValueError("poolwatch speaks HTTP/1.1 only: http2=True is not supported")
-    if uds is not None:
-        raise ValueError("poolwatch does not support uds= (Unix sockets) yet")
     if isinstance(verify, ssl.SSLContext):
         context = verify
     else:
@@ -122,23 +120,37 @@ def transport_options(
         "connect_timeout": None,
         "ssl_context": context,
         "local_address": local_address,
+        "uds": uds,
         "socket_options": socket_options or (),
     }
 
 
-def _proxy_url(proxy: Any) -> str | None:
-    """``HTTPTransport``'s ``proxy`` (a URL or ``httpx.Proxy``) as a URL."""
+def _proxy_url(proxy: Any) -> Proxy | None:
+    """``HTTPTransport``'s ``proxy`` (a URL or ``httpx.Proxy``) as poolwatch's."""
     if proxy is None:
         return None
     if isinstance(proxy, str | httpx.URL):
         proxy = httpx.Proxy(proxy)
-    if proxy.url.scheme != "http":
-        raise ValueError(f"poolwatch supports http:// proxies only, not {proxy.url}")
     url = proxy.url
+    # httpcore always hands the SOCKS5 proxy the host name to resolve, so
+    # httpx's socks5:// is poolwatch's socks5h://.
+    scheme = {"http": "http", "https": "https", "socks5": "socks5h", "socks5h": "socks5h"}.get(
+        url.scheme
+    )
+    if scheme is None:
+        raise ValueError(
+            f"poolwatch supports http://, https://, socks5:// and socks5h:// proxies, "
+            f"not {proxy.url}"
+        )
+    userinfo = ""
     if proxy.auth:
         user, password = (quote(part, safe="") for part in proxy.auth)
-        return f"http://{user}:{password}@{url.host}:{url.port or 80}"
-    return f"http://{url.host}:{url.port or 80}"
+        userinfo = f"{user}:{password}@"
+    port = f":{url.port}" if url.port else ""
+    context = proxy.ssl_context
+    if scheme == "https" and context is None:
+        context = httpx.create_ssl_context()  # httpcore's default for the proxy
+    return parse_proxy(f"{scheme}://{userinfo}{url.host}{port}", ssl_context=context)
 
 
 # poolwatch's events under the names httpcore gives them in the request's
@@ -173,7 +185,7 @@ def trace_listener(trace: Trace, request: httpx.Request) -> Listener:
 
 
 def request_options(
-    request: httpx.Request, default: Timeout, proxy: str | None, listener: Listener | None
+    request: httpx.Request, default: Timeout, proxy: Proxy | None, listener: Listener | None
 ) -> dict[str, Any]:
     """The arguments of ``transport.request()`` for an httpx request."""
     return {
@@ -249,11 +261,11 @@ class HTTPXTransport(httpx.BaseTransport):
 
     Takes ``httpx.HTTPTransport``'s arguments with the same meaning
     (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``,
-    ``local_address``, ``socket_options``, and an ``http://`` ``proxy``, with
-    CONNECT tunnels for https); HTTP/2 and Unix sockets raise
-    ``ValueError``. The request's ``timeout`` and ``trace`` extensions
-    are honoured (``trace`` hears httpcore's event names). Or pass an
-    existing poolwatch ``transport``.
+    ``local_address``, ``socket_options``, ``uds``, and a ``proxy``:
+    ``http://``, ``https://`` (TLS to the proxy), ``socks5://`` or
+    ``socks5h://``); HTTP/2 raises ``ValueError``. The request's ``timeout``
+    and ``trace`` extensions are honoured (``trace`` hears httpcore's event
+    names). Or pass an existing poolwatch ``transport``.
     """
 
     def __init__(

@@ -9,6 +9,9 @@ Mount it and nothing else changes::
 ``Response.raw`` is a urllib3 ``HTTPResponse`` reading poolwatch's body, so
 content decoding, ``iter_content``, ``raw.read``, ``raw.stream`` and cookies
 work as with ``HTTPAdapter``. Errors are requests' own exception types.
+Proxies come from ``proxies`` as requests selects them: ``http``, ``https``
+(TLS to the proxy, checked as ``verify`` says), and SOCKS (``socks5``,
+``socks5h``, ``socks4``, ``socks4a``) without PySocks.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 import ssl
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, cast
+from typing import IO, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -27,12 +30,12 @@ import requests.adapters
 import requests.exceptions as rexc
 import urllib3
 from urllib3 import HTTPResponse
-from urllib3.exceptions import InsecureRequestWarning
+from urllib3.exceptions import InsecureRequestWarning, MaxRetryError
 from urllib3.util import Timeout as Urllib3Timeout
+from urllib3.util.request import rewind_body, set_file_position
 from urllib3.util.retry import Retry
 
 from .._exceptions import (
-    ConnectError,
     ConnectTimeout,
     InvalidURL,
     LocalProtocolError,
@@ -45,9 +48,16 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .._leaks import skip_module_directory
-from .._models import BodyTypes, Timeout
+from .._models import BodyTypes, Proxy, Timeout, parse_proxy
 from .._sync.response import Response
 from .._sync.transport import Transport
+from ._retry import (
+    PoolName,
+    as_urllib3_error,
+    max_retries_error,
+    requests_retry,
+    reraised_error,
+)
 
 __all__ = ["RequestsAdapter"]
 
@@ -145,8 +155,11 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
     ``pool_maxsize`` idle connections are kept per host, and with
     ``pool_block`` no more than that many are open per host (requests wait
     for one). ``pool_connections`` has no counterpart (poolwatch keeps one
-    pool per origin) and only bounds idle connections overall. Or pass an
-    existing ``transport``.
+    pool per origin) and only bounds idle connections overall.
+    ``max_retries`` (a number or a urllib3 ``Retry``) is applied as urllib3
+    applies it for ``HTTPAdapter``: connect, read and status retries, with
+    backoff, ``Retry-After`` and requests' exceptions on exhaustion. Or pass
+    an existing ``transport``.
     """
 
     __attrs__: ClassVar[list[str]] = [
@@ -166,7 +179,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         transport: Transport | None = None,
     ) -> None:
         super().__init__()
-        self.max_retries = Retry.from_int(max_retries) if max_retries is not None else Retry(0)
+        self.max_retries = requests_retry(max_retries)
         self._pool_connections = pool_connections
         self._pool_maxsize = pool_maxsize
         self._pool_block = pool_block
@@ -225,6 +238,18 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 InsecureRequestWarning,
                 stacklevel=2,
             )
+        proxy_with_context: Proxy | str | None = proxy
+        if proxy is not None and proxy.startswith("https:"):
+            # The proxy's certificate is checked as ``verify`` says, for http
+            # targets too (HTTPAdapter leaves it unchecked then, and warns).
+            proxy_context = self._context(url, verify, cert)
+            proxy_with_context = parse_proxy(proxy, ssl_context=proxy_context)
+        pool = PoolName(url)
+        # What urllib3 names in its messages: the absolute URL through an
+        # http proxy, the path otherwise.
+        proxied = proxy is not None and proxy.startswith("http:") and url.startswith("http:")
+        target = url if proxied else request.path_url
+        body_position = set_file_position(request.body, None)
         retries = self.max_retries
         while True:
             try:
@@ -235,29 +260,24 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                     body=cast("BodyTypes", request.body),
                     timeout=limits,
                     ssl_context=context,
-                    proxy=proxy,
+                    proxy=proxy_with_context,
                 )
-                break
             except PoolwatchError as exc:
-                if retries.total and _retryable(exc) and retries.connect != 0:
-                    retries = retries.increment(method=request.method, url=url, error=None)
-                    continue
-                raise _translate(exc, request) from exc
-        raw = _HTTPResponse(
-            body=_Body(response),
-            headers=response.headers,
-            status=response.status,
-            version=int(response.http_version[5:].replace(".", "")),
-            version_string=response.http_version,
-            reason=response.reason,
-            preload_content=False,
-            decode_content=False,
-            original_response=_OriginalResponse(response),  # type: ignore[arg-type]
-            request_method=request.method,
-            request_url=url,
-            enforce_content_length=True,
-        )
-        raw._poolwatch = response
+                retries = _count_error(retries, exc, request, pool, target)
+                retries.sleep()
+            else:
+                raw = _raw_response(response, request, url)
+                retry_after = bool(raw.headers.get("Retry-After"))
+                if not retries.is_retry(request.method or "GET", raw.status, retry_after):
+                    break
+                counted = _count_response(retries, raw, request, pool, target)
+                if counted is None:
+                    break  # exhausted, and raise_on_status is off: this one it is
+                retries = counted
+                raw.drain_conn()
+                retries.sleep(raw)
+            if body_position is not None:
+                rewind_body(cast("IO[str]", request.body), body_position)
         return requests.adapters.HTTPAdapter.build_response(self, request, raw)  # type: ignore[arg-type]
 
     def _context(
@@ -268,6 +288,70 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         if context is None:
             context = self._contexts[key] = _make_context(verify, cert)
         return context
+
+
+def _raw_response(
+    response: Response, request: requests.PreparedRequest, url: str
+) -> _HTTPResponse:
+    """poolwatch's response as the urllib3 response ``HTTPAdapter`` builds on."""
+    raw = _HTTPResponse(
+        body=_Body(response),
+        headers=response.headers,
+        status=response.status,
+        version=int(response.http_version[5:].replace(".", "")),
+        version_string=response.http_version,
+        reason=response.reason,
+        preload_content=False,
+        decode_content=False,
+        original_response=_OriginalResponse(response),  # type: ignore[arg-type]
+        request_method=request.method,
+        request_url=url,
+        enforce_content_length=True,
+    )
+    raw._poolwatch = response
+    return raw
+
+
+def _count_error(
+    retries: Retry,
+    exc: PoolwatchError,
+    request: requests.PreparedRequest,
+    pool: PoolName,
+    target: str,
+) -> Retry:
+    """Count a failed attempt against ``retries``, or raise what
+    ``HTTPAdapter`` raises when it may not be retried."""
+    error = as_urllib3_error(exc, pool, target)
+    if error is None:
+        raise _translate(exc, request) from exc
+    try:
+        return retries.increment(
+            request.method, target, error=error, _pool=pool.as_pool(), _stacktrace=None
+        )
+    except MaxRetryError as exhausted:
+        raise max_retries_error(exhausted, request) from exc
+    except Exception as raised:
+        if raised is error:  # not to be retried: raised as urllib3 raises it
+            raise reraised_error(error, request) or _translate(exc, request) from exc
+        raise
+
+
+def _count_response(
+    retries: Retry,
+    raw: HTTPResponse,
+    request: requests.PreparedRequest,
+    pool: PoolName,
+    target: str,
+) -> Retry | None:
+    """Count a response to retry against ``retries``; ``None`` when they are
+    exhausted but the response is to be returned (``raise_on_status`` off)."""
+    try:
+        return retries.increment(request.method, target, response=raw, _pool=pool.as_pool())
+    except MaxRetryError as exhausted:
+        if not retries.raise_on_status:
+            return None
+        raw.drain_conn()
+        raise max_retries_error(exhausted, request) from None
 
 
 def _make_context(verify: bool | str, cert: str | tuple[str, str] | None) -> ssl.SSLContext:
@@ -316,10 +400,6 @@ def _proxy_for(url: str, proxies: Mapping[str, str]) -> str | None:
     from requests.utils import select_proxy
 
     return select_proxy(url, dict(proxies))
-
-
-def _retryable(exc: PoolwatchError) -> bool:
-    return isinstance(exc, (ConnectError, ConnectTimeout)) and not isinstance(exc, TLSError)
 
 
 def _translate(exc: PoolwatchError, request: requests.PreparedRequest) -> Exception:

@@ -1,0 +1,272 @@
+"""``python -m benchmarks.stress``: many threads share one
+:class:`poolwatch.Transport` against the fault server
+(:mod:`benchmarks.faultserver`), which hangs up at random, answers uploads
+early, stalls past the time limits, resets, cuts bodies short, and
+otherwise serves keep-alive responses (:mod:`benchmarks.faultload` lists
+the mix).
+
+By default 32 threads make 20 000 requests in all. The run checks, and
+exits 1 if any fails:
+
+* every call returned a response or raised a documented
+  :class:`poolwatch.PoolwatchError`, with the right body for its request id;
+* every call ended within its time bound: its limits (pool wait, connect,
+  write and response head, once per attempt, plus one read wait) plus
+  ``--slack`` seconds;
+* no POST reached the server more often than the client attempted it, and
+  one that may not be replayed was never retried (R13);
+* after ``settle()`` the R18 invariants hold, in total and per origin, and
+  no body leaked;
+* after ``close()`` no worker is alive and no ``poolwatch-`` thread is left,
+  and the process has no more file descriptors open than before.
+
+The results are printed as a table and written as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import poolwatch
+
+from .faultload import OPERATIONS, Call, Context, call_once, pick
+from .faultserver import FaultServer, start_fault_server
+
+__all__ = [
+    "check_calls",
+    "main",
+    "open_fds",
+    "parse_args",
+    "poolwatch_threads",
+    "run",
+    "time_bound",
+    "time_limits",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+JOIN_LIMIT = 900.0  # seconds: a run still going after this has hung
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options; see ``python -m benchmarks.stress --help``."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.stress", description=__doc__)
+    p.add_argument("--threads", type=int, default=32, help="caller threads (default 32)")
+    p.add_argument("--requests", type=int, default=20_000, help="requests in all (20 000)")
+    p.add_argument("--max-connections", type=int, default=24, help="per host (default 24)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (client and server)")
+    p.add_argument("--hangup", type=float, default=0.05, help="server hang-up probability")
+    p.add_argument("--read-timeout", type=float, default=0.5, help="read and head limit, s")
+    p.add_argument("--slack", type=float, default=1.0, help="seconds allowed past a bound")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "stress.json")
+    return p.parse_args(argv)
+
+
+def time_limits(read_timeout: float) -> poolwatch.Timeout:
+    """The limits every call runs under."""
+    return poolwatch.Timeout(
+        connect=2.0, write=2.0, response_header=read_timeout, read=read_timeout, pool=4.0
+    )
+
+
+def time_bound(limits: poolwatch.Timeout, retries: int, slack: float) -> float:
+    """The longest a call may take: pool wait, connect, write and response
+    head once per attempt, one read wait, and the slack."""
+    parts = (limits.pool, limits.connect, limits.write, limits.response_header)
+    per_attempt = sum(p or 0.0 for p in parts)
+    return (1 + retries) * per_attempt + (limits.read or 0.0) + slack
+
+
+def poolwatch_threads() -> list[str]:
+    """Names of the live threads that belong to poolwatch."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("poolwatch-")]
+
+
+def open_fds() -> int:
+    """File descriptors open in this process."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _drive(
+    transport: poolwatch.Transport, server: FaultServer, args: argparse.Namespace
+) -> tuple[list[Call], list[str]]:
+    """Run the callers; their calls, and violations about hanging threads."""
+    limits = time_limits(args.read_timeout)
+    numbers = itertools.count()  # next() is atomic under the GIL
+    calls: list[Call] = []
+    lock = threading.Lock()
+
+    def caller(index: int) -> None:
+        ctx = Context(transport, server, random.Random(args.seed * 1000 + index), limits)
+        mine = []
+        while (n := next(numbers)) < args.requests:
+            ctx.request_id = f"r{n}"
+            mine.append(call_once_op(ctx))
+        with lock:
+            calls.extend(mine)
+
+    threads = [
+        threading.Thread(target=caller, args=(i,), name=f"stress-{i}", daemon=True)
+        for i in range(args.threads)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + JOIN_LIMIT
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    hung = [t.name for t in threads if t.is_alive()]
+    return calls, [f"caller threads still running after {JOIN_LIMIT:g}s: {hung}"] if hung else []
+
+
+def call_once_op(ctx: Context) -> Call:
+    """One call of an operation picked at random."""
+    return call_once(ctx, pick(ctx.rng, OPERATIONS))
+
+
+def check_calls(
+    calls: list[Call], posts: dict[str, int], limits: poolwatch.Timeout, slack: float
+) -> list[str]:
+    """Violations in the calls: contract breaks, overlong calls, and POSTs
+    sent more often than attempted (R13)."""
+    ops = {op.name: op for op in OPERATIONS}
+    found = []
+    for c in calls:
+        if c.violation:
+            found.append(f"{c.op} {c.request_id}: {c.violation}")
+        bound = time_bound(limits, c.retries, slack)
+        if c.wall > bound:
+            found.append(f"{c.op} {c.request_id}: took {c.wall:.2f}s, bound {bound:.2f}s")
+        op = ops[c.op]
+        if not op.is_post:
+            continue
+        seen = posts.get(c.request_id, 0)
+        if seen > 1 + c.retries:
+            sent = 1 + c.retries
+            found.append(f"{c.op} {c.request_id}: server saw it {seen} times, {sent} sent")
+        if not op.replayable and c.retries:
+            found.append(f"{c.op} {c.request_id}: not replayable, retried {c.retries} times")
+        if c.result in ("ok", "413") and seen == 0:
+            found.append(f"{c.op} {c.request_id}: answered, but the server never saw it")
+    return found
+
+
+def _rest_violations(transport: poolwatch.Transport) -> tuple[dict[str, int], list[str]]:
+    transport.settle()
+    stats = transport.stats()
+    found = [f"R18: {v}" for v in stats.invariant_violations()]
+    for origin, per in stats.per_origin.items():
+        found += [f"R18 {origin}: {v}" for v in per.invariant_violations()]
+    if stats.bodies_leaked:
+        found.append(f"{stats.bodies_leaked} bodies leaked")
+    return stats.as_dict(), found
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the stress and return the report (``violations`` empty when
+    every check passed)."""
+    fds_before = open_fds()
+    limits = time_limits(args.read_timeout)
+    start = time.monotonic()
+    with start_fault_server(args.seed, args.hangup, stall=2 * args.read_timeout) as server:
+        transport = poolwatch.Transport(
+            max_connections_per_host=args.max_connections,
+            max_idle_per_host=args.max_connections,
+        )
+        try:
+            calls, violations = _drive(transport, server, args)
+            elapsed = time.monotonic() - start
+            stats, found = _rest_violations(transport)
+            violations += found
+            server_stats = server.stats()
+            posts = server.post_counts()
+        finally:
+            transport.close()
+        if transport.stats().workers_alive:
+            violations.append(f"after close: {transport.stats().workers_alive} workers alive")
+    left = poolwatch_threads()
+    if left:
+        violations.append(f"after close: poolwatch threads left: {left[:10]}")
+    if open_fds() > fds_before:
+        violations.append(f"after close: {open_fds()} fds open, {fds_before} before")
+    if len(calls) != args.requests and not violations:
+        violations.append(f"{len(calls)} calls recorded, {args.requests} made")
+    violations += check_calls(calls, posts, limits, args.slack)
+    return {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "limits": dataclasses.asdict(limits),
+        "elapsed_s": round(elapsed, 2),
+        "requests_per_s": round(len(calls) / elapsed, 1) if elapsed else 0.0,
+        "operations": summarize(calls),
+        "stats": stats,
+        "server": {"accepted": server_stats["accepted"], "requests": server_stats["requests"]},
+        "violations": violations,
+    }
+
+
+def summarize(calls: list[Call]) -> dict[str, dict[str, Any]]:
+    """Per operation: calls, results, retries, mean and longest wall time."""
+    table: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        mine = [c for c in calls if c.op == op.name]
+        if not mine:
+            continue
+        walls = [c.wall for c in mine]
+        table[op.name] = {
+            "calls": len(mine),
+            "results": dict(Counter(c.result for c in mine).most_common()),
+            "retried": sum(1 for c in mine if c.retries),
+            "mean_ms": round(1000 * sum(walls) / len(walls), 1),
+            "max_ms": round(1000 * max(walls), 1),
+        }
+    return table
+
+
+def text_table(report: dict[str, Any]) -> str:
+    """The report as a Markdown table, with a summary line."""
+    lines = [
+        "| operation | calls | results | retried | mean ms | max ms |",
+        "| --- | --: | --- | --: | --: | --: |",
+    ]
+    for name, row in report["operations"].items():
+        results = ", ".join(f"{k} {v}" for k, v in row["results"].items())
+        lines.append(
+            f"| {name} | {row['calls']} | {results} | {row['retried']} "
+            f"| {row['mean_ms']} | {row['max_ms']} |"
+        )
+    stats = report["stats"]
+    lines.append("")
+    lines.append(
+        f"{sum(r['calls'] for r in report['operations'].values())} calls in "
+        f"{report['elapsed_s']} s ({report['requests_per_s']} req/s); "
+        f"connections opened {stats['connections_opened']}, server accepted "
+        f"{report['server']['accepted']}; retries {stats['retries']}; "
+        f"violations {len(report['violations'])}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print, write the JSON; 1 on any violation."""
+    args = parse_args(argv)
+    report = run(args)
+    print(text_table(report))
+    for line in report["violations"][:20]:
+        print(f"VIOLATION: {line}", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 1 if report["violations"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

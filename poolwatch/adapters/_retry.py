@@ -1,0 +1,129 @@
+"""urllib3 ``Retry`` for :class:`~poolwatch.RequestsAdapter`, with the meaning
+``HTTPAdapter`` gives it.
+
+``HTTPAdapter`` hands its ``max_retries`` to urllib3's ``urlopen``, which
+counts every failed attempt against the ``Retry``: connect errors, read
+errors (only for ``allowed_methods``), other errors, and responses whose
+status is in ``status_forcelist`` or that carry ``Retry-After`` (413, 429,
+503). Here poolwatch's exceptions are restated as the urllib3 exceptions
+``urlopen`` would have seen, so that ``Retry.increment`` itself decides, and
+what it raises on exhaustion becomes the requests exception ``HTTPAdapter``
+raises for it. poolwatch's own retry of a request on a stale reused
+connection (R13) happens first, inside the transport, and is not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import requests
+import requests.exceptions as rexc
+from urllib3.connectionpool import ConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    ResponseError,
+)
+from urllib3.exceptions import ProxyError as Urllib3ProxyError
+from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3.util.retry import Retry
+
+from .. import _exceptions as pw
+
+__all__ = [
+    "PoolName",
+    "as_urllib3_error",
+    "max_retries_error",
+    "requests_retry",
+    "reraised_error",
+]
+
+
+def requests_retry(max_retries: Retry | int | None) -> Retry:
+    """``max_retries`` as ``HTTPAdapter.__init__`` turns it into a ``Retry``:
+    0 (its default) is ``Retry(0, read=False)``, so that a read error is
+    raised as it is; any other number ``n`` allows ``n`` retries of any
+    kind; ``None`` is urllib3's default ``Retry(3)``."""
+    if max_retries == 0:
+        return Retry(0, read=False)
+    return Retry.from_int(max_retries)
+
+
+class PoolName:
+    """Stands in for the urllib3 pool that names the origin in a
+    ``MaxRetryError`` message: ``HTTPConnectionPool(host='h', port=80)``."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.kind = "HTTPSConnectionPool" if parts.scheme == "https" else "HTTPConnectionPool"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+
+    def __str__(self) -> str:
+        return f"{self.kind}(host={self.host!r}, port={self.port!r})"
+
+    def as_pool(self) -> ConnectionPool:
+        """Typed as the pool urllib3's exceptions take (they only print it)."""
+        return cast("ConnectionPool", self)
+
+
+def as_urllib3_error(exc: pw.PoolwatchError, pool: PoolName, target: str) -> Exception | None:
+    """The exception urllib3's ``urlopen`` would count against the
+    ``Retry`` for ``exc``, or ``None`` for an error it raises at once (a
+    bad URL or header, a pool timeout)."""
+    if isinstance(exc.__cause__, UnicodeEncodeError):
+        return None
+    message = str(exc)
+    if isinstance(exc, pw.ProxyError):
+        # Failing to reach the proxy counts as a connect error, a refusal
+        # by the proxy as another error (urllib3's _wrap_proxy_error).
+        reached = not isinstance(exc.__cause__, OSError)
+        original = OSError(message) if reached else _new_connection_error(message)
+        return Urllib3ProxyError("Unable to connect to proxy", original)
+    if isinstance(exc, pw.TLSError):
+        return Urllib3SSLError(message)
+    if isinstance(exc, pw.ConnectTimeout):
+        return ConnectTimeoutError(message)
+    if isinstance(exc, pw.ConnectError):
+        return _new_connection_error(message)
+    if isinstance(exc, pw.ReadTimeout):
+        return ReadTimeoutError(pool.as_pool(), target, message)
+    if isinstance(exc, pw.NetworkError | pw.WriteTimeout | pw.RemoteProtocolError):
+        # A reset, an early close, a failed write or an unreadable head:
+        # http.client's errors, which urlopen calls "Connection aborted.".
+        return ProtocolError("Connection aborted.", exc)
+    return None
+
+
+def _new_connection_error(message: str) -> NewConnectionError:
+    return NewConnectionError(cast("Any", None), message)
+
+
+def max_retries_error(error: MaxRetryError, request: requests.PreparedRequest) -> Exception:
+    """The requests exception ``HTTPAdapter.send`` raises for ``error``."""
+    reason = error.reason
+    if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):
+        return rexc.ConnectTimeout(error, request=request)
+    if isinstance(reason, ResponseError):
+        return rexc.RetryError(error, request=request)
+    if isinstance(reason, Urllib3ProxyError):
+        return rexc.ProxyError(error, request=request)
+    if isinstance(reason, Urllib3SSLError):
+        return rexc.SSLError(error, request=request)
+    return rexc.ConnectionError(error, request=request)
+
+
+def reraised_error(error: Exception, request: requests.PreparedRequest) -> Exception | None:
+    """The requests exception ``HTTPAdapter.send`` raises for an error
+    ``Retry`` will not retry (a read error with ``read=False``, or for a
+    method not in ``allowed_methods``); ``None`` for the others, which
+    poolwatch translates as it does without retries."""
+    if isinstance(error, ProtocolError):
+        return rexc.ConnectionError(error, request=request)
+    if isinstance(error, ReadTimeoutError):
+        return rexc.ReadTimeout(error, request=request)
+    return None
