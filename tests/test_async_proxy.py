@@ -9,10 +9,10 @@ import trustme
 import poolwatch
 from tests.async_support import assert_at_rest, run
 from tests.servers import HTTPServer
-from tests.test_proxy import _proxy, ca, https_server, proxy_port
+from tests.test_proxy import _proxy, proxy_port
 from tests.tls_support import TLSServer, client_context
 
-__all__ = ["ca", "https_server", "proxy_port"]  # fixtures used here
+__all__ = ["proxy_port"]  # the proxy.py fixture, shared with test_proxy
 
 
 def test_http_and_https_through_the_proxy(
