@@ -8,14 +8,16 @@ import asyncio
 import ipaddress
 import socket
 import ssl
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .._core.book import Book, ConnectionInfo, can_retry, emit
 from .._core.failures import connect_error, dial_error
 from .._core.pool import Decision, Limits, PoolState, Waiter
+from .._core.socks import SocksError, SocksHandshake
 from .._core.stats import PoolStats
 from .._core.tunnel import TunnelHandshake
 from .._events import Listener
@@ -25,6 +27,7 @@ from .._exceptions import (
     NetworkError,
     PoolClosed,
     PoolTimeout,
+    ProxyError,
 )
 from .._leaks import OpenBody, capture_call_site
 from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
@@ -36,6 +39,7 @@ from .response import AsyncResponse
 __all__ = ["AsyncTransport"]
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+T = TypeVar("T")
 # Enough for a CONNECT answer in one read.
 _TUNNEL_RECV = 64 * 1024
 
@@ -74,6 +78,7 @@ class AsyncTransport:
         expect_continue_timeout: float = 1.0,
         local_address: str | None = None,
         socket_options: Sequence[tuple[int, int, int | bytes]] = (),
+        uds: str | None = None,
     ) -> None:
         self.limits = Limits(
             max_connections=max_connections,
@@ -95,6 +100,7 @@ class AsyncTransport:
         self.expect_continue_timeout = expect_continue_timeout
         self.socket_options = tuple(socket_options)
         self._local_address = local_address
+        self.uds = uds  # connect to this Unix socket instead of each origin's host
         self._tls_context = ssl_context  # made on the first https dial if None
         # Held only for bookkeeping, never across an await: stats() may be
         # called from another thread (the command line's watcher).
@@ -146,6 +152,7 @@ class AsyncTransport:
             keep_alive=self.keep_alive,
             ssl_context=ssl_context,
             proxy=proxy,
+            uds=self.uds,
         )
         if request.body is _ASYNC_PLACEHOLDER:
             request.body = body  # type: ignore[assignment]
@@ -287,45 +294,131 @@ class AsyncTransport:
         return conn
 
     async def _open_streams(self, exchange: AsyncExchange) -> tuple[Streams, str | None]:
-        """Connect (and for https, handshake) in the caller's task."""
+        """Connect (through the proxy's SOCKS, TLS or CONNECT step, if any;
+        and for https, handshake) in the caller's task. Every step after the
+        TCP connect runs within the connect timeout too."""
         request = exchange.request
         origin = request.origin
+        limit = exchange.timeout.connect
         loop = self._loop_now()
         self._emit("connect_start", None, exchange)
         proxy = origin.proxy
         host, port = (origin.host, origin.port) if proxy is None else (proxy.host, proxy.port)
         try:
-            sock = await self._connect(host, port, exchange.timeout.connect)
+            if origin.uds is not None:
+                sock = await self._connect_unix(origin.uds, limit)
+            else:
+                sock = await self._connect(host, port, limit)
         except (OSError, asyncio.TimeoutError) as exc:
+            if (
+                proxy is not None
+                and isinstance(exc, OSError)
+                and not isinstance(exc, TimeoutError)
+            ):
+                raise ProxyError(
+                    f"could not connect to proxy {proxy} for {origin}: {exc.strerror or exc}",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
             what = "could not connect" if proxy is None else f"could not connect to proxy {proxy}"
             raise self._connect_error(exchange, exc, what) from exc
+        stage = "connection setup failed"  # what failed, for an OSError
+        streams: Streams | None = None
         try:
             exchange.marks["connected"] = loop.time()
             self._emit("connect_done", None, exchange)
+            if proxy is not None and proxy.is_socks():
+                stage = f"SOCKS handshake with proxy {proxy} failed"
+                await _within(limit, self._socks(sock, origin, proxy))
+            elif proxy is not None and proxy.scheme == "https":
+                stage = f"TLS handshake with proxy {proxy} failed"
+                proxy_context = (
+                    proxy.ssl_context or origin.ssl_context or await self._ssl_context()
+                )
+                streams = await asyncio.open_connection(
+                    sock=sock,
+                    ssl=proxy_context,
+                    server_hostname=proxy.host,
+                    ssl_handshake_timeout=limit,
+                )
+                if origin.scheme != "https":  # absolute-form requests over TLS
+                    return streams, _tls_version(streams)
+                stage = f"CONNECT through proxy {proxy} failed"
+                await _within(limit, _tunnel_over_streams(streams, origin, proxy))
             if origin.scheme != "https":
                 return await asyncio.open_connection(sock=sock), None
-            if proxy is not None:
-                await self._tunnel(sock, origin, proxy)
+            if proxy is not None and streams is None and not proxy.is_socks():
+                stage = f"CONNECT through proxy {proxy} failed"
+                await _within(limit, self._tunnel(sock, origin, proxy))
+            stage = "TLS handshake failed"
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or await self._ssl_context()
-            streams = await asyncio.open_connection(
-                sock=sock,
-                ssl=context,
-                server_hostname=origin.host,
-                ssl_handshake_timeout=exchange.timeout.connect,
-            )
-            tls = streams[1].get_extra_info("ssl_object")
-            version = tls.version() if tls is not None else None
+            if streams is None:
+                streams = await asyncio.open_connection(
+                    sock=sock,
+                    ssl=context,
+                    server_hostname=origin.host,
+                    ssl_handshake_timeout=limit,
+                )
+            elif sys.version_info >= (3, 11):  # TLS inside the TLS session with the proxy
+                await streams[1].start_tls(
+                    context, server_hostname=origin.host, ssl_handshake_timeout=limit
+                )
+            else:
+                raise ProxyError(
+                    f"https through the https proxy {proxy} needs Python 3.11 or newer",
+                    method=request.method,
+                    url=request.url,
+                )
+            version = _tls_version(streams)
             exchange.marks["tls_done"] = loop.time()
             self._emit("tls_handshake_done", None, exchange, version=version)
             return streams, version
         except BaseException as exc:
+            if streams is not None:
+                streams[1].transport.abort()
             sock.close()
             timed_out = isinstance(exc, TimeoutError | asyncio.TimeoutError)
-            error = dial_error(exchange, exc, timed_out)
+            error = dial_error(exchange, exc, timed_out, stage)
             if error is exc:
                 raise
             raise error from exc
+
+    async def _connect_unix(self, path: str, limit: float | None) -> socket.socket:
+        """A connected non-blocking Unix socket."""
+        loop = self._loop_now()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await _within(limit, loop.sock_connect(sock, path))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _socks(self, sock: socket.socket, origin: Origin, proxy: Proxy) -> None:
+        """The SOCKS handshake on ``sock``: on return it speaks to the origin."""
+        loop = self._loop_now()
+        host = origin.host
+        if not proxy.resolves_names():
+            family = socket.AF_INET if proxy.scheme == "socks4" else socket.AF_UNSPEC
+            try:
+                infos = await loop.getaddrinfo(host, None, family=family, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise SocksError(f"could not resolve {host} locally: {exc}") from exc
+            host = str(infos[0][4][0])
+        handshake = SocksHandshake.for_proxy(proxy, host, origin.port)
+        try:
+            await loop.sock_sendall(sock, handshake.data_to_send())
+            while not handshake.done:
+                handshake.receive_data(await loop.sock_recv(sock, _TUNNEL_RECV))
+                data = handshake.data_to_send()
+                if data:
+                    await loop.sock_sendall(sock, data)
+        except TimeoutError:
+            raise
+        except OSError as exc:  # a reset: the proxy's doing, like a refusal
+            raise SocksError(f"the connection to the proxy failed: {exc}") from exc
 
     async def _connect(self, host: str, port: int, limit: float | None) -> socket.socket:
         """A connected non-blocking socket; name resolution off the loop."""
@@ -513,3 +606,25 @@ def _as_sync_body(body: Any) -> Any:
     if hasattr(body, "__aiter__"):
         return _ASYNC_PLACEHOLDER
     return body
+
+
+async def _within(limit: float | None, step: Awaitable[T]) -> T:
+    """Await ``step``, within ``limit`` seconds unless it is ``None``."""
+    if limit is None:
+        return await step
+    return await asyncio.wait_for(step, limit)
+
+
+async def _tunnel_over_streams(streams: Streams, origin: Origin, proxy: Proxy) -> None:
+    """Ask the proxy at the other end of ``streams`` (a TLS session to it)
+    for a tunnel to ``origin``."""
+    reader, writer = streams
+    handshake = TunnelHandshake(origin.host, origin.port, proxy.authorization)
+    writer.write(handshake.request)
+    while not handshake.receive(await reader.read(_TUNNEL_RECV)):
+        pass
+
+
+def _tls_version(streams: Streams) -> str | None:
+    tls = streams[1].get_extra_info("ssl_object")
+    return tls.version() if tls is not None else None

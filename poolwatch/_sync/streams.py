@@ -84,10 +84,7 @@ def open_socks(sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:
     return the socket speaks to the target. Raises :class:`SocksError`."""
     if not proxy.resolves_names():
         host = _resolve(host, ipv4_only=proxy.scheme == "socks4")
-    version = "socks4" if proxy.scheme.startswith("socks4") else "socks5"
-    handshake = SocksHandshake(
-        version, host, port, username=proxy.username, password=proxy.password
-    )
+    handshake = SocksHandshake.for_proxy(proxy, host, port)
     try:
         sock.sendall(handshake.data_to_send())
         while not handshake.done:
