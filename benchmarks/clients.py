@@ -232,3 +232,44 @@ async def make_httpx_async(opts: ClientOptions) -> AsyncClient:
         return len(resp.content)
 
     return AsyncClient(get, client.aclose)
+
+
+@register("poolwatch-async", label="poolwatch.AsyncTransport", requires=(), kind="async")
+async def make_poolwatch_async(opts: ClientOptions) -> AsyncClient:
+    """poolwatch's native asyncio transport with its defaults."""
+    import poolwatch
+
+    transport = poolwatch.AsyncTransport()
+    base = opts.base_url
+
+    async def get(path: str) -> int:
+        resp = await transport.request("GET", base + path)
+        body = await resp.read()
+        check_status(resp.status, path)
+        return len(body)
+
+    return AsyncClient(get, transport.aclose)
+
+
+@register(
+    "httpx-async+poolwatch",
+    label="httpx.AsyncClient + AsyncHTTPXTransport",
+    requires=("httpx",),
+    kind="async",
+    default=False,
+)
+async def make_httpx_async_poolwatch(opts: ClientOptions) -> AsyncClient:
+    """``httpx.AsyncClient`` over poolwatch's async transport."""
+    import httpx
+
+    import poolwatch
+
+    client = httpx.AsyncClient(transport=poolwatch.AsyncHTTPXTransport())
+    base = opts.base_url
+
+    async def get(path: str) -> int:
+        resp = await client.get(base + path)
+        check_status(resp.status_code, path)
+        return len(resp.content)
+
+    return AsyncClient(get, client.aclose)

@@ -179,7 +179,7 @@ SCENARIOS: dict[str, Scenario] = {
             "async",
             s4_async_tiny,
             concurrency=TASKS,
-            note="asyncio clients only; poolwatch has no asyncio transport yet",
+            note="asyncio clients only (poolwatch-async is the native AsyncTransport)",
         ),
         Scenario("S5", "POST 64 KiB, 1 thread", "req/s", "sync", s5_post_64k),
         Scenario(

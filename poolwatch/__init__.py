@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 
+from ._async.response import AsyncResponse
+from ._async.transport import AsyncTransport
+from ._core.book import ConnectionInfo
 from ._core.pool import Limits
 from ._core.stats import OriginStats, PoolStats
+from ._core.timings import Timings
 from ._events import EVENT_NAMES, Event, Listener
 from ._exceptions import (
     ConnectError,
@@ -38,8 +42,8 @@ from ._exceptions import (
 )
 from ._leaks import CallSite, OpenBody
 from ._models import Origin, Proxy, Timeout, parse_proxy
-from ._sync.response import Response, Timings
-from ._sync.transport import ConnectionInfo, Transport
+from ._sync.response import Response
+from ._sync.transport import Transport
 
 __version__ = "0.1.0"
 
@@ -57,11 +61,18 @@ def __getattr__(name: str) -> object:
         from .adapters.httpx import HTTPXTransport
 
         return HTTPXTransport
+    if name == "AsyncHTTPXTransport":
+        from .adapters.httpx import AsyncHTTPXTransport
+
+        return AsyncHTTPXTransport
     raise AttributeError(f"module 'poolwatch' has no attribute {name!r}")
 
 
 __all__ = [
     "EVENT_NAMES",
+    "AsyncHTTPXTransport",
+    "AsyncResponse",
+    "AsyncTransport",
     "CallSite",
     "ConnectError",
     "ConnectTimeout",

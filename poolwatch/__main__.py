@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument(
         "--client",
-        choices=("native", "requests", "httpx"),
+        choices=("native", "requests", "httpx", "httpx-async"),
         default="native",
         help="make the requests with poolwatch's own API (default), or with "
         "requests or httpx over poolwatch",

@@ -5,24 +5,28 @@ Four loops of five GETs, each with a fresh transport, against a loopback
 server started here. After each loop the transport settles and the live
 workers are counted plus one for the main thread, as Go's
 ``runtime.NumGoroutine()`` would count them (BEHAVIOUR.md, "The seed
-experiment").
+experiment"). Through the asyncio transport (``--client httpx-async``) the
+workers are tasks, counted plus one for the main task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import http.server
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from ._exceptions import LeakWarning
 from ._sync.transport import Transport
 
 __all__ = ["LOOPS", "LoopResult", "run_demo", "run_loop"]
+
+T = TypeVar("T")
 
 REQUESTS_PER_LOOP = 5
 
@@ -118,6 +122,18 @@ class DemoClient:
     def shutdown(self) -> None:
         self.transport.close()
 
+    def settle(self) -> None:
+        """Wait until closed connections' workers have exited."""
+        self.transport.settle()
+
+    def workers_alive(self) -> int:
+        """Worker threads (or tasks) actually alive."""
+        return _worker_threads()
+
+    def stats(self) -> Any:
+        """The transport's stats."""
+        return self.transport.stats()
+
 
 class RequestsClient(DemoClient):
     """``requests.Session`` with :class:`~poolwatch.RequestsAdapter` mounted."""
@@ -165,10 +181,66 @@ class HTTPXClient(DemoClient):
         self.client.close()
 
 
+class HTTPXAsyncClient(DemoClient):
+    """``httpx.AsyncClient`` with :class:`~poolwatch.AsyncHTTPXTransport`,
+    on an event loop of its own; the workers are tasks."""
+
+    name = "httpx-async"
+
+    def __init__(self) -> None:
+        import httpx
+
+        from .adapters.httpx import AsyncHTTPXTransport
+
+        self.loop = asyncio.new_event_loop()
+        transport = AsyncHTTPXTransport()
+        self.async_transport = transport.transport
+        self.client = httpx.AsyncClient(transport=transport)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    async def _get(self, url: str) -> Any:
+        return await self.client.send(self.client.build_request("GET", url), stream=True)
+
+    def get(self, url: str) -> Any:
+        return self._run(self._get(url))
+
+    def read(self, response: Any) -> None:
+        self._run(response.aread())
+
+    def close(self, response: Any) -> None:
+        self._run(response.aclose())
+
+    async def _settle(self) -> None:
+        await asyncio.sleep(0)  # leak reports scheduled on the loop run first
+        await self.async_transport.settle()
+
+    def settle(self) -> None:
+        self._run(self._settle())
+
+    def workers_alive(self) -> int:
+        tasks = asyncio.all_tasks(self.loop)
+        return sum(1 for t in tasks if t.get_name().startswith("poolwatch-"))
+
+    def stats(self) -> Any:
+        return self.async_transport.stats()
+
+    def shutdown(self) -> None:
+        loop = self.loop
+        try:
+            self._run(self.client.aclose())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+
 CLIENTS: dict[str, type[DemoClient]] = {
     "native": DemoClient,
     "requests": RequestsClient,
     "httpx": HTTPXClient,
+    "httpx-async": HTTPXAsyncClient,
 }
 
 
@@ -182,11 +254,10 @@ def run_loop(loop: Loop, url: str, client: DemoClient) -> tuple[LoopResult, list
         if loop.close:
             client.close(resp)
         kept.append(resp)  # held, as Go's goroutines hold their responses
-    transport = client.transport
-    transport.settle()
-    stats = transport.stats()
+    client.settle()
+    stats = client.stats()
     result = LoopResult(
-        loop, stats.workers_alive + 1, _worker_threads() + 1, stats.connections_opened
+        loop, stats.workers_alive + 1, client.workers_alive() + 1, stats.connections_opened
     )
     return result, kept
 
@@ -204,7 +275,7 @@ def run_demo(out: TextIO, client_name: str = "native") -> bool:
                 result, kept = run_loop(loop, url, client)
                 results.append(result)
                 if loop.number == 1:
-                    reports = _leak_reports(client.transport, kept)
+                    reports = _leak_reports(client, kept)
                 del kept
             finally:
                 client.shutdown()
@@ -217,13 +288,13 @@ def run_demo(out: TextIO, client_name: str = "native") -> bool:
     return ok
 
 
-def _leak_reports(transport: Transport, kept: list[Any]) -> list[str]:
+def _leak_reports(client: DemoClient, kept: list[Any]) -> list[str]:
     """Drop loop 1's responses and collect the leak warnings they raise (R6)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LeakWarning)
         kept.clear()
         gc.collect()
-    transport.settle()
+    client.settle()
     return [str(w.message) for w in caught if issubclass(w.category, LeakWarning)]
 
 

@@ -18,6 +18,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
         ("find_leaks.py", "find_leaks.py:18"),
         ("drop_in.py", "1 open body from"),
         ("export_metrics.py", "http.client.request.duration"),
+        ("async_tour.py", "opened=4 closed=1 requests=21 workers=6"),
         ("command_line.py", ": 3 requests on 1 connection"),
     ],
 )
@@ -35,7 +36,7 @@ def test_example_runs(script: str, expected: str) -> None:
     assert expected in result.stdout
 
 
-@pytest.mark.parametrize("client", ["native", "requests", "httpx"])
+@pytest.mark.parametrize("client", ["native", "requests", "httpx", "httpx-async"])
 def test_demo_prints_expected_counts(client: str) -> None:
     """The seed experiment's main job, through each client: 11, 1, 3, 3 and
     five leak reports naming the demo's call site."""

@@ -7,18 +7,19 @@ the server received (README: "everything else stays as it was")."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx
 import pytest
 
 import poolwatch
-from poolwatch.adapters.httpx import HTTPXTransport
+from poolwatch.adapters.httpx import AsyncHTTPXTransport, HTTPXTransport
 from tests.parity_support import (
     BAD_CHUNK_SIZE,
     BYTES_AFTER_BODY,
@@ -66,6 +67,7 @@ from tests.parity_support import (
 )
 
 Client = httpx.Client
+T = TypeVar("T")
 
 
 @contextmanager
@@ -781,3 +783,220 @@ def test_parity(case: Case[Client], certs: Certs, tmp_path: Path) -> None:
     """The user of httpx sees the same through poolwatch's transport as
     through httpx's own."""
     assert_parity(case, observe_both(case, open_client, certs, tmp_path))
+
+
+# -- httpx.AsyncClient: the stock async transport against AsyncHTTPXTransport --
+
+
+class AsyncBridge:
+    """An ``httpx.AsyncClient`` driven from the table's synchronous case code:
+    each call runs to completion on the bridge's own event loop, so the
+    request-level cases above run unchanged through the async stack."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self.run(self.client.request(method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self.client.cookies
+
+    def close(self) -> None:
+        """Close the client, check that no task is left, close the loop."""
+        loop = self.loop
+        try:
+            self.run(self.client.aclose())
+            self.run(_settled())
+            left = asyncio.all_tasks(loop)
+            assert not left, f"tasks left behind: {left}"
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+
+async def _settled() -> None:
+    for _ in range(5):  # aborted transports close their sockets on the loop
+        await asyncio.sleep(0)
+
+
+@contextmanager
+def open_async_client(flavour: str, options: dict[str, Any]) -> Iterator[AsyncBridge]:
+    """A stock ``httpx.AsyncClient``, or one over poolwatch's async
+    transport, made with the same transport ``options``."""
+    if flavour == POOLWATCH:
+        client = httpx.AsyncClient(transport=AsyncHTTPXTransport(**options))
+    elif options:
+        client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(**options))
+    else:
+        client = httpx.AsyncClient()
+    bridge = AsyncBridge(client)
+    try:
+        yield bridge
+    finally:
+        bridge.close()
+
+
+AsyncRun = Callable[[httpx.AsyncClient, Env, Observation], Coroutine[Any, Any, None]]
+
+
+def native(run: AsyncRun) -> Run[AsyncBridge]:
+    """A case written against ``httpx.AsyncClient`` itself (streaming)."""
+
+    def bridged(bridge: AsyncBridge, env: Env, obs: Observation) -> None:
+        bridge.run(run(bridge.client, env, obs))
+
+    return bridged
+
+
+async def async_close_early(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
+    """Read a little of an endless body, close it, then make another request."""
+    async with c.stream("GET", env.url("/stream")) as resp:
+        chunks = resp.aiter_bytes(1024)
+        obs["chunks"] = [len(await chunks.__anext__()) for _ in range(3)]
+        await chunks.aclose()
+    obs["next"] = (await c.get(env.url("/"))).content
+
+
+async def async_read_all_unclosed(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
+    """A streamed body read to its end but not closed; the next request
+    reuses the connection all the same."""
+    resp = await c.send(c.build_request("GET", env.url("/bytes/5000")), stream=True)
+    try:
+        obs["size"] = sum([len(chunk) async for chunk in resp.aiter_bytes(1000)])
+        obs["next"] = (await c.get(env.url("/"))).content
+    finally:
+        await resp.aclose()
+
+
+async def async_joined(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
+    async with c.stream("GET", env.url("/chunked/70001")) as resp:
+        obs["content"] = b"".join([chunk async for chunk in resp.aiter_bytes()])
+        obs["status"] = resp.status_code
+
+
+async def async_pool_timeout(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
+    """One connection allowed and held: a second request times out in the pool."""
+    async with c.stream("GET", env.url("/bytes/10")) as first:
+        try:
+            await c.get(env.url("/"), timeout=httpx.Timeout(5, pool=SHORT))
+        except httpx.HTTPError as exc:
+            obs["second"] = type(exc)
+        obs["first"] = await first.aread()
+
+
+async def async_generator_upload(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"async "
+        yield b"chunks"
+
+    obs.update(seen(await c.post(env.url("/echo"), content=chunks())))
+
+
+async def async_trace(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
+    """The async ``trace`` extension hears the request's phases in order."""
+    names: list[str] = []
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        names.append(name)
+
+    await c.get(env.url("/"), extensions={"trace": trace})
+    wanted = [
+        "http11.send_request_headers.started",
+        "http11.send_request_headers.complete",
+        "http11.receive_response_headers.complete",
+        "http11.response_closed.complete",
+    ]
+    obs["trace"] = [name for name in names if name in wanted]
+
+
+# Cases of the table above that run through httpx.AsyncClient unchanged. Not
+# here: those driving c.stream() or c.send() (rewritten natively below) and
+# those with synchronous bodies (files, generators), which an AsyncClient
+# refuses whichever transport it has.
+_SYNC_ONLY = {
+    "upload-generator-chunked",
+    "upload-generator-empty",
+    "upload-file",
+    "upload-bytesio",
+    "upload-multipart",
+    "upload-multipart-with-data",
+}
+_REQUEST_LEVEL = (
+    "fetch.",
+    "steps.",
+    "digest.",
+    "upload.",
+    "mixed_headers",
+    "stale_after_server_close",
+    "with_cookie",
+    "tls_upload",
+    "too_many_redirects",
+    "not_followed",
+)
+ASYNC_CASES: list[Case[AsyncBridge]] = [
+    Case[AsyncBridge](c.name, c.run, c.expect, c.serve, c.options, c.differs)  # type: ignore[arg-type]
+    for c in CASES
+    if c.run.__qualname__.startswith(_REQUEST_LEVEL) and c.name not in _SYNC_ONLY
+] + [
+    Case[AsyncBridge](
+        "async-stream-close-early-then-reuse",
+        native(async_close_early),
+        {"chunks": [1024] * 3, "next": b"hello world!\n"},
+    ),
+    Case[AsyncBridge](
+        "async-stream-read-all-unclosed",
+        native(async_read_all_unclosed),
+        {"size": 5000, "next": b"hello world!\n"},
+    ),
+    Case[AsyncBridge]("async-stream-aiter-bytes-joined", native(async_joined), ok(b"x" * 70001)),
+    Case[AsyncBridge](
+        "async-timeout-pool",
+        native(async_pool_timeout),
+        {"second": httpx.PoolTimeout, "first": b"x" * 10},
+        options=lambda env: {"limits": httpx.Limits(max_connections=1)},
+    ),
+    Case[AsyncBridge](
+        "async-upload-async-generator",
+        native(async_generator_upload),
+        ok(b"async chunks"),
+    ),
+    Case[AsyncBridge](
+        "async-trace-extension",
+        native(async_trace),
+        {
+            "trace": [
+                "http11.send_request_headers.started",
+                "http11.send_request_headers.complete",
+                "http11.receive_response_headers.complete",
+                "http11.response_closed.complete",
+            ]
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("case", table(ASYNC_CASES))
+def test_async_parity(case: Case[AsyncBridge], certs: Certs, tmp_path: Path) -> None:
+    """The user of httpx.AsyncClient sees the same through poolwatch's async
+    transport as through httpx's own."""
+    assert_parity(case, observe_both(case, open_async_client, certs, tmp_path))
+
+
+def test_async_http2_is_refused() -> None:
+    """As the sync transport: HTTP/2 is a clear ValueError."""
+    assert poolwatch.AsyncHTTPXTransport is AsyncHTTPXTransport  # the public name
+    with pytest.raises(ValueError, match=r"HTTP/1\.1 only"):
+        AsyncHTTPXTransport(http2=True)

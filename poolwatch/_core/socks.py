@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._models import Proxy
 
 __all__ = ["SOCKS_SCHEMES", "SocksError", "SocksHandshake"]
 
@@ -80,6 +84,13 @@ class SocksHandshake:
             raise ValueError(f"unknown SOCKS version {version!r}")
         self._steps = steps
         self._wanted = next(steps)
+
+    @classmethod
+    def for_proxy(cls, proxy: Proxy, host: str, port: int) -> SocksHandshake:
+        """The handshake ``proxy`` (a ``socks4``, ``socks4a``, ``socks5`` or
+        ``socks5h`` proxy) expects for a connection to ``host:port``."""
+        version = "socks4" if proxy.scheme.startswith("socks4") else "socks5"
+        return cls(version, host, port, username=proxy.username, password=proxy.password)
 
     def data_to_send(self) -> bytes:
         """The bytes to send now (possibly none)."""

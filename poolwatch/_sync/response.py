@@ -6,56 +6,17 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import TracebackType
 
 import h11
 from urllib3 import HTTPHeaderDict
 
+from .._core.exchange import BODY
+from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
 from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
-from .connection import BODY, Connection, Exchange
+from .connection import Connection, Exchange
 
 __all__ = ["Response", "Timings"]
-
-# drain_on_close reads at most this much of an abandoned body to save the
-# connection; past it a new connection is cheaper than the bytes.
-DRAIN_MAX_BYTES = 256 * 1024
-DRAIN_MAX_SECONDS = 0.25
-
-
-@dataclass(frozen=True)
-class Timings:
-    """When each phase of a request ended, in seconds since the request call
-    (``None``: the phase did not happen, or has not yet)."""
-
-    got_connection: float | None
-    connected: float | None  # a new connection's TCP connect (and proxy tunnel)
-    tls_done: float | None
-    request_written: float | None
-    first_byte: float | None
-    response_head: float | None
-    body_done: float | None
-    reused: bool
-
-    @classmethod
-    def from_marks(cls, marks: dict[str, float], reused: bool) -> Timings:
-        """Build from an exchange's time marks."""
-        start = marks["start"]
-
-        def since(name: str) -> float | None:
-            mark = marks.get(name)
-            return None if mark is None else mark - start
-
-        return cls(
-            got_connection=since("got_conn"),
-            connected=since("connected"),
-            tls_done=since("tls_done"),
-            request_written=since("written"),
-            first_byte=since("first_byte"),
-            response_head=since("head"),
-            body_done=since("body_done"),
-            reused=reused,
-        )
 
 
 class Response:

@@ -19,9 +19,8 @@ import ssl
 import threading
 from typing import Protocol
 
-import h11
-
 from .._core.socks import SocksError, SocksHandshake
+from .._core.tunnel import TunnelHandshake, TunnelRefused
 from .._models import Proxy
 
 __all__ = [
@@ -71,36 +70,13 @@ class RawSocket(Protocol):
     def dup(self) -> RawSocket: ...
 
 
-class TunnelRefused(Exception):
-    """The proxy answered CONNECT with something other than 2xx."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"the proxy answered CONNECT with {status} {reason}")
-        self.status = status
-
-
 def open_tunnel(sock: RawSocket, host: str, port: int, authorization: bytes | None) -> None:
     """Ask the proxy on ``sock`` for a tunnel to ``host:port`` (RFC 9110
     section 9.3.6); on return the socket speaks to the origin."""
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    headers = [(b"Host", authority.encode("ascii"))]
-    if authorization:
-        headers.append((b"Proxy-Authorization", authorization))
-    proto = h11.Connection(h11.CLIENT)
-    request = h11.Request(method=b"CONNECT", target=authority.encode("ascii"), headers=headers)
-    sock.sendall(proto.send(request) + proto.send(h11.EndOfMessage()))
-    while True:
-        event = proto.next_event()
-        if event is h11.NEED_DATA:
-            proto.receive_data(sock.recv(_RECV_SIZE))
-            continue
-        if isinstance(event, h11.InformationalResponse):
-            continue
-        if isinstance(event, h11.Response):
-            if not 200 <= event.status_code < 300:
-                raise TunnelRefused(event.status_code, event.reason.decode("latin-1"))
-            return
-        raise h11.RemoteProtocolError(f"unexpected {event!r} in answer to CONNECT")
+    handshake = TunnelHandshake(host, port, authorization)
+    sock.sendall(handshake.request)
+    while not handshake.receive(sock.recv(_RECV_SIZE)):
+        pass
 
 
 def open_socks(sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:
@@ -108,10 +84,7 @@ def open_socks(sock: socket.socket, proxy: Proxy, host: str, port: int) -> None:
     return the socket speaks to the target. Raises :class:`SocksError`."""
     if not proxy.resolves_names():
         host = _resolve(host, ipv4_only=proxy.scheme == "socks4")
-    version = "socks4" if proxy.scheme.startswith("socks4") else "socks5"
-    handshake = SocksHandshake(
-        version, host, port, username=proxy.username, password=proxy.password
-    )
+    handshake = SocksHandshake.for_proxy(proxy, host, port)
     try:
         sock.sendall(handshake.data_to_send())
         while not handshake.done:

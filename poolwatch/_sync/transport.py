@@ -9,37 +9,32 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import Any
 
-import h11
-
+from .._core.book import Book, ConnectionInfo, can_retry, emit
+from .._core.exchange import BODY
+from .._core.failures import connect_error, dial_error
 from .._core.pool import Decision, Limits, PoolState, Waiter
-from .._core.socks import SocksError
-from .._core.stats import Counters, OriginStats, PoolStats
-from .._events import Event, Listener, dispatch
+from .._core.stats import Counters, PoolStats
+from .._events import Listener
 from .._exceptions import (
     ConnectError,
     ConnectTimeout,
-    LocalProtocolError,
     NetworkError,
     PoolClosed,
     PoolTimeout,
     ProxyError,
-    ReadError,
-    TLSError,
 )
 from .._leaks import OpenBody, capture_call_site
 from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
-from .connection import BODY, NO_TIMEOUT, WAITING, Connection, Exchange
+from .connection import NO_TIMEOUT, Connection, Exchange
 from .response import Response
 from .streams import (
     RawSocket,
     ReadStream,
     TLSSession,
-    TunnelRefused,
     WriteStream,
     open_plain,
     open_socks,
@@ -54,26 +49,6 @@ __all__ = ["ConnectionInfo", "Transport", "live_transports"]
 # byte; the retry goes to another connection, which may be stale too. Bound
 # the chain (Go retries as long as the connection was reused).
 MAX_RETRIES = 3
-_BODY_COUNTERS = {
-    "drained": "bodies_drained",
-    "closed_early": "bodies_closed_early",
-    "leaked": "bodies_leaked",
-    "errored": "bodies_errored",
-    "no_body": "bodies_without_content",
-}
-
-
-@dataclass(frozen=True)
-class ConnectionInfo:
-    """One open connection, as :meth:`Transport.connections` reports it.
-    Times are in seconds; ``idle_time`` is 0 for an active connection."""
-
-    id: int
-    origin: str
-    state: str
-    requests_served: int
-    age: float
-    idle_time: float
 
 
 class Transport:
@@ -142,10 +117,7 @@ class Transport:
         self._tls_context = ssl_context  # made on the first https dial if None
         self._lock = threading.Lock()
         self._pool: PoolState[Connection] = PoolState(self.limits)
-        self._counters: dict[Origin, Counters] = {}  # pool lock
-        self._live: dict[Connection, None] = {}  # pool lock: open connections
-        self._unsettled: dict[Connection, None] = {}  # pool lock: workers running
-        self._open: dict[Exchange, None] = {}  # pool lock: bodies checked out
+        self._book: Book[Connection] = Book(self._pool)  # pool lock
         self._waiter_locks: dict[Waiter[Connection], threading.Lock] = {}  # pool lock
         self._closed = False  # pool lock
         # Bodies dropped after their reader may have exited (R6): queued by the
@@ -206,7 +178,7 @@ class Transport:
                     raise
                 retries += 1
                 with self._lock:
-                    conn._counters.retries += 1
+                    conn.counters.retries += 1
                 self._emit("retry", conn, exchange, error=exc)
                 continue
             return Response(exchange, drain_on_close=self.drain_on_close)
@@ -226,13 +198,7 @@ class Transport:
 
     @staticmethod
     def _can_retry(exchange: Exchange, error: BaseException) -> bool:
-        """R13: only a reused connection, only before any response byte, only
-        a request that may be sent again."""
-        if not exchange.reused or exchange.response_started:
-            return False
-        if isinstance(error, LocalProtocolError):
-            return False
-        return exchange.request.is_replayable()
+        return can_retry(exchange, error)
 
     # -- getting a connection ------------------------------------------------
 
@@ -250,7 +216,7 @@ class Transport:
                     self._assign_locked(exchange, conn, was_idle=True)
                 waiter = decision.waiter
                 if waiter is not None:
-                    self._counters_for(origin).pool_waits += 1
+                    self._book.counters_for(origin).pool_waits += 1
                     waiter_lock = self._waiter_locks.setdefault(waiter, _locked())
             self._act(decision)
             if conn is not None:
@@ -293,11 +259,11 @@ class Transport:
             )
         if waiter.may_dial:
             return self._dial(exchange)
-        if waiter.connection is None:
+        handed: Connection | None = waiter.connection
+        if handed is None:
             raise self._closed_error(exchange)
-        if exchange.connection is waiter.connection:
-            return waiter.connection
-        return None  # handed a connection that closed meanwhile: again
+        # None: handed a connection that closed meanwhile: again.
+        return handed if exchange.connection is handed else None
 
     def _dial(self, exchange: Exchange) -> Connection:
         """Open a connection for ``exchange`` in the slot reserved for it (R1)."""
@@ -314,10 +280,7 @@ class Transport:
         with self._lock:
             closed = self._closed
             if not closed:
-                self._live[conn] = None
-                self._unsettled[conn] = None
-                conn._counters.connections_opened += 1
-                conn._counters.workers_alive += 2
+                self._book.opened_locked(conn)
                 self._assign_locked(exchange, conn, was_idle=False)
             else:
                 decision = self._pool.forget_locked(conn)
@@ -389,41 +352,15 @@ class Transport:
             return (reader, writer), session
         except BaseException as exc:
             sock.close()
-            if isinstance(exc, SocksError):
-                raise ProxyError(
-                    f"proxy {proxy} did not connect to {origin}: {exc}",
-                    method=request.method,
-                    url=request.url,
-                ) from exc
-            if isinstance(exc, TunnelRefused | h11.RemoteProtocolError):
-                raise ProxyError(
-                    f"proxy {proxy} did not open a tunnel to {origin}: {exc}",
-                    method=request.method,
-                    url=request.url,
-                ) from exc
-            if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-                raise TLSError(
-                    f"{stage} for {origin}: {exc}", method=request.method, url=request.url
-                ) from exc
-            if isinstance(exc, OSError):
-                raise self._connect_error(exchange, exc, stage) from exc
-            raise
+            error = dial_error(exchange, exc, isinstance(exc, TimeoutError), stage)
+            if error is exc:
+                raise
+            raise error from exc
 
     def _connect_error(
         self, exchange: Exchange, exc: OSError, what: str
     ) -> ConnectError | ConnectTimeout:
-        request = exchange.request
-        if isinstance(exc, TimeoutError):
-            return ConnectTimeout(
-                f"{what}: no answer from {request.origin} within {exchange.timeout.connect}s",
-                method=request.method,
-                url=request.url,
-            )
-        return ConnectError(
-            f"{what} to {request.origin}: {exc.strerror or exc}",
-            method=request.method,
-            url=request.url,
-        )
+        return connect_error(exchange, exc, what, timed_out=isinstance(exc, TimeoutError))
 
     def _ssl_context(self) -> ssl.SSLContext:
         context = self._tls_context
@@ -432,74 +369,16 @@ class Transport:
         return context
 
     def _assign_locked(self, exchange: Exchange, conn: Connection, was_idle: bool) -> None:
-        exchange.connection = conn
-        exchange.reused = conn.requests_served > 0
-        exchange.was_idle = was_idle  # from the idle pool, not handed over
-        conn.exchange = exchange
+        self._book.assign_locked(exchange, conn, was_idle)
 
     def _closed_error(self, exchange: Exchange) -> PoolClosed:
         request = exchange.request
         return PoolClosed("the transport is closed", method=request.method, url=request.url)
 
-    # -- bookkeeping called by connections -------------------------------------
+    # -- called by connections ------------------------------------------------
 
     def _counters_for(self, origin: Origin) -> Counters:
-        counters = self._counters.get(origin)
-        if counters is None:
-            counters = self._counters[origin] = Counters()
-        return counters
-
-    def _response_delivered_locked(self, exchange: Exchange) -> None:
-        conn = exchange.connection
-        assert conn is not None
-        exchange.state = BODY
-        conn.requests_served += 1
-        counters = conn._counters
-        counters.requests += 1
-        if exchange.reused:
-            counters.reused_requests += 1
-        self._open[exchange] = None
-
-    def _end_body_locked(self, exchange: Exchange, outcome: str) -> None:
-        conn = exchange.connection
-        assert conn is not None
-        exchange.state = "done"
-        exchange.outcome = outcome
-        counters = conn._counters
-        name = _BODY_COUNTERS[outcome]
-        setattr(counters, name, getattr(counters, name) + 1)
-        del self._open[exchange]
-
-    def _connection_closed_locked(self, conn: Connection) -> Decision[Connection]:
-        decision = self._pool.forget_locked(conn)
-        del self._live[conn]
-        counters = conn._counters
-        counters.connections_closed += 1
-        if conn.close_reason == "idle_timeout":
-            counters.idle_expired += 1
-        exchange = conn.exchange
-        if exchange is not None:
-            if exchange.state == WAITING:
-                exchange.state = "failed"
-                request = exchange.request
-                exchange.error = ReadError(
-                    f"connection closed before the response ({conn.close_reason})",
-                    method=request.method,
-                    url=request.url,
-                )
-                exchange.head_ready.release()
-            elif exchange.state == BODY and (
-                not exchange.body_buffered or conn.close_reason == "transport_closed"
-            ):
-                # A body that arrived whole outlives a server's close (its
-                # owner decides its outcome), not the transport's (R14).
-                self._end_body_locked(exchange, "errored")
-        return decision
-
-    def _worker_exited_locked(self, conn: Connection, last: bool) -> None:
-        conn._counters.workers_alive -= 1
-        if last:
-            self._unsettled.pop(conn, None)
+        return self._book.counters_for(origin)
 
     def _act(self, decision: Decision[Connection]) -> None:
         """Carry out a pool decision, with no lock held."""
@@ -522,19 +401,7 @@ class Transport:
     ) -> None:
         """Tell the transport's listeners, and the request's own, about an
         event. Never called with a lock held."""
-        listeners = self._listeners
-        own = None if exchange is None else exchange.listener
-        if own is not None:
-            listeners = (*listeners, own)
-        if not listeners:
-            return
-        if conn is not None:
-            origin = str(conn.origin)
-        else:
-            origin = str(exchange.request.origin) if exchange is not None else ""
-        url = None if exchange is None else exchange.request.url
-        event = Event(name, origin, None if conn is None else conn.id, url, data)
-        dispatch(listeners, event)
+        emit(self._listeners, name, conn, exchange, **data)
 
     # -- observing -------------------------------------------------------------
 
@@ -568,43 +435,15 @@ class Transport:
         """An immutable snapshot: totals and a per-origin breakdown (R18)."""
         self._settle_late_leaks()
         with self._lock:
-            snapshots = [
-                (str(origin), self._origin_stats_locked(origin, counters))
-                for origin, counters in self._counters.items()
-            ]
-        per_origin: dict[str, OriginStats] = {}
-        for key, snapshot in snapshots:  # TLS settings split an origin's pools
-            per_origin[key] = snapshot + per_origin[key] if key in per_origin else snapshot
-        return PoolStats.build(per_origin)
-
-    def _origin_stats_locked(self, origin: Origin, counters: Counters) -> OriginStats:
-        pool = self._pool
-        conns = [c for c in self._live if c.origin == origin]
-        return OriginStats(
-            **counters.as_dict(),
-            open_connections=len(conns),
-            idle_connections=pool.idle_count(origin),
-            active_connections=sum(1 for c in conns if not pool.is_idle(c)),
-            open_bodies=sum(1 for e in self._open if e.request.origin == origin),
-            waiting_requests=pool.waiting(origin),
-        )
+            snapshots = self._book.stats_locked()
+        return Book.merge(snapshots)
 
     def connections(self) -> list[ConnectionInfo]:
         """Every open connection: id, origin, idle or active, requests served,
         age and idle time."""
         now = time.monotonic()
         with self._lock:
-            return [
-                ConnectionInfo(
-                    id=c.id,
-                    origin=str(c.origin),
-                    state="idle" if self._pool.is_idle(c) else "active",
-                    requests_served=c.requests_served,
-                    age=now - c.created_at,
-                    idle_time=now - c.idle_since if self._pool.is_idle(c) else 0.0,
-                )
-                for c in self._live
-            ]
+            return self._book.connections_locked(now)
 
     def open_bodies(self) -> list[OpenBody]:
         """Responses whose body is neither read to the end nor closed, with
@@ -612,37 +451,20 @@ class Transport:
         self._settle_late_leaks()
         now = time.monotonic()
         with self._lock:
-            exchanges = list(self._open)
-        return [
-            OpenBody(
-                method=e.request.method,
-                url=e.request.url,
-                status=e.head.status_code if e.head else 0,
-                age=now - e.marks.get("head", now),
-                call_site=e.call_site,
-                connection_id=e.connection.id if e.connection else 0,
-            )
-            for e in exchanges
-        ]
+            exchanges = list(self._book.open)
+        return Book.open_bodies(exchanges, now)
 
     def __repr__(self) -> str:
         with self._lock:
-            active = len(self._open)
-            queued = self._pool.waiting()
-            idle = self._pool.idle_count()
-            conns = len(self._live)
-            workers = sum(c.workers_alive for c in self._counters.values())
+            summary = self._book.summary_locked()
         state = "closed " if self._closed else ""
-        return (
-            f"<{state}Transport [Requests: {active} active, {queued} queued | "
-            f"Connections: {conns - idle} active, {idle} idle | Workers: {workers}]>"
-        )
+        return f"<{state}Transport {summary}>"
 
     def settle(self) -> None:
         """Wait until the workers of every closed connection have exited, so
         that :meth:`stats` describes the transport at rest (R18)."""
         with self._lock:
-            closing = [c for c in self._unsettled if c.closing]
+            closing = [c for c in self._book.unsettled if c.closing]
         for conn in closing:
             conn.join()
         self._settle_late_leaks()
@@ -663,7 +485,7 @@ class Transport:
         with self._lock:
             self._closed = True
             waiters = self._pool.drain_waiters_locked()
-            conns = list(self._live)
+            conns = list(self._book.live)
         for waiter in waiters:
             lock = self._waiter_locks.get(waiter)
             if lock is not None:
@@ -671,7 +493,7 @@ class Transport:
         for conn in conns:
             conn.close("transport_closed")
         with self._lock:
-            unsettled = list(self._unsettled)
+            unsettled = list(self._book.unsettled)
         for conn in unsettled:
             conn.join()
         self._settle_late_leaks()

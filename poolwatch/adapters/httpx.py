@@ -1,9 +1,12 @@
-"""An ``httpx`` transport over a poolwatch :class:`~poolwatch.Transport`.
+"""``httpx`` transports over poolwatch: :class:`HTTPXTransport` over a
+:class:`~poolwatch.Transport`, :class:`AsyncHTTPXTransport` over an
+:class:`~poolwatch.AsyncTransport`.
 
-Pass it to a client and nothing else changes::
+Pass one to a client and nothing else changes::
 
     transport = poolwatch.HTTPXTransport(limits=httpx.Limits(max_connections=50))
     client = httpx.Client(transport=transport)
+    async_client = httpx.AsyncClient(transport=poolwatch.AsyncHTTPXTransport())
 
 The response stream's ``close()`` is the release point: a body read to the
 end has already returned its connection (R4); one closed before the end
@@ -13,7 +16,7 @@ tears it down (R5). Errors are httpx's own exception types.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +25,8 @@ import httpx
 
 from .. import _events as pw_events
 from .. import _exceptions as pw
+from .._async.response import AsyncResponse
+from .._async.transport import AsyncTransport
 from .._core.stats import PoolStats
 from .._events import Listener
 from .._leaks import skip_module_directory
@@ -29,7 +34,7 @@ from .._models import BodyTypes, Proxy, Timeout, parse_proxy
 from .._sync.response import Response
 from .._sync.transport import Transport
 
-__all__ = ["DEFAULT_LIMITS", "HTTPXTransport"]
+__all__ = ["DEFAULT_LIMITS", "AsyncHTTPXTransport", "HTTPXTransport"]
 
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's
 
@@ -179,6 +184,52 @@ def trace_listener(trace: Trace, request: httpx.Request) -> Listener:
     return listener
 
 
+def request_options(
+    request: httpx.Request, default: Timeout, proxy: Proxy | None, listener: Listener | None
+) -> dict[str, Any]:
+    """The arguments of ``transport.request()`` for an httpx request."""
+    return {
+        "method": request.method,
+        "url": str(request.url),
+        "headers": request.headers.raw,
+        "body": request_body(request),
+        "timeout": request_timeout(request, default),
+        "proxy": proxy,
+        "listener": listener,
+    }
+
+
+def may_retry_connect(exc: pw.PoolwatchError, attempts: int) -> bool:
+    """httpx's ``retries``: a failed connect (not a TLS failure) is tried
+    again while attempts are left."""
+    return (
+        attempts > 0
+        and isinstance(exc, pw.ConnectError | pw.ConnectTimeout)
+        and not isinstance(exc, pw.TLSError)
+    )
+
+
+def response_head(response: Response | AsyncResponse) -> tuple[bytes, int, bytes, list[Any]]:
+    """The ``return_value`` of httpcore's ``receive_response_headers.complete``."""
+    return (b"HTTP/1.1", response.status, response.reason.encode("latin-1"), [])
+
+
+def httpx_response(
+    response: Response | AsyncResponse, stream: httpx.SyncByteStream | httpx.AsyncByteStream
+) -> httpx.Response:
+    """The httpx response for a poolwatch one, its body streaming from ``stream``."""
+    return httpx.Response(
+        status_code=response.status,
+        headers=response.raw_headers,
+        stream=stream,
+        extensions={
+            "http_version": response.http_version.encode("ascii"),
+            "reason_phrase": response.reason.encode("latin-1"),
+            "poolwatch_response": response,
+        },
+    )
+
+
 class _ResponseStream(httpx.SyncByteStream):
     def __init__(self, response: Response, request: httpx.Request, trace: Trace | None) -> None:
         self._response = response
@@ -256,43 +307,25 @@ class HTTPXTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the response body streams from the connection."""
-        limits = request_timeout(request, self.transport.timeout)
         trace = request.extensions.get("trace")
         listener = trace_listener(trace, request) if trace is not None else None
+        options = request_options(request, self.transport.timeout, self.proxy, listener)
         attempts = self.retries
         while True:
             try:
-                response = self.transport.request(
-                    request.method,
-                    str(request.url),
-                    headers=request.headers.raw,
-                    body=request_body(request),
-                    timeout=limits,
-                    proxy=self.proxy,
-                    listener=listener,
-                )
+                response = self.transport.request(**options)
                 break
-            except (pw.ConnectError, pw.ConnectTimeout) as exc:
-                if attempts > 0 and not isinstance(exc, pw.TLSError):
-                    attempts -= 1  # httpx retries failed connects only
+            except pw.PoolwatchError as exc:
+                if may_retry_connect(exc, attempts):
+                    attempts -= 1
                     continue
                 raise translate_error(exc, request) from exc
-            except pw.PoolwatchError as exc:
-                raise translate_error(exc, request) from exc
         if trace is not None:
-            reason = response.reason.encode("latin-1")
-            head: tuple[bytes, int, bytes, list[Any]] = (b"HTTP/1.1", response.status, reason, [])
-            trace("http11.receive_response_headers.complete", {"return_value": head})
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=_ResponseStream(response, request, trace),
-            extensions={
-                "http_version": response.http_version.encode("ascii"),
-                "reason_phrase": response.reason.encode("latin-1"),
-                "poolwatch_response": response,
-            },
-        )
+            trace(
+                "http11.receive_response_headers.complete",
+                {"return_value": response_head(response)},
+            )
+        return httpx_response(response, _ResponseStream(response, request, trace))
 
     def close(self) -> None:
         """Close the poolwatch transport."""
@@ -308,3 +341,140 @@ class HTTPXTransport(httpx.BaseTransport):
         traceback: TracebackType | None = None,
     ) -> None:
         self.close()
+
+
+AsyncTrace = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class _TraceBuffer:
+    """An async ``trace`` fed by poolwatch's (synchronous) listener: events
+    are kept in order and passed on at the adapter's next ``await``."""
+
+    def __init__(self, trace: AsyncTrace, request: httpx.Request) -> None:
+        self.trace = trace
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+        self.listener = trace_listener(
+            lambda name, info: self.pending.append((name, info)), request
+        )
+
+    async def flush(self, *extra: tuple[str, dict[str, Any]]) -> None:
+        """Pass on the buffered events, then ``extra`` ones."""
+        self.pending.extend(extra)
+        while self.pending:
+            name, info = self.pending.pop(0)
+            await self.trace(name, info)
+
+
+class _AsyncResponseStream(httpx.AsyncByteStream):
+    def __init__(
+        self, response: AsyncResponse, request: httpx.Request, trace: _TraceBuffer | None
+    ) -> None:
+        self._response = response
+        self._request = request
+        self._trace = trace
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        trace = self._trace
+        request = {"request": self._request}
+        if trace is not None:
+            await trace.flush(("http11.receive_response_body.started", request))
+        try:
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+        except pw.PoolwatchError as exc:
+            raise translate_error(exc, self._request) from exc
+        if trace is not None:
+            await trace.flush(("http11.receive_response_body.complete", request))
+
+    async def aclose(self) -> None:
+        trace = self._trace
+        if trace is not None:
+            await trace.flush(("http11.response_closed.started", {}))
+        await self._response.aclose()
+        if trace is not None:
+            await trace.flush(("http11.response_closed.complete", {}))
+
+
+class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
+    """An ``httpx.AsyncBaseTransport`` backed by poolwatch's
+    :class:`~poolwatch.AsyncTransport`.
+
+    Takes ``httpx.AsyncHTTPTransport``'s arguments with the same meaning, as
+    :class:`HTTPXTransport` does. The ``timeout`` extension is honoured; an
+    async ``trace`` hears httpcore's event names, in order, each passed on at
+    the adapter's next ``await`` (poolwatch's listeners are synchronous). Or
+    pass an existing poolwatch ``transport``.
+    """
+
+    def __init__(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        proxy: Any = None,
+        uds: str | None = None,
+        local_address: str | None = None,
+        retries: int = 0,
+        socket_options: Any = None,
+        *,
+        transport: AsyncTransport | None = None,
+    ) -> None:
+        if transport is None:
+            options = transport_options(
+                verify=verify,
+                cert=cert,
+                trust_env=trust_env,
+                http2=http2,
+                limits=limits,
+                proxy=proxy,
+                uds=uds,
+                local_address=local_address,
+                socket_options=socket_options,
+            )
+            transport = AsyncTransport(**options)
+        self.transport = transport
+        self.retries = retries
+        self.proxy = _proxy_url(proxy)
+
+    def stats(self) -> PoolStats:
+        """The transport's :class:`~poolwatch.PoolStats`."""
+        return self.transport.stats()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request``; the response body streams from the connection."""
+        given = request.extensions.get("trace")
+        trace = _TraceBuffer(given, request) if given is not None else None
+        listener = trace.listener if trace is not None else None
+        options = request_options(request, self.transport.timeout, self.proxy, listener)
+        attempts = self.retries
+        while True:
+            try:
+                response = await self.transport.request(**options)
+                break
+            except pw.PoolwatchError as exc:
+                if may_retry_connect(exc, attempts):
+                    attempts -= 1
+                    continue
+                raise translate_error(exc, request) from exc
+        if trace is not None:
+            head = {"return_value": response_head(response)}
+            await trace.flush(("http11.receive_response_headers.complete", head))
+        return httpx_response(response, _AsyncResponseStream(response, request, trace))
+
+    async def aclose(self) -> None:
+        """Close the poolwatch transport."""
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> AsyncHTTPXTransport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,1 @@
+"""The asyncio transport: connections with a reader and a writer task each."""

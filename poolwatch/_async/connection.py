@@ -1,0 +1,633 @@
+"""One HTTP/1.1 connection and its two worker tasks (R1-R10), on asyncio.
+
+Theory of operation
+-------------------
+
+The thread connection's design (``poolwatch/_sync/connection.py``) with
+tasks for threads and futures for one-shot locks:
+
+* the **writer** task takes exchanges from its inbox and writes each request,
+  then reports whether all of it went out (R9);
+* the **reader** task awaits the socket for the connection's whole life.
+  While the connection is idle, bytes or an EOF there close it at once (R3).
+  With a request in flight it parses the head, hands it to the caller
+  through a future and *parks* on another future until the body is done.
+
+The caller reads the body from the stream itself while the reader is parked,
+so a body read costs no task switch. Everything runs on the loop, so the h11
+state needs no lock; the pool lock is a plain ``threading.Lock`` held only
+for bookkeeping (never across an ``await``) so that ``stats()`` from another
+thread sees a consistent state.
+
+Cancellation: every ``await`` of the caller may be cancelled. A request
+cancelled before the writer took it leaves the connection as it was; one
+cancelled later, or in the middle of its body, closes the connection, so that
+no connection goes back to the pool in an unknown state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import AsyncIterable
+from typing import TYPE_CHECKING
+
+import h11
+
+from .._core.exchange import (
+    ABANDONED,
+    BODY,
+    RECV_SIZE,
+    WAITING,
+    ClientProtocol,
+    request_error,
+)
+from .._core.failures import (
+    is_peer_gone,
+    leak_message,
+    no_response_error,
+    read_failed,
+    write_error,
+)
+from .._exceptions import (
+    PoolwatchError,
+    ReadTimeout,
+    RemoteProtocolError,
+    ResponseHeaderTimeout,
+)
+from .._models import Origin
+from .exchange import AsyncExchange, cancel_pending, wake
+
+if TYPE_CHECKING:
+    from .._core.stats import Counters
+    from .transport import AsyncTransport
+
+__all__ = ["AsyncConnection", "AsyncExchange"]
+
+
+logger = logging.getLogger("poolwatch")
+leak_logger = logging.getLogger("poolwatch.leaks")  # R6 reports, with call sites
+
+# How long a finished response waits for its request's upload to finish
+# before giving up on reusing the connection (Go's
+# maxWriteWaitBeforeConnReuse).
+WRITE_WAIT_BEFORE_REUSE = 0.05
+
+
+class AsyncConnection:
+    """An open connection with its reader and writer tasks."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        transport: AsyncTransport,
+        origin: Origin,
+        streams: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        tls_version: str | None = None,
+    ) -> None:
+        self.id = next(AsyncConnection._ids)
+        self.origin = origin
+        self.tls_version = tls_version
+        self._transport = transport
+        self._loop = transport._loop_now()
+        self.counters: Counters = transport._book.counters_for(origin)
+        self._reader, self._writer = streams
+        self._proto = ClientProtocol()
+        self._inbox: deque[AsyncExchange | None] = deque()
+        self._inbox_ready: asyncio.Future[None] | None = None  # the idle writer waits on it
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.created_at = self._loop.time()
+        self.idle_since = self.created_at  # pool lock
+        self.holds_slot = True  # pool lock
+        self.exchange: AsyncExchange | None = None  # pool lock: the request in flight
+        self.requests_served = 0  # pool lock
+        self.closing = False  # pool lock
+        self.close_reason = ""  # pool lock
+        self._workers_left = 2  # pool lock
+        self.workers: tuple[asyncio.Task[None], ...] = ()
+
+    def start(self) -> None:
+        """Start both workers (R1)."""
+        loop = self._loop
+        self.workers = (
+            loop.create_task(self._read_loop(), name=f"poolwatch-reader-{self.id}"),
+            loop.create_task(self._write_loop(), name=f"poolwatch-writer-{self.id}"),
+        )
+
+    def __repr__(self) -> str:
+        state = "closing" if self.closing else "active" if self.exchange else "idle"
+        return (
+            f"<AsyncConnection #{self.id} {self.origin} {state}, {self.requests_served} requests>"
+        )
+
+    # -- the caller's side ----------------------------------------------------
+
+    async def round_trip(self, exchange: AsyncExchange) -> None:
+        """Hand the request to the writer and wait for the reader to deliver
+        the response head (R2). Raises the error that ended the exchange.
+        Cancelled, it closes the connection unless nothing was written."""
+        if cancel_pending():
+            # Take the cancellation now, before the writer sees the request.
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                self._release_unsent(exchange)
+                raise
+        self._inbox.append(exchange)
+        wake(self._inbox_ready)
+        try:
+            await exchange.head_ready
+        except asyncio.CancelledError:
+            self._round_trip_cancelled(exchange)
+            raise
+        if exchange.error is not None:
+            raise exchange.error
+
+    def _round_trip_cancelled(self, exchange: AsyncExchange) -> None:
+        transport = self._transport
+        if exchange.head_timer is not None:
+            exchange.head_timer.cancel()
+        if exchange in self._inbox:
+            self._inbox.remove(exchange)
+            self._release_unsent(exchange)
+            return
+        with transport._lock:
+            state = exchange.state
+            if state == WAITING:
+                exchange.state = ABANDONED
+        if state == WAITING:
+            self.close("cancelled")  # its response would come to nobody
+        elif state == BODY:
+            # Delivered just as the cancellation came: nobody will read it.
+            self.end_body_now(exchange, "closed_early", "cancelled")
+        # Otherwise the exchange is over already: a body-less response whose
+        # connection went back to the pool, or an error whose closed it.
+
+    def _release_unsent(self, exchange: AsyncExchange) -> None:
+        """The writer never saw ``exchange``: the connection is as it was,
+        and goes back to the pool."""
+        transport = self._transport
+        with transport._lock:
+            if exchange.state == WAITING:
+                exchange.state = ABANDONED
+            if self.closing or self.exchange is not exchange:
+                return
+            self.exchange = None
+            decision = transport._pool.release_locked(self, True, self._loop.time())
+        transport._act(decision)
+        if self not in decision.close:
+            self._arm_idle_timer()
+
+    def _head_timed_out(self, exchange: AsyncExchange) -> None:
+        """The response-header limit passed since the request was written (R17)."""
+        with self._transport._lock:
+            if exchange.state != WAITING:
+                return
+            limit = exchange.timeout.response_header
+            exchange.fail_locked(
+                request_error(
+                    exchange.request,
+                    ResponseHeaderTimeout,
+                    f"no response head within {limit}s of sending the request",
+                )
+            )
+        self.close("response_header_timeout")
+
+    async def read_body_event(self, exchange: AsyncExchange) -> h11.Data | h11.EndOfMessage:
+        """The next piece of the body, reading the stream if needed (the
+        caller's task, while the reader is parked). Raises on errors."""
+        proto = self._proto
+        event = proto.next_body_event(exchange)
+        while event is None:
+            data = await self._recv_body(exchange, exchange.timeout.read)
+            proto.receive_data(data)
+            event = proto.next_body_event(exchange)
+        return event
+
+    async def _recv_body(self, exchange: AsyncExchange, limit: float | None) -> bytes:
+        try:
+            if limit is None:
+                return await self._reader.read(RECV_SIZE)
+            return await asyncio.wait_for(self._reader.read(RECV_SIZE), limit)
+        except asyncio.TimeoutError as exc:
+            raise self._error(exchange, ReadTimeout, f"no body byte within {limit}s") from exc
+        except OSError as exc:
+            raise read_failed(exchange, exc) from exc
+
+    async def drain_body(self, exchange: AsyncExchange, limit: float, max_bytes: int) -> bool:
+        """Read and discard what is left of the body within ``limit`` seconds
+        and ``max_bytes`` (drain_on_close, R5); whether the end was reached."""
+        proto = self._proto
+        deadline = self._loop.time() + limit
+        try:
+            while True:
+                event = proto.next_body_event(exchange)
+                if isinstance(event, h11.EndOfMessage):
+                    return not proto.extra_bytes_after_body()
+                if isinstance(event, h11.Data):
+                    max_bytes -= len(event.data)
+                    if max_bytes < 0:
+                        return False
+                elif event is None:
+                    remaining = deadline - self._loop.time()
+                    if remaining <= 0:
+                        return False
+                    proto.receive_data(await self._recv_body(exchange, remaining))
+        except PoolwatchError:
+            return False
+
+    def peek_end_of_body(self) -> bool:
+        """Whether the body's end is already buffered (no I/O)."""
+        return self._proto.peek_end_of_body()
+
+    def extra_bytes_after_body(self) -> bool:
+        """Whether bytes followed the end of the response (R10)."""
+        return self._proto.extra_bytes_after_body()
+
+    async def finish_body(self, exchange: AsyncExchange, outcome: str, reuse: bool) -> None:
+        """The body ended with ``outcome``: reuse the connection if it can be
+        (R4, R7, R9), otherwise close it; then let the reader go on."""
+        try:
+            reusable = (
+                reuse
+                and await exchange.has_written_all(WRITE_WAIT_BEFORE_REUSE)
+                and self._proto.can_reuse(exchange)
+            )
+        except asyncio.CancelledError:
+            self.end_body_now(exchange, outcome, "cancelled")
+            raise
+        if not reusable:
+            self.end_body_now(exchange, outcome, outcome if outcome != "drained" else "")
+            if asyncio.current_task() not in self.workers:
+                await self.wait_closed()  # as the thread transport joins its workers
+            return
+        transport = self._transport
+        exchange.marks["body_done"] = self._loop.time()
+        self._emit_body_done(exchange, outcome, True)
+        with transport._lock:
+            if exchange.state == BODY:
+                transport._book.end_body_locked(exchange, outcome)
+            if self.closing:
+                decision = None
+            else:
+                if outcome == "closed_early":
+                    self.counters.bodies_drained_on_close += 1
+                self.exchange = None
+                decision = transport._pool.release_locked(self, True, self._loop.time())
+        if decision is None:
+            return
+        exchange.release_reader()
+        transport._act(decision)
+        if self in decision.close:  # over the idle limits: closed instead
+            transport._emit("put_idle_conn", self, exchange, error="too many idle connections")
+        else:
+            self._arm_idle_timer()
+            transport._emit("put_idle_conn", self, exchange)
+
+    def end_body_now(self, exchange: AsyncExchange, outcome: str, reason: str = "") -> None:
+        """End the body with ``outcome`` and close the connection (no I/O to
+        wait for: safe in a cancelled task)."""
+        transport = self._transport
+        exchange.marks["body_done"] = self._loop.time()
+        self._emit_body_done(exchange, outcome, False)
+        with transport._lock:
+            if exchange.state == BODY:
+                transport._book.end_body_locked(exchange, outcome)
+        self.close(reason or "not_reusable")
+
+    def _emit_body_done(self, exchange: AsyncExchange, outcome: str, reused: bool) -> None:
+        transport = self._transport
+        if transport._listeners or exchange.listener is not None:
+            transport._emit(
+                "body_done",
+                self,
+                exchange,
+                outcome=outcome,
+                reused=reused,
+                **exchange.timings_data(),
+            )
+
+    def body_leaked(self, exchange: AsyncExchange) -> None:
+        """On the loop, after the garbage collector found the response
+        unclosed: wake whichever worker does the bookkeeping (R6)."""
+        exchange.release_reader()
+        if exchange.body_buffered:
+            self._abort()  # its reader is on the stream
+
+    # -- idle ------------------------------------------------------------
+
+    def _arm_idle_timer(self) -> None:
+        """Make sure a timer will look at the idle connection (R11). One
+        timer per connection, re-armed by itself: none per request."""
+        idle_timeout = self._transport._pool.limits.idle_timeout
+        if idle_timeout is not None and self._idle_timer is None:
+            self._idle_timer = self._loop.call_later(idle_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """Close the connection if it has been idle past the idle timeout
+        (R11); if it is in use, look again one idle timeout later."""
+        self._idle_timer = None
+        transport = self._transport
+        pool = transport._pool
+        with transport._lock:
+            if self.closing:
+                return
+            if self.exchange is not None or not pool.is_idle(self):
+                self._arm_idle_timer()
+                return
+            left = pool.time_left_idle(self, self._loop.time())
+            if left is None:
+                return
+            if left > 0:
+                self._idle_timer = self._loop.call_later(left, self._idle_check)
+                return
+            pool.remove_idle_locked(self)
+        self.close("idle_timeout")
+
+    # -- closing -----------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        """Tear the connection down: abort the stream, stop both workers and
+        free its pool slot. Idempotent; never waits (see :meth:`wait_closed`)."""
+        transport = self._transport
+        with transport._lock:
+            if self.closing:
+                return
+            self.closing = True
+            self.close_reason = reason
+            decision = transport._book.closed_locked(self)
+            exchange = self.exchange
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._abort()
+        self._inbox.append(None)
+        wake(self._inbox_ready)
+        if exchange is not None:
+            exchange.release_reader()
+        transport._act(decision)
+
+    def _abort(self) -> None:
+        transport = self._writer.transport
+        try:
+            if not transport.is_closing():
+                transport.abort()
+            else:
+                transport.close()
+        except RuntimeError:
+            # The loop has closed (its pending workers are being destroyed):
+            # the stream went with it.
+            if not self._loop.is_closed():
+                raise
+
+    async def wait_closed(self) -> None:
+        """Wait for both workers to exit (never from a worker)."""
+        current = asyncio.current_task()
+        others = [task for task in self.workers if task is not current]
+        if others:
+            await asyncio.wait(others)
+
+    def _worker_exited(self) -> None:
+        transport = self._transport
+        with transport._lock:
+            self._workers_left -= 1
+            last = self._workers_left == 0
+            transport._book.worker_exited_locked(self, last)
+        if last:
+            transport._emit(
+                "conn_closed",
+                self,
+                reason=self.close_reason,
+                age=self._loop.time() - self.created_at,
+                requests=self.requests_served,
+            )
+
+    # -- the writer ----------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                inbox = self._inbox
+                while not inbox:
+                    self._inbox_ready = self._loop.create_future()
+                    await self._inbox_ready
+                exchange = inbox.popleft()
+                if exchange is None:
+                    break
+                await self._write_request(exchange)
+        except asyncio.CancelledError:
+            self.close("cancelled")  # the loop is shutting down
+            raise
+        except BaseException:  # pragma: no cover - a bug; keep the pool alive
+            logger.exception("poolwatch writer of %r failed", self)
+            self.close("writer_crashed")
+        finally:
+            self._inbox_ready = None
+            self._worker_exited()
+
+    async def _write_request(self, exchange: AsyncExchange) -> None:
+        request = exchange.request
+        proto = self._proto
+        exchange.write_started = True
+        try:
+            data, more = proto.start_request(request)
+            await self._send(exchange, data)
+            self._transport._emit("wrote_headers", self, exchange)
+            if request.expects_continue and not await self._may_send_body(exchange):
+                more = False  # the server answered and will close: skip it
+            if more:
+                await self._send_body(exchange)
+        except Exception as exc:
+            self._write_failed(exchange, exc)
+            return
+        exchange.written_at = exchange.marks["written"] = self._loop.time()
+        exchange.write_finished = True
+        wake(exchange.write_done)
+        limit = exchange.timeout.response_header
+        if limit is not None and exchange.state == WAITING:
+            exchange.head_timer = self._loop.call_later(limit, self._head_timed_out, exchange)
+        self._transport._emit("wrote_request", self, exchange)
+
+    async def _send_body(self, exchange: AsyncExchange) -> None:
+        proto = self._proto
+        body = exchange.request.body
+        if isinstance(body, AsyncIterable):
+            async for chunk in body:
+                if chunk:
+                    await self._send(exchange, proto.body_chunk(bytes(chunk)))
+        else:
+            for chunk in exchange.request.body_chunks():
+                if chunk:
+                    await self._send(exchange, proto.body_chunk(chunk))
+        await self._send(exchange, proto.end_request())
+
+    async def _send(self, exchange: AsyncExchange, data: bytes) -> None:
+        writer = self._writer
+        if writer.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        writer.write(data)
+        limit = exchange.timeout.write
+        if writer.transport.get_write_buffer_size() == 0:
+            return  # all of it went out at once: nothing to wait for
+        if limit is None:
+            await writer.drain()
+        else:
+            await asyncio.wait_for(writer.drain(), limit)
+
+    async def _may_send_body(self, exchange: AsyncExchange) -> bool:
+        """Wait for ``100 Continue``, a final response or the timeout (R15)."""
+        if exchange.head is None and "got_100" not in exchange.marks:
+            exchange.go_ahead = self._loop.create_future()
+            try:
+                await asyncio.wait_for(exchange.go_ahead, self._transport.expect_continue_timeout)
+            except asyncio.TimeoutError:
+                pass
+        return self._proto.may_send_body(exchange)
+
+    def _write_failed(self, exchange: AsyncExchange, exc: BaseException) -> None:
+        """Record why the request could not be written (R9, R16)."""
+        error = write_error(exchange, exc, timed_out=isinstance(exc, asyncio.TimeoutError))
+        exchange.write_error = error
+        exchange.write_finished = True
+        wake(exchange.write_done)
+        if is_peer_gone(exc):
+            # A response the server sent first is still readable, and the
+            # reader will see the end (R9).
+            return
+        # The server waits for bytes it will never get: end the exchange now,
+        # unless its response already came.
+        self._fail_exchange(exchange, error)
+        self.close("write_error")
+
+    # -- the reader ----------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                found = await self._wait_for_response()
+                if found is None or not await self._read_head(*found):
+                    break
+        except asyncio.CancelledError:
+            self.close_reason = self.close_reason or "cancelled"  # the loop is shutting down
+            raise
+        except BaseException:  # pragma: no cover - a bug; keep the pool alive
+            logger.exception("poolwatch reader of %r failed", self)
+        finally:
+            self.close(self.close_reason or "reader_exited")
+            self._worker_exited()
+
+    async def _recv(self) -> bytes | OSError:
+        try:
+            return await self._reader.read(RECV_SIZE)
+        except OSError as exc:
+            return exc
+
+    async def _wait_for_response(self) -> tuple[AsyncExchange, bytes | OSError] | None:
+        """Await the stream until a response starts, or decide that the idle
+        connection is over (R3, R11)."""
+        transport = self._transport
+        data = await self._recv()
+        with transport._lock:
+            exchange, over = transport._book.arrived_locked(self, data)
+        if self.close_reason == "unsolicited_response":
+            self._log_unsolicited(data)
+        if not over:
+            assert exchange is not None
+            return exchange, data
+        if exchange is not None:
+            self._body_released(exchange)
+        return None
+
+    def _log_unsolicited(self, data: bytes | OSError) -> None:
+        if isinstance(data, bytes):
+            logger.warning(
+                "poolwatch: %r received %d unsolicited bytes while idle: %r; closing",
+                self,
+                len(data),
+                data[:40],
+            )
+
+    async def _read_head(self, exchange: AsyncExchange, data: bytes | OSError) -> bool:
+        """Read the response head and deliver it; then park until the body is
+        done. Returns whether the connection lives on."""
+        proto = self._proto
+        first = True
+        received = 0
+        while True:
+            if isinstance(data, OSError) or not data:
+                self._fail_exchange(exchange, no_response_error(exchange, data, first))
+                return False
+            received += len(data)
+            if first:
+                exchange.response_started = True
+                exchange.marks["first_byte"] = self._loop.time()
+                self._transport._emit("got_first_response_byte", self, exchange)
+                first = False
+            try:
+                head = proto.receive_head(exchange, data, received)
+            except RemoteProtocolError as error:
+                self._fail_exchange(exchange, error)
+                return False
+            if head is not None:
+                if "got_100" in exchange.marks:
+                    self._transport._emit("got_100_continue", self, exchange)
+                return await self._deliver_head(exchange, head)
+            data = await self._recv()
+
+    async def _deliver_head(self, exchange: AsyncExchange, head: h11.Response) -> bool:
+        transport = self._transport
+        try:
+            no_body = self._proto.check_head(exchange, head)
+        except RemoteProtocolError as error:
+            self._fail_exchange(exchange, error)
+            return False
+        if exchange.head_timer is not None:
+            exchange.head_timer.cancel()
+        exchange.head = head  # before the go-ahead, which reads it
+        wake(exchange.go_ahead)
+        if not no_body:
+            exchange.body_buffered = self._proto.take_buffered_body()
+        with transport._lock:
+            if exchange.state != WAITING:
+                return False  # the caller gave up (timeout or cancellation)
+            exchange.marks["head"] = self._loop.time()
+            transport._book.delivered_locked(exchange)
+        if no_body:
+            # R7: back in the pool before the caller sees the response.
+            await self.finish_body(exchange, "no_body", True)
+        exchange.head_delivered()
+        if exchange.body_buffered and not no_body:
+            return True  # nothing left to read for it: back to the stream
+        await exchange.reader_parked
+        return self._body_released(exchange)
+
+    def _body_released(self, exchange: AsyncExchange) -> bool:
+        """The body owner let go of ``exchange``; whether the connection lives on."""
+        transport = self._transport
+        with transport._lock:
+            leaked, alive = transport._book.released_locked(self, exchange)
+        if leaked:
+            leak_logger.warning(*leak_message(exchange))
+            transport._emit(
+                "leak_detected",
+                self,
+                exchange,
+                method=exchange.request.method,
+                call_site=exchange.call_site,
+            )
+        return alive
+
+    def _fail_exchange(self, exchange: AsyncExchange, error: BaseException) -> None:
+        """Deliver ``error`` to a caller still waiting for the head."""
+        if exchange.head_timer is not None:
+            exchange.head_timer.cancel()
+        with self._transport._lock:
+            exchange.fail_locked(error)
+
+    def _error(
+        self, exchange: AsyncExchange, kind: type[PoolwatchError], message: str
+    ) -> PoolwatchError:
+        return request_error(exchange.request, kind, message)

@@ -1,0 +1,248 @@
+"""The response object of the asyncio transport, and its body outcomes
+(R4-R7)."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import h11
+from urllib3 import HTTPHeaderDict
+
+from .._core.exchange import BODY
+from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
+from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
+from .connection import AsyncConnection
+from .exchange import AsyncExchange
+
+__all__ = ["AsyncResponse"]
+
+
+class AsyncResponse:
+    """An HTTP response whose body is read from its connection on demand.
+
+    As :class:`~poolwatch.Response`, with ``await read()``,
+    ``aiter_bytes()`` and ``await aclose()``: read to the end, the connection
+    goes back to the pool during the last read (R4); closed before the end, it
+    is torn down (R5); neither, it stays checked out until the response is
+    garbage-collected, which emits a :class:`~poolwatch.LeakWarning` (R6).
+    A read cancelled mid-body closes the connection. Use ``async with``.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_buffer",
+        "_connection",
+        "_drain_on_close",
+        "_end_seen",
+        "_exchange",
+        "_headers",
+        "_loop",
+        "http_version",
+        "method",
+        "raw_headers",
+        "reason",
+        "status",
+        "url",
+    )
+
+    def __init__(self, exchange: AsyncExchange, *, drain_on_close: bool = False) -> None:
+        head = exchange.head
+        assert head is not None and exchange.connection is not None
+        self._exchange = exchange
+        self._connection: AsyncConnection = exchange.connection
+        self._loop = exchange.head_ready.get_loop()
+        self._drain_on_close = drain_on_close
+        self._buffer = b""
+        self._end_seen = exchange.state != BODY
+        self.status: int = head.status_code
+        self.reason: str = head.reason.decode("latin-1")
+        self.http_version: str = "HTTP/" + head.http_version.decode("ascii")
+        #: The header lines as received: name and value bytes, in order.
+        self.raw_headers: list[tuple[bytes, bytes]] = head.headers.raw_items()
+        self._headers: HTTPHeaderDict | None = None  # made on first use
+        self.method: str = exchange.request.method
+        self.url: str = exchange.request.url
+
+    def __repr__(self) -> str:
+        return f"<AsyncResponse [{self.status} {self.reason}] {self.method} {self.url}>"
+
+    @property
+    def headers(self) -> HTTPHeaderDict:
+        """The headers: case-insensitive, multi-valued (urllib3's
+        ``HTTPHeaderDict``), decoded as Latin-1."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = HTTPHeaderDict()
+            for name, value in self.raw_headers:
+                headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        return headers
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def outcome(self) -> str | None:
+        """How the body ended (``"drained"``, ``"closed_early"``, ``"leaked"``,
+        ``"errored"``, ``"no_body"``), or ``None`` while it is open."""
+        return self._exchange.outcome
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the body has ended, one way or another."""
+        return self._exchange.state != BODY
+
+    @property
+    def reused_connection(self) -> bool:
+        """Whether the request went out on a connection used before."""
+        return self._exchange.reused
+
+    @property
+    def timings(self) -> Timings:
+        """When each phase of this request ended, in seconds from the call."""
+        exchange = self._exchange
+        return Timings.from_marks(exchange.marks, exchange.reused)
+
+    @property
+    def connection_id(self) -> int:
+        """The id of the connection the response came on."""
+        return self._connection.id
+
+    # -- reading -------------------------------------------------------------
+
+    async def read(self, amt: int | None = None) -> bytes:
+        """Read up to ``amt`` bytes of the body, or all of it. Reading the
+        last byte returns the connection to the pool before this returns."""
+        if amt is None or amt < 0:
+            chunks = [self._buffer]
+            self._buffer = b""
+            while not self._end_seen:
+                chunks.append(await self._next_chunk())
+            await self._finish_if_done()
+            return b"".join(chunks)
+        while len(self._buffer) < amt and not self._end_seen:
+            self._buffer += await self._next_chunk()
+        data, self._buffer = self._buffer[:amt], self._buffer[amt:]
+        await self._finish_if_done()
+        return data
+
+    async def read1(self, amt: int | None = None) -> bytes:
+        """Read what has arrived, up to ``amt`` bytes, waiting only if nothing
+        has (``b""`` at the end)."""
+        if not self._buffer and not self._end_seen:
+            self._buffer = await self._next_chunk()
+        if amt is None or amt < 0 or amt >= len(self._buffer):
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:amt], self._buffer[amt:]
+        await self._finish_if_done()
+        return data
+
+    async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        """Iterate over the body, in chunks of ``chunk_size`` bytes (the last
+        may be shorter) or as they arrive."""
+        if chunk_size is not None and chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, not {chunk_size!r}")
+        while True:
+            data = await (self.read(chunk_size) if chunk_size else self.read1())
+            if not data:
+                return
+            yield data
+
+    async def _next_chunk(self) -> bytes:
+        """The next piece of the body. An error ends the body as errored; a
+        cancellation ends it as closed early and closes the connection."""
+        exchange = self._exchange
+        if exchange.state != BODY:
+            raise ReadError(
+                f"the response body is closed ({exchange.outcome}); "
+                f"connection {self._connection.close_reason or 'released'}",
+                method=self.method,
+                url=self.url,
+            )
+        conn = self._connection
+        try:
+            event = await conn.read_body_event(exchange)
+            if isinstance(event, h11.Data):
+                data = bytes(event.data)
+                exchange.bytes_read += len(data)
+                self._end_seen = conn.peek_end_of_body()
+            else:
+                data = b""
+                self._end_seen = True
+            if self._end_seen and conn.extra_bytes_after_body():
+                raise RemoteProtocolError(
+                    "bytes after the end of the response body", method=self.method, url=self.url
+                )
+        except PoolwatchError:
+            conn.end_body_now(exchange, "errored")
+            raise
+        except asyncio.CancelledError:
+            conn.end_body_now(exchange, "closed_early", "cancelled")
+            raise
+        return data
+
+    async def _finish_if_done(self) -> None:
+        if self._end_seen and not self._buffer and self._exchange.state == BODY:
+            await self._connection.finish_body(self._exchange, "drained", True)
+
+    # -- closing -------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """End the body. Before its end this tears the connection down (R5),
+        unless ``drain_on_close`` saved it; after it, this does nothing."""
+        exchange = self._exchange
+        if exchange.state != BODY or exchange.leaked:
+            return
+        self._buffer = b""
+        conn = self._connection
+        saved = self._drain_on_close
+        if saved and not self._end_seen:
+            try:
+                saved = await conn.drain_body(exchange, DRAIN_MAX_SECONDS, DRAIN_MAX_BYTES)
+            except asyncio.CancelledError:
+                conn.end_body_now(exchange, "closed_early", "cancelled")
+                raise
+        await conn.finish_body(exchange, "closed_early", saved)
+
+    async def __aenter__(self) -> AsyncResponse:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        self.report_leak(stacklevel=3)
+
+    def report_leak(self, stacklevel: int = 2) -> None:
+        """Called when the object that owns this response is being
+        garbage-collected: if the body is still open, emit the
+        :class:`~poolwatch.LeakWarning` and let the connection go (R6). Safe
+        on any thread, and after the loop has closed."""
+        exchange = self._exchange
+        if exchange.state != BODY or exchange.leaked:
+            return
+        try:
+            warnings.warn(
+                LeakWarning(
+                    f"poolwatch: response to {self.method} {self.url} "
+                    f"(status {self.status}) was garbage-collected with its body "
+                    f"neither read to the end nor closed; request made at "
+                    f"{exchange.call_site}"
+                ),
+                stacklevel=stacklevel,
+            )
+        finally:
+            # The reader does the bookkeeping, on the loop: a finaliser may
+            # run on any thread, inside the pool lock, or after the loop closed.
+            exchange.leaked = True
+            try:
+                self._loop.call_soon_threadsafe(self._connection.body_leaked, exchange)
+            except RuntimeError:
+                pass  # the loop is closed: its connections died with it

@@ -1,0 +1,630 @@
+"""The asyncio transport: the same pool, rules and options as
+:class:`~poolwatch.Transport`, with a reader and a writer task per connection
+(R1-R14, R16-R18)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import sys
+import threading
+from collections.abc import Awaitable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .._core.book import Book, ConnectionInfo, can_retry, emit
+from .._core.failures import connect_error, dial_error
+from .._core.pool import Decision, Limits, PoolState, Waiter
+from .._core.socks import SocksError, SocksHandshake
+from .._core.stats import PoolStats
+from .._core.tunnel import TunnelHandshake
+from .._events import Listener
+from .._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    NetworkError,
+    PoolClosed,
+    PoolTimeout,
+    ProxyError,
+)
+from .._leaks import OpenBody, capture_call_site
+from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
+from .._sync.transport import MAX_RETRIES, _live_transports
+from .connection import AsyncConnection
+from .exchange import AsyncExchange, wake
+from .response import AsyncResponse
+
+__all__ = ["AsyncTransport"]
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+T = TypeVar("T")
+# Enough for a CONNECT answer in one read.
+_TUNNEL_RECV = 64 * 1024
+
+
+class AsyncTransport:
+    """An asyncio HTTP/1.1 connection pool with instrumented connections.
+
+    The twin of :class:`~poolwatch.Transport`: same options, pool and body
+    rules, and the same :meth:`stats`, :meth:`connections` and
+    :meth:`open_bodies`; each connection has a reader and a writer *task* for
+    its whole life, and ``workers_alive`` counts those tasks. A transport
+    belongs to the event loop that makes its first request.
+
+    Cancelling a request while it waits for the pool or a connection leaves
+    the pool as it was; cancelling it after its first byte was written, or
+    while its body is read, closes its connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int | None = None,
+        max_connections_per_host: int | None = None,
+        max_idle: int | None = 100,
+        max_idle_per_host: int | None = 10,
+        idle_timeout: float | None = 90.0,
+        keep_alive: bool = True,
+        drain_on_close: bool = False,
+        connect_timeout: float | None = 30.0,
+        write_timeout: float | None = None,
+        response_header_timeout: float | None = None,
+        read_timeout: float | None = None,
+        pool_timeout: float | None = None,
+        call_site_depth: int = 4,
+        ssl_context: ssl.SSLContext | None = None,
+        expect_continue_timeout: float = 1.0,
+        local_address: str | None = None,
+        socket_options: Sequence[tuple[int, int, int | bytes]] = (),
+        uds: str | None = None,
+    ) -> None:
+        self.limits = Limits(
+            max_connections=max_connections,
+            max_connections_per_host=max_connections_per_host,
+            max_idle=max_idle,
+            max_idle_per_host=max_idle_per_host if keep_alive else 0,
+            idle_timeout=idle_timeout,
+        )
+        self.timeout = Timeout(
+            connect=connect_timeout,
+            write=write_timeout,
+            response_header=response_header_timeout,
+            read=read_timeout,
+            pool=pool_timeout,
+        )
+        self.keep_alive = keep_alive
+        self.drain_on_close = drain_on_close
+        self.call_site_depth = call_site_depth
+        self.expect_continue_timeout = expect_continue_timeout
+        self.socket_options = tuple(socket_options)
+        self._local_address = local_address
+        self.uds = uds  # connect to this Unix socket instead of each origin's host
+        self._tls_context = ssl_context  # made on the first https dial if None
+        # Held only for bookkeeping, never across an await: stats() may be
+        # called from another thread (the command line's watcher).
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: PoolState[AsyncConnection] = PoolState(self.limits)
+        self._book: Book[AsyncConnection] = Book(self._pool)  # pool lock
+        self._waiters: dict[Waiter[AsyncConnection], asyncio.Future[None]] = {}
+        self._closed = False  # pool lock
+        self._listeners: tuple[Listener, ...] = ()
+        _live_transports.add(self)  # type: ignore[arg-type]
+
+    def _loop_now(self) -> asyncio.AbstractEventLoop:
+        """The running loop, which must be the transport's own while that
+        one lives (its connections' tasks and futures belong to it)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None and not self._loop.is_closed():
+                raise RuntimeError("this AsyncTransport belongs to another event loop, still open")
+            self._loop = loop
+        return loop
+
+    # -- the request API -------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: HeaderTypes | None = None,
+        body: BodyTypes | Any = None,
+        timeout: Timeout | float | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        proxy: str | Proxy | None = None,
+        listener: Listener | None = None,
+    ) -> AsyncResponse:
+        """Send a request and return the response once its head has arrived.
+
+        As :meth:`Transport.request`; ``body`` may also be an async iterable
+        of bytes. Read the body to its end or close the response
+        (``async with`` does): otherwise its connection stays checked out (R6).
+        """
+        loop = self._loop_now()
+        request = Request(
+            method,
+            url,
+            headers,
+            _as_sync_body(body),
+            keep_alive=self.keep_alive,
+            ssl_context=ssl_context,
+            proxy=proxy,
+            uds=self.uds,
+        )
+        if request.body is _ASYNC_PLACEHOLDER:
+            request.body = body  # type: ignore[assignment]
+        limits = Timeout.coerce(timeout, self.timeout)
+        call_site = capture_call_site(self.call_site_depth)
+        retries = 0
+        while True:
+            exchange = AsyncExchange(request, limits, call_site, listener, loop)
+            conn = await self._get_connection(exchange)
+            exchange.marks["got_conn"] = loop.time()
+            if self._listeners or listener is not None:
+                self._emit_got_conn(exchange, conn)
+            try:
+                await conn.round_trip(exchange)
+            except NetworkError as exc:
+                if retries >= MAX_RETRIES or not can_retry(exchange, exc):
+                    raise
+                retries += 1
+                with self._lock:
+                    conn.counters.retries += 1
+                self._emit("retry", conn, exchange, error=exc)
+                continue
+            return AsyncResponse(exchange, drain_on_close=self.drain_on_close)
+
+    def _emit_got_conn(self, exchange: AsyncExchange, conn: AsyncConnection) -> None:
+        was_idle = exchange.was_idle
+        idle_time = exchange.marks["got_conn"] - conn.idle_since if was_idle else 0.0
+        self._emit(
+            "got_conn",
+            conn,
+            exchange,
+            reused=exchange.reused,
+            was_idle=was_idle,
+            idle_time=idle_time,
+            wait=exchange.marks["got_conn"] - exchange.marks["start"],
+        )
+
+    # -- getting a connection ------------------------------------------------
+
+    async def _get_connection(self, exchange: AsyncExchange) -> AsyncConnection:
+        origin = exchange.request.origin
+        loop = self._loop_now()
+        deadline: float | None = None
+        self._emit("get_conn", None, exchange)
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise self._closed_error(exchange)
+                decision = self._pool.checkout_locked(origin, loop.time())
+                conn = decision.connection
+                if conn is not None:
+                    self._book.assign_locked(exchange, conn, was_idle=True)
+                waiter = decision.waiter
+                if waiter is not None:
+                    self._book.counters_for(origin).pool_waits += 1
+                    self._waiters[waiter] = loop.create_future()
+            self._act(decision)
+            if conn is not None:
+                return conn
+            if decision.dial:
+                return await self._dial(exchange)
+            assert waiter is not None
+            if deadline is None and exchange.timeout.pool is not None:
+                deadline = loop.time() + exchange.timeout.pool
+            conn = await self._wait_in_queue(exchange, waiter, deadline)
+            if conn is not None:
+                return conn
+
+    async def _wait_in_queue(
+        self, exchange: AsyncExchange, waiter: Waiter[AsyncConnection], deadline: float | None
+    ) -> AsyncConnection | None:
+        """Wait for the pool to serve ``waiter`` (R12). Returns a connection,
+        or ``None`` to try the checkout again. Cancelled, it leaves the queue
+        and passes on whatever it was given."""
+        loop = self._loop_now()
+        future = self._waiters[waiter]
+        self._emit("pool_wait_start", None, exchange)
+        woken = True
+        try:
+            if deadline is None:
+                await future
+            else:
+                await asyncio.wait_for(future, max(deadline - loop.time(), 0.0))
+        except asyncio.TimeoutError:
+            woken = False
+        except asyncio.CancelledError:
+            with self._lock:
+                self._waiters.pop(waiter, None)
+                decision = self._pool.cancel_wait_locked(waiter, loop.time())
+            self._act(decision)
+            raise
+        with self._lock:
+            self._waiters.pop(waiter, None)
+            if not woken:
+                decision = self._pool.cancel_wait_locked(waiter, loop.time())
+            elif waiter.connection is not None and not waiter.connection.closing:
+                self._book.assign_locked(exchange, waiter.connection, was_idle=False)
+        self._emit("pool_wait_done", None, exchange)
+        if not woken:
+            self._act(decision)
+            raise PoolTimeout(
+                f"no connection available within {exchange.timeout.pool}s "
+                f"({self._pool.slots(waiter.origin)} in use for {waiter.origin})",
+                method=exchange.request.method,
+                url=exchange.request.url,
+            )
+        if waiter.may_dial:
+            return await self._dial(exchange)
+        handed: AsyncConnection | None = waiter.connection
+        if handed is None:
+            raise self._closed_error(exchange)
+        # None: handed a connection that closed meanwhile: again.
+        return handed if exchange.connection is handed else None
+
+    async def _dial(self, exchange: AsyncExchange) -> AsyncConnection:
+        """Open a connection for ``exchange`` in the slot reserved for it (R1).
+        Cancelled or failed, the slot is given back."""
+        origin = exchange.request.origin
+        try:
+            streams, tls_version = await self._open_streams(exchange)
+        except BaseException:
+            with self._lock:
+                decision = self._pool.discard_locked(origin)
+            self._act(decision)
+            raise
+        conn = AsyncConnection(self, origin, streams, tls_version)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._book.opened_locked(conn)
+                self._book.assign_locked(exchange, conn, was_idle=False)
+            else:
+                decision = self._pool.forget_locked(conn)
+        if closed:
+            streams[1].transport.abort()
+            self._act(decision)
+            raise self._closed_error(exchange)
+        conn.start()
+        return conn
+
+    async def _open_streams(self, exchange: AsyncExchange) -> tuple[Streams, str | None]:
+        """Connect (through the proxy's SOCKS, TLS or CONNECT step, if any;
+        and for https, handshake) in the caller's task. Every step after the
+        TCP connect runs within the connect timeout too."""
+        request = exchange.request
+        origin = request.origin
+        limit = exchange.timeout.connect
+        loop = self._loop_now()
+        self._emit("connect_start", None, exchange)
+        proxy = origin.proxy
+        host, port = (origin.host, origin.port) if proxy is None else (proxy.host, proxy.port)
+        try:
+            if origin.uds is not None:
+                sock = await self._connect_unix(origin.uds, limit)
+            else:
+                sock = await self._connect(host, port, limit)
+        except (OSError, asyncio.TimeoutError) as exc:
+            if (
+                proxy is not None
+                and isinstance(exc, OSError)
+                and not isinstance(exc, TimeoutError)
+            ):
+                raise ProxyError(
+                    f"could not connect to proxy {proxy} for {origin}: {exc.strerror or exc}",
+                    method=request.method,
+                    url=request.url,
+                ) from exc
+            what = "could not connect" if proxy is None else f"could not connect to proxy {proxy}"
+            raise self._connect_error(exchange, exc, what) from exc
+        stage = "connection setup failed"  # what failed, for an OSError
+        streams: Streams | None = None
+        try:
+            exchange.marks["connected"] = loop.time()
+            self._emit("connect_done", None, exchange)
+            if proxy is not None and proxy.is_socks():
+                stage = f"SOCKS handshake with proxy {proxy} failed"
+                await _within(limit, self._socks(sock, origin, proxy))
+            elif proxy is not None and proxy.scheme == "https":
+                stage = f"TLS handshake with proxy {proxy} failed"
+                proxy_context = (
+                    proxy.ssl_context or origin.ssl_context or await self._ssl_context()
+                )
+                streams = await asyncio.open_connection(
+                    sock=sock,
+                    ssl=proxy_context,
+                    server_hostname=proxy.host,
+                    ssl_handshake_timeout=limit,
+                )
+                if origin.scheme != "https":  # absolute-form requests over TLS
+                    return streams, _tls_version(streams)
+                stage = f"CONNECT through proxy {proxy} failed"
+                await _within(limit, _tunnel_over_streams(streams, origin, proxy))
+            if origin.scheme != "https":
+                return await asyncio.open_connection(sock=sock), None
+            if proxy is not None and streams is None and not proxy.is_socks():
+                stage = f"CONNECT through proxy {proxy} failed"
+                await _within(limit, self._tunnel(sock, origin, proxy))
+            stage = "TLS handshake failed"
+            self._emit("tls_handshake_start", None, exchange)
+            context = origin.ssl_context or await self._ssl_context()
+            if streams is None:
+                streams = await asyncio.open_connection(
+                    sock=sock,
+                    ssl=context,
+                    server_hostname=origin.host,
+                    ssl_handshake_timeout=limit,
+                )
+            elif sys.version_info >= (3, 11):  # TLS inside the TLS session with the proxy
+                await streams[1].start_tls(
+                    context, server_hostname=origin.host, ssl_handshake_timeout=limit
+                )
+            else:
+                raise ProxyError(
+                    f"https through the https proxy {proxy} needs Python 3.11 or newer",
+                    method=request.method,
+                    url=request.url,
+                )
+            version = _tls_version(streams)
+            exchange.marks["tls_done"] = loop.time()
+            self._emit("tls_handshake_done", None, exchange, version=version)
+            return streams, version
+        except BaseException as exc:
+            if streams is not None:
+                streams[1].transport.abort()
+            sock.close()
+            timed_out = isinstance(exc, TimeoutError | asyncio.TimeoutError)
+            error = dial_error(exchange, exc, timed_out, stage)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _connect_unix(self, path: str, limit: float | None) -> socket.socket:
+        """A connected non-blocking Unix socket."""
+        loop = self._loop_now()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await _within(limit, loop.sock_connect(sock, path))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _socks(self, sock: socket.socket, origin: Origin, proxy: Proxy) -> None:
+        """The SOCKS handshake on ``sock``: on return it speaks to the origin."""
+        loop = self._loop_now()
+        host = origin.host
+        if not proxy.resolves_names():
+            family = socket.AF_INET if proxy.scheme == "socks4" else socket.AF_UNSPEC
+            try:
+                infos = await loop.getaddrinfo(host, None, family=family, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise SocksError(f"could not resolve {host} locally: {exc}") from exc
+            host = str(infos[0][4][0])
+        handshake = SocksHandshake.for_proxy(proxy, host, origin.port)
+        try:
+            await loop.sock_sendall(sock, handshake.data_to_send())
+            while not handshake.done:
+                handshake.receive_data(await loop.sock_recv(sock, _TUNNEL_RECV))
+                data = handshake.data_to_send()
+                if data:
+                    await loop.sock_sendall(sock, data)
+        except TimeoutError:
+            raise
+        except OSError as exc:  # a reset: the proxy's doing, like a refusal
+            raise SocksError(f"the connection to the proxy failed: {exc}") from exc
+
+    async def _connect(self, host: str, port: int, limit: float | None) -> socket.socket:
+        """A connected non-blocking socket; name resolution off the loop."""
+        loop = self._loop_now()
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+            addresses: list[tuple[Any, ...]] = [(family, socket.SOCK_STREAM, 0, "", (host, port))]
+        except ValueError:
+            addresses = list(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        error: BaseException = OSError(f"no address for {host}")
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                if self._local_address is not None:
+                    sock.bind((self._local_address, 0))
+                for option in self.socket_options:
+                    sock.setsockopt(*option)
+                if limit is None:
+                    await loop.sock_connect(sock, address)
+                else:
+                    await asyncio.wait_for(loop.sock_connect(sock, address), limit)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return sock
+            except (OSError, asyncio.TimeoutError) as exc:
+                sock.close()
+                error = exc
+            except BaseException:
+                sock.close()
+                raise
+        raise error
+
+    async def _tunnel(self, sock: socket.socket, origin: Origin, proxy: Proxy) -> None:
+        loop = self._loop_now()
+        handshake = TunnelHandshake(origin.host, origin.port, proxy.authorization)
+        await loop.sock_sendall(sock, handshake.request)
+        while not handshake.receive(await loop.sock_recv(sock, _TUNNEL_RECV)):
+            pass
+
+    def _connect_error(
+        self, exchange: AsyncExchange, exc: BaseException, what: str
+    ) -> ConnectError | ConnectTimeout:
+        timed_out = isinstance(exc, TimeoutError | asyncio.TimeoutError)
+        return connect_error(exchange, exc, what, timed_out)
+
+    async def _ssl_context(self) -> ssl.SSLContext:
+        context = self._tls_context
+        if context is None:
+            # Loading the system's CA certificates reads files: off the loop.
+            loop = self._loop_now()
+            context = await loop.run_in_executor(None, ssl.create_default_context)
+            self._tls_context = context
+        return context
+
+    def _closed_error(self, exchange: AsyncExchange) -> PoolClosed:
+        request = exchange.request
+        return PoolClosed("the transport is closed", method=request.method, url=request.url)
+
+    # -- called by connections ------------------------------------------------
+
+    def _act(self, decision: Decision[AsyncConnection]) -> None:
+        """Carry out a pool decision, with no lock held."""
+        if decision.close:
+            now = self._loop_now().time()
+            for conn in decision.close:
+                expired = self._pool.has_expired(conn, now)
+                conn.close("idle_timeout" if expired else "evicted")
+        for waiter in decision.wake:
+            wake(self._waiters.get(waiter))
+
+    def _emit(
+        self,
+        name: str,
+        conn: AsyncConnection | None,
+        exchange: AsyncExchange | None = None,
+        **data: Any,
+    ) -> None:
+        """Tell the listeners about an event (on the loop, no lock held)."""
+        emit(self._listeners, name, conn, exchange, **data)
+
+    # -- observing -------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every :class:`~poolwatch.Event` (R19),
+        on the event loop."""
+        self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+    def stats(self) -> PoolStats:
+        """An immutable snapshot: totals and a per-origin breakdown (R18);
+        ``workers_alive`` counts live worker tasks."""
+        with self._lock:
+            snapshots = self._book.stats_locked()
+        return Book.merge(snapshots)
+
+    def connections(self) -> list[ConnectionInfo]:
+        """Every open connection: id, origin, idle or active, requests served,
+        age and idle time."""
+        now = self._clock()
+        with self._lock:
+            return self._book.connections_locked(now)
+
+    def open_bodies(self) -> list[OpenBody]:
+        """Responses whose body is neither read to the end nor closed, with
+        the call site that made each request (R6)."""
+        now = self._clock()
+        with self._lock:
+            exchanges = list(self._book.open)
+        return Book.open_bodies(exchanges, now)
+
+    def _clock(self) -> float:
+        loop = self._loop
+        return loop.time() if loop is not None else 0.0
+
+    def __repr__(self) -> str:
+        with self._lock:
+            summary = self._book.summary_locked()
+        state = "closed " if self._closed else ""
+        return f"<{state}AsyncTransport {summary}>"
+
+    async def settle(self) -> None:
+        """Wait until the workers of every closed connection have exited, so
+        that :meth:`stats` describes the transport at rest (R18)."""
+        with self._lock:
+            closing = [c for c in self._book.unsettled if c.closing]
+        for conn in closing:
+            await conn.wait_closed()
+
+    # -- closing -------------------------------------------------------------
+
+    async def close_idle_connections(self) -> None:
+        """Close every idle connection and wait for its workers; active ones
+        are left alone (R14)."""
+        with self._lock:
+            conns = self._pool.take_all_idle_locked()
+        for conn in conns:
+            conn.close("close_idle")
+        for conn in conns:
+            await conn.wait_closed()
+
+    async def aclose(self) -> None:
+        """Close every connection, wait for every worker task to exit, and
+        refuse further requests with :class:`~poolwatch.PoolClosed` (R14)."""
+        with self._lock:
+            self._closed = True
+            waiters = self._pool.drain_waiters_locked()
+            conns = list(self._book.live)
+        for waiter in waiters:
+            wake(self._waiters.get(waiter))
+        for conn in conns:
+            conn.close("transport_closed")
+        with self._lock:
+            unsettled = list(self._book.unsettled)
+        for conn in unsettled:
+            await conn.wait_closed()
+
+    async def __aenter__(self) -> AsyncTransport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _AsyncBodyPlaceholder:
+    """Stands for an async iterable body while the request is validated."""
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+_ASYNC_PLACEHOLDER = _AsyncBodyPlaceholder()
+
+
+def _as_sync_body(body: Any) -> Any:
+    """Request validates sync bodies; an async iterable passes as a stand-in
+    of unknown length (sent chunked unless a Content-Length is given)."""
+    if hasattr(body, "__aiter__"):
+        return _ASYNC_PLACEHOLDER
+    return body
+
+
+async def _within(limit: float | None, step: Awaitable[T]) -> T:
+    """Await ``step``, within ``limit`` seconds unless it is ``None``."""
+    if limit is None:
+        return await step
+    return await asyncio.wait_for(step, limit)
+
+
+async def _tunnel_over_streams(streams: Streams, origin: Origin, proxy: Proxy) -> None:
+    """Ask the proxy at the other end of ``streams`` (a TLS session to it)
+    for a tunnel to ``origin``."""
+    reader, writer = streams
+    handshake = TunnelHandshake(origin.host, origin.port, proxy.authorization)
+    writer.write(handshake.request)
+    while not handshake.receive(await reader.read(_TUNNEL_RECV)):
+        pass
+
+
+def _tls_version(streams: Streams) -> str | None:
+    tls = streams[1].get_extra_info("ssl_object")
+    return tls.version() if tls is not None else None

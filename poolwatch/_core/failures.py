@@ -1,0 +1,161 @@
+"""What went wrong, decided once for both transports: the error a caller
+gets for a failed dial, write or read, why an idle connection ended (R3),
+and the leak report (R6). The I/O layers pass in what they caught and
+whether it was their timeout; nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import h11
+
+from .._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    LocalProtocolError,
+    PoolwatchError,
+    ProxyError,
+    ReadError,
+    RemoteDisconnected,
+    TLSError,
+    WriteError,
+    WriteTimeout,
+)
+from .._models import Request
+from .exchange import Exchange, request_error
+from .socks import SocksError
+from .tunnel import TunnelRefused
+
+__all__ = [
+    "connect_error",
+    "dial_error",
+    "idle_end_reason",
+    "is_peer_gone",
+    "leak_message",
+    "no_response_error",
+    "read_failed",
+    "write_error",
+]
+
+
+def idle_end_reason(data: bytes | OSError) -> str:
+    """Why a connection with no request outstanding ended, from what its
+    reader got (R3): the server closed it, sent a 408, or sent bytes nobody
+    asked for."""
+    if isinstance(data, OSError) or not data:
+        return "server_closed_idle"
+    if data.startswith((b"HTTP/1.1 408", b"HTTP/1.0 408")):
+        return "server_timeout_408"
+    return "unsolicited_response"
+
+
+def read_failed(exchange: Exchange, exc: OSError) -> PoolwatchError:
+    """A read error naming the request, caused by ``exc``."""
+    error = request_error(exchange.request, ReadError, f"reading the response failed: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def no_response_error(
+    exchange: Exchange, data: bytes | OSError, nothing_received: bool
+) -> BaseException:
+    """The error for a connection that ended (``data`` is ``b""`` or the
+    read's error) before the whole response head arrived."""
+    if exchange.write_error is not None:
+        return exchange.write_error
+    if isinstance(data, OSError):
+        return read_failed(exchange, data)
+    if nothing_received:
+        return request_error(
+            exchange.request,
+            RemoteDisconnected,
+            "server closed the connection without sending a response",
+        )
+    return request_error(
+        exchange.request,
+        ReadError,
+        "server closed the connection in the middle of the response head",
+    )
+
+
+def write_error(exchange: Exchange, exc: BaseException, timed_out: bool) -> BaseException:
+    """The error for a request that could not be written (R9, R16): the
+    body's own exception unchanged, otherwise a poolwatch error."""
+    if isinstance(exc, h11.LocalProtocolError):
+        error: BaseException = request_error(
+            exchange.request,
+            LocalProtocolError,
+            f"request body does not match its framing: {exc}",
+        )
+    elif timed_out:
+        error = request_error(
+            exchange.request, WriteTimeout, f"request not sent within {exchange.timeout.write}s"
+        )
+    elif isinstance(exc, OSError):
+        error = request_error(exchange.request, WriteError, f"sending the request failed: {exc}")
+    else:
+        return exc  # the request body's own iterator or file failed
+    error.__cause__ = exc
+    return error
+
+
+def is_peer_gone(exc: BaseException) -> bool:
+    """Whether a write failed because the server is gone or stopped reading:
+    a response it sent first is still readable (R9)."""
+    return isinstance(exc, ConnectionResetError | BrokenPipeError)
+
+
+def leak_message(exchange: Exchange) -> tuple[str, str, str, str]:
+    """The leak log's format and arguments: method, URL and call site (R6)."""
+    request = exchange.request
+    return (
+        "response to %s %s was garbage-collected unclosed; request made at:\n%s",
+        request.method,
+        request.url,
+        exchange.call_site.format(),
+    )
+
+
+def connect_error(
+    exchange: Exchange, exc: BaseException, what: str, timed_out: bool
+) -> ConnectError | ConnectTimeout:
+    """The error for a connect (or handshake) that failed or timed out."""
+    request = exchange.request
+    if timed_out:
+        return ConnectTimeout(
+            f"{what}: no answer from {request.origin} within {exchange.timeout.connect}s",
+            method=request.method,
+            url=request.url,
+        )
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return ConnectError(
+        f"{what} to {request.origin}: {detail}", method=request.method, url=request.url
+    )
+
+
+def dial_error(
+    exchange: Exchange, exc: BaseException, timed_out: bool, stage: str = "TLS handshake failed"
+) -> BaseException:
+    """The error for a dial that failed after the TCP connect: at the SOCKS
+    proxy, the proxy's tunnel, a TLS handshake, or on the network (``stage``
+    says which step was under way); anything else unchanged."""
+    request: Request = exchange.request
+    origin = request.origin
+    if isinstance(exc, SocksError):
+        return ProxyError(
+            f"proxy {origin.proxy} did not connect to {origin}: {exc}",
+            method=request.method,
+            url=request.url,
+        )
+    if isinstance(exc, TunnelRefused | h11.RemoteProtocolError):
+        return ProxyError(
+            f"proxy {origin.proxy} did not open a tunnel to {origin}: {exc}",
+            method=request.method,
+            url=request.url,
+        )
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return TLSError(f"{stage} for {origin}: {exc}", method=request.method, url=request.url)
+    if timed_out or isinstance(exc, OSError):
+        return connect_error(exchange, exc, stage, timed_out)
+    return exc

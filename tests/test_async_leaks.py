@@ -1,0 +1,102 @@
+"""R6 on the asyncio transport: a response garbage-collected unclosed emits
+the LeakWarning with its call site and its connection is torn down on the
+loop, whichever thread the finaliser runs on, and quietly after the loop
+has closed."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from pathlib import Path
+
+import poolwatch
+from tests.async_support import assert_at_rest, event_seen, run
+from tests.servers import HTTPServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_finaliser_on_another_thread(server: HTTPServer) -> None:
+    """The last reference dropped on another thread: the warning is emitted
+    there, and the teardown runs on the loop."""
+    caught: list[warnings.WarningMessage] = []
+
+    def drop(holder: list[object]) -> None:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            holder.clear()
+            gc.collect()
+        caught.extend(seen)
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t:
+            closed = event_seen(t, "conn_closed")
+            holder: list[object] = [await t.request("GET", server.url("/stream"))]
+            thread = threading.Thread(target=drop, args=(holder,))
+            thread.start()
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+            await closed.wait()
+            stats = await assert_at_rest(t)
+            assert (stats.bodies_leaked, stats.open_connections) == (1, 0)
+
+    run(main)
+    leaks = [w for w in caught if issubclass(w.category, poolwatch.LeakWarning)]
+    assert len(leaks) == 1
+    assert "test_async_leaks.py" in str(leaks[0].message)
+
+
+SCRIPT = """
+import asyncio, gc, sys, warnings
+sys.path.insert(0, {root!r})
+import poolwatch
+from tests.servers import http_server
+
+async def main(url):
+    t = poolwatch.AsyncTransport()
+    return t, await t.request("GET", url)
+
+def leak_warnings(holder):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", poolwatch.LeakWarning)
+        holder.clear()
+        gc.collect()
+    return sum(issubclass(w.category, poolwatch.LeakWarning) for w in caught)
+
+with http_server() as srv:
+    # asyncio.run() cancels the worker tasks: the connection closes and the
+    # body ends as errored, so there is nothing left to report.
+    t, resp = asyncio.run(main(srv.url("/stream")))
+    outcome, holder = resp.outcome, [resp]
+    del resp
+    print("after run:", outcome, leak_warnings(holder))
+    # A loop closed with its tasks still pending: the body is still open.
+    loop = asyncio.new_event_loop()
+    t, resp = loop.run_until_complete(main(srv.url("/stream")))
+    loop.close()
+    outcome, holder = resp.outcome, [resp]
+    del resp
+    print("after close:", outcome, leak_warnings(holder))
+"""
+
+
+def test_finaliser_after_the_loop_closed() -> None:
+    """Dropped after the loop is gone: nothing raises from the finaliser.
+    After asyncio.run() the body already ended as errored (the run cancelled
+    its workers); after a bare loop.close() it is still open, and the
+    warning comes. In a subprocess: the transport is left unclosed."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT.format(root=str(ROOT)))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "after run: errored 0" in done.stdout
+    assert "after close: None 1" in done.stdout
+    assert "Exception ignored" not in done.stderr

@@ -1,0 +1,116 @@
+"""The asyncio transport through SOCKS proxies, an https proxy (TLS to the
+proxy, and TLS inside it for https), and over a Unix socket: the same
+servers and expectations as the sync tests of each."""
+
+from __future__ import annotations
+
+import pytest
+import trustme
+
+import poolwatch
+from tests.async_support import assert_at_rest, run
+from tests.servers import HTTPServer
+from tests.socks_server import socks_server
+from tests.test_https_proxy import tls_proxy_port
+from tests.test_uds import UnixHTTPServer, unix_server
+from tests.tls_support import TLSServer, client_context
+
+__all__ = ["tls_proxy_port", "unix_server"]  # fixtures shared with the sync tests
+
+USER, PASSWORD = "user", "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "seen_host"), [("socks5", "127.0.0.1"), ("socks5h", "localhost")]
+)
+def test_http_through_socks(server: HTTPServer, scheme: str, seen_host: str) -> None:
+    """Names resolved by the client (socks5, off the loop) or by the proxy
+    (socks5h); one connection for both requests, keyed by origin and proxy."""
+    url = f"http://localhost:{server.port}/a"
+    with socks_server() as socks:
+        proxy = socks.url(scheme=scheme)
+
+        async def main() -> None:
+            async with poolwatch.AsyncTransport() as t:
+                for _ in range(2):
+                    resp = await t.request("GET", url, proxy=proxy)
+                    assert await resp.read() == b"hello world!\n"
+                stats = await assert_at_rest(t)
+                assert (stats.connections_opened, stats.reused_requests) == (1, 1)
+                assert list(stats.per_origin) == [
+                    f"http://localhost:{server.port} via {scheme}://127.0.0.1:{socks.port}"
+                ]
+
+        run(main)
+        assert [request[2] for request in socks.requests] == [seen_host]
+
+
+def test_https_through_socks5_with_auth_and_bad_credentials(
+    https_server: TLSServer, ca: trustme.CA
+) -> None:
+    """TLS to the origin over the SOCKS connection; wrong credentials are a
+    ProxyError naming the proxy, and the pool stays usable."""
+    with socks_server((USER, PASSWORD)) as socks:
+        good = socks.url(scheme="socks5h", auth=f"{USER}:{PASSWORD}")
+        bad = socks.url(scheme="socks5h", auth=f"{USER}:wrong")
+
+        async def main() -> None:
+            async with poolwatch.AsyncTransport(ssl_context=client_context(ca)) as t:
+                with pytest.raises(poolwatch.ProxyError, match=f"127.0.0.1:{socks.port}"):
+                    await t.request("GET", https_server.url("/b"), proxy=bad)
+                resp = await t.request("GET", https_server.url("/b"), proxy=good)
+                assert await resp.read() == b"hello world!\n"
+                await assert_at_rest(t)
+
+        run(main)
+
+
+def test_http_and_https_through_an_https_proxy(
+    tls_proxy_port: int, server: HTTPServer, https_server: TLSServer, ca: trustme.CA
+) -> None:
+    """http in absolute form over TLS to the proxy; https with TLS inside
+    that TLS session, a large download through it, each connection reused."""
+    proxy = f"https://user:secret@127.0.0.1:{tls_proxy_port}"
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport(ssl_context=client_context(ca)) as t:
+            for _ in range(2):
+                resp = await t.request("GET", server.url("/a"), proxy=proxy)
+                assert await resp.read() == b"hello world!\n"
+                resp = await t.request("GET", https_server.url("/bytes/300000"), proxy=proxy)
+                assert await resp.read() == b"x" * 300000
+            stats = await assert_at_rest(t)
+            assert (stats.connections_opened, stats.reused_requests) == (2, 2)
+
+    run(main)
+    assert https_server.accepted == 1
+
+
+def test_untrusted_https_proxy_is_a_tls_error(tls_proxy_port: int, server: HTTPServer) -> None:
+    """The proxy's certificate is checked against the default CAs here."""
+    proxy = f"https://user:secret@127.0.0.1:{tls_proxy_port}"
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t:
+            with pytest.raises(poolwatch.TLSError, match="TLS handshake with proxy"):
+                await t.request("GET", server.url("/a"), proxy=proxy)
+            await assert_at_rest(t)
+
+    run(main)
+
+
+def test_unix_socket(unix_server: UnixHTTPServer) -> None:
+    """Every request goes to the socket; the Host header from the URL."""
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport(uds=unix_server.path) as t:
+            for path in ("/a", "/b"):
+                resp = await t.request("GET", f"http://example.invalid{path}")
+                assert await resp.read() == f"host=example.invalid path={path}\n".encode()
+            stats = await assert_at_rest(t)
+            assert (stats.connections_opened, stats.reused_requests) == (1, 1)
+            assert list(stats.per_origin) == [
+                f"http://example.invalid:80 via unix:{unix_server.path}"
+            ]
+
+    run(main)

@@ -1,0 +1,41 @@
+"""Connection resets at each phase on the asyncio transport, with the sync
+suite's scripts: a documented error naming the URL, the connection closed,
+and the pool still usable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+import poolwatch
+from tests.async_support import assert_at_rest, run
+from tests.servers import ServerConnection, raw_server
+from tests.test_resets import _script, test_reset_at_each_phase
+
+PHASES = test_reset_at_each_phase.pytestmark[0].args[1]
+
+
+@pytest.mark.parametrize(("before_reset", "method", "body", "errors"), PHASES)
+def test_reset_at_each_phase(
+    before_reset: Callable[[ServerConnection], object],
+    method: str,
+    body: bytes | None,
+    errors: tuple[type[Exception], ...],
+) -> None:
+    """A reset on accept, mid-upload, before or in the head, or mid-body."""
+
+    async def main(first: str, next_url: str) -> None:
+        async with poolwatch.AsyncTransport() as t:
+            with pytest.raises(errors) as info:
+                async with await t.request(method, first, body=body) as resp:
+                    await resp.read()
+            assert first in str(info.value)
+            assert await (await t.request("GET", next_url)).read() == b"ok"
+            stats = await assert_at_rest(t)
+            assert stats.connections_opened - stats.connections_closed == 1
+            assert stats.open_connections == 1
+
+    with raw_server(_script(before_reset)) as srv:
+        run(lambda: main(srv.url("/first"), srv.url("/next")))
+    assert srv.accepted == 2
