@@ -57,6 +57,7 @@ from .faultload import (
     get_closed_early,
     get_drained,
     head_or_empty,
+    leak,
     pick,
     post_bytes,
     post_keyed,
@@ -69,13 +70,6 @@ __all__ = ["MIX", "leak", "main", "parse_args", "run", "sample", "slope"]
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 FDS_PER_CONNECTION = 2  # the socket and a duplicate: reader and writer time out apart
-
-
-def leak(ctx: Context) -> str:
-    """GET a body and drop the response unread (leaked, R6)."""
-    resp = ctx.request("GET", "/cl/1000")
-    del resp  # the last reference: the leak is detected here
-    return "leaked"
 
 
 MIX: tuple[Operation, ...] = (
