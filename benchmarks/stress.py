@@ -20,6 +20,15 @@ exits 1 if any fails:
 * after ``close()`` no worker is alive and no ``poolwatch-`` thread is left,
   and the process has no more file descriptors open than before.
 
+With ``--async`` the same mix and checks run on one
+:class:`poolwatch.AsyncTransport` driven by as many tasks on one event
+loop, and a share of the calls (``--cancel``, 3%) is cancelled
+(:meth:`asyncio.Task.cancel`) at a random point of its first 60 ms: a
+cancelled call ends as ``cancelled`` and must leave the pool consistent
+(R18 after ``settle()``). A call that absorbs its cancellation and runs on
+is counted as ``<result> despite cancel``. After ``aclose()`` no worker is
+alive and no task but the main one is left.
+
 The results are printed as a table and written as JSON (``--out``).
 """
 
