@@ -1,5 +1,6 @@
-"""A cancelled body read must end cancelled: a cancellation that arrives as
-a read completes is never absorbed, whatever the loop turn it lands on."""
+"""A cancelled call must end cancelled: a cancellation that arrives as a
+body read completes, or as the pool hands a waiting request its connection,
+is never absorbed, whatever the loop turn it lands on."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import pytest
 
 import poolwatch
-from tests.async_support import assert_at_rest, run
+from tests.async_support import assert_at_rest, event_seen, run
 from tests.servers import HTTPServer
 
 # Loop turns tried between starting a read and cancelling it: enough to land
@@ -18,15 +19,18 @@ from tests.servers import HTTPServer
 TURNS = 24
 
 
+# On Python 3.11, asyncio.wait_for returns the awaited result instead of
+# raising CancelledError when the cancellation lands after that result is
+# ready but before the caller resumed (3.12's wait_for, built on
+# asyncio.timeout, raises). The caller's task then runs on as if never
+# cancelled.
+WAIT_FOR_ABSORBS = sys.version_info < (3, 12)
+
+
 @pytest.mark.xfail(
-    sys.version_info < (3, 12),
+    WAIT_FOR_ABSORBS,
     strict=True,
-    reason=(
-        "with a read timeout, body reads run in asyncio.wait_for, which on "
-        "Python 3.11 returns the read's data instead of raising CancelledError "
-        "when the cancellation lands after the read completed but before the "
-        "caller resumed (fixed in 3.12's wait_for); the caller's task runs on"
-    ),
+    reason="with a read timeout, body reads run in asyncio.wait_for (3.11: absorbs)",
 )
 def test_cancelled_body_read_never_runs_on(server: HTTPServer) -> None:
     async def main() -> list[int]:
@@ -42,6 +46,35 @@ def test_cancelled_body_read_never_runs_on(server: HTTPServer) -> None:
                     if not reading.cancelled():
                         absorbed.append(turns)
                 await resp.aclose()
+            await assert_at_rest(t)
+        return absorbed
+
+    assert run(main) == []
+
+
+@pytest.mark.xfail(
+    WAIT_FOR_ABSORBS,
+    strict=True,
+    reason="with a pool timeout, the wait in the pool's queue runs in asyncio.wait_for",
+)
+def test_cancelled_pool_wait_never_runs_on(server: HTTPServer) -> None:
+    async def main() -> list[int]:
+        absorbed = []
+        async with poolwatch.AsyncTransport(max_connections_per_host=1, pool_timeout=5.0) as t:
+            for turns in range(TURNS):
+                holder = await t.request("GET", server.url("/bytes/10"))
+                queued = event_seen(t, "pool_wait_start")
+                waiting = asyncio.create_task(t.request("GET", server.url("/bytes/10")))
+                await queued.wait()
+                await holder.aclose()  # hands the connection to the waiting request
+                for _ in range(turns):
+                    await asyncio.sleep(0)  # one loop turn, no waiting
+                if waiting.cancel():
+                    await asyncio.wait({waiting})
+                    if not waiting.cancelled():
+                        absorbed.append(turns)
+                if waiting.done() and not waiting.cancelled():
+                    await waiting.result().aclose()
             await assert_at_rest(t)
         return absorbed
 
