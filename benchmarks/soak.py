@@ -35,6 +35,7 @@ The samples are printed as a table and written as JSON (``--out``).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import random
@@ -51,12 +52,14 @@ from .cell import status_kib
 from .faultload import (
     Context,
     Operation,
+    acall_once,
     call_once,
     cut_body,
     get_chunked,
     get_closed_early,
     get_drained,
     head_or_empty,
+    leak,
     pick,
     post_bytes,
     post_keyed,
@@ -64,18 +67,13 @@ from .faultload import (
 from .faultserver import FaultServer, start_fault_server
 from .stress import open_fds, poolwatch_threads
 
-__all__ = ["MIX", "leak", "main", "parse_args", "run", "sample", "slope"]
+__all__ = ["MIX", "asample", "leak", "main", "parse_args", "run", "sample", "slope"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 FDS_PER_CONNECTION = 2  # the socket and a duplicate: reader and writer time out apart
-
-
-def leak(ctx: Context) -> str:
-    """GET a body and drop the response unread (leaked, R6)."""
-    resp = ctx.request("GET", "/cl/1000")
-    del resp  # the last reference: the leak is detected here
-    return "leaked"
+ASYNC_FDS_PER_CONNECTION = 1  # the asyncio transport's tasks share one socket
+LIMITS = poolwatch.Timeout(connect=5.0, write=5.0, response_header=5.0, read=5.0, pool=10.0)
 
 
 MIX: tuple[Operation, ...] = (
@@ -100,14 +98,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rss-tolerance", type=float, default=4.0, help="MiB of RSS growth allowed")
     p.add_argument("--objects-tolerance", type=int, default=5_000, help="gc objects allowed")
     p.add_argument("--seed", type=int, default=2, help="random seed (client and server)")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "soak.json")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--async",
+        dest="use_async",
+        action="store_true",
+        help="soak a poolwatch.AsyncTransport driven by tasks instead of a Transport",
+    )
+    p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
+    args = p.parse_args(argv)
+    if args.out is None:
+        name = "soak-async.json" if args.use_async else "soak.json"
+        args.out = ROOT / "benchmarks" / "results" / name
+    return args
 
 
 def sample(transport: poolwatch.Transport, requests: int, elapsed: float) -> dict[str, Any]:
     """One row of cheap counters, taken with the transport at rest."""
     transport.settle()
+    return _counters(transport.stats(), requests, elapsed, FDS_PER_CONNECTION)
+
+
+async def asample(
+    transport: poolwatch.AsyncTransport, requests: int, elapsed: float
+) -> dict[str, Any]:
+    """As :func:`sample` for the asyncio transport, whose workers are tasks:
+    ``tasks`` counts every task of the loop, ``other_tasks`` those that are
+    no connection's worker; ``other_threads`` is every thread."""
+    await transport.settle()
     stats = transport.stats()
+    row = _counters(stats, requests, elapsed, ASYNC_FDS_PER_CONNECTION)
+    row["tasks"] = len(asyncio.all_tasks())
+    row["other_tasks"] = row["tasks"] - stats.workers_alive
+    row["other_threads"] = row["threads"]
+    return row
+
+
+def _counters(
+    stats: poolwatch.PoolStats, requests: int, elapsed: float, fds_per_connection: int
+) -> dict[str, Any]:
     return {
         "requests": requests,
         "elapsed_s": round(elapsed, 1),
@@ -116,7 +144,7 @@ def sample(transport: poolwatch.Transport, requests: int, elapsed: float) -> dic
         "threads": threading.active_count(),
         "fds": open_fds(),
         "other_threads": threading.active_count() - stats.workers_alive,
-        "other_fds": open_fds() - FDS_PER_CONNECTION * stats.open_connections,
+        "other_fds": open_fds() - fds_per_connection * stats.open_connections,
         "gc_objects": len(gc.get_objects()),
         "open_connections": stats.open_connections,
         "workers_alive": stats.workers_alive,
@@ -149,12 +177,11 @@ def _round(
     count: int,
 ) -> list[str]:
     """``count`` requests from ``args.threads`` threads; the violations."""
-    limits = poolwatch.Timeout(connect=5.0, write=5.0, response_header=5.0, read=5.0, pool=10.0)
     found: list[str] = []
 
     def caller(index: int) -> None:
         rng = random.Random(args.seed * 1_000_003 + first + index)
-        ctx = Context(transport, server, rng, limits)
+        ctx = Context(transport, server, rng, LIMITS)
         for n in range(first + index, first + count, args.threads):
             ctx.request_id = f"s{n}"
             call = call_once(ctx, pick(rng, MIX))
@@ -166,6 +193,29 @@ def _round(
         thread.start()
     for thread in threads:
         thread.join()
+    return found
+
+
+async def _around(
+    transport: poolwatch.AsyncTransport,
+    server: FaultServer,
+    args: argparse.Namespace,
+    first: int,
+    count: int,
+) -> list[str]:
+    """As :func:`_round`, from ``args.threads`` tasks."""
+    found: list[str] = []
+
+    async def caller(index: int) -> None:
+        rng = random.Random(args.seed * 1_000_003 + first + index)
+        ctx = Context(transport, server, rng, LIMITS)
+        for n in range(first + index, first + count, args.threads):
+            ctx.request_id = f"s{n}"
+            call = await acall_once(ctx, pick(rng, MIX))
+            if call.violation:
+                found.append(f"{call.op} {call.request_id}: {call.violation}")
+
+    await asyncio.gather(*(caller(i) for i in range(args.threads)))
     return found
 
 
@@ -184,7 +234,9 @@ def check_growth(samples: list[dict[str, Any]], args: argparse.Namespace) -> lis
     objects = slope([(s["requests"], s["gc_objects"]) for s in after]) * span
     if objects > args.objects_tolerance:
         found.append(f"gc objects grew by {objects:.0f} after warm-up")
-    for key in ("other_threads", "other_fds"):
+    for key in ("other_threads", "other_fds", "other_tasks"):
+        if key not in samples[0]:
+            continue
         limit = max(s[key] for s in warm)
         worst = max(s[key] for s in after)
         if worst > limit:
@@ -198,38 +250,81 @@ def check_growth(samples: list[dict[str, Any]], args: argparse.Namespace) -> lis
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak; the report (``violations`` empty when it passed)."""
     warnings.simplefilter("ignore", poolwatch.LeakWarning)  # counted in the stats
-    violations: list[str] = []
     samples: list[dict[str, Any]] = []
     start = time.monotonic()
     with start_fault_server(args.seed, hangup=0.01, stall=1.0) as server:
-        transport = poolwatch.Transport(max_idle_per_host=args.threads)
-        try:
-            samples.append(sample(transport, 0, 0.0))
-            done = 0
-            while done < args.requests:
-                count = min(args.every, args.requests - done)
-                violations += _round(transport, server, args, done, count)
-                done += count
-                row = sample(transport, done, time.monotonic() - start)
-                violations += [f"R18 at {done}: {v}" for v in row["r18"]]
-                samples.append(row)
-                print(_row_text(row), flush=True)
-            if transport.open_bodies():
-                violations.append(f"{len(transport.open_bodies())} bodies still open")
-        finally:
-            transport.close()
-        if transport.stats().workers_alive:
-            violations.append(f"after close: {transport.stats().workers_alive} workers alive")
+        if args.use_async:
+            violations = asyncio.run(_soak_async(server, args, samples, start))
+        else:
+            violations = _soak(server, args, samples, start)
     if poolwatch_threads():
         violations.append(f"after close: poolwatch threads left: {poolwatch_threads()[:10]}")
     violations += check_growth(samples, args)
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "transport": "AsyncTransport" if args.use_async else "Transport",
         "python": sys.version.split()[0],
         "elapsed_s": round(time.monotonic() - start, 1),
         "samples": samples,
         "violations": violations,
     }
+
+
+def _soak(
+    server: FaultServer, args: argparse.Namespace, samples: list[dict[str, Any]], start: float
+) -> list[str]:
+    """The rounds on a :class:`poolwatch.Transport`, sampled; violations."""
+    violations: list[str] = []
+    transport = poolwatch.Transport(max_idle_per_host=args.threads)
+    try:
+        samples.append(sample(transport, 0, 0.0))
+        done = 0
+        while done < args.requests:
+            count = min(args.every, args.requests - done)
+            violations += _round(transport, server, args, done, count)
+            done += count
+            violations += _record(samples, sample(transport, done, time.monotonic() - start))
+        if transport.open_bodies():
+            violations.append(f"{len(transport.open_bodies())} bodies still open")
+    finally:
+        transport.close()
+    if transport.stats().workers_alive:
+        violations.append(f"after close: {transport.stats().workers_alive} workers alive")
+    return violations
+
+
+async def _soak_async(
+    server: FaultServer, args: argparse.Namespace, samples: list[dict[str, Any]], start: float
+) -> list[str]:
+    """The rounds on a :class:`poolwatch.AsyncTransport`, sampled; violations."""
+    violations: list[str] = []
+    transport = poolwatch.AsyncTransport(max_idle_per_host=args.threads)
+    try:
+        samples.append(await asample(transport, 0, 0.0))
+        done = 0
+        while done < args.requests:
+            count = min(args.every, args.requests - done)
+            violations += await _around(transport, server, args, done, count)
+            done += count
+            row = await asample(transport, done, time.monotonic() - start)
+            violations += _record(samples, row)
+        if transport.open_bodies():
+            violations.append(f"{len(transport.open_bodies())} bodies still open")
+    finally:
+        await transport.aclose()
+    if transport.stats().workers_alive:
+        violations.append(f"after aclose: {transport.stats().workers_alive} workers alive")
+    others = [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    if others:
+        violations.append(f"after aclose: tasks left: {others[:10]}")
+    return violations
+
+
+def _record(samples: list[dict[str, Any]], row: dict[str, Any]) -> list[str]:
+    """Keep and print a sample; its R18 violations."""
+    samples.append(row)
+    print(_row_text(row), flush=True)
+    return [f"R18 at {row['requests']}: {v}" for v in row["r18"]]
 
 
 HEADER = (
@@ -242,7 +337,8 @@ HEADER = (
 def _row_text(s: dict[str, Any]) -> str:
     return (
         f"| {s['requests']} | {s['elapsed_s']} | {s['rss_kib'] / 1024:.1f} "
-        f"| {s['rss_anon_kib'] / 1024:.1f} | {s['threads']} | {s['fds']} | {s['gc_objects']} "
+        f"| {s['rss_anon_kib'] / 1024:.1f} | {s.get('tasks', s['threads'])} | {s['fds']} "
+        f"| {s['gc_objects']} "
         f"| {s['open_connections']} | {s['connections_opened']} | {s['drained']} "
         f"| {s['closed_early']} | {s['errored']} | {s['leaked']} | {s['retries']} |"
     )
@@ -251,7 +347,7 @@ def _row_text(s: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run, print the table, write the JSON; 1 on any violation."""
     args = parse_args(argv)
-    print(HEADER, flush=True)
+    print(HEADER.replace("| threads |", "| tasks |") if args.use_async else HEADER, flush=True)
     report = run(args)
     for line in report["violations"][:20]:
         print(f"VIOLATION: {line}", file=sys.stderr)

@@ -20,12 +20,22 @@ exits 1 if any fails:
 * after ``close()`` no worker is alive and no ``poolwatch-`` thread is left,
   and the process has no more file descriptors open than before.
 
+With ``--async`` the same mix and checks run on one
+:class:`poolwatch.AsyncTransport` driven by as many tasks on one event
+loop, and a share of the calls (``--cancel``, 3%) is cancelled
+(:meth:`asyncio.Task.cancel`) at a random point of its first 60 ms: a
+cancelled call ends as ``cancelled`` and must leave the pool consistent
+(R18 after ``settle()``). A call that absorbs its cancellation and runs on
+is counted as ``<result> despite cancel``. After ``aclose()`` no worker is
+alive and no task but the main one is left.
+
 The results are printed as a table and written as JSON (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import itertools
 import json
@@ -40,7 +50,7 @@ from typing import Any
 
 import poolwatch
 
-from .faultload import OPERATIONS, Call, Context, call_once, pick
+from .faultload import OPERATIONS, Call, Context, acall_once, call_once, pick
 from .faultserver import FaultServer, start_fault_server
 
 __all__ = [
@@ -56,6 +66,10 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 JOIN_LIMIT = 900.0  # seconds: a run still going after this has hung
+# Cancellations land within this many seconds of a call's start: most calls
+# take 5 to 50 ms, so pool waits, connects, writes, head waits and body reads
+# are all hit; the stalls and early 413s run longer and are hit early.
+CANCEL_WINDOW = 0.06
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,8 +82,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hangup", type=float, default=0.05, help="server hang-up probability")
     p.add_argument("--read-timeout", type=float, default=0.5, help="read and head limit, s")
     p.add_argument("--slack", type=float, default=1.0, help="seconds allowed past a bound")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "stress.json")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--async",
+        dest="use_async",
+        action="store_true",
+        help="drive a poolwatch.AsyncTransport from tasks instead of a Transport from threads",
+    )
+    p.add_argument(
+        "--cancel", type=float, default=0.03, help="with --async: share of calls cancelled (0.03)"
+    )
+    p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
+    args = p.parse_args(argv)
+    if args.out is None:
+        name = "stress-async.json" if args.use_async else "stress.json"
+        args.out = ROOT / "benchmarks" / "results" / name
+    return args
 
 
 def time_limits(read_timeout: float) -> poolwatch.Timeout:
@@ -133,6 +160,40 @@ def call_once_op(ctx: Context) -> Call:
     return call_once(ctx, pick(ctx.rng, OPERATIONS))
 
 
+async def _drive_async(
+    transport: poolwatch.AsyncTransport, server: FaultServer, args: argparse.Namespace
+) -> tuple[list[Call], list[str]]:
+    """Run the caller tasks; their calls, and violations about hanging or
+    failed tasks. A share (``--cancel``) of the calls is cancelled at a
+    random point within ``CANCEL_WINDOW`` seconds of its start."""
+    limits = time_limits(args.read_timeout)
+    numbers = itertools.count()
+    calls: list[Call] = []
+
+    async def caller(index: int) -> None:
+        ctx = Context(transport, server, random.Random(args.seed * 1000 + index), limits)
+        while (n := next(numbers)) < args.requests:
+            ctx.request_id = f"r{n}"
+            op = pick(ctx.rng, OPERATIONS)
+            cancel = ctx.rng.uniform(0, CANCEL_WINDOW) if ctx.rng.random() < args.cancel else None
+            calls.append(await acall_once(ctx, op, cancel))
+
+    tasks = [asyncio.create_task(caller(i), name=f"stress-{i}") for i in range(args.threads)]
+    _, pending = await asyncio.wait(tasks, timeout=JOIN_LIMIT)
+    for task in pending:
+        task.cancel()
+    await asyncio.wait(tasks)
+    found = (
+        [f"caller tasks still running after {JOIN_LIMIT:g}s: {len(pending)}"] if pending else []
+    )
+    found += [
+        f"caller {t.get_name()} failed: {t.exception()!r}"
+        for t in tasks
+        if not t.cancelled() and t.exception()
+    ]
+    return calls, found
+
+
 def check_calls(
     calls: list[Call], posts: dict[str, int], limits: poolwatch.Timeout, slack: float
 ) -> list[str]:
@@ -160,9 +221,9 @@ def check_calls(
     return found
 
 
-def _rest_violations(transport: poolwatch.Transport) -> tuple[dict[str, int], list[str]]:
-    transport.settle()
-    stats = transport.stats()
+def _rest_violations(stats: poolwatch.PoolStats) -> tuple[dict[str, int], list[str]]:
+    """The stats at rest, and R18 violations (in total and per origin) and
+    leaked bodies in them."""
     found = [f"R18: {v}" for v in stats.invariant_violations()]
     for origin, per in stats.per_origin.items():
         found += [f"R18 {origin}: {v}" for v in per.invariant_violations()]
@@ -171,28 +232,77 @@ def _rest_violations(transport: poolwatch.Transport) -> tuple[dict[str, int], li
     return stats.as_dict(), found
 
 
+@dataclasses.dataclass
+class Session:
+    """What a run of the callers left: the calls, the violations, how long
+    the callers ran, the stats at rest, the server's stats and POST counts."""
+
+    calls: list[Call]
+    violations: list[str]
+    elapsed: float
+    stats: dict[str, int]
+    server: dict[str, Any]
+    posts: dict[str, int]
+
+
+def _session(server: FaultServer, args: argparse.Namespace) -> Session:
+    """Drive a :class:`poolwatch.Transport`, settle and close it: calls,
+    violations, stats at rest, server stats, POST counts."""
+    transport = poolwatch.Transport(
+        max_connections_per_host=args.max_connections,
+        max_idle_per_host=args.max_connections,
+    )
+    start = time.monotonic()
+    try:
+        calls, violations = _drive(transport, server, args)
+        elapsed = time.monotonic() - start
+        transport.settle()
+        stats, found = _rest_violations(transport.stats())
+        violations += found
+        server_stats, posts = server.stats(), server.post_counts()
+    finally:
+        transport.close()
+    if transport.stats().workers_alive:
+        violations.append(f"after close: {transport.stats().workers_alive} workers alive")
+    return Session(calls, violations, elapsed, stats, server_stats, posts)
+
+
+async def _session_async(server: FaultServer, args: argparse.Namespace) -> Session:
+    """As :func:`_session` for a :class:`poolwatch.AsyncTransport`; after
+    ``aclose()`` no task but this one may be left."""
+    transport = poolwatch.AsyncTransport(
+        max_connections_per_host=args.max_connections,
+        max_idle_per_host=args.max_connections,
+    )
+    start = time.monotonic()
+    try:
+        calls, violations = await _drive_async(transport, server, args)
+        elapsed = time.monotonic() - start
+        await transport.settle()
+        stats, found = _rest_violations(transport.stats())
+        violations += found
+        server_stats, posts = server.stats(), server.post_counts()  # brief blocking: runs alone
+    finally:
+        await transport.aclose()
+    if transport.stats().workers_alive:
+        violations.append(f"after aclose: {transport.stats().workers_alive} workers alive")
+    others = [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    if others:
+        violations.append(f"after aclose: tasks left: {others[:10]}")
+    return Session(calls, violations, elapsed, stats, server_stats, posts)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the stress and return the report (``violations`` empty when
     every check passed)."""
     fds_before = open_fds()
     limits = time_limits(args.read_timeout)
-    start = time.monotonic()
     with start_fault_server(args.seed, args.hangup, stall=2 * args.read_timeout) as server:
-        transport = poolwatch.Transport(
-            max_connections_per_host=args.max_connections,
-            max_idle_per_host=args.max_connections,
-        )
-        try:
-            calls, violations = _drive(transport, server, args)
-            elapsed = time.monotonic() - start
-            stats, found = _rest_violations(transport)
-            violations += found
-            server_stats = server.stats()
-            posts = server.post_counts()
-        finally:
-            transport.close()
-        if transport.stats().workers_alive:
-            violations.append(f"after close: {transport.stats().workers_alive} workers alive")
+        if args.use_async:
+            session = asyncio.run(_session_async(server, args))
+        else:
+            session = _session(server, args)
+    calls, violations, elapsed = session.calls, session.violations, session.elapsed
     left = poolwatch_threads()
     if left:
         violations.append(f"after close: poolwatch threads left: {left[:10]}")
@@ -200,15 +310,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         violations.append(f"after close: {open_fds()} fds open, {fds_before} before")
     if len(calls) != args.requests and not violations:
         violations.append(f"{len(calls)} calls recorded, {args.requests} made")
-    violations += check_calls(calls, posts, limits, args.slack)
+    violations += check_calls(calls, session.posts, limits, args.slack)
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "transport": "AsyncTransport" if args.use_async else "Transport",
         "limits": dataclasses.asdict(limits),
         "elapsed_s": round(elapsed, 2),
         "requests_per_s": round(len(calls) / elapsed, 1) if elapsed else 0.0,
         "operations": summarize(calls),
-        "stats": stats,
-        "server": {"accepted": server_stats["accepted"], "requests": server_stats["requests"]},
+        "stats": session.stats,
+        "server": {k: session.server[k] for k in ("accepted", "requests")},
         "violations": violations,
     }
 
@@ -246,6 +357,7 @@ def text_table(report: dict[str, Any]) -> str:
     stats = report["stats"]
     lines.append("")
     lines.append(
+        f"{report['transport']}: "
         f"{sum(r['calls'] for r in report['operations'].values())} calls in "
         f"{report['elapsed_s']} s ({report['requests_per_s']} req/s); "
         f"connections opened {stats['connections_opened']}, server accepted "

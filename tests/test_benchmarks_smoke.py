@@ -4,7 +4,8 @@ poolwatch and urllib3, and stops every process it started.
 
 The stress, soak and idle-connection runs (``benchmarks.stress``,
 ``benchmarks.soak``, ``benchmarks.idle``) run too, small: a few hundred
-requests, 20 idle connections.
+requests, 20 idle connections; the stress and the soak also with
+``--async``, on the asyncio transport.
 
 Timings are never asserted, only that the numbers exist and are positive,
 and what the server saw (connections accepted).
@@ -110,6 +111,29 @@ def test_stress_harness_runs_clean(tmp_path: Path) -> None:
     assert "| get_drained |" in stdout
 
 
+def test_async_stress_harness_runs_clean_with_cancellations(tmp_path: Path) -> None:
+    """The small stress run on an AsyncTransport from 16 tasks, a tenth of
+    the calls cancelled: every call accounted for, some ended cancelled,
+    none broke the contract, R18 held and nothing was left after aclose."""
+    report, stdout = _run_module(
+        "benchmarks.stress",
+        tmp_path / "stress-async.json",
+        *("--async", "--threads", "16", "--requests", "300", "--cancel", "0.1"),
+        *("--read-timeout", "0.2", "--seed", "5"),
+    )
+    assert report["violations"] == []
+    assert report["transport"] == "AsyncTransport"
+    ops = report["operations"]
+    assert sum(row["calls"] for row in ops.values()) == 300
+    results = [r for row in ops.values() for r in row["results"]]
+    assert "cancelled" in results
+    assert ops["get_drained"]["results"]["ok"] > 0
+    for name in ("hang_up", "reset", "cut_body", "stall_head", "stall_body"):
+        assert "ok" not in ops.get(name, {"results": {}})["results"], name
+    assert report["stats"]["connections_opened"] > 1
+    assert "AsyncTransport: 300 calls" in stdout
+
+
 def test_stress_checks_catch_a_post_sent_twice() -> None:
     """The stress run's POST check: a POST without a key seen twice by the
     server is a violation; a keyed one retried once may be seen twice."""
@@ -140,6 +164,25 @@ def test_soak_harness_samples_and_passes(tmp_path: Path) -> None:
     assert last["rss_kib"] > 0 and last["gc_objects"] > 0 and last["fds"] > 0
     assert last["drained"] > 0 and last["closed_early"] > 0
     assert all(s["r18"] == [] for s in samples)
+
+
+def test_async_soak_harness_samples_tasks_and_passes(tmp_path: Path) -> None:
+    """The short soak on an AsyncTransport: at every sample the only task
+    besides the connections' workers is the main one, and no violation."""
+    report, stdout = _run_module(
+        "benchmarks.soak",
+        tmp_path / "soak-async.json",
+        *("--async", "--requests", "400", "--every", "100", "--threads", "2", "--seed", "3"),
+    )
+    assert report["violations"] == []
+    samples = report["samples"]
+    assert [s["requests"] for s in samples] == [0, 100, 200, 300, 400]
+    assert all(s["other_tasks"] == 1 for s in samples)
+    assert all(s["tasks"] == 1 + s["workers_alive"] for s in samples)
+    last = samples[-1]
+    assert last["drained"] > 0 and last["closed_early"] > 0 and last["gc_objects"] > 0
+    assert all(s["r18"] == [] for s in samples)
+    assert "| tasks |" in stdout
 
 
 def test_soak_growth_check_flags_growth() -> None:
@@ -187,3 +230,25 @@ def test_idle_harness_holds_the_connections(tmp_path: Path) -> None:
     assert rows["poolwatch"]["threads"] == "1 -> 41 -> 1"
     assert rows["urllib3"]["threads"] == "1 -> 1 -> 1"
     assert "| poolwatch | 20 (20) |" in stdout
+
+
+def test_soak_growth_check_flags_tasks_left_behind() -> None:
+    """On the asyncio transport the soak also watches tasks: one more task
+    than during warm-up, other than a connection's worker, fails the run."""
+    from benchmarks.soak import check_growth, parse_args
+
+    args = parse_args(["--async", "--requests", "100000"])
+    samples = [
+        {
+            "requests": r,
+            "rss_kib": 30_000,
+            "gc_objects": 20_000,
+            "other_threads": 1,
+            "other_fds": 5,
+            "other_tasks": 1 if r < 90_000 else 2,
+            "open_connections": 1,
+        }
+        for r in range(0, 100_001, 5_000)
+    ]
+    assert check_growth(samples, args) == ["other_tasks reached 2 after warm-up, 1 during it"]
+    assert args.out.name == "soak-async.json"
