@@ -262,9 +262,9 @@ async def make_httpx_async_poolwatch(opts: ClientOptions) -> AsyncClient:
     """``httpx.AsyncClient`` over poolwatch's async transport."""
     import httpx
 
-    import poolwatch
+    from poolwatch.adapters.httpx import AsyncHTTPXTransport
 
-    client = httpx.AsyncClient(transport=poolwatch.AsyncHTTPXTransport())
+    client = httpx.AsyncClient(transport=AsyncHTTPXTransport())
     base = opts.base_url
 
     async def get(path: str) -> int:
