@@ -232,6 +232,60 @@ class Connection:
                 event = proto.next_body_event(exchange)
         return event
 
+    def direct_body_left(self) -> int:
+        """How many body bytes :meth:`read_body_direct` would read past h11
+        (0: none; the body goes through :meth:`read_body_event`)."""
+        if not isinstance(self._rsock, socket.socket):
+            return 0  # TLS: the record layer copies anyway
+        with self._proto_lock:
+            return self._proto.direct_body_left()
+
+    def read_body_direct(self, exchange: Exchange, size: int, prefix: bytes = b"") -> bytes | None:
+        """Up to ``size`` bytes of a Content-Length body read straight from
+        the socket, past h11 (caller's thread, while the reader is parked);
+        ``None`` if the body is not read that way (see
+        :meth:`ClientProtocol.direct_body_left`). With ``size`` of -1, the
+        whole rest of the body after ``prefix``, read into one buffer that
+        starts with ``prefix``. Raises on errors, including a body cut
+        short (R10)."""
+        sock = self._rsock
+        left = self.direct_body_left()
+        if not left:
+            return None
+        assert isinstance(sock, socket.socket)
+        proto = self._proto
+        want = left if size < 0 else min(size, left)
+        # One byte more on the last read: a byte after the body (R10).
+        extra = 1 if want == left else 0
+        try:
+            if size < 0:
+                data = _recv_exactly(sock, want, extra, prefix)
+            else:
+                data = sock.recv(want + extra)  # at most one read, as read1()
+        except TimeoutError as exc:
+            raise self._error(
+                exchange, ReadTimeout, f"no body byte within {exchange.timeout.read}s"
+            ) from exc
+        except OSError as exc:
+            raise read_failed(exchange, exc) from exc
+        got = len(data) - len(prefix) if size < 0 else len(data)
+        if got > want:
+            got = want
+            data = data[:-1]
+            with self._proto_lock:
+                proto.direct_extra_bytes()
+        if not got:
+            received = exchange.bytes_read
+            raise self._error(
+                exchange,
+                RemoteProtocolError,
+                "bad body: peer closed connection without sending complete message body "
+                f"(received {received} bytes, expected {received + left})",
+            )
+        with self._proto_lock:
+            proto.direct_body_received(got)
+        return data
+
     def peek_end_of_body(self) -> bool:
         """Whether the body's end is already buffered (see
         :meth:`ClientProtocol.peek_end_of_body`). Reads no socket."""
@@ -588,6 +642,27 @@ class Connection:
         self, exchange: Exchange, kind: type[PoolwatchError], message: str
     ) -> PoolwatchError:
         return request_error(exchange.request, kind, message)
+
+
+def _recv_exactly(sock: socket.socket, size: int, spare: int, prefix: bytes) -> bytes:
+    """``prefix`` and then ``size`` bytes read into the same buffer (fewer
+    at EOF), taking up to ``spare`` bytes more if they came with the last
+    read: one copy more than the kernel's, where a list of chunks and a
+    join would make two."""
+    start = len(prefix)
+    size += start
+    buffer = bytearray(size + spare)
+    buffer[:start] = prefix
+    got = start
+    with memoryview(buffer) as view:
+        while got < size:
+            n = sock.recv_into(view[got:])
+            if not n:
+                break
+            got += n
+    if got < len(buffer):
+        del buffer[got:]
+    return bytes(buffer)
 
 
 def _release_once(lock: threading.Lock) -> None:
