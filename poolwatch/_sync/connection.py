@@ -84,6 +84,10 @@ NO_TIMEOUT = 7 * 86400.0
 # before giving up on reusing the connection (Go's
 # maxWriteWaitBeforeConnReuse).
 WRITE_WAIT_BEFORE_REUSE = 0.05
+# The reader's reads, for a response head: enough for a small response
+# whole, small enough that little of a large body passes through h11 (a
+# Content-Length body's rest is read past it, see read_body_direct).
+HEAD_RECV_SIZE = 16 * 1024
 
 
 class Exchange(CoreExchange):
@@ -499,10 +503,10 @@ class Connection:
             data: bytes | OSError
             try:
                 if isinstance(sock, socket.socket):
-                    # Wait holding no buffer: a blocked recv() holds RECV_SIZE
+                    # Wait holding no buffer: a blocked recv() holds its size in
                     # bytes, resident once reused, per idle connection (S7).
                     sock.recv(1, socket.MSG_PEEK)
-                data = sock.recv(RECV_SIZE)
+                data = sock.recv(HEAD_RECV_SIZE)
             except TimeoutError:
                 remaining = self._idle_time_left()
                 if remaining is None:
@@ -576,7 +580,7 @@ class Connection:
                     self._transport._emit("got_100_continue", self, exchange)
                 return self._deliver_head(exchange, head)
             try:
-                data = self._rsock.recv(RECV_SIZE)
+                data = self._rsock.recv(HEAD_RECV_SIZE)
             except OSError as exc:
                 data = exc
 
