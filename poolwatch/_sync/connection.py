@@ -31,13 +31,15 @@ proto lock may be taken before the pool lock, never the other way round.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
+import select
 import socket
 import threading
 import time
 from queue import SimpleQueue
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h11
 
@@ -261,9 +263,12 @@ class Connection:
         want = left if size < 0 else min(size, left)
         # One byte more on the last read: a byte after the body (R10).
         extra = 1 if want == left else 0
+        more = False
         try:
             if size < 0:
-                data = _recv_exactly(sock, want, extra, prefix)
+                data = _recv_exactly(sock, want, prefix)
+                if len(data) - len(prefix) == want and _readable_now(sock):
+                    more = bool(sock.recv(1, socket.MSG_PEEK))  # b"": EOF
             else:
                 data = sock.recv(want + extra)  # at most one read, as read1()
         except TimeoutError as exc:
@@ -276,6 +281,8 @@ class Connection:
         if got > want:
             got = want
             data = data[:-1]
+            more = True
+        if more:
             with self._proto_lock:
                 proto.direct_extra_bytes()
         if not got:
@@ -648,25 +655,41 @@ class Connection:
         return request_error(exchange.request, kind, message)
 
 
-def _recv_exactly(sock: socket.socket, size: int, spare: int, prefix: bytes) -> bytes:
-    """``prefix`` and then ``size`` bytes read into the same buffer (fewer
-    at EOF), taking up to ``spare`` bytes more if they came with the last
-    read: one copy more than the kernel's, where a list of chunks and a
-    join would make two."""
-    start = len(prefix)
-    size += start
-    buffer = bytearray(size + spare)
-    buffer[:start] = prefix
-    got = start
-    with memoryview(buffer) as view:
-        while got < size:
-            n = sock.recv_into(view[got:])
-            if not n:
-                break
-            got += n
-    if got < len(buffer):
-        del buffer[got:]
-    return bytes(buffer)
+def _recv_exactly(sock: socket.socket, size: int, prefix: bytes) -> bytes:
+    """``prefix`` and then ``size`` bytes read from ``sock`` (fewer at EOF),
+    read by the kernel straight into the one ``bytes`` object returned. A
+    list of chunks and a join, or a ``bytearray`` and a conversion, would
+    each allocate and copy the whole body once more."""
+    with io.BufferedReader(_PrefixedSocketReader(sock, prefix), buffer_size=1) as reader:
+        # With a one-byte buffer, read() hands every read the caller's
+        # buffer: it never reads past ``size``.
+        return reader.read(len(prefix) + size)
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether bytes (or EOF) are waiting on ``sock``; never waits."""
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+class _PrefixedSocketReader(io.RawIOBase):
+    """``prefix``, then the socket's bytes, as a raw binary stream."""
+
+    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
+        super().__init__()
+        self._sock = sock
+        self._prefix = memoryview(prefix)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        prefix = self._prefix
+        if prefix:
+            n = min(len(buffer), len(prefix))
+            buffer[:n] = prefix[:n]
+            self._prefix = prefix[n:]
+            return n
+        return self._sock.recv_into(buffer)
 
 
 def _release_once(lock: threading.Lock) -> None:
