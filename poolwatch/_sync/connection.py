@@ -69,6 +69,7 @@ from .._exceptions import (
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
 from .streams import ReadStream, TLSSession, WriteStream
+from .workers import Job
 
 if TYPE_CHECKING:
     from .._core.stats import Counters
@@ -167,17 +168,15 @@ class Connection:
         self.closing = False  # pool lock
         self.close_reason = ""  # pool lock
         self._workers_left = 2  # pool lock
-        self._reader = threading.Thread(
-            target=self._read_loop, name=f"poolwatch-reader-{self.id}", daemon=True
-        )
-        self._writer = threading.Thread(
-            target=self._write_loop, name=f"poolwatch-writer-{self.id}", daemon=True
-        )
+        self._reader: Job | None = None
+        self._writer: Job | None = None
 
     def start(self) -> None:
-        """Start both workers (R1)."""
-        self._reader.start()
-        self._writer.start()
+        """Start both workers (R1), on threads parked by an earlier
+        connection when the transport has some."""
+        workers = self._transport._workers
+        self._reader = workers.run(self._read_loop, f"poolwatch-reader-{self.id}")
+        self._writer = workers.run(self._write_loop, f"poolwatch-writer-{self.id}")
 
     def __repr__(self) -> str:
         state = "closing" if self.closing else "active" if self.exchange else "idle"
@@ -383,15 +382,19 @@ class Connection:
             if exchange is not None:
                 exchange.release_reader()
             transport._act(decision)
-        current = threading.current_thread()
-        if join and current is not self._reader and current is not self._writer:
+        if join and not self._on_worker():
             self.join()
 
+    def _on_worker(self) -> bool:
+        """Whether the calling thread is one of this connection's workers."""
+        return any(job is not None and job.is_current() for job in (self._reader, self._writer))
+
     def join(self) -> None:
-        """Wait for both workers to exit (never from a worker)."""
-        for worker in (self._reader, self._writer):
-            if worker.ident is not None and worker is not threading.current_thread():
-                worker.join()
+        """Wait for both workers to finish this connection (never from a
+        worker)."""
+        for job in (self._reader, self._writer):
+            if job is not None and not job.is_current():
+                job.join()
 
     def discard_unstarted(self) -> None:
         """Close the sockets of a connection whose workers never started."""
