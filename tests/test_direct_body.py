@@ -97,9 +97,11 @@ def _serve_raw(head: bytes, body: bytes, then: bytes = b"", requests: int = 1):
     return handler
 
 
-def test_http10_keep_alive_is_reused() -> None:
-    body = _body(BIG)
-    head = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n" % BIG
+@pytest.mark.parametrize("size", [BIG, 13, 0])
+def test_http10_keep_alive_is_reused(size: int) -> None:
+    """Large: read past h11; small: taken whole from h11's buffer."""
+    body = _body(size)
+    head = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: %d\r\n\r\n" % size
     with raw_server(_serve_raw(head, body, requests=2)) as srv, poolwatch.Transport() as transport:
         for _ in range(2):
             assert transport.request("GET", srv.url("/")).read() == body
@@ -129,9 +131,10 @@ def test_short_body_is_a_protocol_error() -> None:
 
 
 @pytest.mark.parametrize("whole", [True, False])
-def test_bytes_after_the_body_are_a_protocol_error(whole: bool) -> None:
-    body = _body(BIG)
-    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG
+@pytest.mark.parametrize("size", [BIG, 13])
+def test_bytes_after_the_body_are_a_protocol_error(whole: bool, size: int) -> None:
+    body = _body(size)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
     handler = _serve_raw(head, body, then=b"surprise")
     with raw_server(handler) as srv, poolwatch.Transport() as transport:
         response = transport.request("GET", srv.url("/"))

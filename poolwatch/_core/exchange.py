@@ -296,8 +296,15 @@ class ClientProtocol:
 
     def take_buffered_body(self) -> bool:
         """Move the body events h11 already has to :attr:`pending`; True if
-        they reach the end of the body (the common small response)."""
+        they reach the end of the body (the common small response).
+
+        A whole Content-Length body is taken from h11's buffer as it is,
+        without h11 turning it into events; as for a body read past h11
+        (:meth:`direct_body_left`), a fresh h11 state takes the next
+        request, and bytes after the body are kept for R10."""
         pending = self.pending
+        if self._take_whole_body():
+            return True
         while True:
             try:
                 event = self._next_event()
@@ -309,6 +316,22 @@ class ClientProtocol:
                     return True
             else:
                 return False
+
+    def _take_whole_body(self) -> bool:
+        left = self._body_left
+        proto = self._h11
+        if left is None or pending_or_busy(self.pending, proto):
+            return False
+        buffered, closed = proto.trailing_data
+        if closed or len(buffered) < left:
+            return False
+        self._direct = True
+        self._body_left = 0
+        if left:
+            self.pending.append(h11.Data(data=buffered[:left]))
+        self.pending.append(h11.EndOfMessage())
+        self._extra_seen = len(buffered) > left
+        return True
 
     # -- reading the body ----------------------------------------------------
 
@@ -459,6 +482,14 @@ def has_no_body(method: str, head: h11.Response) -> bool:
         if name == b"transfer-encoding":
             return False
     return False
+
+
+def pending_or_busy(pending: deque[BodyEvent], proto: h11.Connection) -> bool:
+    """Whether body events are already pending, or h11 is not at the start
+    of a response body with the request fully sent."""
+    return (
+        bool(pending) or proto.their_state is not h11.SEND_BODY or proto.our_state is not h11.DONE
+    )
 
 
 def _content_length(head: h11.Response) -> int | None:
