@@ -102,3 +102,24 @@ def test_pool_keeps_at_most_max_spare() -> None:
         assert thread is not None
         thread.join(10)
         assert not thread.is_alive()
+
+
+def test_a_parked_worker_that_died_is_replaced() -> None:
+    """As in a child process after fork(): the parked thread is gone."""
+    pool = WorkerPool()
+    first = pool.run(lambda: None, "poolwatch-test-first")
+    first.join()
+    assert pool.spare == 1
+    dead = pool._spare[0]
+    dead.inbox.put(None)  # the thread exits without leaving the pool
+    dead.thread.join(10)
+    assert not dead.thread.is_alive()
+    ran = threading.Event()
+    second = pool.run(ran.set, "poolwatch-test-second")
+    second.join()
+    assert ran.is_set()
+    assert second.thread is not dead.thread
+    pool.close()
+    assert second.thread is not None
+    second.thread.join(10)
+    assert not second.thread.is_alive()

@@ -101,7 +101,15 @@ class WorkerPool:
         """Run ``target`` on a parked worker, or a new one; returns its job."""
         job = Job(target, name)
         with self._lock:
-            worker = self._spare.pop() if self._spare else None
+            worker = None
+            while self._spare:
+                worker = self._spare.pop()
+                if worker.thread.is_alive():
+                    break
+                # Gone without exiting through the pool: in a child process
+                # after fork(), only the forking thread exists.
+                self._threads.discard(worker.thread)
+                worker = None
             if worker is None:
                 worker = _Worker(self)
                 self._threads.add(worker.thread)
