@@ -17,7 +17,12 @@ poolwatch decides on top of h11:
 * which responses have no body (RFC 9112 section 6.3, R7), and bytes after a
   response's end (R10);
 * whether the connection can carry another request once both sides are done
-  (R8, R9), including an HTTP/1.0 server that promised keep-alive.
+  (R8, R9), including an HTTP/1.0 server that promised keep-alive;
+* when h11 can be skipped for a Content-Length body: one that arrived whole
+  with the head is sliced from h11's buffer, and the rest of a larger one
+  may be read by the I/O layer straight from its connection
+  (:meth:`ClientProtocol.direct_body_left`); a fresh h11 state then takes
+  the next request, and bytes after the body still count (R10).
 
 An :class:`Exchange` holds what every connection kind records about one
 request: its state, outcome, time marks and the writer's report. The I/O

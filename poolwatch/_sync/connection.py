@@ -19,6 +19,15 @@ costs no thread hand-off. Whoever finishes the body (the caller reaching
 EOF, an early close, the garbage collector finding a leaked response, or a
 connection close) decides reuse or teardown, then un-parks the reader.
 
+A Content-Length body on plain TCP is read past h11: once h11 has handed
+over what came with the head, the body owner reads the rest straight from
+the socket (:meth:`Connection.read_body_direct`), and a fresh h11 state
+takes the next request.
+
+The two threads come from the transport's :class:`~.workers.WorkerPool`:
+threads that served a closed connection wait there, parked, for the next
+one, so a new connection usually starts no thread.
+
 Each thread uses its own duplicate of the socket so that each can carry its
 own timeout; every socket object always has a timeout (never ``None``)
 because the duplicates share one non-blocking flag.
