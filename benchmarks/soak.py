@@ -19,7 +19,7 @@ it, the run fails (exit 1) when
 * RSS grows by more than ``--rss-tolerance`` MiB (4) from the end of
   warm-up to the end of the run, judged on the least-squares line through
   the samples so that one noisy sample does not decide;
-* live threads other than connection workers, or open file descriptors
+* live threads other than connection workers (open or parked), or open file descriptors
   other than connection sockets, ever exceed their warm-up maximum (the
   connections themselves come and go with the server's hang-ups; at rest
   there are at most ``--threads`` of them, as many as may be idle);
@@ -112,6 +112,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def spare_workers() -> int:
+    """Worker threads parked between connections (bounded per transport)."""
+    return sum(1 for t in threading.enumerate() if t.name == "poolwatch-spare")
+
+
 def sample(transport: poolwatch.Transport, requests: int, elapsed: float) -> dict[str, Any]:
     """One row of cheap counters, taken with the transport at rest."""
     transport.settle()
@@ -143,7 +148,8 @@ def _counters(
         "rss_anon_kib": status_kib("RssAnon"),
         "threads": threading.active_count(),
         "fds": open_fds(),
-        "other_threads": threading.active_count() - stats.workers_alive,
+        # Parked workers (kept for the next connection) are not leaks either.
+        "other_threads": threading.active_count() - stats.workers_alive - spare_workers(),
         "other_fds": open_fds() - fds_per_connection * stats.open_connections,
         "gc_objects": len(gc.get_objects()),
         "open_connections": stats.open_connections,

@@ -97,7 +97,9 @@ def loopback_server() -> Iterator[str]:
 
 
 def _worker_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name.startswith("poolwatch-"))
+    """Threads working for a connection (parked spare workers are not)."""
+    names = ("poolwatch-reader-", "poolwatch-writer-")
+    return sum(1 for t in threading.enumerate() if t.name.startswith(names))
 
 
 class DemoClient:

@@ -7,6 +7,7 @@ so a bad URL, header or body is rejected before any byte is sent.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 import ssl
@@ -284,8 +285,11 @@ _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _IDEMPOTENCY_KEYS = frozenset({b"idempotency-key", b"x-idempotency-key"})
 
 
+@functools.lru_cache(maxsize=512)
 def parse_url(url: str) -> tuple[Origin, bytes, bytes]:
-    """Split ``url`` into its origin, request target and Host header value."""
+    """Split ``url`` into its origin, request target and Host header value.
+    Remembers the last 512 URLs (the answer is immutable; errors are not
+    remembered)."""
     try:
         parts = urlsplit(url)
         port = parts.port

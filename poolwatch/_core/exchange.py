@@ -17,7 +17,12 @@ poolwatch decides on top of h11:
 * which responses have no body (RFC 9112 section 6.3, R7), and bytes after a
   response's end (R10);
 * whether the connection can carry another request once both sides are done
-  (R8, R9), including an HTTP/1.0 server that promised keep-alive.
+  (R8, R9), including an HTTP/1.0 server that promised keep-alive;
+* when h11 can be skipped for a Content-Length body: one that arrived whole
+  with the head is sliced from h11's buffer, and the rest of a larger one
+  may be read by the I/O layer straight from its connection
+  (:meth:`ClientProtocol.direct_body_left`); a fresh h11 state then takes
+  the next request, and bytes after the body still count (R10).
 
 An :class:`Exchange` holds what every connection kind records about one
 request: its state, outcome, time marks and the writer's report. The I/O
@@ -177,13 +182,19 @@ class ClientProtocol:
     rules). Not thread-safe: the thread connection serialises calls with a
     lock; the asyncio connection runs them all on the loop."""
 
-    __slots__ = ("_h11", "pending")
+    __slots__ = ("_body_left", "_direct", "_extra_seen", "_h11", "pending")
 
     def __init__(self) -> None:
         self._h11 = _new_h11()
         # Body events already taken from h11, for the body owner: filled by
         # the reader before it hands the head over, then the owner's.
         self.pending: deque[BodyEvent] = deque()
+        # Bytes of a Content-Length body that h11 has not yet delivered as
+        # events (``None``: the body is not length-delimited).
+        self._body_left: int | None = None
+        # Whether the rest of the body is read past h11 (see direct_body_left).
+        self._direct = False
+        self._extra_seen = False  # bytes followed a body read past h11 (R10)
 
     # -- writing the request ---------------------------------------------
 
@@ -278,6 +289,7 @@ class ClientProtocol:
         """Whether ``head`` has no body (R7); for one without, checks that
         nothing follows it (R10) and raises if something does."""
         no_body = has_no_body(exchange.request.method, head)
+        self._body_left = None if no_body else _content_length(head)
         if no_body:
             if not self.peek_end_of_body():
                 raise AssertionError("h11 expects a body where poolwatch expects none")
@@ -289,11 +301,18 @@ class ClientProtocol:
 
     def take_buffered_body(self) -> bool:
         """Move the body events h11 already has to :attr:`pending`; True if
-        they reach the end of the body (the common small response)."""
+        they reach the end of the body (the common small response).
+
+        A whole Content-Length body is taken from h11's buffer as it is,
+        without h11 turning it into events; as for a body read past h11
+        (:meth:`direct_body_left`), a fresh h11 state takes the next
+        request, and bytes after the body are kept for R10."""
         pending = self.pending
+        if self._take_whole_body():
+            return True
         while True:
             try:
-                event = self._h11.next_event()
+                event = self._next_event()
             except h11.RemoteProtocolError:
                 return False  # h11 raises it again for the body owner
             if isinstance(event, h11.Data | h11.EndOfMessage):
@@ -303,6 +322,22 @@ class ClientProtocol:
             else:
                 return False
 
+    def _take_whole_body(self) -> bool:
+        left = self._body_left
+        proto = self._h11
+        if left is None or pending_or_busy(self.pending, proto):
+            return False
+        buffered, closed = proto.trailing_data
+        if closed or len(buffered) < left:
+            return False
+        self._direct = True
+        self._body_left = 0
+        if left:
+            self.pending.append(h11.Data(data=buffered[:left]))
+        self.pending.append(h11.EndOfMessage())
+        self._extra_seen = len(buffered) > left
+        return True
+
     # -- reading the body ----------------------------------------------------
 
     def next_body_event(self, exchange: Exchange) -> BodyEvent | None:
@@ -311,7 +346,7 @@ class ClientProtocol:
         if self.pending:
             return self.pending.popleft()
         try:
-            event = self._h11.next_event()
+            event = self._next_event()
         except h11.RemoteProtocolError as exc:
             error = request_error(exchange.request, RemoteProtocolError, f"bad body: {exc}")
             raise error from exc
@@ -335,11 +370,13 @@ class ClientProtocol:
                 pending.popleft()
                 return True
             return False
+        if self._direct:
+            return self._body_left == 0
         proto = self._h11
         if proto.their_state is not h11.SEND_BODY:
             return proto.their_state is h11.DONE
         try:
-            event = proto.next_event()
+            event = self._next_event()
         except h11.RemoteProtocolError:
             return False  # the next read raises it
         if isinstance(event, h11.EndOfMessage):
@@ -350,7 +387,50 @@ class ClientProtocol:
 
     def extra_bytes_after_body(self) -> bool:
         """Whether bytes followed the end of the response (R10)."""
+        if self._direct:
+            return self._extra_seen
         return bool(self._h11.trailing_data[0])
+
+    def _next_event(self) -> Any:
+        """h11's next event, counting the body bytes it delivers."""
+        event = self._h11.next_event()
+        if type(event) is h11.Data and self._body_left is not None:
+            self._body_left -= len(event.data)
+        return event
+
+    # -- reading a Content-Length body past h11 ----------------------------
+
+    def direct_body_left(self) -> int:
+        """How many bytes of the body the owner may read straight from the
+        connection, past h11 (0: none, read through :meth:`next_body_event`).
+
+        Only a Content-Length body qualifies, once every byte h11 holds has
+        been taken as events and those events have been consumed; from the
+        first non-zero answer on, the rest of the body is read that way and
+        reported with :meth:`direct_body_received`. h11 never sees those
+        bytes, so :meth:`can_reuse` starts a fresh h11 state for the next
+        request; the framing rules still hold (R10): a short body is the
+        owner's error to raise, a byte after the end is reported with
+        :meth:`direct_extra_bytes`."""
+        if self._direct:
+            return self._body_left or 0
+        left = self._body_left
+        if not left or self.pending or self._h11.their_state is not h11.SEND_BODY:
+            return 0
+        buffered, closed = self._h11.trailing_data
+        if buffered or closed:
+            return 0
+        self._direct = True
+        return left
+
+    def direct_body_received(self, size: int) -> None:
+        """``size`` more body bytes were read past h11."""
+        assert self._direct and self._body_left is not None and size <= self._body_left
+        self._body_left -= size
+
+    def direct_extra_bytes(self) -> None:
+        """Bytes followed a body read past h11 (R10)."""
+        self._extra_seen = True
 
     # -- reuse ---------------------------------------------------------------
 
@@ -359,6 +439,8 @@ class ClientProtocol:
         follows the response (R8, R10); if so, ready for the next request.
         The caller has checked that the whole request was written (R9)."""
         proto = self._h11
+        if self._direct:
+            return self._reuse_after_direct_body(exchange)
         if proto.trailing_data[0]:
             return False
         if proto.our_state is h11.DONE and proto.their_state is h11.DONE:
@@ -369,6 +451,23 @@ class ClientProtocol:
             # h11 never reuses an HTTP/1.0 connection; a server that promised
             # keep-alive for a length-delimited body can be (R8).
             self._h11 = _new_h11()
+            return True
+        return False
+
+    def _reuse_after_direct_body(self, exchange: Exchange) -> bool:
+        """:meth:`can_reuse` for a body read past h11: h11's side of the
+        server is still in its body, so a fresh h11 takes the next request.
+        h11 has already turned the client's ``DONE`` into ``MUST_CLOSE`` if
+        either head said ``Connection: close`` or the server is HTTP/1.0."""
+        if self._body_left or self._extra_seen:
+            return False
+        our_state = self._h11.our_state
+        if our_state is h11.DONE or (
+            our_state is h11.MUST_CLOSE and _is_http10_keep_alive(exchange)
+        ):
+            self._h11 = _new_h11()
+            self._direct = False
+            self._body_left = None
             return True
         return False
 
@@ -388,6 +487,26 @@ def has_no_body(method: str, head: h11.Response) -> bool:
         if name == b"transfer-encoding":
             return False
     return False
+
+
+def pending_or_busy(pending: deque[BodyEvent], proto: h11.Connection) -> bool:
+    """Whether body events are already pending, or h11 is not at the start
+    of a response body with the request fully sent."""
+    return (
+        bool(pending) or proto.their_state is not h11.SEND_BODY or proto.our_state is not h11.DONE
+    )
+
+
+def _content_length(head: h11.Response) -> int | None:
+    """The body length a response declares, if it is length-delimited (h11
+    has checked the value and refused conflicting ones)."""
+    length = None
+    for name, value in head.headers:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            length = int(value)
+    return length
 
 
 def _has_both_lengths(head: h11.Response) -> bool:

@@ -19,6 +19,15 @@ costs no thread hand-off. Whoever finishes the body (the caller reaching
 EOF, an early close, the garbage collector finding a leaked response, or a
 connection close) decides reuse or teardown, then un-parks the reader.
 
+A Content-Length body on plain TCP is read past h11: once h11 has handed
+over what came with the head, the body owner reads the rest straight from
+the socket (:meth:`Connection.read_body_direct`), and a fresh h11 state
+takes the next request.
+
+The two threads come from the transport's :class:`~.workers.WorkerPool`:
+threads that served a closed connection wait there, parked, for the next
+one, so a new connection usually starts no thread.
+
 Each thread uses its own duplicate of the socket so that each can carry its
 own timeout; every socket object always has a timeout (never ``None``)
 because the duplicates share one non-blocking flag.
@@ -31,13 +40,15 @@ proto lock may be taken before the pool lock, never the other way round.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
+import select
 import socket
 import threading
 import time
 from queue import SimpleQueue
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h11
 
@@ -67,6 +78,7 @@ from .._exceptions import (
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
 from .streams import ReadStream, TLSSession, WriteStream
+from .workers import Job
 
 if TYPE_CHECKING:
     from .._core.stats import Counters
@@ -84,6 +96,10 @@ NO_TIMEOUT = 7 * 86400.0
 # before giving up on reusing the connection (Go's
 # maxWriteWaitBeforeConnReuse).
 WRITE_WAIT_BEFORE_REUSE = 0.05
+# The reader's reads, for a response head: enough for a small response
+# whole, small enough that little of a large body passes through h11 (a
+# Content-Length body's rest is read past it, see read_body_direct).
+HEAD_RECV_SIZE = 16 * 1024
 
 
 class Exchange(CoreExchange):
@@ -161,17 +177,15 @@ class Connection:
         self.closing = False  # pool lock
         self.close_reason = ""  # pool lock
         self._workers_left = 2  # pool lock
-        self._reader = threading.Thread(
-            target=self._read_loop, name=f"poolwatch-reader-{self.id}", daemon=True
-        )
-        self._writer = threading.Thread(
-            target=self._write_loop, name=f"poolwatch-writer-{self.id}", daemon=True
-        )
+        self._reader: Job | None = None
+        self._writer: Job | None = None
 
     def start(self) -> None:
-        """Start both workers (R1)."""
-        self._reader.start()
-        self._writer.start()
+        """Start both workers (R1), on threads parked by an earlier
+        connection when the transport has some."""
+        workers = self._transport._workers
+        self._reader = workers.run(self._read_loop, f"poolwatch-reader-{self.id}")
+        self._writer = workers.run(self._write_loop, f"poolwatch-writer-{self.id}")
 
     def __repr__(self) -> str:
         state = "closing" if self.closing else "active" if self.exchange else "idle"
@@ -231,6 +245,65 @@ class Connection:
                 proto.receive_data(data)
                 event = proto.next_body_event(exchange)
         return event
+
+    def direct_body_left(self) -> int:
+        """How many body bytes :meth:`read_body_direct` would read past h11
+        (0: none; the body goes through :meth:`read_body_event`)."""
+        if not isinstance(self._rsock, socket.socket):
+            return 0  # TLS: the record layer copies anyway
+        with self._proto_lock:
+            return self._proto.direct_body_left()
+
+    def read_body_direct(self, exchange: Exchange, size: int, prefix: bytes = b"") -> bytes | None:
+        """Up to ``size`` bytes of a Content-Length body read straight from
+        the socket, past h11 (caller's thread, while the reader is parked);
+        ``None`` if the body is not read that way (see
+        :meth:`ClientProtocol.direct_body_left`). With ``size`` of -1, the
+        whole rest of the body after ``prefix``, read into one buffer that
+        starts with ``prefix``. Raises on errors, including a body cut
+        short (R10)."""
+        sock = self._rsock
+        left = self.direct_body_left()
+        if not left:
+            return None
+        assert isinstance(sock, socket.socket)
+        proto = self._proto
+        want = left if size < 0 else min(size, left)
+        # One byte more on the last read: a byte after the body (R10).
+        extra = 1 if want == left else 0
+        more = False
+        try:
+            if size < 0:
+                data = _recv_exactly(sock, want, prefix)
+                if len(data) - len(prefix) == want and _readable_now(sock):
+                    more = bool(sock.recv(1, socket.MSG_PEEK))  # b"": EOF
+            else:
+                data = sock.recv(want + extra)  # at most one read, as read1()
+        except TimeoutError as exc:
+            raise self._error(
+                exchange, ReadTimeout, f"no body byte within {exchange.timeout.read}s"
+            ) from exc
+        except OSError as exc:
+            raise read_failed(exchange, exc) from exc
+        got = len(data) - len(prefix) if size < 0 else len(data)
+        if got > want:
+            got = want
+            data = data[:-1]
+            more = True
+        if more:
+            with self._proto_lock:
+                proto.direct_extra_bytes()
+        if not got:
+            received = exchange.bytes_read
+            raise self._error(
+                exchange,
+                RemoteProtocolError,
+                "bad body: peer closed connection without sending complete message body "
+                f"(received {received} bytes, expected {received + left})",
+            )
+        with self._proto_lock:
+            proto.direct_body_received(got)
+        return data
 
     def peek_end_of_body(self) -> bool:
         """Whether the body's end is already buffered (see
@@ -318,15 +391,19 @@ class Connection:
             if exchange is not None:
                 exchange.release_reader()
             transport._act(decision)
-        current = threading.current_thread()
-        if join and current is not self._reader and current is not self._writer:
+        if join and not self._on_worker():
             self.join()
 
+    def _on_worker(self) -> bool:
+        """Whether the calling thread is one of this connection's workers."""
+        return any(job is not None and job.is_current() for job in (self._reader, self._writer))
+
     def join(self) -> None:
-        """Wait for both workers to exit (never from a worker)."""
-        for worker in (self._reader, self._writer):
-            if worker.ident is not None and worker is not threading.current_thread():
-                worker.join()
+        """Wait for both workers to finish this connection (never from a
+        worker)."""
+        for job in (self._reader, self._writer):
+            if job is not None and not job.is_current():
+                job.join()
 
     def discard_unstarted(self) -> None:
         """Close the sockets of a connection whose workers never started."""
@@ -445,10 +522,10 @@ class Connection:
             data: bytes | OSError
             try:
                 if isinstance(sock, socket.socket):
-                    # Wait holding no buffer: a blocked recv() holds RECV_SIZE
+                    # Wait holding no buffer: a blocked recv() holds its size in
                     # bytes, resident once reused, per idle connection (S7).
                     sock.recv(1, socket.MSG_PEEK)
-                data = sock.recv(RECV_SIZE)
+                data = sock.recv(HEAD_RECV_SIZE)
             except TimeoutError:
                 remaining = self._idle_time_left()
                 if remaining is None:
@@ -522,7 +599,7 @@ class Connection:
                     self._transport._emit("got_100_continue", self, exchange)
                 return self._deliver_head(exchange, head)
             try:
-                data = self._rsock.recv(RECV_SIZE)
+                data = self._rsock.recv(HEAD_RECV_SIZE)
             except OSError as exc:
                 data = exc
 
@@ -588,6 +665,43 @@ class Connection:
         self, exchange: Exchange, kind: type[PoolwatchError], message: str
     ) -> PoolwatchError:
         return request_error(exchange.request, kind, message)
+
+
+def _recv_exactly(sock: socket.socket, size: int, prefix: bytes) -> bytes:
+    """``prefix`` and then ``size`` bytes read from ``sock`` (fewer at EOF),
+    read by the kernel straight into the one ``bytes`` object returned. A
+    list of chunks and a join, or a ``bytearray`` and a conversion, would
+    each allocate and copy the whole body once more."""
+    with io.BufferedReader(_PrefixedSocketReader(sock, prefix), buffer_size=1) as reader:
+        # With a one-byte buffer, read() hands every read the caller's
+        # buffer: it never reads past ``size``.
+        return reader.read(len(prefix) + size)
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether bytes (or EOF) are waiting on ``sock``; never waits."""
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+class _PrefixedSocketReader(io.RawIOBase):
+    """``prefix``, then the socket's bytes, as a raw binary stream."""
+
+    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
+        super().__init__()
+        self._sock = sock
+        self._prefix = memoryview(prefix)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        prefix = self._prefix
+        if prefix:
+            n = min(len(buffer), len(prefix))
+            buffer[:n] = prefix[:n]
+            self._prefix = prefix[n:]
+            return n
+        return self._sock.recv_into(buffer)
 
 
 def _release_once(lock: threading.Lock) -> None:

@@ -11,7 +11,7 @@ from types import TracebackType
 import h11
 from urllib3 import HTTPHeaderDict
 
-from .._core.exchange import BODY
+from .._core.exchange import BODY, RECV_SIZE
 from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
 from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
 from .connection import Connection, Exchange
@@ -107,9 +107,13 @@ class Response:
             chunks = [self._buffer]
             self._buffer = b""
             while not self._end_seen:
-                chunks.append(self._next_chunk())
+                if self._connection.direct_body_left():
+                    # The rest in one read into one buffer, after what came.
+                    chunks = [self._next_chunk(whole=True, prefix=b"".join(chunks))]
+                else:
+                    chunks.append(self._next_chunk())
             self._finish_if_done()
-            return b"".join(chunks)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         while len(self._buffer) < amt and not self._end_seen:
             self._buffer += self._next_chunk()
         data, self._buffer = self._buffer[:amt], self._buffer[amt:]
@@ -139,9 +143,14 @@ class Response:
         self._finish_if_done()
         return data
 
-    def _next_chunk(self, *, closing: bool = False) -> bytes:
-        """The next piece of the body. An error ends the body as errored,
-        unless it happens while ``close()`` drains (then it is closed early)."""
+    def _next_chunk(
+        self, *, closing: bool = False, whole: bool = False, prefix: bytes = b""
+    ) -> bytes:
+        """The next piece of the body. With ``whole``, the rest of a body
+        read past h11, after ``prefix`` (see
+        :meth:`Connection.read_body_direct`). An error ends the body as
+        errored, unless it happens while ``close()`` drains (then it is
+        closed early)."""
         exchange = self._exchange
         if exchange.state != BODY:
             raise ReadError(
@@ -154,14 +163,20 @@ class Response:
         if exchange.bytes_read == 0 and not exchange.body_buffered:
             conn.prepare_body_read(exchange)
         try:
-            event = conn.read_body_event(exchange)
-            if isinstance(event, h11.Data):
-                data = bytes(event.data)
-                exchange.bytes_read += len(data)
+            data = conn.read_body_direct(exchange, -1 if whole else RECV_SIZE, prefix)
+            if data is not None:
+                exchange.bytes_read += len(data) - len(prefix)
                 self._end_seen = conn.peek_end_of_body()
             else:
-                data = b""
-                self._end_seen = True
+                assert not prefix
+                event = conn.read_body_event(exchange)
+                if isinstance(event, h11.Data):
+                    data = bytes(event.data)
+                    exchange.bytes_read += len(data)
+                    self._end_seen = conn.peek_end_of_body()
+                else:
+                    data = b""
+                    self._end_seen = True
             if self._end_seen and conn.extra_bytes_after_body():
                 raise RemoteProtocolError(
                     "bytes after the end of the response body",

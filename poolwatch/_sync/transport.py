@@ -42,6 +42,7 @@ from .streams import (
     open_tls_socket,
     open_tunnel,
 )
+from .workers import WorkerPool
 
 __all__ = ["ConnectionInfo", "Transport", "live_transports"]
 
@@ -123,6 +124,7 @@ class Transport:
         # Bodies dropped after their reader may have exited (R6): queued by the
         # finaliser, which may run inside the pool lock and so takes none.
         self._late_leaks: SimpleQueue[tuple[Connection, Exchange]] = SimpleQueue()
+        self._workers = WorkerPool()  # threads for the connections' workers
         self._listeners: tuple[Listener, ...] = ()
         _live_transports.add(self)
 
@@ -496,6 +498,7 @@ class Transport:
             unsettled = list(self._book.unsettled)
         for conn in unsettled:
             conn.join()
+        self._workers.close()
         self._settle_late_leaks()
 
     def __enter__(self) -> Transport:

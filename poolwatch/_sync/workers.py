@@ -1,0 +1,159 @@
+"""Worker threads for connections, kept for the next connection when one
+closes (R1, R14).
+
+Starting a thread and waiting for it to exit cost about a quarter of a
+millisecond each, twice per connection. A transport keeps a few finished
+workers *parked* instead, and hands them the next connection's reader and
+writer loops. A connection still has exactly two workers of its own while
+it is open; a parked worker belongs to none (``workers_alive`` counts only
+the former), carries the name ``poolwatch-spare``, and exits after
+:data:`SPARE_SECONDS` unused or when the transport closes, which waits for
+every worker to exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from queue import Empty, SimpleQueue
+
+__all__ = ["SPARE_NAME", "SPARE_SECONDS", "Job", "WorkerPool"]
+
+logger = logging.getLogger("poolwatch")
+
+# How long a parked worker waits for a connection before it exits.
+SPARE_SECONDS = 5.0
+# How many parked workers a transport keeps at most.
+MAX_SPARE = 16
+SPARE_NAME = "poolwatch-spare"
+
+
+class Job:
+    """One connection loop run by a worker: who runs it, and when it ends."""
+
+    __slots__ = ("_done", "name", "target", "thread")
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
+        self.target = target
+        self.name = name
+        self.thread: threading.Thread | None = None  # set when it starts
+        self._done = threading.Event()
+
+    def is_current(self) -> bool:
+        """Whether the calling thread is running this job."""
+        return self.thread is threading.current_thread() and not self._done.is_set()
+
+    def join(self) -> None:
+        """Wait until the job has returned (not from its own thread)."""
+        self._done.wait()
+
+    def finished(self) -> None:
+        """The job returned."""
+        self._done.set()
+
+
+class _Worker:
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+        self.inbox: SimpleQueue[Job | None] = SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name=SPARE_NAME, daemon=True)
+
+    def _loop(self) -> None:
+        thread = self.thread
+        while True:
+            try:
+                job = self.inbox.get(timeout=SPARE_SECONDS)
+            except Empty:
+                if self.pool.retire(self):
+                    return
+                continue  # handed a job meanwhile: take it
+            if job is None:
+                return
+            job.thread = thread
+            thread.name = job.name
+            try:
+                job.target()
+            except BaseException:  # pragma: no cover - the loops catch their own
+                logger.exception("poolwatch worker %s failed", job.name)
+            finally:
+                thread.name = SPARE_NAME
+                # Parked before the job counts as finished, so that a
+                # connection closed and joined has its workers ready.
+                kept = self.pool.park(self)
+                job.finished()
+            if not kept:
+                return
+
+
+class WorkerPool:
+    """A transport's worker threads: each runs one connection loop at a
+    time, and waits parked for the next between them."""
+
+    def __init__(self, max_spare: int = MAX_SPARE) -> None:
+        self._lock = threading.Lock()
+        self._max_spare = max_spare
+        self._spare: list[_Worker] = []  # parked, most recent last
+        self._threads: set[threading.Thread] = set()  # every worker not yet exited
+        self._closed = False
+
+    def run(self, target: Callable[[], None], name: str) -> Job:
+        """Run ``target`` on a parked worker, or a new one; returns its job."""
+        job = Job(target, name)
+        with self._lock:
+            worker = None
+            while self._spare:
+                worker = self._spare.pop()
+                if worker.thread.is_alive():
+                    break
+                # Gone without exiting through the pool: in a child process
+                # after fork(), only the forking thread exists.
+                self._threads.discard(worker.thread)
+                worker = None
+            if worker is None:
+                worker = _Worker(self)
+                self._threads.add(worker.thread)
+        if worker.thread.ident is None:
+            worker.thread.start()
+        worker.inbox.put(job)
+        return job
+
+    def park(self, worker: _Worker) -> bool:
+        """``worker`` finished its job: keep it for the next one if there is
+        room; whether it was kept (if not, it exits)."""
+        with self._lock:
+            if not self._closed and len(self._spare) < self._max_spare:
+                self._spare.append(worker)
+                return True
+            self._threads.discard(worker.thread)
+            return False
+
+    def retire(self, worker: _Worker) -> bool:
+        """``worker`` waited parked long enough: whether it may exit (not if
+        it was handed a job meanwhile)."""
+        with self._lock:
+            if worker not in self._spare:
+                return False
+            self._spare.remove(worker)
+            self._threads.discard(worker.thread)
+            return True
+
+    @property
+    def spare(self) -> int:
+        """How many workers are parked."""
+        with self._lock:
+            return len(self._spare)
+
+    def close(self) -> None:
+        """Stop every worker and wait for it to exit. Workers still running a
+        connection loop exit when it returns; close the connections first."""
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, []
+            threads = list(self._threads)
+        for worker in spare:
+            worker.inbox.put(None)
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:
+                thread.join()
