@@ -70,20 +70,80 @@ _DEFAULT_POOLSIZE = requests.adapters.DEFAULT_POOLSIZE
 class _Body(io.RawIOBase):
     """poolwatch's response body as the file urllib3 reads, raising the
     exceptions ``http.client`` would so that urllib3 and requests translate
-    them as they do for ``HTTPAdapter``."""
+    them as they do for ``HTTPAdapter``.
+
+    Reads are served from the last piece taken from the response, by
+    offset, so that reading a large body in small pieces copies each byte
+    once. A piece never includes the body's last byte unless the read
+    asked for it: the connection is still released by the read that
+    reaches the end (R4), and a close before it still tears it down (R5).
+    """
 
     def __init__(self, response: Response) -> None:
         super().__init__()
         self.response = response
+        self._piece = b""  # taken from the response, not yet read from here
+        self._offset = 0  # how much of _piece has been read
+        # Body bytes still in the response, when its Content-Length says.
+        self._unpulled = None if response.is_closed else _content_length(response)
 
     def readable(self) -> bool:
         return True
 
     def read(self, amt: int | None = -1) -> bytes:
-        return self._translated(self.response.read, amt)
+        if amt is None or amt < 0:
+            data = self._taken(len(self._piece)) + self._translated(self.response.read, None)
+            self._unpulled = 0 if self._unpulled is not None else None
+            return data
+        data = self._taken(amt)
+        if len(data) == amt:
+            return data
+        pieces = [data]
+        wanted = amt - len(data)
+        while wanted:
+            piece = self._pull(wanted)
+            if not piece:
+                break
+            pieces.append(piece[:wanted] if len(piece) > wanted else piece)
+            self._piece, self._offset = piece, min(wanted, len(piece))
+            wanted -= self._offset
+        return b"".join(pieces)
 
     def read1(self, amt: int | None = -1) -> bytes:
-        return self._translated(self.response.read1, amt)
+        if self._offset < len(self._piece):
+            return self._taken(len(self._piece) if amt is None or amt < 0 else amt)
+        if amt is None or amt < 0:
+            return self._pull(None)
+        piece = self._pull(amt)
+        if len(piece) <= amt:
+            return piece
+        self._piece, self._offset = piece, amt
+        return piece[:amt]
+
+    def _taken(self, amt: int) -> bytes:
+        """Up to ``amt`` bytes from the piece in hand."""
+        offset = self._offset
+        if offset == 0 and amt >= len(self._piece):
+            data = self._piece
+        else:
+            data = self._piece[offset : offset + amt]
+        self._offset = offset + len(data)
+        if self._offset >= len(self._piece):
+            self._piece, self._offset = b"", 0
+        return data
+
+    def _pull(self, wanted: int | None) -> bytes:
+        """The next piece of the body, from at most one read of the socket:
+        up to ``wanted`` bytes, or more while the end is not reached."""
+        unpulled = self._unpulled
+        if unpulled is None:
+            return self._translated(self.response.read1, wanted)
+        if wanted is None or wanted >= unpulled:
+            data = self._translated(self.response.read1, wanted)
+        else:
+            data = self._translated(self.response.read1, unpulled - 1)
+        self._unpulled = unpulled - len(data)
+        return data
 
     @staticmethod
     def _translated(read: Callable[[int | None], bytes], amt: int | None) -> bytes:
@@ -100,11 +160,22 @@ class _Body(io.RawIOBase):
         return len(data)
 
     def isclosed(self) -> bool:
-        return self.response.is_closed
+        return self._offset >= len(self._piece) and self.response.is_closed
 
     def close(self) -> None:
+        self._piece, self._offset = b"", 0
         self.response.close()
         super().close()
+
+
+def _content_length(response: Response) -> int | None:
+    """The body's length as its Content-Length gives it, or ``None``."""
+    if "transfer-encoding" in response.headers:
+        return None
+    try:
+        return int(response.headers.get("content-length", ""))
+    except ValueError:
+        return None
 
 
 class _HTTPResponse(HTTPResponse):
