@@ -183,6 +183,29 @@ class _HTTPResponse(HTTPResponse):
     a response dropped unread must count as leaked, not closed (R6)."""
 
     _poolwatch: Response | None = None
+    _as_sent = False  # no Content-Encoding: urllib3's decoder has nothing to do
+
+    def read(
+        self,
+        amt: int | None = None,
+        decode_content: bool | None = None,
+        cache_content: bool = False,
+    ) -> bytes:
+        """As urllib3's. A body sent without a Content-Encoding is read
+        straight from the file, past urllib3's decoded-data buffer (which
+        would only copy it), with the same end-of-body checks."""
+        if not self._as_sent or amt is None or amt <= 0 or self._has_decoded_content:
+            return super().read(amt, decode_content, cache_content)
+        self._uncached_read_occurred = True
+        data = self._raw_read(amt)
+        while 0 < len(data) < amt:
+            # As urllib3 does: read until ``amt`` or an empty read, which
+            # closes the file at the end and raises for a body cut short.
+            more = self._raw_read(amt - len(data))
+            if not more:
+                break
+            data += more
+        return data
 
     def stream(self, amt: int | None = 2**16, decode_content: bool | None = None) -> Any:
         """As urllib3's: a chunked body comes chunk by chunk as it arrives
@@ -380,6 +403,7 @@ def _raw_response(
         enforce_content_length=True,
     )
     raw._poolwatch = response
+    raw._as_sent = "content-encoding" not in response.headers
     return raw
 
 
