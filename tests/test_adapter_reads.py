@@ -4,6 +4,7 @@ length the head does not give."""
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 
 import h11
@@ -27,6 +28,10 @@ def _chunked(request: h11.Request, received: bytes) -> Reply:
     return Reply(body=iter([BODY[:1000], BODY[1000:200_000], BODY[200_000:]]), chunked=True)
 
 
+def _gzipped(request: h11.Request, received: bytes) -> Reply:
+    return Reply(body=gzip.compress(BODY), headers=[("Content-Encoding", "gzip")])
+
+
 def _gzip_label(request: h11.Request, received: bytes) -> Reply:
     # Labelled with an encoding urllib3 does not decode: passed through as is.
     return Reply(body=BODY, headers=[("Content-Encoding", "x-unknown")])
@@ -34,7 +39,12 @@ def _gzip_label(request: h11.Request, received: bytes) -> Reply:
 
 @pytest.fixture
 def body_server() -> Iterator[HTTPServer]:
-    routes = {"/body": _body, "/chunked-body": _chunked, "/labelled": _gzip_label}
+    routes = {
+        "/gzip": _gzipped,
+        "/body": _body,
+        "/chunked-body": _chunked,
+        "/labelled": _gzip_label,
+    }
     with http_server(routes) as srv:
         yield srv
 
@@ -132,3 +142,18 @@ def test_reading_after_close_raises_as_http_adapter_does(
         with pytest.raises(ProtocolError, match=r"3 bytes read, 10 more expected"):
             resp.raw.read(3)
     assert adapter.stats().bodies_closed_early == 1
+
+
+def test_an_encoded_body_still_goes_through_urllib3s_decoder(
+    body_server: HTTPServer, adapter: poolwatch.RequestsAdapter
+) -> None:
+    """With a Content-Encoding urllib3 knows, reads decode as before, and
+    ``decode_content=False`` gives the bytes as sent."""
+    with _session(adapter) as session:
+        assert session.get(body_server.url("/gzip")).content == BODY
+        with session.get(body_server.url("/gzip"), stream=True) as resp:
+            assert b"".join(iter(lambda: resp.raw.read(4096, decode_content=True), b"")) == BODY
+        with session.get(body_server.url("/gzip"), stream=True) as resp:
+            sent = b"".join(iter(lambda: resp.raw.read(999, decode_content=False), b""))
+            assert gzip.decompress(sent) == BODY
+    assert adapter.stats().bodies_drained == 3
