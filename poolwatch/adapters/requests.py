@@ -65,6 +65,9 @@ skip_module_directory(requests.__file__)
 skip_module_directory(urllib3.__file__)
 
 _DEFAULT_POOLSIZE = requests.adapters.DEFAULT_POOLSIZE
+# Distinct timeouts remembered per adapter: a session passes one or a few;
+# a caller making up a new one per request only refills the table.
+_MAX_REMEMBERED = 64
 
 
 class _Body(io.RawIOBase):
@@ -231,8 +234,10 @@ class _OriginalResponse:
 
     def __init__(self, response: Response) -> None:
         message = http.client.HTTPMessage()
-        for name, value in response.headers.iteritems():
-            message[name] = value
+        # What ``message[name] = value`` stores for each header under the
+        # compat32 policy http.client parses with (names and values as
+        # they are), without a policy call per header.
+        message._headers = list(response.headers.iteritems())  # type: ignore[attr-defined]
         self.msg = message
 
     def isclosed(self) -> bool:
@@ -280,6 +285,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         self._own_transport = transport is None
         self.transport = transport if transport is not None else self._make_transport()
         self._contexts: dict[tuple[Any, Any], ssl.SSLContext] = {}
+        self._timeouts: dict[tuple[Any, Timeout], Timeout] = {}
 
     def _make_transport(self) -> Transport:
         return Transport(
@@ -298,6 +304,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         self._own_transport = True
         self.transport = self._make_transport()
         self._contexts = {}
+        self._timeouts = {}
 
     def stats(self) -> Any:
         """The transport's :class:`~poolwatch.PoolStats`."""
@@ -320,7 +327,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Send a prepared request, as ``HTTPAdapter.send`` does."""
-        limits = _timeout(timeout, self.transport.timeout)
+        limits = self._limits(timeout)
         url = request.url or ""
         proxy = _proxy_for(url, proxies) if proxies else None
         context = self._context(url, verify, cert) if url.startswith("https:") else None
@@ -373,6 +380,25 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
             if body_position is not None:
                 rewind_body(cast("IO[str]", request.body), body_position)
         return requests.adapters.HTTPAdapter.build_response(self, request, raw)  # type: ignore[arg-type]
+
+    def _limits(
+        self, timeout: float | tuple[float | None, float | None] | Urllib3Timeout | None
+    ) -> Timeout:
+        """``_timeout``, remembered for the few values a session passes."""
+        default = self.transport.timeout
+        if isinstance(timeout, Urllib3Timeout):
+            return _timeout(timeout, default)  # mutable: not a key
+        key = (timeout, default)
+        try:
+            limits = self._timeouts.get(key)
+        except TypeError:  # unhashable: not one to remember
+            return _timeout(timeout, default)
+        if limits is None:
+            limits = _timeout(timeout, default)
+            if len(self._timeouts) >= _MAX_REMEMBERED:
+                self._timeouts.clear()
+            self._timeouts[key] = limits
+        return limits
 
     def _context(
         self, url: str, verify: bool | str, cert: str | tuple[str, str] | None
