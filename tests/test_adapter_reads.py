@@ -157,3 +157,17 @@ def test_an_encoded_body_still_goes_through_urllib3s_decoder(
             sent = b"".join(iter(lambda: resp.raw.read(999, decode_content=False), b""))
             assert gzip.decompress(sent) == BODY
     assert adapter.stats().bodies_drained == 3
+
+
+def test_each_timeout_applies_to_its_own_request(
+    server: HTTPServer, adapter: poolwatch.RequestsAdapter
+) -> None:
+    """Timeouts are remembered per value: a short one after a long one, and
+    a long one again, each applies as given."""
+    with _session(adapter) as session:
+        assert session.get(server.url(), timeout=30).status_code == 200
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            session.get(server.url("/wait/first"), timeout=(30, 0.2))
+        server.release("first")
+        assert session.get(server.url(), timeout=(30, 0.2)).status_code == 200
+        assert session.get(server.url(), timeout=30).status_code == 200
