@@ -10,10 +10,11 @@ from collections.abc import Iterator
 import h11
 import pytest
 import requests
+import requests.adapters
 from urllib3.exceptions import ProtocolError
 
 import poolwatch
-from tests.servers import HTTPServer, Reply, http_server
+from tests.servers import HTTPServer, Reply, ServerConnection, http_server, raw_server
 
 # Not a multiple of any read size below, and no two pieces alike, so that a
 # byte served twice or skipped changes the result.
@@ -171,3 +172,31 @@ def test_each_timeout_applies_to_its_own_request(
         server.release("first")
         assert session.get(server.url(), timeout=(30, 0.2)).status_code == 200
         assert session.get(server.url(), timeout=30).status_code == 200
+
+
+def _truncated(conn: ServerConnection) -> None:
+    conn.recv_request_head()
+    conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+
+
+@pytest.mark.parametrize("stock", [True, False], ids=["HTTPAdapter", "RequestsAdapter"])
+def test_a_body_cut_short_raises_what_urllib3_raises(stock: bool) -> None:
+    """3 of 10 bytes, then the server hangs up: ``raw.read`` raises
+    urllib3's ``ProtocolError``, decoding or not, and ``.content`` requests'
+    ``ChunkedEncodingError``, through either adapter."""
+    adapter = requests.adapters.HTTPAdapter() if stock else poolwatch.RequestsAdapter()
+    with raw_server(_truncated) as srv, requests.Session() as session:
+        session.mount("http://", adapter)
+        with session.get(srv.url(), stream=True) as resp:
+            assert resp.raw.read(2) == b"ab"
+            with pytest.raises(ProtocolError, match=r"IncompleteRead"):
+                # HTTPAdapter gives b"c" first; poolwatch raises at once.
+                resp.raw.read(8)
+                resp.raw.read(8)
+        with (
+            session.get(srv.url(), stream=True) as resp,
+            pytest.raises(ProtocolError, match=r"IncompleteRead"),
+        ):
+            resp.raw.read(8, decode_content=True)  # reads on to the end
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            session.get(srv.url())

@@ -200,14 +200,36 @@ class _HTTPResponse(HTTPResponse):
         if not self._as_sent or amt is None or amt <= 0 or self._has_decoded_content:
             return super().read(amt, decode_content, cache_content)
         self._uncached_read_occurred = True
-        data = self._raw_read(amt)
+        data = self._read_as_sent(amt)
+        if not (self.decode_content if decode_content is None else decode_content):
+            return data  # as urllib3: one read of the file
         while 0 < len(data) < amt:
-            # As urllib3 does: read until ``amt`` or an empty read, which
-            # closes the file at the end and raises for a body cut short.
-            more = self._raw_read(amt - len(data))
+            # As urllib3 does when decoding: read until ``amt`` or an empty
+            # read, which closes the file at the end and raises for a body
+            # cut short.
+            more = self._read_as_sent(amt - len(data))
             if not more:
                 break
             data += more
+        return data
+
+    def _read_as_sent(self, amt: int) -> bytes:
+        """urllib3's ``_raw_read(amt)``, its error translation entered only
+        when there is an error: the end of the body, a closed file and
+        errors all go through urllib3's own code."""
+        body = self._fp
+        if body is None or body.closed:
+            return self._raw_read(amt)
+        try:
+            data = body.read(amt)
+        except Exception:
+            with self._error_catcher():
+                raise  # translated as urllib3 translates it
+        if not data:
+            return self._raw_read(amt)  # closes the file, checks the length
+        self._fp_bytes_read += len(data)
+        if self.length_remaining is not None:
+            self.length_remaining -= len(data)
         return data
 
     def stream(self, amt: int | None = 2**16, decode_content: bool | None = None) -> Any:
