@@ -65,25 +65,88 @@ skip_module_directory(requests.__file__)
 skip_module_directory(urllib3.__file__)
 
 _DEFAULT_POOLSIZE = requests.adapters.DEFAULT_POOLSIZE
+# Distinct timeouts remembered per adapter: a session passes one or a few;
+# a caller making up a new one per request only refills the table.
+_MAX_REMEMBERED = 64
 
 
 class _Body(io.RawIOBase):
     """poolwatch's response body as the file urllib3 reads, raising the
     exceptions ``http.client`` would so that urllib3 and requests translate
-    them as they do for ``HTTPAdapter``."""
+    them as they do for ``HTTPAdapter``.
+
+    Reads are served from the last piece taken from the response, by
+    offset, so that reading a large body in small pieces copies each byte
+    once. A piece never includes the body's last byte unless the read
+    asked for it: the connection is still released by the read that
+    reaches the end (R4), and a close before it still tears it down (R5).
+    """
 
     def __init__(self, response: Response) -> None:
         super().__init__()
         self.response = response
+        self._piece = b""  # taken from the response, not yet read from here
+        self._offset = 0  # how much of _piece has been read
+        # Body bytes still in the response, when its Content-Length says.
+        self._unpulled = None if response.is_closed else _content_length(response)
 
     def readable(self) -> bool:
         return True
 
     def read(self, amt: int | None = -1) -> bytes:
-        return self._translated(self.response.read, amt)
+        if amt is None or amt < 0:
+            data = self._taken(len(self._piece)) + self._translated(self.response.read, None)
+            self._unpulled = 0 if self._unpulled is not None else None
+            return data
+        data = self._taken(amt)
+        if len(data) == amt:
+            return data
+        pieces = [data]
+        wanted = amt - len(data)
+        while wanted:
+            piece = self._pull(wanted)
+            if not piece:
+                break
+            pieces.append(piece[:wanted] if len(piece) > wanted else piece)
+            self._piece, self._offset = piece, min(wanted, len(piece))
+            wanted -= self._offset
+        return b"".join(pieces)
 
     def read1(self, amt: int | None = -1) -> bytes:
-        return self._translated(self.response.read1, amt)
+        if self._offset < len(self._piece):
+            return self._taken(len(self._piece) if amt is None or amt < 0 else amt)
+        if amt is None or amt < 0:
+            return self._pull(None)
+        piece = self._pull(amt)
+        if len(piece) <= amt:
+            return piece
+        self._piece, self._offset = piece, amt
+        return piece[:amt]
+
+    def _taken(self, amt: int) -> bytes:
+        """Up to ``amt`` bytes from the piece in hand."""
+        offset = self._offset
+        if offset == 0 and amt >= len(self._piece):
+            data = self._piece
+        else:
+            data = self._piece[offset : offset + amt]
+        self._offset = offset + len(data)
+        if self._offset >= len(self._piece):
+            self._piece, self._offset = b"", 0
+        return data
+
+    def _pull(self, wanted: int | None) -> bytes:
+        """The next piece of the body, from at most one read of the socket:
+        up to ``wanted`` bytes, or more while the end is not reached."""
+        unpulled = self._unpulled
+        if unpulled is None:
+            return self._translated(self.response.read1, wanted)
+        if wanted is None or wanted >= unpulled:
+            data = self._translated(self.response.read1, wanted)
+        else:
+            data = self._translated(self.response.read1, unpulled - 1)
+        self._unpulled = unpulled - len(data)
+        return data
 
     @staticmethod
     def _translated(read: Callable[[int | None], bytes], amt: int | None) -> bytes:
@@ -100,11 +163,22 @@ class _Body(io.RawIOBase):
         return len(data)
 
     def isclosed(self) -> bool:
-        return self.response.is_closed
+        return self._offset >= len(self._piece) and self.response.is_closed
 
     def close(self) -> None:
+        self._piece, self._offset = b"", 0
         self.response.close()
         super().close()
+
+
+def _content_length(response: Response) -> int | None:
+    """The body's length as its Content-Length gives it, or ``None``."""
+    if "transfer-encoding" in response.headers:
+        return None
+    try:
+        return int(response.headers.get("content-length", ""))
+    except ValueError:
+        return None
 
 
 class _HTTPResponse(HTTPResponse):
@@ -112,6 +186,51 @@ class _HTTPResponse(HTTPResponse):
     a response dropped unread must count as leaked, not closed (R6)."""
 
     _poolwatch: Response | None = None
+    _as_sent = False  # no Content-Encoding: urllib3's decoder has nothing to do
+
+    def read(
+        self,
+        amt: int | None = None,
+        decode_content: bool | None = None,
+        cache_content: bool = False,
+    ) -> bytes:
+        """As urllib3's. A body sent without a Content-Encoding is read
+        straight from the file, past urllib3's decoded-data buffer (which
+        would only copy it), with the same end-of-body checks."""
+        if not self._as_sent or amt is None or amt <= 0 or self._has_decoded_content:
+            return super().read(amt, decode_content, cache_content)
+        self._uncached_read_occurred = True
+        data = self._read_as_sent(amt)
+        if not (self.decode_content if decode_content is None else decode_content):
+            return data  # as urllib3: one read of the file
+        while 0 < len(data) < amt:
+            # As urllib3 does when decoding: read until ``amt`` or an empty
+            # read, which closes the file at the end and raises for a body
+            # cut short.
+            more = self._read_as_sent(amt - len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+    def _read_as_sent(self, amt: int) -> bytes:
+        """urllib3's ``_raw_read(amt)``, its error translation entered only
+        when there is an error: the end of the body, a closed file and
+        errors all go through urllib3's own code."""
+        body = self._fp
+        if body is None or body.closed:
+            return self._raw_read(amt)
+        try:
+            data = body.read(amt)
+        except Exception:
+            with self._error_catcher():
+                raise  # translated as urllib3 translates it
+        if not data:
+            return self._raw_read(amt)  # closes the file, checks the length
+        self._fp_bytes_read += len(data)
+        if self.length_remaining is not None:
+            self.length_remaining -= len(data)
+        return data
 
     def stream(self, amt: int | None = 2**16, decode_content: bool | None = None) -> Any:
         """As urllib3's: a chunked body comes chunk by chunk as it arrives
@@ -137,8 +256,10 @@ class _OriginalResponse:
 
     def __init__(self, response: Response) -> None:
         message = http.client.HTTPMessage()
-        for name, value in response.headers.iteritems():
-            message[name] = value
+        # What ``message[name] = value`` stores for each header under the
+        # compat32 policy http.client parses with (names and values as
+        # they are), without a policy call per header.
+        message._headers = list(response.headers.iteritems())  # type: ignore[attr-defined]
         self.msg = message
 
     def isclosed(self) -> bool:
@@ -186,6 +307,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         self._own_transport = transport is None
         self.transport = transport if transport is not None else self._make_transport()
         self._contexts: dict[tuple[Any, Any], ssl.SSLContext] = {}
+        self._timeouts: dict[tuple[Any, Timeout], Timeout] = {}
 
     def _make_transport(self) -> Transport:
         return Transport(
@@ -204,6 +326,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         self._own_transport = True
         self.transport = self._make_transport()
         self._contexts = {}
+        self._timeouts = {}
 
     def stats(self) -> Any:
         """The transport's :class:`~poolwatch.PoolStats`."""
@@ -226,7 +349,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Send a prepared request, as ``HTTPAdapter.send`` does."""
-        limits = _timeout(timeout, self.transport.timeout)
+        limits = self._limits(timeout)
         url = request.url or ""
         proxy = _proxy_for(url, proxies) if proxies else None
         context = self._context(url, verify, cert) if url.startswith("https:") else None
@@ -280,6 +403,25 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 rewind_body(cast("IO[str]", request.body), body_position)
         return requests.adapters.HTTPAdapter.build_response(self, request, raw)  # type: ignore[arg-type]
 
+    def _limits(
+        self, timeout: float | tuple[float | None, float | None] | Urllib3Timeout | None
+    ) -> Timeout:
+        """``_timeout``, remembered for the few values a session passes."""
+        default = self.transport.timeout
+        if isinstance(timeout, Urllib3Timeout):
+            return _timeout(timeout, default)  # mutable: not a key
+        key = (timeout, default)
+        try:
+            limits = self._timeouts.get(key)
+        except TypeError:  # unhashable: not one to remember
+            return _timeout(timeout, default)
+        if limits is None:
+            limits = _timeout(timeout, default)
+            if len(self._timeouts) >= _MAX_REMEMBERED:
+                self._timeouts.clear()
+            self._timeouts[key] = limits
+        return limits
+
     def _context(
         self, url: str, verify: bool | str, cert: str | tuple[str, str] | None
     ) -> ssl.SSLContext:
@@ -309,6 +451,7 @@ def _raw_response(
         enforce_content_length=True,
     )
     raw._poolwatch = response
+    raw._as_sent = "content-encoding" not in response.headers
     return raw
 
 

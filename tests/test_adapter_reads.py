@@ -1,0 +1,202 @@
+"""How the requests adapter reads bodies: small reads of a large body, the
+read that reaches the end (R4), an early close (R5), and bodies whose
+length the head does not give."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+
+import h11
+import pytest
+import requests
+import requests.adapters
+from urllib3.exceptions import ProtocolError
+
+import poolwatch
+from tests.servers import HTTPServer, Reply, ServerConnection, http_server, raw_server
+
+# Not a multiple of any read size below, and no two pieces alike, so that a
+# byte served twice or skipped changes the result.
+BODY = bytes(range(256)) * 1171 + b"end"
+
+
+def _body(request: h11.Request, received: bytes) -> Reply:
+    return Reply(body=BODY)
+
+
+def _chunked(request: h11.Request, received: bytes) -> Reply:
+    return Reply(body=iter([BODY[:1000], BODY[1000:200_000], BODY[200_000:]]), chunked=True)
+
+
+def _gzipped(request: h11.Request, received: bytes) -> Reply:
+    return Reply(body=gzip.compress(BODY), headers=[("Content-Encoding", "gzip")])
+
+
+def _gzip_label(request: h11.Request, received: bytes) -> Reply:
+    # Labelled with an encoding urllib3 does not decode: passed through as is.
+    return Reply(body=BODY, headers=[("Content-Encoding", "x-unknown")])
+
+
+@pytest.fixture
+def body_server() -> Iterator[HTTPServer]:
+    routes = {
+        "/gzip": _gzipped,
+        "/body": _body,
+        "/chunked-body": _chunked,
+        "/labelled": _gzip_label,
+    }
+    with http_server(routes) as srv:
+        yield srv
+
+
+@pytest.fixture
+def adapter() -> Iterator[poolwatch.RequestsAdapter]:
+    adapter = poolwatch.RequestsAdapter()
+    yield adapter
+    adapter.close()
+
+
+def _session(adapter: poolwatch.RequestsAdapter) -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", adapter)
+    return session
+
+
+@pytest.mark.parametrize("size", [997, 4096, 10_240, 65_537])
+@pytest.mark.parametrize("path", ["/body", "/chunked-body", "/labelled"])
+def test_raw_reads_of_any_size_give_the_body_once(
+    body_server: HTTPServer, adapter: poolwatch.RequestsAdapter, path: str, size: int
+) -> None:
+    """``raw.read(n)`` in pieces gives every byte once, in order, and the
+    last piece releases the connection (R4)."""
+    with _session(adapter) as session:
+        resp = session.get(body_server.url(path), stream=True)
+        pieces = []
+        while piece := resp.raw.read(size):
+            assert len(piece) <= size
+            pieces.append(piece)
+        assert b"".join(pieces) == BODY
+        assert resp.raw.tell() == len(BODY)
+        assert adapter.stats().bodies_drained == 1
+        assert session.get(body_server.url(path)).content == BODY
+    stats = adapter.stats()
+    assert (stats.connections_opened, stats.reused_requests) == (1, 1)
+
+
+@pytest.mark.parametrize("path", ["/body", "/chunked-body"])
+def test_iter_content_and_read1_give_the_body(
+    body_server: HTTPServer, adapter: poolwatch.RequestsAdapter, path: str
+) -> None:
+    """``iter_content`` with and without a chunk size, and ``raw.read1``."""
+    with _session(adapter) as session:
+        with session.get(body_server.url(path), stream=True) as resp:
+            assert b"".join(resp.iter_content(3000)) == BODY
+        with session.get(body_server.url(path), stream=True) as resp:
+            assert b"".join(resp.iter_content(None)) == BODY
+        with session.get(body_server.url(path), stream=True) as resp:
+            first = resp.raw.read1(5)
+            assert len(first) == 5
+            rest = b"".join(iter(lambda: resp.raw.read1(70_000), b""))
+            assert first + rest == BODY
+    assert adapter.stats().bodies_drained == 3
+
+
+def test_the_read_that_reaches_the_end_releases_the_connection(
+    server: HTTPServer, adapter: poolwatch.RequestsAdapter
+) -> None:
+    """A 13-byte body arrives in one piece, but the connection stays checked
+    out until a read takes its last byte (R4)."""
+    with _session(adapter) as session:
+        resp = session.get(server.url(), stream=True)
+        assert resp.raw.read(12) == b"hello world!"
+        assert adapter.stats().open_bodies == 1
+        assert resp.raw.read(1) == b"\n"
+        stats = adapter.stats()
+        assert (stats.open_bodies, stats.bodies_drained) == (0, 1)
+        assert resp.raw.read(1) == b""
+
+
+def test_an_early_close_tears_down_even_a_buffered_body(
+    server: HTTPServer, adapter: poolwatch.RequestsAdapter
+) -> None:
+    """All 13 bytes are in memory, 5 read, then close: closed early (R5)."""
+    with _session(adapter) as session:
+        with session.get(server.url(), stream=True) as resp:
+            assert resp.raw.read(5) == b"hello"
+        stats = adapter.stats()
+        assert (stats.bodies_closed_early, stats.bodies_drained) == (1, 0)
+        assert stats.connections_closed == 1
+        assert session.get(server.url()).text == "hello world!\n"
+    assert adapter.stats().connections_opened == 2
+
+
+def test_reading_after_close_raises_as_http_adapter_does(
+    server: HTTPServer, adapter: poolwatch.RequestsAdapter
+) -> None:
+    """A read after ``close()`` is a broken body, as urllib3 says for
+    ``HTTPAdapter``: 3 bytes read, 10 more expected."""
+    with _session(adapter) as session:
+        resp = session.get(server.url(), stream=True)
+        assert resp.raw.read(3) == b"hel"
+        resp.close()
+        with pytest.raises(ProtocolError, match=r"3 bytes read, 10 more expected"):
+            resp.raw.read(3)
+    assert adapter.stats().bodies_closed_early == 1
+
+
+def test_an_encoded_body_still_goes_through_urllib3s_decoder(
+    body_server: HTTPServer, adapter: poolwatch.RequestsAdapter
+) -> None:
+    """With a Content-Encoding urllib3 knows, reads decode as before, and
+    ``decode_content=False`` gives the bytes as sent."""
+    with _session(adapter) as session:
+        assert session.get(body_server.url("/gzip")).content == BODY
+        with session.get(body_server.url("/gzip"), stream=True) as resp:
+            assert b"".join(iter(lambda: resp.raw.read(4096, decode_content=True), b"")) == BODY
+        with session.get(body_server.url("/gzip"), stream=True) as resp:
+            sent = b"".join(iter(lambda: resp.raw.read(999, decode_content=False), b""))
+            assert gzip.decompress(sent) == BODY
+    assert adapter.stats().bodies_drained == 3
+
+
+def test_each_timeout_applies_to_its_own_request(
+    server: HTTPServer, adapter: poolwatch.RequestsAdapter
+) -> None:
+    """Timeouts are remembered per value: a short one after a long one, and
+    a long one again, each applies as given."""
+    with _session(adapter) as session:
+        assert session.get(server.url(), timeout=30).status_code == 200
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            session.get(server.url("/wait/first"), timeout=(30, 0.2))
+        server.release("first")
+        assert session.get(server.url(), timeout=(30, 0.2)).status_code == 200
+        assert session.get(server.url(), timeout=30).status_code == 200
+
+
+def _truncated(conn: ServerConnection) -> None:
+    conn.recv_request_head()
+    conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+
+
+@pytest.mark.parametrize("stock", [True, False], ids=["HTTPAdapter", "RequestsAdapter"])
+def test_a_body_cut_short_raises_what_urllib3_raises(stock: bool) -> None:
+    """3 of 10 bytes, then the server hangs up: ``raw.read`` raises
+    urllib3's ``ProtocolError``, decoding or not, and ``.content`` requests'
+    ``ChunkedEncodingError``, through either adapter."""
+    adapter = requests.adapters.HTTPAdapter() if stock else poolwatch.RequestsAdapter()
+    with raw_server(_truncated) as srv, requests.Session() as session:
+        session.mount("http://", adapter)
+        with session.get(srv.url(), stream=True) as resp:
+            assert resp.raw.read(2) == b"ab"
+            with pytest.raises(ProtocolError, match=r"IncompleteRead"):
+                # HTTPAdapter gives b"c" first; poolwatch raises at once.
+                resp.raw.read(8)
+                resp.raw.read(8)
+        with (
+            session.get(srv.url(), stream=True) as resp,
+            pytest.raises(ProtocolError, match=r"IncompleteRead"),
+        ):
+            resp.raw.read(8, decode_content=True)  # reads on to the end
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            session.get(srv.url())
