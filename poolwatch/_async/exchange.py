@@ -5,6 +5,7 @@ caller, the writer and the parked reader."""
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from .._core.exchange import Exchange as CoreExchange
 from .._events import Listener
@@ -23,12 +24,22 @@ def wake(future: asyncio.Future[None] | None) -> None:
             pass
 
 
-def cancel_pending() -> bool:
-    """Whether the current task has a cancellation on its way (Python 3.11+
-    can tell; before, the request goes out and the connection is closed)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is not None and bool(cancelling())
+if sys.version_info >= (3, 11):
+
+    def cancel_pending() -> bool:
+        """Whether the current task has a cancellation on its way (Python
+        3.11+ can tell; before, the request goes out and the connection is
+        closed)."""
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+
+else:
+
+    def cancel_pending() -> bool:
+        """Whether the current task has a cancellation on its way (Python
+        3.11+ can tell; before, the request goes out and the connection is
+        closed)."""
+        return False
 
 
 class AsyncExchange(CoreExchange):
@@ -41,6 +52,7 @@ class AsyncExchange(CoreExchange):
         "head_ready",
         "head_timer",
         "reader_parked",
+        "reader_released",
         "write_done",
         "write_started",
     )
@@ -55,8 +67,10 @@ class AsyncExchange(CoreExchange):
     ) -> None:
         super().__init__(request, timeout, call_site, listener, loop.time())
         self.head_ready: asyncio.Future[None] = loop.create_future()
-        self.reader_parked: asyncio.Future[None] = loop.create_future()
-        # Made only when someone waits for them.
+        # Made only when someone waits for them: most small bodies arrive
+        # with the head, and the reader never parks for them.
+        self.reader_parked: asyncio.Future[None] | None = None
+        self.reader_released = False  # set by the body owner, read by the reader
         self.go_ahead: asyncio.Future[None] | None = None
         self.write_done: asyncio.Future[None] | None = None
         self.head_timer: asyncio.TimerHandle | None = None  # the response-header limit
@@ -72,8 +86,24 @@ class AsyncExchange(CoreExchange):
         wake(self.go_ahead)
 
     def release_reader(self) -> None:
-        """Let the parked reader go on; harmless if already released."""
+        """Let the parked reader go on; harmless if already released, and
+        remembered if it has not parked yet."""
+        self.reader_released = True
         wake(self.reader_parked)
+
+    async def park_reader(self) -> None:
+        """The reader waits here until the body owner lets go of the
+        connection (:meth:`release_reader`)."""
+        if not self.reader_released:
+            self.reader_parked = self.head_ready.get_loop().create_future()
+            await self.reader_parked
+
+    def has_written_all_now(self) -> bool | None:
+        """Whether the writer finished the request without error, or
+        ``None`` while it is still writing (no wait: the common case)."""
+        if not self.write_finished:
+            return None
+        return self.write_error is None
 
     async def has_written_all(self, wait: float) -> bool:
         """Whether the writer finished the request without error, waiting up

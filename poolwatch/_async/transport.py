@@ -161,7 +161,7 @@ class AsyncTransport:
         retries = 0
         while True:
             exchange = AsyncExchange(request, limits, call_site, listener, loop)
-            conn = await self._get_connection(exchange)
+            conn = await self._get_connection(exchange, loop)
             exchange.marks["got_conn"] = loop.time()
             if self._listeners or listener is not None:
                 self._emit_got_conn(exchange, conn)
@@ -192,11 +192,13 @@ class AsyncTransport:
 
     # -- getting a connection ------------------------------------------------
 
-    async def _get_connection(self, exchange: AsyncExchange) -> AsyncConnection:
+    async def _get_connection(
+        self, exchange: AsyncExchange, loop: asyncio.AbstractEventLoop
+    ) -> AsyncConnection:
         origin = exchange.request.origin
-        loop = self._loop_now()
         deadline: float | None = None
-        self._emit("get_conn", None, exchange)
+        if self._listeners or exchange.listener is not None:
+            self._emit("get_conn", None, exchange)
         while True:
             with self._lock:
                 if self._closed:
