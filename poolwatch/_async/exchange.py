@@ -1,18 +1,24 @@
 """One request and its response on an asyncio connection: the shared
 exchange state (``poolwatch._core.exchange``) plus the futures that wake the
-caller, the writer and the parked reader."""
+caller, the writer and the parked reader; and the two ways the asyncio
+layer waits with a limit, neither of which starts a task (``asyncio.wait_for``
+wraps what it awaits in a task of its own on Python 3.11 and earlier)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from .._core.exchange import Exchange as CoreExchange
 from .._events import Listener
 from .._leaks import CallSite
 from .._models import Request, Timeout
 
-__all__ = ["AsyncExchange", "cancel_pending", "wake"]
+__all__ = ["AsyncExchange", "cancel_pending", "wait_or_expire", "wake", "within"]
+
+T = TypeVar("T")
 
 
 def wake(future: asyncio.Future[None] | None) -> None:
@@ -22,6 +28,50 @@ def wake(future: asyncio.Future[None] | None) -> None:
             future.set_result(None)
         except RuntimeError:  # its loop has closed: nobody waits any more
             pass
+
+
+async def wait_or_expire(future: asyncio.Future[None], limit: float) -> bool:
+    """Await ``future`` for at most ``limit`` seconds; whether it was
+    resolved (``False``: the limit passed first). A timer resolves it at the
+    limit, so the future is done either way; a future that others share
+    must be replaced after an expiry."""
+    if future.done():
+        return True
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        if not future.done():
+            expired = True
+            future.set_result(None)
+
+    timer = future.get_loop().call_later(limit, expire)
+    try:
+        await future
+    finally:
+        timer.cancel()
+    return not expired
+
+
+if sys.version_info >= (3, 11):
+
+    async def within(limit: float | None, step: Awaitable[T]) -> T:
+        """Await ``step``, within ``limit`` seconds unless it is ``None``
+        (raises ``TimeoutError``). One timer that cancels the current task
+        at the limit, no task of its own."""
+        if limit is None:
+            return await step
+        async with asyncio.timeout(limit):
+            return await step
+
+else:  # pragma: no cover - Python 3.10
+
+    async def within(limit: float | None, step: Awaitable[T]) -> T:
+        """Await ``step``, within ``limit`` seconds unless it is ``None``
+        (raises ``asyncio.TimeoutError``)."""
+        if limit is None:
+            return await step
+        return await asyncio.wait_for(step, limit)
 
 
 if sys.version_info >= (3, 11):
@@ -111,8 +161,7 @@ class AsyncExchange(CoreExchange):
         if not self.write_finished:
             if self.write_done is None:
                 self.write_done = self.head_ready.get_loop().create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self.write_done), wait)
-            except asyncio.TimeoutError:
+            if not await wait_or_expire(self.write_done, wait):
+                self.write_done = None  # resolved by the timer: a fresh one next time
                 return False
         return self.write_error is None
