@@ -1,17 +1,24 @@
 """One request and its response on an asyncio connection: the shared
 exchange state (``poolwatch._core.exchange``) plus the futures that wake the
-caller, the writer and the parked reader."""
+caller, the writer and the parked reader; and the two ways the asyncio
+layer waits with a limit, neither of which starts a task (``asyncio.wait_for``
+wraps what it awaits in a task of its own on Python 3.11 and earlier)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from .._core.exchange import Exchange as CoreExchange
 from .._events import Listener
 from .._leaks import CallSite
 from .._models import Request, Timeout
 
-__all__ = ["AsyncExchange", "cancel_pending", "wake"]
+__all__ = ["AsyncExchange", "cancel_pending", "wait_or_expire", "wake", "within"]
+
+T = TypeVar("T")
 
 
 def wake(future: asyncio.Future[None] | None) -> None:
@@ -23,12 +30,66 @@ def wake(future: asyncio.Future[None] | None) -> None:
             pass
 
 
-def cancel_pending() -> bool:
-    """Whether the current task has a cancellation on its way (Python 3.11+
-    can tell; before, the request goes out and the connection is closed)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is not None and bool(cancelling())
+async def wait_or_expire(future: asyncio.Future[None], limit: float) -> bool:
+    """Await ``future`` for at most ``limit`` seconds; whether it was
+    resolved (``False``: the limit passed first). A timer resolves it at the
+    limit, so the future is done either way; a future that others share
+    must be replaced after an expiry."""
+    if future.done():
+        return True
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        if not future.done():
+            expired = True
+            future.set_result(None)
+
+    timer = future.get_loop().call_later(limit, expire)
+    try:
+        await future
+    finally:
+        timer.cancel()
+    return not expired
+
+
+if sys.version_info >= (3, 11):
+
+    async def within(limit: float | None, step: Awaitable[T]) -> T:
+        """Await ``step``, within ``limit`` seconds unless it is ``None``
+        (raises ``TimeoutError``). One timer that cancels the current task
+        at the limit, no task of its own."""
+        if limit is None:
+            return await step
+        async with asyncio.timeout(limit):
+            return await step
+
+else:  # pragma: no cover - Python 3.10
+
+    async def within(limit: float | None, step: Awaitable[T]) -> T:
+        """Await ``step``, within ``limit`` seconds unless it is ``None``
+        (raises ``asyncio.TimeoutError``)."""
+        if limit is None:
+            return await step
+        return await asyncio.wait_for(step, limit)
+
+
+if sys.version_info >= (3, 11):
+
+    def cancel_pending() -> bool:
+        """Whether the current task has a cancellation on its way (Python
+        3.11+ can tell; before, the request goes out and the connection is
+        closed)."""
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+
+else:
+
+    def cancel_pending() -> bool:
+        """Whether the current task has a cancellation on its way (Python
+        3.11+ can tell; before, the request goes out and the connection is
+        closed)."""
+        return False
 
 
 class AsyncExchange(CoreExchange):
@@ -41,6 +102,7 @@ class AsyncExchange(CoreExchange):
         "head_ready",
         "head_timer",
         "reader_parked",
+        "reader_released",
         "write_done",
         "write_started",
     )
@@ -55,8 +117,10 @@ class AsyncExchange(CoreExchange):
     ) -> None:
         super().__init__(request, timeout, call_site, listener, loop.time())
         self.head_ready: asyncio.Future[None] = loop.create_future()
-        self.reader_parked: asyncio.Future[None] = loop.create_future()
-        # Made only when someone waits for them.
+        # Made only when someone waits for them: most small bodies arrive
+        # with the head, and the reader never parks for them.
+        self.reader_parked: asyncio.Future[None] | None = None
+        self.reader_released = False  # set by the body owner, read by the reader
         self.go_ahead: asyncio.Future[None] | None = None
         self.write_done: asyncio.Future[None] | None = None
         self.head_timer: asyncio.TimerHandle | None = None  # the response-header limit
@@ -72,8 +136,24 @@ class AsyncExchange(CoreExchange):
         wake(self.go_ahead)
 
     def release_reader(self) -> None:
-        """Let the parked reader go on; harmless if already released."""
+        """Let the parked reader go on; harmless if already released, and
+        remembered if it has not parked yet."""
+        self.reader_released = True
         wake(self.reader_parked)
+
+    async def park_reader(self) -> None:
+        """The reader waits here until the body owner lets go of the
+        connection (:meth:`release_reader`)."""
+        if not self.reader_released:
+            self.reader_parked = self.head_ready.get_loop().create_future()
+            await self.reader_parked
+
+    def has_written_all_now(self) -> bool | None:
+        """Whether the writer finished the request without error, or
+        ``None`` while it is still writing (no wait: the common case)."""
+        if not self.write_finished:
+            return None
+        return self.write_error is None
 
     async def has_written_all(self, wait: float) -> bool:
         """Whether the writer finished the request without error, waiting up
@@ -81,8 +161,7 @@ class AsyncExchange(CoreExchange):
         if not self.write_finished:
             if self.write_done is None:
                 self.write_done = self.head_ready.get_loop().create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(self.write_done), wait)
-            except asyncio.TimeoutError:
+            if not await wait_or_expire(self.write_done, wait):
+                self.write_done = None  # resolved by the timer: a fresh one next time
                 return False
         return self.write_error is None

@@ -119,12 +119,14 @@ class AsyncResponse:
             self._buffer = b""
             while not self._end_seen:
                 chunks.append(await self._next_chunk())
-            await self._finish_if_done()
+            if self._exchange.state == BODY:
+                await self._connection.finish_body(self._exchange, "drained", True)  # R4
             return b"".join(chunks)
         while len(self._buffer) < amt and not self._end_seen:
             self._buffer += await self._next_chunk()
         data, self._buffer = self._buffer[:amt], self._buffer[amt:]
-        await self._finish_if_done()
+        if self._end_seen and not self._buffer and self._exchange.state == BODY:
+            await self._connection.finish_body(self._exchange, "drained", True)  # R4
         return data
 
     async def read1(self, amt: int | None = None) -> bytes:
@@ -136,7 +138,8 @@ class AsyncResponse:
             data, self._buffer = self._buffer, b""
         else:
             data, self._buffer = self._buffer[:amt], self._buffer[amt:]
-        await self._finish_if_done()
+        if self._end_seen and not self._buffer and self._exchange.state == BODY:
+            await self._connection.finish_body(self._exchange, "drained", True)  # R4
         return data
 
     async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
@@ -163,7 +166,9 @@ class AsyncResponse:
             )
         conn = self._connection
         try:
-            event = await conn.read_body_event(exchange)
+            event = conn.buffered_body_event(exchange)
+            if event is None:
+                event = await conn.read_body_event(exchange)
             if isinstance(event, h11.Data):
                 data = bytes(event.data)
                 exchange.bytes_read += len(data)
@@ -182,10 +187,6 @@ class AsyncResponse:
             conn.end_body_now(exchange, "closed_early", "cancelled")
             raise
         return data
-
-    async def _finish_if_done(self) -> None:
-        if self._end_seen and not self._buffer and self._exchange.state == BODY:
-            await self._connection.finish_body(self._exchange, "drained", True)
 
     # -- closing -------------------------------------------------------------
 

@@ -10,9 +10,9 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from .._core.book import Book, ConnectionInfo, can_retry, emit
 from .._core.failures import connect_error, dial_error
@@ -33,13 +33,12 @@ from .._leaks import OpenBody, capture_call_site
 from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
 from .._sync.transport import MAX_RETRIES, _live_transports
 from .connection import AsyncConnection
-from .exchange import AsyncExchange, wake
+from .exchange import AsyncExchange, wait_or_expire, wake, within
 from .response import AsyncResponse
 
 __all__ = ["AsyncTransport"]
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-T = TypeVar("T")
 # Enough for a CONNECT answer in one read.
 _TUNNEL_RECV = 64 * 1024
 
@@ -161,7 +160,7 @@ class AsyncTransport:
         retries = 0
         while True:
             exchange = AsyncExchange(request, limits, call_site, listener, loop)
-            conn = await self._get_connection(exchange)
+            conn = await self._get_connection(exchange, loop)
             exchange.marks["got_conn"] = loop.time()
             if self._listeners or listener is not None:
                 self._emit_got_conn(exchange, conn)
@@ -192,11 +191,13 @@ class AsyncTransport:
 
     # -- getting a connection ------------------------------------------------
 
-    async def _get_connection(self, exchange: AsyncExchange) -> AsyncConnection:
+    async def _get_connection(
+        self, exchange: AsyncExchange, loop: asyncio.AbstractEventLoop
+    ) -> AsyncConnection:
         origin = exchange.request.origin
-        loop = self._loop_now()
         deadline: float | None = None
-        self._emit("get_conn", None, exchange)
+        if self._listeners or exchange.listener is not None:
+            self._emit("get_conn", None, exchange)
         while True:
             with self._lock:
                 if self._closed:
@@ -235,9 +236,7 @@ class AsyncTransport:
             if deadline is None:
                 await future
             else:
-                await asyncio.wait_for(future, max(deadline - loop.time(), 0.0))
-        except asyncio.TimeoutError:
-            woken = False
+                woken = await wait_or_expire(future, max(deadline - loop.time(), 0.0))
         except asyncio.CancelledError:
             with self._lock:
                 self._waiters.pop(waiter, None)
@@ -329,7 +328,7 @@ class AsyncTransport:
             self._emit("connect_done", None, exchange)
             if proxy is not None and proxy.is_socks():
                 stage = f"SOCKS handshake with proxy {proxy} failed"
-                await _within(limit, self._socks(sock, origin, proxy))
+                await within(limit, self._socks(sock, origin, proxy))
             elif proxy is not None and proxy.scheme == "https":
                 stage = f"TLS handshake with proxy {proxy} failed"
                 proxy_context = (
@@ -344,12 +343,12 @@ class AsyncTransport:
                 if origin.scheme != "https":  # absolute-form requests over TLS
                     return streams, _tls_version(streams)
                 stage = f"CONNECT through proxy {proxy} failed"
-                await _within(limit, _tunnel_over_streams(streams, origin, proxy))
+                await within(limit, _tunnel_over_streams(streams, origin, proxy))
             if origin.scheme != "https":
                 return await asyncio.open_connection(sock=sock), None
             if proxy is not None and streams is None and not proxy.is_socks():
                 stage = f"CONNECT through proxy {proxy} failed"
-                await _within(limit, self._tunnel(sock, origin, proxy))
+                await within(limit, self._tunnel(sock, origin, proxy))
             stage = "TLS handshake failed"
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or await self._ssl_context()
@@ -390,7 +389,7 @@ class AsyncTransport:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            await _within(limit, loop.sock_connect(sock, path))
+            await within(limit, loop.sock_connect(sock, path))
         except BaseException:
             sock.close()
             raise
@@ -437,10 +436,7 @@ class AsyncTransport:
                     sock.bind((self._local_address, 0))
                 for option in self.socket_options:
                     sock.setsockopt(*option)
-                if limit is None:
-                    await loop.sock_connect(sock, address)
-                else:
-                    await asyncio.wait_for(loop.sock_connect(sock, address), limit)
+                await within(limit, loop.sock_connect(sock, address))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 return sock
             except (OSError, asyncio.TimeoutError) as exc:
@@ -606,13 +602,6 @@ def _as_sync_body(body: Any) -> Any:
     if hasattr(body, "__aiter__"):
         return _ASYNC_PLACEHOLDER
     return body
-
-
-async def _within(limit: float | None, step: Awaitable[T]) -> T:
-    """Await ``step``, within ``limit`` seconds unless it is ``None``."""
-    if limit is None:
-        return await step
-    return await asyncio.wait_for(step, limit)
 
 
 async def _tunnel_over_streams(streams: Streams, origin: Origin, proxy: Proxy) -> None:
