@@ -5,9 +5,6 @@ is never absorbed, whatever the loop turn it lands on."""
 from __future__ import annotations
 
 import asyncio
-import sys
-
-import pytest
 
 import poolwatch
 from tests.async_support import assert_at_rest, event_seen, run
@@ -20,19 +17,6 @@ TURNS = 24
 ROUNDS = 3  # each turn count tried this often: when a read completes varies a little
 
 
-# On Python 3.11, asyncio.wait_for returns the awaited result instead of
-# raising CancelledError when the cancellation lands after that result is
-# ready but before the caller resumed (3.12's wait_for, built on
-# asyncio.timeout, raises). The caller's task then runs on as if never
-# cancelled.
-WAIT_FOR_ABSORBS = sys.version_info < (3, 12)
-
-
-@pytest.mark.xfail(
-    WAIT_FOR_ABSORBS,
-    strict=True,
-    reason="with a read timeout, body reads run in asyncio.wait_for (3.11: absorbs)",
-)
 def test_cancelled_body_read_never_runs_on(server: HTTPServer) -> None:
     async def main() -> list[int]:
         absorbed = []
@@ -53,11 +37,6 @@ def test_cancelled_body_read_never_runs_on(server: HTTPServer) -> None:
     assert run(main) == []
 
 
-@pytest.mark.xfail(
-    WAIT_FOR_ABSORBS,
-    strict=True,
-    reason="with a pool timeout, the wait in the pool's queue runs in asyncio.wait_for",
-)
 def test_cancelled_pool_wait_never_runs_on(server: HTTPServer) -> None:
     async def main() -> list[int]:
         absorbed = []
