@@ -375,6 +375,7 @@ class AsyncConnection:
             self.close_reason = reason
             decision = transport._book.closed_locked(self)
             exchange = self.exchange
+            leaked = exchange is not None and exchange.outcome == "leaked"
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -382,6 +383,14 @@ class AsyncConnection:
         self._inbox.append(None)
         wake(self._inbox_ready)
         if exchange is not None:
+            if leaked and reason == "loop_shutdown":
+                leak_logger.warning(
+                    "response to %s %s was left open as its event loop shut down; "
+                    "request made at:\n%s",
+                    exchange.request.method,
+                    exchange.request.url,
+                    exchange.call_site.format(),
+                )
             exchange.release_reader()
         transport._act(decision)
 
@@ -434,7 +443,7 @@ class AsyncConnection:
                     break
                 await self._write_request(exchange)
         except asyncio.CancelledError:
-            self.close("cancelled")  # the loop is shutting down
+            self.close("loop_shutdown")
             raise
         except BaseException:  # pragma: no cover - a bug; keep the pool alive
             logger.exception("poolwatch writer of %r failed", self)
@@ -522,7 +531,7 @@ class AsyncConnection:
                 if found is None or not await self._read_head(*found):
                     break
         except asyncio.CancelledError:
-            self.close_reason = self.close_reason or "cancelled"  # the loop is shutting down
+            self.close_reason = self.close_reason or "loop_shutdown"
             raise
         except BaseException:  # pragma: no cover - a bug; keep the pool alive
             logger.exception("poolwatch reader of %r failed", self)

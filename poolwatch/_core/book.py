@@ -155,6 +155,10 @@ class Book(Generic[C]):
                         url=request.url,
                     )
                 )
+            elif exchange.state == BODY and conn.close_reason == "loop_shutdown":
+                # The event loop is going away under a body nobody drained or
+                # closed: its owner left it open, a leak (R6).
+                self.end_body_locked(exchange, "leaked")
             elif exchange.state == BODY and (
                 not exchange.body_buffered or conn.close_reason == "transport_closed"
             ):

@@ -116,8 +116,10 @@ class Record:
         """The leak this record shows now, if any."""
         response = self.response  # the collector may clear it meanwhile
         outcome = None if response is None else response.outcome
-        if self.collected_open or outcome == "leaked":
+        if self.collected_open:
             how = "garbage-collected unclosed"
+        elif outcome == "leaked":
+            how = "left open until its connection went (leaked)"
         elif response is not None and outcome is None:
             how = "still open"
         else:
