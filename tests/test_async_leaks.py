@@ -86,9 +86,9 @@ with http_server() as srv:
 
 def test_finaliser_after_the_loop_closed() -> None:
     """Dropped after the loop is gone: nothing raises from the finaliser.
-    After asyncio.run() the body already ended as errored (the run cancelled
-    its workers); after a bare loop.close() it is still open, and the
-    warning comes. In a subprocess: the transport is left unclosed."""
+    After asyncio.run() the body already ended as leaked (the run cancelled
+    its workers with the body still open); after a bare loop.close() it is
+    still open, and the warning comes. In a subprocess: the transport is left unclosed."""
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(SCRIPT.format(root=str(ROOT)))],
         capture_output=True,
@@ -97,6 +97,6 @@ def test_finaliser_after_the_loop_closed() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "after run: errored 0" in done.stdout
+    assert "after run: leaked 0" in done.stdout
     assert "after close: None 1" in done.stdout
     assert "Exception ignored" not in done.stderr
