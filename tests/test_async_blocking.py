@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,8 +26,10 @@ def _bad_framing(conn: ServerConnection) -> None:
     conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
 
 
-def test_async_workload_never_blocks_the_loop(server: HTTPServer) -> None:
+def test_async_workload_never_blocks_the_loop(server: HTTPServer, tmp_path: Path) -> None:
     ca = trustme.CA()
+    upload_file = tmp_path / "upload.bin"
+    upload_file.write_bytes(b"f" * 200000)
     context = client_context(ca)  # made (reading files) before the loop runs
 
     async def upload() -> object:
@@ -48,6 +51,9 @@ def test_async_workload_never_blocks_the_loop(server: HTTPServer) -> None:
             await stream.aclose()
             echoed = await t.request("POST", plain + "echo", body=upload())
             assert len(await echoed.read()) == 140000
+            with upload_file.open("rb") as f:  # read in a thread, off the loop
+                echoed = await t.request("POST", plain + "echo", body=f)
+                assert await echoed.read() == b"f" * 200000
             with pytest.raises(poolwatch.RemoteProtocolError):
                 await (await t.request("GET", bad)).read()
             with pytest.raises(poolwatch.ConnectError):

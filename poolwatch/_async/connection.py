@@ -484,6 +484,11 @@ class AsyncConnection:
             async for chunk in body:
                 if chunk:
                     await self._send(exchange, proto.body_chunk(bytes(chunk)))
+        elif hasattr(body, "read"):
+            # A file: each read may block on the disk, so it runs in a thread.
+            chunks = exchange.request.body_chunks()
+            while (chunk := await asyncio.to_thread(next, chunks, b"")) != b"":
+                await self._send(exchange, proto.body_chunk(chunk))
         else:
             for chunk in exchange.request.body_chunks():
                 if chunk:
