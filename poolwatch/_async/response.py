@@ -9,18 +9,18 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 import h11
-from urllib3 import HTTPHeaderDict
 
 from .._core.exchange import BODY
-from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
+from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS
 from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
+from .._response import ResponseHead
 from .connection import AsyncConnection
 from .exchange import AsyncExchange
 
 __all__ = ["AsyncResponse"]
 
 
-class AsyncResponse:
+class AsyncResponse(ResponseHead):
     """An HTTP response whose body is read from its connection on demand.
 
     As :class:`~poolwatch.Response`, with ``await read()``,
@@ -31,83 +31,13 @@ class AsyncResponse:
     A read cancelled mid-body closes the connection. Use ``async with``.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_buffer",
-        "_connection",
-        "_drain_on_close",
-        "_end_seen",
-        "_exchange",
-        "_headers",
-        "_loop",
-        "http_version",
-        "method",
-        "raw_headers",
-        "reason",
-        "status",
-        "url",
-    )
+    __slots__ = ("_loop",)
+    _connection: AsyncConnection
+    _exchange: AsyncExchange
 
     def __init__(self, exchange: AsyncExchange, *, drain_on_close: bool = False) -> None:
-        head = exchange.head
-        assert head is not None and exchange.connection is not None
-        self._exchange = exchange
-        self._connection: AsyncConnection = exchange.connection
+        super().__init__(exchange, drain_on_close)
         self._loop = exchange.head_ready.get_loop()
-        self._drain_on_close = drain_on_close
-        self._buffer = b""
-        self._end_seen = exchange.state != BODY
-        self.status: int = head.status_code
-        self.reason: str = head.reason.decode("latin-1")
-        self.http_version: str = "HTTP/" + head.http_version.decode("ascii")
-        #: The header lines as received: name and value bytes, in order.
-        self.raw_headers: list[tuple[bytes, bytes]] = head.headers.raw_items()
-        self._headers: HTTPHeaderDict | None = None  # made on first use
-        self.method: str = exchange.request.method
-        self.url: str = exchange.request.url
-
-    def __repr__(self) -> str:
-        return f"<AsyncResponse [{self.status} {self.reason}] {self.method} {self.url}>"
-
-    @property
-    def headers(self) -> HTTPHeaderDict:
-        """The headers: case-insensitive, multi-valued (urllib3's
-        ``HTTPHeaderDict``), decoded as Latin-1."""
-        headers = self._headers
-        if headers is None:
-            headers = self._headers = HTTPHeaderDict()
-            for name, value in self.raw_headers:
-                headers.add(name.decode("latin-1"), value.decode("latin-1"))
-        return headers
-
-    # -- state -------------------------------------------------------------
-
-    @property
-    def outcome(self) -> str | None:
-        """How the body ended (``"drained"``, ``"closed_early"``, ``"leaked"``,
-        ``"errored"``, ``"no_body"``), or ``None`` while it is open."""
-        return self._exchange.outcome
-
-    @property
-    def is_closed(self) -> bool:
-        """Whether the body has ended, one way or another."""
-        return self._exchange.state != BODY
-
-    @property
-    def reused_connection(self) -> bool:
-        """Whether the request went out on a connection used before."""
-        return self._exchange.reused
-
-    @property
-    def timings(self) -> Timings:
-        """When each phase of this request ended, in seconds from the call."""
-        exchange = self._exchange
-        return Timings.from_marks(exchange.marks, exchange.reused)
-
-    @property
-    def connection_id(self) -> int:
-        """The id of the connection the response came on."""
-        return self._connection.id
 
     # -- reading -------------------------------------------------------------
 

@@ -9,17 +9,17 @@ from collections.abc import Iterator
 from types import TracebackType
 
 import h11
-from urllib3 import HTTPHeaderDict
 
 from .._core.exchange import BODY, RECV_SIZE
 from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
 from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
+from .._response import ResponseHead
 from .connection import Connection, Exchange
 
 __all__ = ["Response", "Timings"]
 
 
-class Response:
+class Response(ResponseHead):
     """An HTTP response whose body is read from its connection on demand.
 
     The body must end one of three ways: read to the end (the connection is
@@ -29,74 +29,12 @@ class Response:
     :class:`~poolwatch.LeakWarning` (R6). Use it as a context manager.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_buffer",
-        "_connection",
-        "_drain_on_close",
-        "_end_seen",
-        "_exchange",
-        "headers",
-        "http_version",
-        "method",
-        "raw_headers",
-        "reason",
-        "status",
-        "url",
-    )
+    __slots__ = ()
+    _connection: Connection
+    _exchange: Exchange
 
     def __init__(self, exchange: Exchange, *, drain_on_close: bool = False) -> None:
-        head = exchange.head
-        assert head is not None and exchange.connection is not None
-        self._exchange = exchange
-        self._connection: Connection = exchange.connection
-        self._drain_on_close = drain_on_close
-        self._buffer = b""
-        self._end_seen = exchange.state != BODY
-        self.status: int = head.status_code
-        self.reason: str = head.reason.decode("latin-1")
-        self.http_version: str = "HTTP/" + head.http_version.decode("ascii")
-        raw = head.headers.raw_items()
-        #: The header lines as received: name and value bytes, in order.
-        self.raw_headers: list[tuple[bytes, bytes]] = raw
-        headers = HTTPHeaderDict()
-        for name, value in raw:
-            headers.add(name.decode("latin-1"), value.decode("latin-1"))
-        self.headers: HTTPHeaderDict = headers
-        self.method: str = exchange.request.method
-        self.url: str = exchange.request.url
-
-    def __repr__(self) -> str:
-        return f"<Response [{self.status} {self.reason}] {self.method} {self.url}>"
-
-    # -- state -------------------------------------------------------------
-
-    @property
-    def outcome(self) -> str | None:
-        """How the body ended (``"drained"``, ``"closed_early"``, ``"leaked"``,
-        ``"errored"``, ``"no_body"``), or ``None`` while it is open."""
-        return self._exchange.outcome
-
-    @property
-    def is_closed(self) -> bool:
-        """Whether the body has ended, one way or another."""
-        return self._exchange.state != BODY
-
-    @property
-    def reused_connection(self) -> bool:
-        """Whether the request went out on a connection used before."""
-        return self._exchange.reused
-
-    @property
-    def timings(self) -> Timings:
-        """When each phase of this request ended, in seconds from the call."""
-        exchange = self._exchange
-        return Timings.from_marks(exchange.marks, exchange.reused)
-
-    @property
-    def connection_id(self) -> int:
-        """The id of the connection the response came on."""
-        return self._connection.id
+        super().__init__(exchange, drain_on_close)
 
     # -- reading -------------------------------------------------------------
 

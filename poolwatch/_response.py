@@ -1,0 +1,92 @@
+"""What the sync and async responses share: the head as received, and the
+state of the body (outcome, timings, the connection it came on)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from urllib3 import HTTPHeaderDict
+
+from ._core.exchange import BODY, Exchange
+from ._core.timings import Timings
+
+__all__ = ["ResponseHead"]
+
+
+class ResponseHead:
+    """The head of a response and the state of its body. The transports'
+    response classes add the reading, closing and leak reporting."""
+
+    __slots__ = (
+        "__weakref__",
+        "_buffer",
+        "_connection",
+        "_drain_on_close",
+        "_end_seen",
+        "_exchange",
+        "_headers",
+        "http_version",
+        "method",
+        "raw_headers",
+        "reason",
+        "status",
+        "url",
+    )
+
+    def __init__(self, exchange: Exchange, drain_on_close: bool) -> None:
+        head = exchange.head
+        assert head is not None and exchange.connection is not None
+        self._exchange = exchange
+        self._connection: Any = exchange.connection
+        self._drain_on_close = drain_on_close
+        self._buffer = b""
+        self._end_seen = exchange.state != BODY
+        self.status: int = head.status_code
+        self.reason: str = head.reason.decode("latin-1")
+        self.http_version: str = "HTTP/" + head.http_version.decode("ascii")
+        #: The header lines as received: name and value bytes, in order.
+        self.raw_headers: list[tuple[bytes, bytes]] = head.headers.raw_items()
+        self._headers: HTTPHeaderDict | None = None  # made on first use
+        self.method: str = exchange.request.method
+        self.url: str = exchange.request.url
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} [{self.status} {self.reason}] {self.method} {self.url}>"
+
+    @property
+    def headers(self) -> HTTPHeaderDict:
+        """The headers: case-insensitive, multi-valued (urllib3's
+        ``HTTPHeaderDict``), decoded as Latin-1."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = HTTPHeaderDict()
+            for name, value in self.raw_headers:
+                headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        return headers
+
+    @property
+    def outcome(self) -> str | None:
+        """How the body ended (``"drained"``, ``"closed_early"``, ``"leaked"``,
+        ``"errored"``, ``"no_body"``), or ``None`` while it is open."""
+        return self._exchange.outcome
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the body has ended, one way or another."""
+        return self._exchange.state != BODY
+
+    @property
+    def reused_connection(self) -> bool:
+        """Whether the request went out on a connection used before."""
+        return self._exchange.reused
+
+    @property
+    def timings(self) -> Timings:
+        """When each phase of this request ended, in seconds from the call."""
+        exchange = self._exchange
+        return Timings.from_marks(exchange.marks, exchange.reused)
+
+    @property
+    def connection_id(self) -> int:
+        """The id of the connection the response came on."""
+        return int(self._connection.id)
