@@ -3,12 +3,14 @@ state of the body (outcome, timings, the connection it came on)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from urllib3 import HTTPHeaderDict
 
 from ._core.exchange import BODY, Exchange
 from ._core.timings import Timings
+from ._exceptions import LeakWarning
 
 __all__ = ["ResponseHead"]
 
@@ -90,3 +92,33 @@ class ResponseHead:
     def connection_id(self) -> int:
         """The id of the connection the response came on."""
         return int(self._connection.id)
+
+    def __del__(self) -> None:
+        self.report_leak(stacklevel=3)
+
+    def report_leak(self, stacklevel: int = 2) -> None:
+        """Called when the object that owns this response is being
+        garbage-collected: if the body is still open, emit the
+        :class:`~poolwatch.LeakWarning` and let the connection go (R6). Safe
+        on any thread, inside the pool lock, and after an event loop closed:
+        it takes no lock and leaves the bookkeeping to the connection."""
+        exchange = self._exchange
+        if exchange.state != BODY or exchange.leaked:
+            return
+        try:
+            warnings.warn(
+                LeakWarning(
+                    f"poolwatch: response to {self.method} {self.url} "
+                    f"(status {self.status}) was garbage-collected with its body "
+                    f"neither read to the end nor closed; request made at "
+                    f"{exchange.call_site}"
+                ),
+                stacklevel=stacklevel,
+            )
+        finally:
+            exchange.leaked = True
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Hand a leaked body to its connection (each transport's way)."""
+        raise NotImplementedError

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import AsyncIterator
 from types import TracebackType
 
@@ -12,7 +11,7 @@ import h11
 
 from .._core.exchange import BODY
 from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS
-from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
+from .._exceptions import PoolwatchError, ReadError, RemoteProtocolError
 from .._response import ResponseHead
 from .connection import AsyncConnection
 from .exchange import AsyncExchange
@@ -148,32 +147,9 @@ class AsyncResponse(ResponseHead):
     ) -> None:
         await self.aclose()
 
-    def __del__(self) -> None:
-        self.report_leak(stacklevel=3)
-
-    def report_leak(self, stacklevel: int = 2) -> None:
-        """Called when the object that owns this response is being
-        garbage-collected: if the body is still open, emit the
-        :class:`~poolwatch.LeakWarning` and let the connection go (R6). Safe
-        on any thread, and after the loop has closed."""
-        exchange = self._exchange
-        if exchange.state != BODY or exchange.leaked:
-            return
+    def _let_go(self) -> None:
+        # The reader does the bookkeeping, on the loop.
         try:
-            warnings.warn(
-                LeakWarning(
-                    f"poolwatch: response to {self.method} {self.url} "
-                    f"(status {self.status}) was garbage-collected with its body "
-                    f"neither read to the end nor closed; request made at "
-                    f"{exchange.call_site}"
-                ),
-                stacklevel=stacklevel,
-            )
-        finally:
-            # The reader does the bookkeeping, on the loop: a finaliser may
-            # run on any thread, inside the pool lock, or after the loop closed.
-            exchange.leaked = True
-            try:
-                self._loop.call_soon_threadsafe(self._connection.body_leaked, exchange)
-            except RuntimeError:
-                pass  # the loop is closed: its connections died with it
+            self._loop.call_soon_threadsafe(self._connection.body_leaked, self._exchange)
+        except RuntimeError:
+            pass  # the loop is closed: its connections died with it

@@ -632,13 +632,16 @@ class Connection:
         exchange.reader_parked.acquire()
         return self._body_released(exchange)
 
-    def interrupt(self) -> None:
-        """Wake a reader blocked on the socket by shutting it (any thread,
-        no lock): for a leaked body whose reader is not parked."""
+    def leaked_while_buffered(self, exchange: Exchange) -> None:
+        """A body that arrived whole leaked while its reader is back on the
+        socket (any thread, no lock): wake the reader by shutting the socket,
+        and queue the leak for the transport in case the reader has already
+        gone because the server hung up first (R6)."""
         try:
             self._rsock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self._transport._late_leaks.put((self, exchange))
 
     def _body_released(self, exchange: Exchange) -> bool:
         """The body owner let go of ``exchange``; whether the connection lives on."""

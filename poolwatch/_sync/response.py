@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -12,7 +11,7 @@ import h11
 
 from .._core.exchange import BODY, RECV_SIZE
 from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
-from .._exceptions import LeakWarning, PoolwatchError, ReadError, RemoteProtocolError
+from .._exceptions import PoolwatchError, ReadError, RemoteProtocolError
 from .._response import ResponseHead
 from .connection import Connection, Exchange
 
@@ -171,32 +170,10 @@ class Response(ResponseHead):
     ) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        self.report_leak(stacklevel=3)
-
-    def report_leak(self, stacklevel: int = 2) -> None:
-        """Called when the object that owns this response is being
-        garbage-collected: if the body is still open, emit the
-        :class:`~poolwatch.LeakWarning` and let the connection go (R6)."""
+    def _let_go(self) -> None:
+        # The reader does the bookkeeping, or the transport if the reader is
+        # gone (the server hung up first).
         exchange = self._exchange
-        if exchange.state != BODY or exchange.leaked:
-            return
-        try:
-            warnings.warn(
-                LeakWarning(
-                    f"poolwatch: response to {self.method} {self.url} "
-                    f"(status {self.status}) was garbage-collected with its body "
-                    f"neither read to the end nor closed; request made at "
-                    f"{exchange.call_site}"
-                ),
-                stacklevel=stacklevel,
-            )
-        finally:
-            # The reader does the bookkeeping: a finaliser may run anywhere,
-            # even inside the pool lock, so it takes no lock here.
-            exchange.leaked = True
-            exchange.release_reader()
-            if exchange.body_buffered:
-                self._connection.interrupt()  # its reader is on the socket...
-                # ...or gone, if the server hung up first: the transport counts it.
-                self._connection._transport._late_leaks.put((self._connection, exchange))
+        exchange.release_reader()
+        if exchange.body_buffered:
+            self._connection.leaked_while_buffered(exchange)
