@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import h11
 
 from ._core.socks import SOCKS_SCHEMES
+from ._core.wire import is_field_value, is_target, is_token, plain_request_head
 from ._exceptions import InvalidURL, LocalProtocolError
 
 __all__ = ["Origin", "Proxy", "Request", "Timeout", "parse_proxy"]
@@ -180,14 +181,17 @@ class Request:
     """A validated request, ready to hand to a connection's writer."""
 
     __slots__ = (
+        "_event",
+        "_event_parts",
         "body",
         "content_length",
-        "event",
         "expects_continue",
         "idempotency_key",
         "method",
         "origin",
+        "plain_head",
         "url",
+        "wants_close",
     )
 
     def __init__(
@@ -251,13 +255,38 @@ class Request:
             target = b"http://" + host_header + target
             if proxy.authorization and b"proxy-authorization" not in names:
                 extra.append((b"Proxy-Authorization", proxy.authorization))
+        headers = extra + pairs
+        self.wants_close = _says_close(headers)
         try:
-            self.event = h11.Request(
-                method=self.method.encode("ascii"), target=target, headers=extra + pairs
-            )
-        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+            method_bytes = self.method.encode("ascii")
+        except UnicodeEncodeError as exc:
             raise LocalProtocolError(
                 f"invalid request: {exc}", method=self.method, url=url
+            ) from exc
+        #: The request line and headers, ready to send, for a request simple
+        #: enough to go without h11 (see _plain_head); else ``None``.
+        self.plain_head = _plain_head(method_bytes, target, headers, self)
+        self._event: h11.Request | None = None
+        self._event_parts = (method_bytes, target, headers)
+        if self.plain_head is None:
+            self._event = self._make_event()  # h11 checks it now: errors come early
+
+    @property
+    def event(self) -> h11.Request:
+        """The request as an h11 event, for a connection that sends it (or
+        learns of it) through h11."""
+        event = self._event
+        if event is None:
+            event = self._event = self._make_event()
+        return event
+
+    def _make_event(self) -> h11.Request:
+        method, target, headers = self._event_parts
+        try:
+            return h11.Request(method=method, target=target, headers=headers)
+        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+            raise LocalProtocolError(
+                f"invalid request: {exc}", method=self.method, url=self.url
             ) from exc
 
     def is_replayable(self) -> bool:
@@ -316,6 +345,46 @@ def parse_url(url: str) -> tuple[Origin, bytes, bytes]:
     bracketed = f"[{host}]" if ":" in host else host
     host_header = bracketed if port == default_port else f"{bracketed}:{port}"
     return Origin(scheme, host, port), target_bytes, host_header.encode("ascii")
+
+
+def _says_close(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"connection" and b"close" in value.lower() for name, value in headers
+    )
+
+
+def _plain_head(
+    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], request: Request
+) -> bytes | None:
+    """The bytes of the request line and headers when the whole request can
+    go in one write without h11: a body held as bytes (or none), no
+    ``Expect: 100-continue``, keep-alive, and headers that h11 would send
+    unchanged (valid characters, one ``Host``, no ``Transfer-Encoding``, a
+    ``Content-Length`` that is the body's length in plain digits)."""
+    body = request.body
+    if request.expects_continue or request.wants_close or not isinstance(body, bytes | None):
+        return None
+    if not is_token(method) or not is_target(target):
+        return None
+    hosts = 0
+    declared: int | None = None
+    for name, value in headers:
+        if not is_token(name) or not is_field_value(value):
+            return None
+        lowered = name.lower()
+        if lowered == b"host":
+            hosts += 1
+        elif lowered == b"content-length":
+            if declared is not None or not value.isdigit():
+                return None  # for h11 to judge
+            declared = int(value)
+        elif lowered == b"transfer-encoding":
+            return None
+    if declared is not None and declared != len(body or b""):
+        return None  # h11 refuses to send it, as it should
+    if hosts != 1:
+        return None
+    return plain_request_head(method, target, headers)
 
 
 def _header_pairs(headers: HeaderTypes | None) -> list[tuple[bytes, bytes]]:

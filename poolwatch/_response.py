@@ -47,7 +47,7 @@ class ResponseHead:
         self.reason: str = head.reason.decode("latin-1")
         self.http_version: str = "HTTP/" + head.http_version.decode("ascii")
         #: The header lines as received: name and value bytes, in order.
-        self.raw_headers: list[tuple[bytes, bytes]] = head.headers.raw_items()
+        self.raw_headers: list[tuple[bytes, bytes]] = head.raw_headers
         self._headers: HTTPHeaderDict | None = None  # made on first use
         self.method: str = exchange.request.method
         self.url: str = exchange.request.url

@@ -52,6 +52,7 @@ from .._core.failures import (
     read_failed,
     write_error,
 )
+from .._core.wire import Head
 from .._exceptions import (
     PoolwatchError,
     ReadTimeout,
@@ -603,7 +604,7 @@ class AsyncConnection:
                 return await self._deliver_head(exchange, head)
             data = await self._recv()
 
-    async def _deliver_head(self, exchange: AsyncExchange, head: h11.Response) -> bool:
+    async def _deliver_head(self, exchange: AsyncExchange, head: Head) -> bool:
         transport = self._transport
         try:
             no_body = self._proto.check_head(exchange, head)

@@ -6,8 +6,12 @@ Theory of operation
 -------------------
 
 A connection feeds the bytes it reads to a :class:`ClientProtocol` and sends
-the bytes it returns; the protocol wraps an ``h11.Connection`` and adds what
-poolwatch decides on top of h11:
+the bytes it returns. Plain exchanges, the common case, skip h11: a request
+whose headers need no normalisation goes out as prepared by
+:class:`~poolwatch._models.Request`, and a plain response head (HTTP/1.1, a
+final status, a ``Content-Length``, see :mod:`.wire`) is read without h11.
+Everything else goes through an ``h11.Connection``. On top of both, the
+protocol adds what poolwatch decides:
 
 * the response head: interim 1xx responses are skipped (a ``100`` is the
   writer's go-ahead, R15; a ``101`` to a plain request is an error), the head
@@ -18,11 +22,12 @@ poolwatch decides on top of h11:
   response's end (R10);
 * whether the connection can carry another request once both sides are done
   (R8, R9), including an HTTP/1.0 server that promised keep-alive;
-* when h11 can be skipped for a Content-Length body: one that arrived whole
-  with the head is sliced from h11's buffer, and the rest of a larger one
-  may be read by the I/O layer straight from its connection
-  (:meth:`ClientProtocol.direct_body_left`); a fresh h11 state then takes
-  the next request, and bytes after the body still count (R10).
+* a ``Content-Length`` body is framed here, not by h11: a body that arrived
+  whole with the head is sliced from what was read, and the rest of a larger
+  one may be read by the I/O layer straight from its connection
+  (:meth:`ClientProtocol.direct_body_left`); bytes after the body still
+  count (R10), and a fresh h11 state takes the next request if h11 read the
+  head.
 
 An :class:`Exchange` holds what every connection kind records about one
 request: its state, outcome, time marks and the writer's report. The I/O
@@ -46,6 +51,7 @@ from .._events import Listener
 from .._exceptions import PoolwatchError, RemoteProtocolError
 from .._leaks import CallSite
 from .._models import Request, Timeout
+from .wire import Head, parse_plain_head
 
 if TYPE_CHECKING:
     from typing import Any
@@ -80,6 +86,7 @@ FAILED = "failed"  # an error was delivered instead of a head
 ABANDONED = "abandoned"  # the caller stopped waiting for the head
 
 BodyEvent = h11.Data | h11.EndOfMessage
+_END = h11.EndOfMessage()  # immutable: one serves every body
 
 
 def request_error(request: Request, kind: type[PoolwatchError], message: str) -> PoolwatchError:
@@ -135,7 +142,7 @@ class Exchange:
         self.call_site = call_site
         self.state = WAITING  # pool lock
         self.outcome: str | None = None  # pool lock
-        self.head: h11.Response | None = None  # set by the reader, then read-only
+        self.head: Head | None = None  # set by the reader, then read-only
         self.error: BaseException | None = None  # set before the head is delivered
         self.write_finished = False  # set by the writer
         self.write_error: BaseException | None = None  # set by the writer
@@ -180,21 +187,47 @@ class Exchange:
 class ClientProtocol:
     """The HTTP/1.1 client side of one connection (h11 plus poolwatch's
     rules). Not thread-safe: the thread connection serialises calls with a
-    lock; the asyncio connection runs them all on the loop."""
+    lock; the asyncio connection runs them all on the loop.
 
-    __slots__ = ("_body_left", "_direct", "_extra_seen", "_h11", "pending")
+    Two kinds of exchange run on it. A *plain* one (a request with
+    :attr:`Request.plain_head` and a response :func:`parse_plain_head`
+    accepts) never touches h11: the request goes out as prepared, and the
+    body is framed by its ``Content-Length`` here. Any other goes through
+    h11; if a plain request meets a response that is not plain, h11 is told
+    of the request first and reads the response from the start. A
+    ``Content-Length`` body after a head read by h11 is framed here too."""
+
+    __slots__ = (
+        "_body_left",
+        "_body_size",
+        "_buffer",
+        "_eof",
+        "_extra_seen",
+        "_h11",
+        "_h11_idle",
+        "_own_body",
+        "_plain_request",
+        "pending",
+    )
 
     def __init__(self) -> None:
         self._h11 = _new_h11()
-        # Body events already taken from h11, for the body owner: filled by
-        # the reader before it hands the head over, then the owner's.
+        # Whether h11 has seen nothing of the current exchange (a plain one).
+        self._h11_idle = True
+        # A plain request sent but not yet answered: h11 must learn of it if
+        # the response turns out not to be plain.
+        self._plain_request: Request | None = None
+        # Body events already taken, for the body owner: filled by the
+        # reader before it hands the head over, then the owner's.
         self.pending: deque[BodyEvent] = deque()
-        # Bytes of a Content-Length body that h11 has not yet delivered as
-        # events (``None``: the body is not length-delimited).
-        self._body_left: int | None = None
-        # Whether the rest of the body is read past h11 (see direct_body_left).
-        self._direct = False
-        self._extra_seen = False  # bytes followed a body read past h11 (R10)
+        # A Content-Length body framed here rather than by h11: its bytes
+        # received but not yet taken, and whether the server hung up.
+        self._own_body = False
+        self._buffer = b""
+        self._eof = False
+        self._body_size = 0  # its declared length
+        self._body_left = 0  # bytes of it not yet taken
+        self._extra_seen = False  # bytes followed the body (R10)
 
     # -- writing the request ---------------------------------------------
 
@@ -202,9 +235,14 @@ class ClientProtocol:
         """The bytes that start ``request``, and whether body chunks follow.
         A body held as bytes goes with the head, so the whole request is one
         write; with ``Expect: 100-continue`` only the head goes (R15)."""
+        body = request.body
+        plain = request.plain_head
+        if plain is not None and self._h11_idle:
+            self._plain_request = request
+            return (plain + body if isinstance(body, bytes) else plain), False
+        self._h11_idle = False
         proto = self._h11
         data = proto.send(request.event)
-        body = request.body
         if request.expects_continue:
             return data, True
         if body is None or isinstance(body, bytes):
@@ -234,18 +272,24 @@ class ClientProtocol:
             return True
         proto = self._h11
         closing = proto.our_state is h11.MUST_CLOSE or proto.their_state is h11.MUST_CLOSE
-        return (
-            not closing
-            and not says_close(head.headers)
-            and not says_close(exchange.request.event.headers)
-        )
+        return not closing and not says_close(head.headers) and not exchange.request.wants_close
 
     # -- reading the head --------------------------------------------------
 
-    def receive_head(self, exchange: Exchange, data: bytes, received: int) -> h11.Response | None:
+    def receive_head(self, exchange: Exchange, data: bytes, received: int) -> Head | None:
         """Feed ``data`` (``received`` bytes of head so far, these included);
         the response head once complete, else ``None``. Raises
         :class:`~poolwatch.RemoteProtocolError` for a bad head (R10)."""
+        request = self._plain_request
+        if request is not None:
+            self._plain_request = None
+            found = parse_plain_head(data, MAX_HEAD_SIZE)
+            if found is not None:
+                head, end = found
+                self._own_body = True
+                self._buffer = data[end:]
+                return head
+            self._tell_h11(request)
         proto = self._h11
         try:
             proto.receive_data(data)
@@ -260,7 +304,9 @@ class ClientProtocol:
         except h11.RemoteProtocolError as exc:
             error = request_error(exchange.request, RemoteProtocolError, f"bad response: {exc}")
             raise error from exc
-        if event is not None and _has_both_lengths(event):
+        if event is None:
+            return None
+        if _has_both_lengths(event):
             # RFC 9112 section 6.3: a sign of response splitting; the
             # connection is not trusted again (R10).
             raise request_error(
@@ -268,7 +314,26 @@ class ClientProtocol:
                 RemoteProtocolError,
                 "bad response: both Content-Length and Transfer-Encoding",
             )
-        return event
+        lowered = list(event.headers)
+        return Head(
+            event.status_code,
+            event.reason,
+            event.http_version,
+            event.headers.raw_items(),
+            _content_length(lowered),
+            lowered,
+        )
+
+    def _tell_h11(self, request: Request) -> None:
+        """Bring h11 up to a plain request already sent, so that it reads
+        the response."""
+        proto = self._h11
+        self._h11_idle = False
+        proto.send(request.event)
+        body = request.body
+        if isinstance(body, bytes) and body:
+            proto.send(h11.Data(data=body))
+        proto.send(h11.EndOfMessage())
 
     def _next_head_event(self, exchange: Exchange) -> h11.Response | None:
         while True:
@@ -285,34 +350,56 @@ class ClientProtocol:
                 return event
             raise h11.RemoteProtocolError(f"unexpected {event!r} before the response head")
 
-    def check_head(self, exchange: Exchange, head: h11.Response) -> bool:
+    def check_head(self, exchange: Exchange, head: Head) -> bool:
         """Whether ``head`` has no body (R7); for one without, checks that
-        nothing follows it (R10) and raises if something does."""
-        no_body = has_no_body(exchange.request.method, head)
-        self._body_left = None if no_body else _content_length(head)
-        if no_body:
-            if not self.peek_end_of_body():
-                raise AssertionError("h11 expects a body where poolwatch expects none")
-            if self.extra_bytes_after_body():
+        nothing follows it (R10) and raises if something does. A
+        ``Content-Length`` body is framed here from now on."""
+        if has_no_body(exchange.request.method, head):
+            if self._h11_idle:  # a plain exchange
+                self._begin_body(0)
+                extra = bool(self._buffer)
+            else:
+                if not self.peek_end_of_body():
+                    raise AssertionError("h11 expects a body where poolwatch expects none")
+                extra = bool(self._h11.trailing_data[0])
+            if extra:
                 raise request_error(
                     exchange.request, RemoteProtocolError, "bytes after a body-less response"
                 )
-        return no_body
+            return True
+        length = head.content_length
+        if length is not None and not self._h11_idle:
+            # h11 reads no more of this response; it keeps the request side,
+            # and a fresh h11 takes the next exchange.
+            self._own_body = True
+            self._buffer, self._eof = self._h11.trailing_data
+        if self._own_body:
+            self._begin_body(length or 0)
+        return False
+
+    def _begin_body(self, length: int) -> None:
+        self._body_size = self._body_left = length
+        self._extra_seen = False
 
     def take_buffered_body(self) -> bool:
-        """Move the body events h11 already has to :attr:`pending`; True if
-        they reach the end of the body (the common small response).
-
-        A whole Content-Length body is taken from h11's buffer as it is,
-        without h11 turning it into events; as for a body read past h11
-        (:meth:`direct_body_left`), a fresh h11 state takes the next
-        request, and bytes after the body are kept for R10."""
+        """Move the body already received to :attr:`pending`; True if it
+        reaches the end of the body (the common small response)."""
         pending = self.pending
-        if self._take_whole_body():
+        if self._own_body:
+            left = self._body_left
+            buffered = self._buffer
+            if pending or len(buffered) < left:
+                return False
+            if left:
+                pending.append(h11.Data(data=buffered[:left]))
+            pending.append(_END)
+            self._extra_seen = len(buffered) > left
+            self._buffer = b""
+            self._body_left = 0
             return True
         while True:
             try:
-                event = self._next_event()
+                event = self._h11.next_event()
             except h11.RemoteProtocolError:
                 return False  # h11 raises it again for the body owner
             if isinstance(event, h11.Data | h11.EndOfMessage):
@@ -322,22 +409,6 @@ class ClientProtocol:
             else:
                 return False
 
-    def _take_whole_body(self) -> bool:
-        left = self._body_left
-        proto = self._h11
-        if left is None or pending_or_busy(self.pending, proto):
-            return False
-        buffered, closed = proto.trailing_data
-        if closed or len(buffered) < left:
-            return False
-        self._direct = True
-        self._body_left = 0
-        if left:
-            self.pending.append(h11.Data(data=buffered[:left]))
-        self.pending.append(h11.EndOfMessage())
-        self._extra_seen = len(buffered) > left
-        return True
-
     # -- reading the body ----------------------------------------------------
 
     def next_body_event(self, exchange: Exchange) -> BodyEvent | None:
@@ -345,8 +416,10 @@ class ClientProtocol:
         Raises :class:`~poolwatch.RemoteProtocolError` for bad framing (R10)."""
         if self.pending:
             return self.pending.popleft()
+        if self._own_body:
+            return self._next_own_event(exchange)
         try:
-            event = self._next_event()
+            event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
             error = request_error(exchange.request, RemoteProtocolError, f"bad body: {exc}")
             raise error from exc
@@ -356,9 +429,40 @@ class ClientProtocol:
             return event
         raise request_error(exchange.request, RemoteProtocolError, f"unexpected {event!r}")
 
+    def _next_own_event(self, exchange: Exchange) -> BodyEvent | None:
+        left = self._body_left
+        if not left:
+            return _END
+        buffered = self._buffer
+        if buffered:
+            if len(buffered) > left:
+                self._extra_seen = True
+                buffered = buffered[:left]
+            self._buffer = b""
+            self._body_left = left - len(buffered)
+            return h11.Data(data=buffered)
+        if self._eof:
+            raise self.cut_short(exchange)
+        return None
+
+    def cut_short(self, exchange: Exchange) -> PoolwatchError:
+        """The error for a ``Content-Length`` body the server ended early."""
+        received = self._body_size - self._body_left
+        return request_error(
+            exchange.request,
+            RemoteProtocolError,
+            "bad body: peer closed connection without sending complete message body "
+            f"(received {received} bytes, expected {self._body_size})",
+        )
+
     def receive_data(self, data: bytes) -> None:
         """Feed body bytes read from the connection (``b""``: EOF)."""
-        self._h11.receive_data(data)
+        if not self._own_body:
+            self._h11.receive_data(data)
+        elif data:
+            self._buffer += data
+        else:
+            self._eof = True
 
     def peek_end_of_body(self) -> bool:
         """Whether the body's end is already buffered, so that a read that
@@ -370,13 +474,13 @@ class ClientProtocol:
                 pending.popleft()
                 return True
             return False
-        if self._direct:
-            return self._body_left == 0
+        if self._own_body:
+            return not self._body_left
         proto = self._h11
         if proto.their_state is not h11.SEND_BODY:
             return proto.their_state is h11.DONE
         try:
-            event = self._next_event()
+            event = proto.next_event()
         except h11.RemoteProtocolError:
             return False  # the next read raises it
         if isinstance(event, h11.EndOfMessage):
@@ -387,49 +491,32 @@ class ClientProtocol:
 
     def extra_bytes_after_body(self) -> bool:
         """Whether bytes followed the end of the response (R10)."""
-        if self._direct:
+        if self._own_body:
             return self._extra_seen
         return bool(self._h11.trailing_data[0])
 
-    def _next_event(self) -> Any:
-        """h11's next event, counting the body bytes it delivers."""
-        event = self._h11.next_event()
-        if type(event) is h11.Data and self._body_left is not None:
-            self._body_left -= len(event.data)
-        return event
-
-    # -- reading a Content-Length body past h11 ----------------------------
+    # -- reading a Content-Length body straight from the connection --------
 
     def direct_body_left(self) -> int:
         """How many bytes of the body the owner may read straight from the
-        connection, past h11 (0: none, read through :meth:`next_body_event`).
-
-        Only a Content-Length body qualifies, once every byte h11 holds has
-        been taken as events and those events have been consumed; from the
-        first non-zero answer on, the rest of the body is read that way and
-        reported with :meth:`direct_body_received`. h11 never sees those
-        bytes, so :meth:`can_reuse` starts a fresh h11 state for the next
-        request; the framing rules still hold (R10): a short body is the
-        owner's error to raise, a byte after the end is reported with
+        connection into its own buffer (0: none, read through
+        :meth:`next_body_event`): the rest of a ``Content-Length`` body,
+        once everything already received has been taken. Those reads are
+        reported with :meth:`direct_body_received`; the framing rules still
+        hold (R10): a short body is the owner's error to raise (see
+        :meth:`cut_short`), a byte after the end is reported with
         :meth:`direct_extra_bytes`."""
-        if self._direct:
-            return self._body_left or 0
-        left = self._body_left
-        if not left or self.pending or self._h11.their_state is not h11.SEND_BODY:
+        if not self._own_body or self.pending or self._buffer or self._eof:
             return 0
-        buffered, closed = self._h11.trailing_data
-        if buffered or closed:
-            return 0
-        self._direct = True
-        return left
+        return self._body_left
 
     def direct_body_received(self, size: int) -> None:
-        """``size`` more body bytes were read past h11."""
-        assert self._direct and self._body_left is not None and size <= self._body_left
+        """``size`` more body bytes were read straight from the connection."""
+        assert self._own_body and size <= self._body_left
         self._body_left -= size
 
     def direct_extra_bytes(self) -> None:
-        """Bytes followed a body read past h11 (R10)."""
+        """Bytes followed a body read straight from the connection (R10)."""
         self._extra_seen = True
 
     # -- reuse ---------------------------------------------------------------
@@ -438,70 +525,65 @@ class ClientProtocol:
         """Whether both sides finished cleanly with keep-alive and nothing
         follows the response (R8, R10); if so, ready for the next request.
         The caller has checked that the whole request was written (R9)."""
+        if self._own_body:
+            if self._body_left or self._extra_seen or self._buffer or self._eof:
+                return False
+            if self._h11_idle:
+                # A plain exchange: HTTP/1.1 and keep-alive on both sides.
+                self._own_body = False
+                return True
+            return self._reuse_after_own_body(exchange)
         proto = self._h11
-        if self._direct:
-            return self._reuse_after_direct_body(exchange)
         if proto.trailing_data[0]:
             return False
         if proto.our_state is h11.DONE and proto.their_state is h11.DONE:
             proto.start_next_cycle()
+            self._h11_idle = True
             return True
         finished = (proto.our_state, proto.their_state) == (h11.MUST_CLOSE, h11.MUST_CLOSE)
         if finished and _is_http10_keep_alive(exchange):
             # h11 never reuses an HTTP/1.0 connection; a server that promised
             # keep-alive for a length-delimited body can be (R8).
-            self._h11 = _new_h11()
+            self._fresh_h11()
             return True
         return False
 
-    def _reuse_after_direct_body(self, exchange: Exchange) -> bool:
-        """:meth:`can_reuse` for a body read past h11: h11's side of the
-        server is still in its body, so a fresh h11 takes the next request.
-        h11 has already turned the client's ``DONE`` into ``MUST_CLOSE`` if
-        either head said ``Connection: close`` or the server is HTTP/1.0."""
-        if self._body_left or self._extra_seen:
-            return False
+    def _reuse_after_own_body(self, exchange: Exchange) -> bool:
+        """:meth:`can_reuse` for a body framed here after a head read by h11:
+        h11's side of the server is still in its body, so a fresh h11 takes
+        the next request. h11 has already turned the client's ``DONE`` into
+        ``MUST_CLOSE`` if either head said ``Connection: close`` or the
+        server is HTTP/1.0."""
         our_state = self._h11.our_state
         if our_state is h11.DONE or (
             our_state is h11.MUST_CLOSE and _is_http10_keep_alive(exchange)
         ):
-            self._h11 = _new_h11()
-            self._direct = False
-            self._body_left = None
+            self._fresh_h11()
             return True
         return False
 
+    def _fresh_h11(self) -> None:
+        self._h11 = _new_h11()
+        self._h11_idle = True
+        self._own_body = False
+
 
 def says_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    """Whether the headers carry ``Connection: close``."""
+    """Whether the headers (with lower-case names) carry ``Connection: close``."""
     return any(name == b"connection" and b"close" in value.lower() for name, value in headers)
 
 
-def has_no_body(method: str, head: h11.Response) -> bool:
+def has_no_body(method: str, head: Head) -> bool:
     """Whether a response cannot have a body (RFC 9112 section 6.3, R7)."""
-    if method == "HEAD" or head.status_code in (204, 304) or head.status_code < 200:
-        return True
-    for name, value in head.headers:
-        if name == b"content-length":
-            return value == b"0"
-        if name == b"transfer-encoding":
-            return False
-    return False
+    status = head.status_code
+    return method == "HEAD" or status in (204, 304) or status < 200 or head.content_length == 0
 
 
-def pending_or_busy(pending: deque[BodyEvent], proto: h11.Connection) -> bool:
-    """Whether body events are already pending, or h11 is not at the start
-    of a response body with the request fully sent."""
-    return (
-        bool(pending) or proto.their_state is not h11.SEND_BODY or proto.our_state is not h11.DONE
-    )
-
-
-def _content_length(head: h11.Response) -> int | None:
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     """The body length a response declares, if it is length-delimited (h11
     has checked the value and refused conflicting ones)."""
     length = None
-    for name, value in head.headers:
+    for name, value in headers:
         if name == b"transfer-encoding":
             return None
         if name == b"content-length":
@@ -524,7 +606,7 @@ def _is_http10_keep_alive(exchange: Exchange) -> bool:
     head = exchange.head
     if head is None or head.http_version != b"1.0":
         return False
-    if says_close(exchange.request.event.headers):
+    if exchange.request.wants_close:
         return False
     tokens: set[bytes] = set()
     length_known = has_no_body(exchange.request.method, head)

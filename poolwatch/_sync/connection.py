@@ -68,6 +68,7 @@ from .._core.failures import (
     read_failed,
     write_error,
 )
+from .._core.wire import Head
 from .._events import Listener
 from .._exceptions import (
     PoolwatchError,
@@ -603,7 +604,7 @@ class Connection:
             except OSError as exc:
                 data = exc
 
-    def _deliver_head(self, exchange: Exchange, head: h11.Response) -> bool:
+    def _deliver_head(self, exchange: Exchange, head: Head) -> bool:
         transport = self._transport
         try:
             with self._proto_lock:
