@@ -256,7 +256,10 @@ class Request:
             if proxy.authorization and b"proxy-authorization" not in names:
                 extra.append((b"Proxy-Authorization", proxy.authorization))
         headers = extra + pairs
-        self.wants_close = _says_close(headers)
+        if b"connection" in names:
+            self.wants_close = _says_close(pairs)
+        else:
+            self.wants_close = not keep_alive
         try:
             method_bytes = self.method.encode("ascii")
         except UnicodeEncodeError as exc:
@@ -368,9 +371,10 @@ def _plain_head(
         return None
     hosts = 0
     declared: int | None = None
-    for name, value in headers:
-        if not is_token(name) or not is_field_value(value):
+    for field in headers:
+        if not (_PLAIN_FIELDS.get(field) or _check_field(field)):
             return None
+        name, value = field
         lowered = name.lower()
         if lowered == b"host":
             hosts += 1
@@ -385,6 +389,21 @@ def _plain_head(
     if hosts != 1:
         return None
     return plain_request_head(method, target, headers)
+
+
+# Header lines already checked, and whether h11 would send them unchanged:
+# most requests repeat the same few.
+_PLAIN_FIELDS: dict[tuple[bytes, bytes], bool] = {}
+_PLAIN_FIELDS_MAX = 1024
+
+
+def _check_field(field: tuple[bytes, bytes]) -> bool:
+    name, value = field
+    plain = bool(is_token(name) and is_field_value(value))
+    if len(_PLAIN_FIELDS) >= _PLAIN_FIELDS_MAX:
+        _PLAIN_FIELDS.clear()
+    _PLAIN_FIELDS[field] = plain
+    return plain
 
 
 def _header_pairs(headers: HeaderTypes | None) -> list[tuple[bytes, bytes]]:
