@@ -2,7 +2,8 @@
 the built-in server, in a subprocess, writes a JSON report with rows for
 poolwatch and urllib3, and stops every process it started.
 
-The stress, soak and idle-connection runs (``benchmarks.stress``,
+The breakdown by layer (``benchmarks.breakdown``) runs too, without its
+profiler. The stress, soak and idle-connection runs (``benchmarks.stress``,
 ``benchmarks.soak``, ``benchmarks.idle``) run too, small: a few hundred
 requests, 20 idle connections; the stress and the soak also with
 ``--async``, on the asyncio transport.
@@ -211,6 +212,20 @@ def test_soak_growth_check_flags_growth() -> None:
     assert check_growth(samples(0, 3), args) == [
         "other_threads reached 3 after warm-up, 1 during it"
     ]
+
+
+def test_breakdown_reports_each_client(tmp_path: Path) -> None:
+    """The per-layer breakdown runs each client and reports its CPU time
+    (without py-spy here: its sampling is not what is being tested)."""
+    report, stdout = _run_module(
+        "benchmarks.breakdown",
+        tmp_path / "breakdown.json",
+        *("--requests", "50", "--server", "builtin", "--no-profile"),
+    )
+    assert set(report) == {"poolwatch", "urllib3", "httpcore"}
+    for row in report.values():
+        assert row["user_us"] > 0 and row["wall_us"] > 0
+    assert "| poolwatch |" in stdout
 
 
 def test_idle_harness_holds_the_connections(tmp_path: Path) -> None:
