@@ -214,11 +214,31 @@ def response_head(response: Response | AsyncResponse) -> tuple[bytes, int, bytes
     return (b"HTTP/1.1", response.status, response.reason.encode("latin-1"), [])
 
 
+class _HTTPXResponse(httpx.Response):
+    """httpx's response, whose ``read()`` and ``aread()`` ask poolwatch for
+    the whole body at once: one read into one buffer (the kernel's copy
+    the only one) instead of pieces that httpx joins. Streaming reads
+    still come in pieces as they arrive."""
+
+    # The stream given at construction: httpx's client wraps ``stream``.
+    _body: _ResponseStream | _AsyncResponseStream
+
+    def read(self) -> bytes:
+        """As httpx's, the body taken in one piece."""
+        self._body.whole = True
+        return super().read()
+
+    async def aread(self) -> bytes:
+        """As httpx's, the body taken in one piece."""
+        self._body.whole = True
+        return await super().aread()
+
+
 def httpx_response(
-    response: Response | AsyncResponse, stream: httpx.SyncByteStream | httpx.AsyncByteStream
+    response: Response | AsyncResponse, stream: _ResponseStream | _AsyncResponseStream
 ) -> httpx.Response:
     """The httpx response for a poolwatch one, its body streaming from ``stream``."""
-    return httpx.Response(
+    result = _HTTPXResponse(
         status_code=response.status,
         headers=response.raw_headers,
         stream=stream,
@@ -228,6 +248,8 @@ def httpx_response(
             "poolwatch_response": response,
         },
     )
+    result._body = stream
+    return result
 
 
 class _ResponseStream(httpx.SyncByteStream):
@@ -235,13 +257,17 @@ class _ResponseStream(httpx.SyncByteStream):
         self._response = response
         self._request = request
         self._trace = trace
+        self.whole = False  # the body in one piece: httpx reads all of it
 
     def __iter__(self) -> Iterator[bytes]:
         trace = self._trace
         if trace is not None:
             trace("http11.receive_response_body.started", {"request": self._request})
         try:
-            yield from self._response.iter_bytes()
+            if self.whole:
+                yield self._response.read()
+            else:
+                yield from self._response.iter_bytes()
         except pw.PoolwatchError as exc:
             raise translate_error(exc, self._request) from exc
         if trace is not None:
@@ -372,6 +398,7 @@ class _AsyncResponseStream(httpx.AsyncByteStream):
         self._response = response
         self._request = request
         self._trace = trace
+        self.whole = False  # the body in one piece: httpx reads all of it
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         trace = self._trace
@@ -379,8 +406,11 @@ class _AsyncResponseStream(httpx.AsyncByteStream):
         if trace is not None:
             await trace.flush(("http11.receive_response_body.started", request))
         try:
-            async for chunk in self._response.aiter_bytes():
-                yield chunk
+            if self.whole:
+                yield await self._response.read()
+            else:
+                async for chunk in self._response.aiter_bytes():
+                    yield chunk
         except pw.PoolwatchError as exc:
             raise translate_error(exc, self._request) from exc
         if trace is not None:
