@@ -4,7 +4,9 @@ get pieces as they arrive, and errors during a whole read are httpx's."""
 
 from __future__ import annotations
 
+import gc
 import gzip
+import weakref
 from collections.abc import Iterator
 
 import httpx
@@ -164,3 +166,46 @@ def test_async_body_cut_short_during_aread_raises_httpx_error() -> None:
     with raw_server(_truncated) as srv:
         stats = run(main)
     assert stats.bodies_errored == 1
+
+
+def test_a_closed_response_is_freed_once_dropped(body_server: HTTPServer) -> None:
+    """With the garbage collector off, a response read whole (and one
+    streamed and closed) is freed as soon as the caller drops it, so a large
+    body does not linger; ``elapsed`` is still set when it closes."""
+    gc.disable()
+    try:
+        with HTTPXTransport() as transport, httpx.Client(transport=transport) as client:
+            resp = client.get(body_server.url("/body"))
+            assert resp.elapsed.total_seconds() >= 0
+            gone = weakref.ref(resp)
+            del resp
+            assert gone() is None
+            with client.stream("GET", body_server.url("/chunked-body")) as resp:
+                assert b"".join(resp.iter_bytes()) == BODY
+            resp.stream.close()  # closing the stream again still works
+            gone = weakref.ref(resp)
+            del resp
+            assert gone() is None
+    finally:
+        gc.enable()
+
+
+def test_an_async_response_is_freed_once_dropped(body_server: HTTPServer) -> None:
+    """The same through ``AsyncClient``."""
+
+    async def main() -> None:
+        async with (
+            AsyncHTTPXTransport() as transport,
+            httpx.AsyncClient(transport=transport) as client,
+        ):
+            resp = await client.get(body_server.url("/body"))
+            assert resp.content == BODY
+            gone = weakref.ref(resp)
+            del resp
+            assert gone() is None
+
+    gc.disable()
+    try:
+        run(main)
+    finally:
+        gc.enable()

@@ -16,6 +16,7 @@ tears it down (R5). Errors are httpx's own exception types.
 from __future__ import annotations
 
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -215,10 +216,18 @@ def response_head(response: Response | AsyncResponse) -> tuple[bytes, int, bytes
 
 
 class _HTTPXResponse(httpx.Response):
-    """httpx's response, whose ``read()`` and ``aread()`` ask poolwatch for
-    the whole body at once: one read into one buffer (the kernel's copy
-    the only one) instead of pieces that httpx joins. Streaming reads
-    still come in pieces as they arrive."""
+    """httpx's response, with two differences that save work and memory:
+
+    - ``read()`` and ``aread()`` ask poolwatch for the whole body at once:
+      one read into one buffer (the kernel's copy the only one) instead of
+      pieces that httpx joins. Streaming reads still come in pieces as they
+      arrive.
+    - Once closed, it is freed as soon as the caller drops it. httpx's
+      client wraps the stream in one that holds the response (to set
+      ``elapsed`` when it closes), a reference cycle that only the garbage
+      collector breaks; a large body then lingers and the next one lands
+      in fresh memory. After the close that reference is made weak.
+    """
 
     # The stream given at construction: httpx's client wraps ``stream``.
     _body: _ResponseStream | _AsyncResponseStream
@@ -232,6 +241,23 @@ class _HTTPXResponse(httpx.Response):
         """As httpx's, the body taken in one piece."""
         self._body.whole = True
         return await super().aread()
+
+    def close(self) -> None:
+        """As httpx's; then the stream no longer keeps the response alive."""
+        super().close()
+        self._unbind_stream()
+
+    async def aclose(self) -> None:
+        """As httpx's; then the stream no longer keeps the response alive."""
+        await super().aclose()
+        self._unbind_stream()
+
+    def _unbind_stream(self) -> None:
+        stream = self.stream
+        if getattr(stream, "_response", None) is self:
+            # httpx's bound stream has set ``elapsed``: a weak reference is
+            # all it needs should it be closed again.
+            stream._response = weakref.proxy(self)  # type: ignore[union-attr]
 
 
 def httpx_response(
