@@ -1,8 +1,8 @@
 """``python -m benchmarks.floor`` runs end to end on the built-in server and
 reports, for every library and scenario, a CPU sample per round for the
-stock transport, poolwatch's adapter, the do-nothing floor and the raw
-socket loop. The canned responses have the server's shape. Numbers are
-checked for presence, never for speed."""
+stock transport, poolwatch's adapter, the do-nothing floor, the raw socket
+loop and poolwatch's own transport. The canned responses have the server's
+shape. Numbers are checked for presence, never for speed."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_floor_benchmark_reports_every_transport_and_target() -> None:
     results = json.loads(done.stdout)
     assert set(results) == KEYS
     for key, samples in results.items():
-        expected = {"stock", "poolwatch", "floor", "raw"}
+        expected = {"stock", "poolwatch", "floor", "raw", "native"}
         if key == "httpx-async S4" and importlib.util.find_spec("aiohttp") is not None:
             expected.add("aiohttp")
         assert set(samples) == expected, key
