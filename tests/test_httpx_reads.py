@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+import pickle
 import weakref
 from collections.abc import Iterator
 
@@ -182,7 +183,7 @@ def test_a_closed_response_is_freed_once_dropped(body_server: HTTPServer) -> Non
             assert gone() is None
             with client.stream("GET", body_server.url("/chunked-body")) as resp:
                 assert b"".join(resp.iter_bytes()) == BODY
-            resp.stream.close()  # closing the stream again still works
+            resp.stream.close()  # type: ignore[union-attr]  # closing again works
             gone = weakref.ref(resp)
             del resp
             assert gone() is None
@@ -209,3 +210,17 @@ def test_an_async_response_is_freed_once_dropped(body_server: HTTPServer) -> Non
         run(main)
     finally:
         gc.enable()
+
+
+def test_a_read_response_pickles_as_httpx_does(body_server: HTTPServer) -> None:
+    """A response read to the end pickles without its stream, as httpx's
+    own do; the copy has the body, and its stream is httpx's closed one."""
+    with HTTPXTransport() as transport, httpx.Client(transport=transport) as client:
+        resp = client.get(body_server.url("/body"))
+        copy = pickle.loads(pickle.dumps(resp))
+    assert isinstance(copy, httpx.Response)
+    assert copy.status_code == 200
+    assert copy.content == BODY
+    assert copy.read() == BODY
+    with pytest.raises(httpx.StreamClosed):
+        list(copy.stream)  # type: ignore[arg-type]

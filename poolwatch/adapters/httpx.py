@@ -229,18 +229,26 @@ class _HTTPXResponse(httpx.Response):
       in fresh memory. After the close that reference is made weak.
     """
 
-    # The stream given at construction: httpx's client wraps ``stream``.
-    _body: _ResponseStream | _AsyncResponseStream
+    # The stream given at construction (httpx's client wraps ``stream``);
+    # ``None`` once unpickled, as httpx's own stream is then gone too.
+    _body: _ResponseStream | _AsyncResponseStream | None = None
 
     def read(self) -> bytes:
         """As httpx's, the body taken in one piece."""
-        self._body.whole = True
+        if self._body is not None:
+            self._body.whole = True
         return super().read()
 
     async def aread(self) -> bytes:
         """As httpx's, the body taken in one piece."""
-        self._body.whole = True
+        if self._body is not None:
+            self._body.whole = True
         return await super().aread()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().__getstate__()
+        state.pop("_body", None)  # pickled as httpx pickles: without the stream
+        return state
 
     def close(self) -> None:
         """As httpx's; then the stream no longer keeps the response alive."""
