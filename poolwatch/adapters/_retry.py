@@ -58,13 +58,13 @@ class PoolName:
     ``MaxRetryError`` message: ``HTTPConnectionPool(host='h', port=80)``."""
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.kind = "HTTPSConnectionPool" if parts.scheme == "https" else "HTTPConnectionPool"
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.url = url  # split only when a message needs it: most requests never do
 
     def __str__(self) -> str:
-        return f"{self.kind}(host={self.host!r}, port={self.port!r})"
+        parts = urlsplit(self.url)
+        kind = "HTTPSConnectionPool" if parts.scheme == "https" else "HTTPConnectionPool"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"{kind}(host={parts.hostname!r}, port={port!r})"
 
     def as_pool(self) -> ConnectionPool:
         """Typed as the pool urllib3's exceptions take (they only print it)."""

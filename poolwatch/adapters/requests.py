@@ -101,15 +101,17 @@ class _Body(io.RawIOBase):
         data = self._taken(amt)
         if len(data) == amt:
             return data
-        pieces = [data]
+        pieces = [data] if data else []
         wanted = amt - len(data)
-        while wanted:
+        while wanted and self._unpulled != 0:
             piece = self._pull(wanted)
             if not piece:
                 break
             pieces.append(piece[:wanted] if len(piece) > wanted else piece)
             self._piece, self._offset = piece, min(wanted, len(piece))
             wanted -= self._offset
+        if len(pieces) == 1:
+            return pieces[0]
         return b"".join(pieces)
 
     def read1(self, amt: int | None = -1) -> bytes:
@@ -141,6 +143,8 @@ class _Body(io.RawIOBase):
         unpulled = self._unpulled
         if unpulled is None:
             return self._translated(self.response.read1, wanted)
+        if unpulled == 0:
+            return b""  # the read that took the last byte ended the body (R4)
         if wanted is None or wanted >= unpulled:
             data = self._translated(self.response.read1, wanted)
         else:
