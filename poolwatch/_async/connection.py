@@ -131,7 +131,7 @@ class AsyncConnection:
         """Hand the request to the writer and wait for the reader to deliver
         the response head (R2). Raises the error that ended the exchange.
         Cancelled, it closes the connection unless nothing was written."""
-        if cancel_pending():
+        if cancel_pending(self._loop):
             # Take the cancellation now, before the writer sees the request.
             try:
                 await asyncio.sleep(0)

@@ -76,19 +76,21 @@ else:  # pragma: no cover - Python 3.10
 
 if sys.version_info >= (3, 11):
 
-    def cancel_pending() -> bool:
-        """Whether the current task has a cancellation on its way (Python
-        3.11+ can tell; before, the request goes out and the connection is
-        closed)."""
-        task = asyncio.current_task()
+    def cancel_pending(loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the current task (on ``loop``, the running loop) has a
+        cancellation on its way (Python 3.11+ can tell; before, the request
+        goes out and the connection is closed). Given the loop,
+        ``current_task`` skips ``get_running_loop``, which on 3.11 makes a
+        ``getpid`` system call."""
+        task = asyncio.current_task(loop)
         return task is not None and task.cancelling() > 0
 
 else:
 
-    def cancel_pending() -> bool:
-        """Whether the current task has a cancellation on its way (Python
-        3.11+ can tell; before, the request goes out and the connection is
-        closed)."""
+    def cancel_pending(loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the current task (on ``loop``, the running loop) has a
+        cancellation on its way (Python 3.11+ can tell; before, the request
+        goes out and the connection is closed)."""
         return False
 
 

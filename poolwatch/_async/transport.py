@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from .._core.book import Book, ConnectionInfo, can_retry, emit
+from .._core.exchange import RECV_SIZE
 from .._core.failures import connect_error, dial_error
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.socks import SocksError, SocksHandshake
@@ -35,6 +36,7 @@ from .._sync.transport import MAX_RETRIES, _live_transports
 from .connection import AsyncConnection
 from .exchange import AsyncExchange, wait_or_expire, wake, within
 from .response import AsyncResponse
+from .streams import RecvBuffer, open_streams
 
 __all__ = ["AsyncTransport"]
 
@@ -110,6 +112,8 @@ class AsyncTransport:
         self._waiters: dict[Waiter[AsyncConnection], asyncio.Future[None]] = {}
         self._closed = False  # pool lock
         self._listeners: tuple[Listener, ...] = ()
+        # Every connection's reads land here first (on the loop, one at a time).
+        self._recv_buffer = RecvBuffer(RECV_SIZE)
         _live_transports.add(self)  # type: ignore[arg-type]
 
     def _loop_now(self) -> asyncio.AbstractEventLoop:
@@ -334,9 +338,10 @@ class AsyncTransport:
                 proxy_context = (
                     proxy.ssl_context or origin.ssl_context or await self._ssl_context()
                 )
-                streams = await asyncio.open_connection(
-                    sock=sock,
-                    ssl=proxy_context,
+                streams = await open_streams(
+                    sock,
+                    self._recv_buffer,
+                    ssl_context=proxy_context,
                     server_hostname=proxy.host,
                     ssl_handshake_timeout=limit,
                 )
@@ -345,7 +350,7 @@ class AsyncTransport:
                 stage = f"CONNECT through proxy {proxy} failed"
                 await within(limit, _tunnel_over_streams(streams, origin, proxy))
             if origin.scheme != "https":
-                return await asyncio.open_connection(sock=sock), None
+                return await open_streams(sock, self._recv_buffer), None
             if proxy is not None and streams is None and not proxy.is_socks():
                 stage = f"CONNECT through proxy {proxy} failed"
                 await within(limit, self._tunnel(sock, origin, proxy))
@@ -353,9 +358,10 @@ class AsyncTransport:
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or await self._ssl_context()
             if streams is None:
-                streams = await asyncio.open_connection(
-                    sock=sock,
-                    ssl=context,
+                streams = await open_streams(
+                    sock,
+                    self._recv_buffer,
+                    ssl_context=context,
                     server_hostname=origin.host,
                     ssl_handshake_timeout=limit,
                 )
