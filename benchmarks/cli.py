@@ -35,7 +35,8 @@ NOTES = [
     "run, which its connection count shows.",
     "- S4 runs its clients on the default asyncio event loop (not uvloop).",
     "- Clients use stock settings, except urllib3's pool sized to the threads "
-    "and poolwatch's idle limit raised to them (S3).",
+    "and poolwatch's idle limit raised to them (S3) or to the tasks (S4, native "
+    "asyncio transport; aiohttp keeps all 64).",
 ]
 
 

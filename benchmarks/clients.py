@@ -236,10 +236,11 @@ async def make_httpx_async(opts: ClientOptions) -> AsyncClient:
 
 @register("poolwatch-async", label="poolwatch.AsyncTransport", requires=(), kind="async")
 async def make_poolwatch_async(opts: ClientOptions) -> AsyncClient:
-    """poolwatch's native asyncio transport with its defaults."""
+    """poolwatch's native asyncio transport with its defaults, its idle limit
+    raised to the number of tasks (as aiohttp keeps them all)."""
     import poolwatch
 
-    transport = poolwatch.AsyncTransport()
+    transport = poolwatch.AsyncTransport(max_idle_per_host=max(10, opts.concurrency))
     base = opts.base_url
 
     async def get(path: str) -> int:
