@@ -32,6 +32,16 @@ Each thread uses its own duplicate of the socket so that each can carry its
 own timeout; every socket object always has a timeout (never ``None``)
 because the duplicates share one non-blocking flag.
 
+Thread hand-offs are the cost of this design, so each worker does its
+Python work before it wakes another thread and blocks right after: the
+reader wakes the caller just before it goes back to waiting on the socket,
+not while it still has bookkeeping to do (all three threads share one GIL).
+On plain TCP the reader waits in ``poll()`` with its own timeout and then
+reads once with ``os.read()`` (the socket is non-blocking), instead of a
+socket timeout that costs a system call to change and a second ``poll()``
+for every ``recv()``; the writer tries one ``os.write()`` before falling
+back to ``sendall()``, for the same reason.
+
 Locks: ``transport._lock`` guards pool and connection state (fields marked
 "pool lock"); ``_proto_lock`` guards the h11 state machine, which the writer
 (sending) and the reader or body owner (receiving) use concurrently. The
@@ -43,6 +53,8 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+import math
+import os
 import select
 import socket
 import threading
@@ -166,6 +178,24 @@ class Connection:
         self._rsock: ReadStream = streams[0]
         self._wsock: WriteStream = streams[1]  # the writer's
         self._write_timeout: float | None = -1.0  # owned by the writer: as set on _wsock
+        # As set on _rsock (by the reader, or the body owner while it is parked).
+        self._read_timeout: float = -1.0
+        # Plain TCP: the descriptors the workers read and write directly,
+        # and the reader's poll() on its own (see the module docstring).
+        self._rfd = -1
+        self._wfd = -1
+        self._poller: select.poll | None = None
+        rsock, wsock = streams
+        if isinstance(rsock, socket.socket) and isinstance(wsock, socket.socket):
+            if hasattr(select, "poll"):
+                self._rfd = rsock.fileno()
+                self._wfd = wsock.fileno()
+                self._poller = select.poll()
+                self._poller.register(self._rfd, select.POLLIN)
+        # Owned by the reader: the caller to wake just before the reader
+        # next blocks (a head delivered with its whole body).
+        self._wake: threading.Lock | None = None
+        self._head_wait = NO_TIMEOUT  # owned by the reader: its last wait for bytes
         self._proto = ClientProtocol()
         self._proto_lock = threading.Lock()
         self._inbox: SimpleQueue[Exchange | None] = SimpleQueue()
@@ -317,7 +347,15 @@ class Connection:
 
     def set_read_timeout(self, seconds: float | None) -> None:
         """Set the body owner's read timeout (only while the reader is parked)."""
-        self._rsock.settimeout(NO_TIMEOUT if seconds is None else seconds)
+        self._set_rsock_timeout(NO_TIMEOUT if seconds is None else seconds)
+
+    def _set_rsock_timeout(self, seconds: float) -> None:
+        """Give the read socket this timeout, unless it has it already
+        (settimeout costs a system call). Reader or parked reader's body
+        owner only."""
+        if seconds != self._read_timeout:
+            self._rsock.settimeout(seconds)
+            self._read_timeout = seconds
 
     def finish_body(self, exchange: Exchange, outcome: str, *, reuse: bool | None = None) -> None:
         """The body ended with ``outcome``: reuse the connection if it can be
@@ -449,7 +487,7 @@ class Connection:
                 self._write_timeout = write
             with self._proto_lock:
                 data, more = proto.start_request(request)
-            sock.sendall(data)
+            self._send(data)
             self._transport._emit("wrote_headers", self, exchange)
             if request.expects_continue and not self._may_send_body(exchange):
                 more = False  # the server answered and will close: skip it
@@ -458,10 +496,10 @@ class Connection:
                     if chunk:
                         with self._proto_lock:
                             data = proto.body_chunk(chunk)
-                        sock.sendall(data)
+                        self._send(data)
                 with self._proto_lock:
                     data = proto.end_request()
-                sock.sendall(data)
+                self._send(data)
         except BaseException as exc:
             self._write_failed(exchange, exc)
             return
@@ -469,6 +507,21 @@ class Connection:
         exchange.write_finished = True
         exchange.write_done.release()
         self._transport._emit("wrote_request", self, exchange)
+
+    def _send(self, data: bytes) -> None:
+        """Send ``data`` (the writer's). On plain TCP, first as much as the
+        socket takes at once, with one system call instead of a ``poll()``
+        and a ``send()``; the rest, if any, within the write timeout."""
+        if self._wfd >= 0 and data:
+            try:
+                sent = os.write(self._wfd, data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            self._wsock.sendall(data[sent:])
+            return
+        self._wsock.sendall(data)
 
     def _may_send_body(self, exchange: Exchange) -> bool:
         """Wait for ``100 Continue``, a final response or the timeout (R15).
@@ -504,6 +557,7 @@ class Connection:
         except BaseException:  # pragma: no cover - a bug; keep the pool alive
             logger.exception("poolwatch reader of %r failed", self)
         finally:
+            self._wake_caller()
             self.close(self._reader_close_reason(), join=False)
             self._rsock.close()
             self._worker_exited()
@@ -515,22 +569,17 @@ class Connection:
         """Block reading the socket until a response starts, or decide that
         the idle connection is over (R3, R11)."""
         transport = self._transport
-        sock = self._rsock
         idle_timeout = transport._pool.limits.idle_timeout
-        sock.settimeout(NO_TIMEOUT if idle_timeout is None else idle_timeout)
+        wait = NO_TIMEOUT if idle_timeout is None else idle_timeout
         while True:
             data: bytes | OSError
             try:
-                if isinstance(sock, socket.socket):
-                    # Wait holding no buffer: a blocked recv() holds its size in
-                    # bytes, resident once reused, per idle connection (S7).
-                    sock.recv(1, socket.MSG_PEEK)
-                data = sock.recv(HEAD_RECV_SIZE)
+                data = self._recv_head(wait)
             except TimeoutError:
                 remaining = self._idle_time_left()
                 if remaining is None:
                     return None
-                sock.settimeout(remaining)
+                wait = remaining
                 continue
             except OSError as exc:
                 data = exc
@@ -544,6 +593,32 @@ class Connection:
             if exchange is not None:
                 self._body_released(exchange)
             return None
+
+    def _recv_head(self, wait: float) -> bytes:
+        """The reader's next bytes, waiting up to ``wait`` seconds for them
+        (raises TimeoutError) while holding no buffer: a blocked ``recv()``
+        holds its size in bytes, resident once reused, per idle connection
+        (S7). Wakes the caller first if a delivered head left that to now."""
+        self._wake_caller()
+        self._head_wait = wait
+        poller = self._poller
+        if poller is None:  # TLS: the stream's own timeout
+            self._set_rsock_timeout(wait)
+            return self._rsock.recv(HEAD_RECV_SIZE)
+        while True:
+            if not poller.poll(math.ceil(wait * 1000)):
+                raise TimeoutError("timed out")
+            try:
+                return os.read(self._rfd, HEAD_RECV_SIZE)
+            except BlockingIOError:
+                continue  # woken for nothing: wait again
+
+    def _wake_caller(self) -> None:
+        """Wake the caller whose head was delivered, if that is pending."""
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.release()
 
     def _idle_time_left(self) -> float | None:
         """After the reader's idle timer fired: ``None`` if the connection is
@@ -599,7 +674,7 @@ class Connection:
                     self._transport._emit("got_100_continue", self, exchange)
                 return self._deliver_head(exchange, head)
             try:
-                data = self._rsock.recv(HEAD_RECV_SIZE)
+                data = self._recv_head(self._head_wait)
             except OSError as exc:
                 data = exc
 
@@ -621,15 +696,20 @@ class Connection:
                 return False  # the caller gave up (response-header timeout)
             exchange.marks["head"] = time.monotonic()
             transport._book.delivered_locked(exchange)
-            if not no_body:
-                exchange.head_ready.release()
         if no_body:
             # R7: back in the pool before the caller sees the response.
             self.finish_body(exchange, "no_body")
+        if no_body or exchange.body_buffered:
+            # The caller is woken just before the reader next blocks (see
+            # _recv_head), or exits.
+            self._wake = exchange.head_ready
+            if exchange.body_buffered:
+                return True  # nothing left to read for it: back to the socket
+        else:
             exchange.head_ready.release()
-        if exchange.body_buffered:
-            return True  # nothing left to read for it: back to the socket
-        exchange.reader_parked.acquire()
+        if not exchange.reader_parked.acquire(blocking=False):
+            self._wake_caller()  # never park with the caller asleep
+            exchange.reader_parked.acquire()
         return self._body_released(exchange)
 
     def leaked_while_buffered(self, exchange: Exchange) -> None:
