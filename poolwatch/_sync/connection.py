@@ -186,12 +186,12 @@ class Connection:
         self._wfd = -1
         self._poller: select.poll | None = None
         rsock, wsock = streams
-        if isinstance(rsock, socket.socket) and isinstance(wsock, socket.socket):
-            if hasattr(select, "poll"):
-                self._rfd = rsock.fileno()
-                self._wfd = wsock.fileno()
-                self._poller = select.poll()
-                self._poller.register(self._rfd, select.POLLIN)
+        plain = isinstance(rsock, socket.socket) and isinstance(wsock, socket.socket)
+        if plain and hasattr(select, "poll"):  # no poll() on Windows
+            self._rfd = rsock.fileno()  # type: ignore[attr-defined]
+            self._wfd = wsock.fileno()  # type: ignore[attr-defined]
+            self._poller = select.poll()
+            self._poller.register(self._rfd, select.POLLIN)
         # Owned by the reader: the caller to wake just before the reader
         # next blocks (a head delivered with its whole body).
         self._wake: threading.Lock | None = None
