@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import poolwatch
+from poolwatch._sync.wakeup import HAVE_EVENTFD
 
 from .cell import status_kib
 from .faultload import (
@@ -71,7 +72,9 @@ __all__ = ["MIX", "asample", "leak", "main", "parse_args", "run", "sample", "slo
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
-FDS_PER_CONNECTION = 2  # the socket and a duplicate: reader and writer time out apart
+# The socket and a duplicate (reader and writer time out apart), and on
+# Linux the writer's eventfd.
+FDS_PER_CONNECTION = 3 if HAVE_EVENTFD else 2
 ASYNC_FDS_PER_CONNECTION = 1  # the asyncio transport's tasks share one socket
 LIMITS = poolwatch.Timeout(connect=5.0, write=5.0, response_header=5.0, read=5.0, pool=10.0)
 

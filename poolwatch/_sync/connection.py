@@ -59,7 +59,6 @@ import select
 import socket
 import threading
 import time
-from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -90,6 +89,7 @@ from .._exceptions import (
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
 from .streams import ReadStream, TLSSession, WriteStream
+from .wakeup import HeadSignal, Inbox
 from .workers import Job
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class Exchange(CoreExchange):
     exchange state plus the one-shot locks that wake the caller, the writer
     and the parked reader."""
 
-    __slots__ = ("go_ahead", "head_ready", "reader_parked", "write_done")
+    __slots__ = ("go_ahead", "head_ready", "hold_wake", "reader_parked", "write_done")
 
     def __init__(
         self,
@@ -129,14 +129,19 @@ class Exchange(CoreExchange):
         listener: Listener | None = None,
     ) -> None:
         super().__init__(request, timeout, call_site, listener, time.monotonic())
-        self.head_ready = _locked()  # released once: head or error ready
+        self.head_ready = HeadSignal()  # released once: head or error ready
+        # Set by a worker that fails the exchange and wakes the caller itself,
+        # once it has closed the connection (see Connection._fail_exchange).
+        self.hold_wake = False
         self.reader_parked = _locked()  # released once: the reader may go on
         self.go_ahead = _locked()  # released by the reader: 100 or a final head
         self.write_done = _locked()  # released once by the writer
 
     def head_delivered(self) -> None:
-        """Wake the caller waiting in :meth:`Connection.round_trip`."""
-        self.head_ready.release()
+        """Wake the caller waiting in :meth:`Connection.round_trip`, unless
+        the worker failing the exchange does that later (``hold_wake``)."""
+        if not self.hold_wake:
+            self.head_ready.release()
 
     def continue_received(self) -> None:
         """Let the writer send the body (R15)."""
@@ -194,11 +199,11 @@ class Connection:
             self._poller.register(self._rfd, select.POLLIN)
         # Owned by the reader: the caller to wake just before the reader
         # next blocks (a head delivered with its whole body).
-        self._wake: threading.Lock | None = None
+        self._wake: HeadSignal | None = None
         self._head_wait = NO_TIMEOUT  # owned by the reader: its last wait for bytes
         self._proto = ClientProtocol()
         self._proto_lock = threading.Lock()
-        self._inbox: SimpleQueue[Exchange | None] = SimpleQueue()
+        self._inbox: Inbox[Exchange | None] = Inbox()
         self.created_at = time.monotonic()
         self.idle_since = self.created_at  # pool lock
         self.holds_slot = True  # pool lock
@@ -232,6 +237,12 @@ class Connection:
             raise exchange.error
 
     def _wait_for_head(self, exchange: Exchange) -> None:
+        try:
+            self._wait_for_head_signal(exchange)
+        finally:
+            exchange.head_ready.done()
+
+    def _wait_for_head_signal(self, exchange: Exchange) -> None:
         limit = exchange.timeout.response_header
         wait = -1.0 if limit is None else limit
         while not exchange.head_ready.acquire(timeout=wait):
@@ -447,6 +458,7 @@ class Connection:
         """Close the sockets of a connection whose workers never started."""
         self._rsock.close()
         self._wsock.close()
+        self._inbox.close()
 
     def _worker_exited(self) -> None:
         transport = self._transport
@@ -474,6 +486,7 @@ class Connection:
             self.close("writer_crashed", join=False)
         finally:
             self._wsock.close()
+            self._inbox.close()
             self._worker_exited()
 
     def _write_request(self, exchange: Exchange) -> None:
@@ -542,9 +555,13 @@ class Connection:
             # reader will see the end (R9).
             return
         # The server waits for bytes it will never get: end the exchange now,
-        # unless its response already came.
-        self._fail_exchange(exchange, error)
-        self.close("write_error", join=False)
+        # unless its response already came; the caller hears of it once the
+        # connection is closed.
+        try:
+            self._fail_exchange(exchange, error)
+            self.close("write_error", join=False)
+        finally:
+            exchange.head_ready.release()
 
     # -- the reader ----------------------------------------------------------
 
@@ -557,8 +574,10 @@ class Connection:
         except BaseException:  # pragma: no cover - a bug; keep the pool alive
             logger.exception("poolwatch reader of %r failed", self)
         finally:
-            self._wake_caller()
-            self.close(self._reader_close_reason(), join=False)
+            try:
+                self.close(self._reader_close_reason(), join=False)
+            finally:
+                self._wake_caller()  # a caller failed, or given a last head
             self._rsock.close()
             self._worker_exited()
 
@@ -656,6 +675,7 @@ class Connection:
         while True:
             if isinstance(data, OSError) or not data:
                 self._fail_exchange(exchange, no_response_error(exchange, data, first))
+                self._wake = exchange.head_ready  # after the close
                 return False
             received += len(data)
             if first:
@@ -668,6 +688,7 @@ class Connection:
                     head = proto.receive_head(exchange, data, received)
             except RemoteProtocolError as error:
                 self._fail_exchange(exchange, error)
+                self._wake = exchange.head_ready  # after the close
                 return False
             if head is not None:
                 if "got_100" in exchange.marks:
@@ -685,6 +706,7 @@ class Connection:
                 no_body = self._proto.check_head(exchange, head)
         except RemoteProtocolError as error:
             self._fail_exchange(exchange, error)
+            self._wake = exchange.head_ready  # after the close
             return False
         exchange.head = head  # before the go-ahead, which reads it
         _release_once(exchange.go_ahead)
@@ -740,7 +762,11 @@ class Connection:
         return alive
 
     def _fail_exchange(self, exchange: Exchange, error: BaseException) -> None:
-        """Deliver ``error`` to a caller still waiting for the head."""
+        """Record ``error`` for a caller still waiting for the head, without
+        waking it: the failing worker closes the connection first, then wakes
+        it (so that the caller never sees the connection still open), which
+        it must do even if another thread failed the exchange meanwhile."""
+        exchange.hold_wake = True
         with self._transport._lock:
             exchange.fail_locked(error)
 
