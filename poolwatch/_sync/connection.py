@@ -28,9 +28,12 @@ The two threads come from the transport's :class:`~.workers.WorkerPool`:
 threads that served a closed connection wait there, parked, for the next
 one, so a new connection usually starts no thread.
 
-Each thread uses its own duplicate of the socket so that each can carry its
-own timeout; every socket object always has a timeout (never ``None``)
-because the duplicates share one non-blocking flag.
+Every socket object always has a timeout (never ``None``), so the socket
+is always non-blocking. Over TLS (and without ``poll()``) each thread uses
+its own duplicate of the socket so that each can carry its own timeout. On
+plain TCP both use one socket: the reader waits with its own ``poll()``,
+the writer applies its timeout itself, the body owner's timeout is the
+socket's, and the last worker out closes it.
 
 Thread hand-offs are the cost of this design, so each worker does its
 Python work before it wakes another thread and blocks right after: the
@@ -39,8 +42,8 @@ not while it still has bookkeeping to do (all three threads share one GIL).
 On plain TCP the reader waits in ``poll()`` with its own timeout and then
 reads once with ``os.read()`` (the socket is non-blocking), instead of a
 socket timeout that costs a system call to change and a second ``poll()``
-for every ``recv()``; the writer tries one ``os.write()`` before falling
-back to ``sendall()``, for the same reason.
+for every ``recv()``; the writer sends with ``os.write()``, polling only
+when the socket's send buffer is full.
 
 Locks: ``transport._lock`` guards pool and connection state (fields marked
 "pool lock"); ``_proto_lock`` guards the h11 state machine, which the writer
@@ -59,7 +62,7 @@ import select
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h11
 
@@ -89,7 +92,7 @@ from .._exceptions import (
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
 from .streams import ReadStream, TLSSession, WriteStream
-from .wakeup import HeadSignal, Inbox
+from .wakeup import EventPool, HeadSignal, Inbox
 from .workers import Job
 
 if TYPE_CHECKING:
@@ -127,9 +130,10 @@ class Exchange(CoreExchange):
         timeout: Timeout,
         call_site: CallSite,
         listener: Listener | None = None,
+        events: EventPool | None = None,
     ) -> None:
         super().__init__(request, timeout, call_site, listener, time.monotonic())
-        self.head_ready = HeadSignal()  # released once: head or error ready
+        self.head_ready = HeadSignal(events)  # released once: head or error ready
         # Set by a worker that fails the exchange and wakes the caller itself,
         # once it has closed the connection (see Connection._fail_exchange).
         self.hold_wake = False
@@ -181,7 +185,10 @@ class Connection:
         self.counters: Counters = transport._book.counters_for(origin)
         # The reader's stream, and the body owner's while the reader is parked.
         self._rsock: ReadStream = streams[0]
-        self._wsock: WriteStream = streams[1]  # the writer's
+        self._wsock: WriteStream = streams[1]  # the writer's; may be the same socket
+        # One socket for both workers (plain TCP with poll()): the writer
+        # keeps its timeout to itself, and the last worker out closes it.
+        self._shared = streams[0] is cast(object, streams[1])
         self._write_timeout: float | None = -1.0  # owned by the writer: as set on _wsock
         # As set on _rsock (by the reader, or the body owner while it is parked).
         self._read_timeout: float = -1.0
@@ -197,6 +204,7 @@ class Connection:
             self._wfd = wsock.fileno()  # type: ignore[attr-defined]
             self._poller = select.poll()
             self._poller.register(self._rfd, select.POLLIN)
+        self._wpoller: select.poll | None = None  # the writer's, made when a send blocks
         # Owned by the reader: the caller to wake just before the reader
         # next blocks (a head delivered with its whole body).
         self._wake: HeadSignal | None = None
@@ -457,7 +465,7 @@ class Connection:
     def discard_unstarted(self) -> None:
         """Close the sockets of a connection whose workers never started."""
         self._rsock.close()
-        self._wsock.close()
+        self._wsock.close()  # the same one again if shared: harmless
         self._inbox.close()
 
     def _worker_exited(self) -> None:
@@ -466,6 +474,10 @@ class Connection:
             self._workers_left -= 1
             last = self._workers_left == 0
             transport._book.worker_exited_locked(self, last)
+        if last and self._shared:
+            # Only now: a descriptor closed under a running worker could be
+            # reused by another connection and written to.
+            self._rsock.close()
         if last:
             transport._emit(
                 "conn_closed",
@@ -485,7 +497,8 @@ class Connection:
             logger.exception("poolwatch writer of %r failed", self)
             self.close("writer_crashed", join=False)
         finally:
-            self._wsock.close()
+            if not self._shared:
+                self._wsock.close()
             self._inbox.close()
             self._worker_exited()
 
@@ -496,7 +509,8 @@ class Connection:
         try:
             write = exchange.timeout.write
             if write != self._write_timeout:  # settimeout costs system calls
-                sock.settimeout(NO_TIMEOUT if write is None else write)
+                if not self._shared:  # else _send() applies it
+                    sock.settimeout(NO_TIMEOUT if write is None else write)
                 self._write_timeout = write
             with self._proto_lock:
                 data, more = proto.start_request(request)
@@ -522,19 +536,38 @@ class Connection:
         self._transport._emit("wrote_request", self, exchange)
 
     def _send(self, data: bytes) -> None:
-        """Send ``data`` (the writer's). On plain TCP, first as much as the
-        socket takes at once, with one system call instead of a ``poll()``
-        and a ``send()``; the rest, if any, within the write timeout."""
-        if self._wfd >= 0 and data:
+        """Send ``data`` (the writer's). On plain TCP, as much as the socket
+        takes at once with one system call instead of a ``poll()`` and a
+        ``send()``, then the rest as room comes, all within the write
+        timeout (as ``sendall()`` would; raises TimeoutError)."""
+        if self._wfd < 0:
+            self._wsock.sendall(data)
+            return
+        view = memoryview(data)
+        deadline: float | None = None
+        while view:
             try:
-                sent = os.write(self._wfd, data)
+                sent = os.write(self._wfd, view)
             except BlockingIOError:
                 sent = 0
-            if sent == len(data):
-                return
-            self._wsock.sendall(data[sent:])
-            return
-        self._wsock.sendall(data)
+            if sent:
+                view = view[sent:]
+                continue
+            if deadline is None:
+                limit = self._write_timeout
+                deadline = time.monotonic() + (NO_TIMEOUT if limit is None else limit)
+            if not self._wait_writable(deadline - time.monotonic()):
+                raise TimeoutError("timed out")
+
+    def _wait_writable(self, wait: float) -> bool:
+        """Wait up to ``wait`` seconds for room in the socket's send buffer."""
+        if wait <= 0:
+            return False
+        poller = self._wpoller
+        if poller is None:
+            poller = self._wpoller = select.poll()
+            poller.register(self._wfd, select.POLLOUT)
+        return bool(poller.poll(math.ceil(wait * 1000)))
 
     def _may_send_body(self, exchange: Exchange) -> bool:
         """Wait for ``100 Continue``, a final response or the timeout (R15).
@@ -578,7 +611,8 @@ class Connection:
                 self.close(self._reader_close_reason(), join=False)
             finally:
                 self._wake_caller()  # a caller failed, or given a last head
-            self._rsock.close()
+            if not self._shared:
+                self._rsock.close()
             self._worker_exited()
 
     def _reader_close_reason(self) -> str:

@@ -11,9 +11,10 @@ Two kinds, both on Linux only (elsewhere, and wherever ``os.eventfd`` is
 missing, they fall back to a lock and a queue):
 
 * :class:`HeadSignal`: one per exchange, set once by whoever delivers the
-  head or an error, and waited for by the caller. Each caller thread has one
-  ``eventfd`` for all its exchanges (:func:`thread_event`); a stale count
-  left by an earlier exchange only costs one more loop.
+  head or an error, and waited for by the caller on an ``eventfd`` lent by
+  the transport's :class:`EventPool` for the wait (as many as callers wait
+  at once; closed with the transport); a stale count left by an earlier
+  wait only costs one more loop.
 * :class:`Inbox`: a writer's queue of exchanges, with one ``eventfd`` per
   connection (a third descriptor beside the socket and its duplicate).
 
@@ -27,15 +28,17 @@ import os
 import select
 import threading
 import time
+import weakref
 from queue import Empty, SimpleQueue
 from typing import Generic, TypeVar
 
-__all__ = ["HAVE_EVENTFD", "EventFD", "HeadSignal", "Inbox", "thread_event"]
+__all__ = ["HAVE_EVENTFD", "EventFD", "EventPool", "HeadSignal", "Inbox"]
 
 T = TypeVar("T")
 
 HAVE_EVENTFD = hasattr(os, "eventfd") and hasattr(select, "poll")
 _MAX_POLL_MS = 2**31 - 1  # poll() takes an int of milliseconds
+MAX_SPARE_EVENTS = 64
 
 
 class EventFD:
@@ -83,43 +86,76 @@ class EventFD:
             os.close(self._fd)
 
 
-_local = threading.local()
+class EventPool:
+    """A transport's spare events for callers waiting for a head: taken
+    when a wait starts, given back when it ends, closed with the transport.
+    It holds as many as callers ever waited at once (at most
+    :data:`MAX_SPARE_EVENTS` kept)."""
+
+    __slots__ = ("__weakref__", "_closed", "_free", "_lock")
+
+    def __init__(self) -> None:
+        self._free: list[EventFD] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        _pools.add(self)
+
+    def take(self) -> EventFD:
+        """A spare event, or a new one."""
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return EventFD()
+
+    def give(self, event: EventFD) -> None:
+        """Keep ``event`` for the next wait (a late wake-up left on it only
+        costs that wait one more loop), or close it."""
+        with self._lock:
+            if not self._closed and len(self._free) < MAX_SPARE_EVENTS:
+                self._free.append(event)
+                return
+        event.close()
+
+    def close(self) -> None:
+        """Close the spare events; those in use close when given back."""
+        with self._lock:
+            self._closed = True
+            free, self._free = self._free, []
+        for event in free:
+            event.close()
 
 
-def thread_event() -> EventFD:
-    """The calling thread's own event, made on first use; closed when the
-    thread has exited and no exchange refers to it any more."""
-    event: EventFD | None = getattr(_local, "event", None)
-    if event is None:
-        event = _local.event = EventFD()
-    return event
+_pools: weakref.WeakSet[EventPool] = weakref.WeakSet()
 
 
-def _forget_thread_events() -> None:
-    # A forked child shares the parent's eventfds: give it its own.
-    global _local
-    _local = threading.local()
+def _forget_spare_events() -> None:
+    # A forked child shares its parent's eventfds: a wait there could take
+    # the parent's wake-ups. The child makes its own.
+    for pool in list(_pools):
+        pool._lock = threading.Lock()
+        free, pool._free = pool._free, []
+        for event in free:
+            event.close()  # the child's copy only
 
 
 if HAVE_EVENTFD:
-    os.register_at_fork(after_in_child=_forget_thread_events)
+    os.register_at_fork(after_in_child=_forget_spare_events)
 
 
 class HeadSignal:
     """Set once when an exchange's head or error is ready; the caller waits
-    for it. On the caller thread's event, or a lock without eventfd.
-    :meth:`done` lets go of the event once the caller has stopped waiting,
-    so that an exchange kept alive does not keep its thread's descriptor."""
+    for it, on an event taken from the transport's :class:`EventPool` when
+    the wait starts and given back by :meth:`done`; or on a lock without
+    eventfd (or without a pool)."""
 
-    __slots__ = ("_event", "_lock", "_set")
+    __slots__ = ("_event", "_lock", "_pool", "_set")
 
-    def __init__(self) -> None:
+    def __init__(self, pool: EventPool | None = None) -> None:
         self._set = False
-        self._event: EventFD | None = None
+        self._event: EventFD | None = None  # the waiter's, while it waits
+        self._pool = pool if HAVE_EVENTFD else None
         self._lock: threading.Lock | None = None
-        if HAVE_EVENTFD:
-            self._event = thread_event()
-        else:
+        if self._pool is None:
             self._lock = threading.Lock()
             self._lock.acquire()
 
@@ -127,8 +163,10 @@ class HeadSignal:
         """Set it and wake the caller; harmless if already set."""
         if self._set:
             return
-        event = self._event  # before _set: done() may drop it after
-        self._set = True  # before the wake-up, which the waiter checks it after
+        # Set first, then look for a waiter, which takes its event first and
+        # then looks at the flag: one of the two sees the other.
+        self._set = True
+        event = self._event
         if event is not None:
             event.set()
         elif self._lock is not None:
@@ -136,14 +174,15 @@ class HeadSignal:
 
     def acquire(self, timeout: float = -1) -> bool:
         """Wait up to ``timeout`` seconds (negative: no limit) for it to be
-        set; whether it is. Caller thread only."""
-        event = self._event
-        if event is None:
-            if self._lock is None:  # done() after the head came
-                return self._set
+        set; whether it is."""
+        if self._lock is not None:
             if self._lock.acquire(timeout=timeout):
                 self._lock.release()  # set for good
             return self._set
+        event = self._event
+        if event is None:
+            assert self._pool is not None
+            event = self._event = self._pool.take()
         if timeout < 0:
             while not self._set:
                 event.wait(None)
@@ -156,8 +195,12 @@ class HeadSignal:
         return True
 
     def done(self) -> None:
-        """The caller waits no more (caller thread)."""
-        self._event = None
+        """The waiter waits no more: give its event back."""
+        event = self._event
+        if event is not None:
+            self._event = None
+            assert self._pool is not None
+            self._pool.give(event)
 
 
 class Inbox(Generic[T]):
