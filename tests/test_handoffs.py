@@ -240,3 +240,25 @@ def test_an_upload_larger_than_the_socket_buffer(server: HTTPServer) -> None:
         assert transport.request("POST", server.url("/echo"), body=b"small").read() == b"small"
         stats = assert_at_rest(transport)
         assert stats.connections_opened == 1
+
+
+def test_a_whole_body_read_on_a_descriptor_past_1023(server: HTTPServer) -> None:
+    """select() cannot watch such a descriptor; the end-of-body check must
+    not use it."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"descriptor limit {soft}")
+    spare = os.open(os.devnull, os.O_RDONLY)
+    fillers = [os.dup(spare) for _ in range(1100)]
+    try:
+        with poolwatch.Transport() as transport:
+            response = transport.request("GET", server.url("/bytes/300000"))
+            assert response.read() == b"x" * 300_000
+            stats = assert_at_rest(transport)
+            assert stats.bodies_drained == 1
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        os.close(spare)
