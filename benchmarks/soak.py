@@ -39,6 +39,7 @@ import asyncio
 import gc
 import json
 import random
+import select
 import sys
 import threading
 import time
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import poolwatch
+from poolwatch._sync.wakeup import HAVE_EVENTFD
 
 from .cell import status_kib
 from .faultload import (
@@ -71,7 +73,9 @@ __all__ = ["MIX", "asample", "leak", "main", "parse_args", "run", "sample", "slo
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
-FDS_PER_CONNECTION = 2  # the socket and a duplicate: reader and writer time out apart
+# The socket (with a duplicate for the writer where there is no poll()),
+# and on Linux the writer's eventfd.
+FDS_PER_CONNECTION = (1 if hasattr(select, "poll") else 2) + (1 if HAVE_EVENTFD else 0)
 ASYNC_FDS_PER_CONNECTION = 1  # the asyncio transport's tasks share one socket
 LIMITS = poolwatch.Timeout(connect=5.0, write=5.0, response_header=5.0, read=5.0, pool=10.0)
 

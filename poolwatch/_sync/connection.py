@@ -28,9 +28,22 @@ The two threads come from the transport's :class:`~.workers.WorkerPool`:
 threads that served a closed connection wait there, parked, for the next
 one, so a new connection usually starts no thread.
 
-Each thread uses its own duplicate of the socket so that each can carry its
-own timeout; every socket object always has a timeout (never ``None``)
-because the duplicates share one non-blocking flag.
+Every socket object always has a timeout (never ``None``), so the socket
+is always non-blocking. Over TLS (and without ``poll()``) each thread uses
+its own duplicate of the socket so that each can carry its own timeout. On
+plain TCP both use one socket: the reader waits with its own ``poll()``,
+the writer applies its timeout itself, the body owner's timeout is the
+socket's, and the last worker out closes it.
+
+Thread hand-offs are the cost of this design, so each worker does its
+Python work before it wakes another thread and blocks right after: the
+reader wakes the caller just before it goes back to waiting on the socket,
+not while it still has bookkeeping to do (all three threads share one GIL).
+On plain TCP the reader waits in ``poll()`` with its own timeout and then
+reads once with ``os.read()`` (the socket is non-blocking), instead of a
+socket timeout that costs a system call to change and a second ``poll()``
+for every ``recv()``; the writer sends with ``os.write()``, polling only
+when the socket's send buffer is full.
 
 Locks: ``transport._lock`` guards pool and connection state (fields marked
 "pool lock"); ``_proto_lock`` guards the h11 state machine, which the writer
@@ -43,12 +56,13 @@ from __future__ import annotations
 import io
 import itertools
 import logging
+import math
+import os
 import select
 import socket
 import threading
 import time
-from queue import SimpleQueue
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h11
 
@@ -79,6 +93,7 @@ from .._exceptions import (
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
 from .streams import ReadStream, TLSSession, WriteStream
+from .wakeup import EventPool, HeadSignal, Inbox
 from .workers import Job
 
 if TYPE_CHECKING:
@@ -108,7 +123,7 @@ class Exchange(CoreExchange):
     exchange state plus the one-shot locks that wake the caller, the writer
     and the parked reader."""
 
-    __slots__ = ("go_ahead", "head_ready", "reader_parked", "write_done")
+    __slots__ = ("go_ahead", "head_ready", "hold_wake", "reader_parked", "write_done")
 
     def __init__(
         self,
@@ -116,16 +131,22 @@ class Exchange(CoreExchange):
         timeout: Timeout,
         call_site: CallSite,
         listener: Listener | None = None,
+        events: EventPool | None = None,
     ) -> None:
         super().__init__(request, timeout, call_site, listener, time.monotonic())
-        self.head_ready = _locked()  # released once: head or error ready
+        self.head_ready = HeadSignal(events)  # released once: head or error ready
+        # Set by a worker that fails the exchange and wakes the caller itself,
+        # once it has closed the connection (see Connection._fail_exchange).
+        self.hold_wake = False
         self.reader_parked = _locked()  # released once: the reader may go on
         self.go_ahead = _locked()  # released by the reader: 100 or a final head
         self.write_done = _locked()  # released once by the writer
 
     def head_delivered(self) -> None:
-        """Wake the caller waiting in :meth:`Connection.round_trip`."""
-        self.head_ready.release()
+        """Wake the caller waiting in :meth:`Connection.round_trip`, unless
+        the worker failing the exchange does that later (``hold_wake``)."""
+        if not self.hold_wake:
+            self.head_ready.release()
 
     def continue_received(self) -> None:
         """Let the writer send the body (R15)."""
@@ -165,11 +186,33 @@ class Connection:
         self.counters: Counters = transport._book.counters_for(origin)
         # The reader's stream, and the body owner's while the reader is parked.
         self._rsock: ReadStream = streams[0]
-        self._wsock: WriteStream = streams[1]  # the writer's
+        self._wsock: WriteStream = streams[1]  # the writer's; may be the same socket
+        # One socket for both workers (plain TCP with poll()): the writer
+        # keeps its timeout to itself, and the last worker out closes it.
+        self._shared = streams[0] is cast(object, streams[1])
         self._write_timeout: float | None = -1.0  # owned by the writer: as set on _wsock
+        # As set on _rsock (by the reader, or the body owner while it is parked).
+        self._read_timeout: float = -1.0
+        # Plain TCP: the descriptors the workers read and write directly,
+        # and the reader's poll() on its own (see the module docstring).
+        self._rfd = -1
+        self._wfd = -1
+        self._poller: select.poll | None = None
+        rsock, wsock = streams
+        plain = isinstance(rsock, socket.socket) and isinstance(wsock, socket.socket)
+        if plain and hasattr(select, "poll"):  # no poll() on Windows
+            self._rfd = rsock.fileno()  # type: ignore[attr-defined]
+            self._wfd = wsock.fileno()  # type: ignore[attr-defined]
+            self._poller = select.poll()
+            self._poller.register(self._rfd, select.POLLIN)
+        self._wpoller: select.poll | None = None  # the writer's, made when a send blocks
+        # Owned by the reader: the caller to wake just before the reader
+        # next blocks (a head delivered with its whole body).
+        self._wake: HeadSignal | None = None
+        self._head_wait = NO_TIMEOUT  # owned by the reader: its last wait for bytes
         self._proto = ClientProtocol()
         self._proto_lock = threading.Lock()
-        self._inbox: SimpleQueue[Exchange | None] = SimpleQueue()
+        self._inbox: Inbox[Exchange | None] = Inbox()
         self.created_at = time.monotonic()
         self.idle_since = self.created_at  # pool lock
         self.holds_slot = True  # pool lock
@@ -203,6 +246,12 @@ class Connection:
             raise exchange.error
 
     def _wait_for_head(self, exchange: Exchange) -> None:
+        try:
+            self._wait_for_head_signal(exchange)
+        finally:
+            exchange.head_ready.done()
+
+    def _wait_for_head_signal(self, exchange: Exchange) -> None:
         limit = exchange.timeout.response_header
         wait = -1.0 if limit is None else limit
         while not exchange.head_ready.acquire(timeout=wait):
@@ -318,7 +367,15 @@ class Connection:
 
     def set_read_timeout(self, seconds: float | None) -> None:
         """Set the body owner's read timeout (only while the reader is parked)."""
-        self._rsock.settimeout(NO_TIMEOUT if seconds is None else seconds)
+        self._set_rsock_timeout(NO_TIMEOUT if seconds is None else seconds)
+
+    def _set_rsock_timeout(self, seconds: float) -> None:
+        """Give the read socket this timeout, unless it has it already
+        (settimeout costs a system call). Reader or parked reader's body
+        owner only."""
+        if seconds != self._read_timeout:
+            self._rsock.settimeout(seconds)
+            self._read_timeout = seconds
 
     def finish_body(self, exchange: Exchange, outcome: str, *, reuse: bool | None = None) -> None:
         """The body ended with ``outcome``: reuse the connection if it can be
@@ -409,7 +466,8 @@ class Connection:
     def discard_unstarted(self) -> None:
         """Close the sockets of a connection whose workers never started."""
         self._rsock.close()
-        self._wsock.close()
+        self._wsock.close()  # the same one again if shared: harmless
+        self._inbox.close()
 
     def _worker_exited(self) -> None:
         transport = self._transport
@@ -417,6 +475,10 @@ class Connection:
             self._workers_left -= 1
             last = self._workers_left == 0
             transport._book.worker_exited_locked(self, last)
+        if last and self._shared:
+            # Only now: a descriptor closed under a running worker could be
+            # reused by another connection and written to.
+            self._rsock.close()
         if last:
             transport._emit(
                 "conn_closed",
@@ -436,7 +498,9 @@ class Connection:
             logger.exception("poolwatch writer of %r failed", self)
             self.close("writer_crashed", join=False)
         finally:
-            self._wsock.close()
+            if not self._shared:
+                self._wsock.close()
+            self._inbox.close()
             self._worker_exited()
 
     def _write_request(self, exchange: Exchange) -> None:
@@ -446,11 +510,12 @@ class Connection:
         try:
             write = exchange.timeout.write
             if write != self._write_timeout:  # settimeout costs system calls
-                sock.settimeout(NO_TIMEOUT if write is None else write)
+                if not self._shared:  # else _send() applies it
+                    sock.settimeout(NO_TIMEOUT if write is None else write)
                 self._write_timeout = write
             with self._proto_lock:
                 data, more = proto.start_request(request)
-            sock.sendall(data)
+            self._send(data)
             self._transport._emit("wrote_headers", self, exchange)
             if request.expects_continue and not self._may_send_body(exchange):
                 more = False  # the server answered and will close: skip it
@@ -459,10 +524,10 @@ class Connection:
                     if chunk:
                         with self._proto_lock:
                             data = proto.body_chunk(chunk)
-                        sock.sendall(data)
+                        self._send(data)
                 with self._proto_lock:
                     data = proto.end_request()
-                sock.sendall(data)
+                self._send(data)
         except BaseException as exc:
             self._write_failed(exchange, exc)
             return
@@ -470,6 +535,40 @@ class Connection:
         exchange.write_finished = True
         exchange.write_done.release()
         self._transport._emit("wrote_request", self, exchange)
+
+    def _send(self, data: bytes) -> None:
+        """Send ``data`` (the writer's). On plain TCP, as much as the socket
+        takes at once with one system call instead of a ``poll()`` and a
+        ``send()``, then the rest as room comes, all within the write
+        timeout (as ``sendall()`` would; raises TimeoutError)."""
+        if self._wfd < 0:
+            self._wsock.sendall(data)
+            return
+        view = memoryview(data)
+        deadline: float | None = None
+        while view:
+            try:
+                sent = os.write(self._wfd, view)
+            except BlockingIOError:
+                sent = 0
+            if sent:
+                view = view[sent:]
+                continue
+            if deadline is None:
+                limit = self._write_timeout
+                deadline = time.monotonic() + (NO_TIMEOUT if limit is None else limit)
+            if not self._wait_writable(deadline - time.monotonic()):
+                raise TimeoutError("timed out")
+
+    def _wait_writable(self, wait: float) -> bool:
+        """Wait up to ``wait`` seconds for room in the socket's send buffer."""
+        if wait <= 0:
+            return False
+        poller = self._wpoller
+        if poller is None:
+            poller = self._wpoller = select.poll()
+            poller.register(self._wfd, select.POLLOUT)
+        return bool(poller.poll(math.ceil(wait * 1000)))
 
     def _may_send_body(self, exchange: Exchange) -> bool:
         """Wait for ``100 Continue``, a final response or the timeout (R15).
@@ -490,9 +589,13 @@ class Connection:
             # reader will see the end (R9).
             return
         # The server waits for bytes it will never get: end the exchange now,
-        # unless its response already came.
-        self._fail_exchange(exchange, error)
-        self.close("write_error", join=False)
+        # unless its response already came; the caller hears of it once the
+        # connection is closed.
+        try:
+            self._fail_exchange(exchange, error)
+            self.close("write_error", join=False)
+        finally:
+            exchange.head_ready.release()
 
     # -- the reader ----------------------------------------------------------
 
@@ -505,8 +608,12 @@ class Connection:
         except BaseException:  # pragma: no cover - a bug; keep the pool alive
             logger.exception("poolwatch reader of %r failed", self)
         finally:
-            self.close(self._reader_close_reason(), join=False)
-            self._rsock.close()
+            try:
+                self.close(self._reader_close_reason(), join=False)
+            finally:
+                self._wake_caller()  # a caller failed, or given a last head
+            if not self._shared:
+                self._rsock.close()
             self._worker_exited()
 
     def _reader_close_reason(self) -> str:
@@ -516,22 +623,17 @@ class Connection:
         """Block reading the socket until a response starts, or decide that
         the idle connection is over (R3, R11)."""
         transport = self._transport
-        sock = self._rsock
         idle_timeout = transport._pool.limits.idle_timeout
-        sock.settimeout(NO_TIMEOUT if idle_timeout is None else idle_timeout)
+        wait = NO_TIMEOUT if idle_timeout is None else idle_timeout
         while True:
             data: bytes | OSError
             try:
-                if isinstance(sock, socket.socket):
-                    # Wait holding no buffer: a blocked recv() holds its size in
-                    # bytes, resident once reused, per idle connection (S7).
-                    sock.recv(1, socket.MSG_PEEK)
-                data = sock.recv(HEAD_RECV_SIZE)
+                data = self._recv_head(wait)
             except TimeoutError:
                 remaining = self._idle_time_left()
                 if remaining is None:
                     return None
-                sock.settimeout(remaining)
+                wait = remaining
                 continue
             except OSError as exc:
                 data = exc
@@ -545,6 +647,32 @@ class Connection:
             if exchange is not None:
                 self._body_released(exchange)
             return None
+
+    def _recv_head(self, wait: float) -> bytes:
+        """The reader's next bytes, waiting up to ``wait`` seconds for them
+        (raises TimeoutError) while holding no buffer: a blocked ``recv()``
+        holds its size in bytes, resident once reused, per idle connection
+        (S7). Wakes the caller first if a delivered head left that to now."""
+        self._wake_caller()
+        self._head_wait = wait
+        poller = self._poller
+        if poller is None:  # TLS: the stream's own timeout
+            self._set_rsock_timeout(wait)
+            return self._rsock.recv(HEAD_RECV_SIZE)
+        while True:
+            if not poller.poll(math.ceil(wait * 1000)):
+                raise TimeoutError("timed out")
+            try:
+                return os.read(self._rfd, HEAD_RECV_SIZE)
+            except BlockingIOError:
+                continue  # woken for nothing: wait again
+
+    def _wake_caller(self) -> None:
+        """Wake the caller whose head was delivered, if that is pending."""
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.release()
 
     def _idle_time_left(self) -> float | None:
         """After the reader's idle timer fired: ``None`` if the connection is
@@ -582,6 +710,7 @@ class Connection:
         while True:
             if isinstance(data, OSError) or not data:
                 self._fail_exchange(exchange, no_response_error(exchange, data, first))
+                self._wake = exchange.head_ready  # after the close
                 return False
             received += len(data)
             if first:
@@ -594,13 +723,14 @@ class Connection:
                     head = proto.receive_head(exchange, data, received)
             except RemoteProtocolError as error:
                 self._fail_exchange(exchange, error)
+                self._wake = exchange.head_ready  # after the close
                 return False
             if head is not None:
                 if "got_100" in exchange.marks:
                     self._transport._emit("got_100_continue", self, exchange)
                 return self._deliver_head(exchange, head)
             try:
-                data = self._rsock.recv(HEAD_RECV_SIZE)
+                data = self._recv_head(self._head_wait)
             except OSError as exc:
                 data = exc
 
@@ -611,6 +741,7 @@ class Connection:
                 no_body = self._proto.check_head(exchange, head)
         except RemoteProtocolError as error:
             self._fail_exchange(exchange, error)
+            self._wake = exchange.head_ready  # after the close
             return False
         exchange.head = head  # before the go-ahead, which reads it
         _release_once(exchange.go_ahead)
@@ -622,15 +753,20 @@ class Connection:
                 return False  # the caller gave up (response-header timeout)
             exchange.marks["head"] = time.monotonic()
             transport._book.delivered_locked(exchange)
-            if not no_body:
-                exchange.head_ready.release()
         if no_body:
             # R7: back in the pool before the caller sees the response.
             self.finish_body(exchange, "no_body")
+        if no_body or exchange.body_buffered:
+            # The caller is woken just before the reader next blocks (see
+            # _recv_head), or exits.
+            self._wake = exchange.head_ready
+            if exchange.body_buffered:
+                return True  # nothing left to read for it: back to the socket
+        else:
             exchange.head_ready.release()
-        if exchange.body_buffered:
-            return True  # nothing left to read for it: back to the socket
-        exchange.reader_parked.acquire()
+        if not exchange.reader_parked.acquire(blocking=False):
+            self._wake_caller()  # never park with the caller asleep
+            exchange.reader_parked.acquire()
         return self._body_released(exchange)
 
     def leaked_while_buffered(self, exchange: Exchange) -> None:
@@ -661,7 +797,11 @@ class Connection:
         return alive
 
     def _fail_exchange(self, exchange: Exchange, error: BaseException) -> None:
-        """Deliver ``error`` to a caller still waiting for the head."""
+        """Record ``error`` for a caller still waiting for the head, without
+        waking it: the failing worker closes the connection first, then wakes
+        it (so that the caller never sees the connection still open), which
+        it must do even if another thread failed the exchange meanwhile."""
+        exchange.hold_wake = True
         with self._transport._lock:
             exchange.fail_locked(error)
 
@@ -683,7 +823,13 @@ def _recv_exactly(sock: socket.socket, size: int, prefix: bytes) -> bytes:
 
 
 def _readable_now(sock: socket.socket) -> bool:
-    """Whether bytes (or EOF) are waiting on ``sock``; never waits."""
+    """Whether bytes (or EOF) are waiting on ``sock``; never waits. With
+    ``poll()`` where there is one: ``select()`` fails on descriptors past
+    1023, which a process with many connections has."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     return bool(select.select([sock], [], [], 0)[0])
 
 

@@ -14,6 +14,7 @@ the order they were made even when the reader has to answer the server
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import threading
@@ -110,7 +111,11 @@ def _resolve(host: str, ipv4_only: bool) -> str:
 
 
 def open_plain(sock: socket.socket) -> tuple[ReadStream, WriteStream]:
-    """Reader and writer streams over a plain TCP socket."""
+    """Reader and writer streams over a plain TCP socket: the socket itself
+    for both where the connection can wait on it with ``poll()`` (it keeps
+    the writer's timeout apart), else a duplicate for the writer."""
+    if hasattr(select, "poll"):
+        return sock, sock
     return sock, sock.dup()
 
 

@@ -42,6 +42,7 @@ from .streams import (
     open_tls_socket,
     open_tunnel,
 )
+from .wakeup import EventPool
 from .workers import WorkerPool
 
 __all__ = ["ConnectionInfo", "Transport", "live_transports"]
@@ -125,6 +126,7 @@ class Transport:
         # finaliser, which may run inside the pool lock and so takes none.
         self._late_leaks: SimpleQueue[tuple[Connection, Exchange]] = SimpleQueue()
         self._workers = WorkerPool()  # threads for the connections' workers
+        self._events = EventPool()  # what callers wait for their heads on
         self._listeners: tuple[Listener, ...] = ()
         _live_transports.add(self)
 
@@ -168,7 +170,7 @@ class Transport:
             self._settle_late_leaks()
         retries = 0
         while True:
-            exchange = Exchange(request, limits, call_site, listener)
+            exchange = Exchange(request, limits, call_site, listener, self._events)
             conn = self._get_connection(exchange)
             exchange.marks["got_conn"] = time.monotonic()
             if self._listeners or listener is not None:
@@ -499,6 +501,7 @@ class Transport:
         for conn in unsettled:
             conn.join()
         self._workers.close()
+        self._events.close()
         self._settle_late_leaks()
 
     def __enter__(self) -> Transport:
