@@ -200,3 +200,47 @@ def test_a_body_cut_short_raises_what_urllib3_raises(stock: bool) -> None:
             resp.raw.read(8, decode_content=True)  # reads on to the end
         with pytest.raises(requests.exceptions.ChunkedEncodingError):
             session.get(srv.url())
+
+
+def _interleaved(request: h11.Request, received: bytes) -> Reply:
+    # Repeated names apart from each other, and the request's X-Plain echoed.
+    echoed = dict(request.headers).get(b"x-plain", b"")
+    headers = [("Set-Cookie", "a=1"), ("X-Between", "1"), ("Set-Cookie", "b=2")]
+    return Reply(body=echoed, headers=headers)
+
+
+@pytest.mark.parametrize("path", ["/", "/chunked-body"])
+def test_a_body_read_to_the_end_leaves_raw_closed_as_http_adapter_does(
+    body_server: HTTPServer, server: HTTPServer, path: str
+) -> None:
+    """``.content`` ends with the file closed, through either adapter."""
+    url = body_server.url(path) if path != "/" else server.url()
+    seen = []
+    for adapter in (requests.adapters.HTTPAdapter(), poolwatch.RequestsAdapter()):
+        with requests.Session() as session:
+            session.mount("http://", adapter)
+            resp = session.get(url)
+            seen.append((len(resp.content), resp.raw.closed, resp.raw.isclosed()))
+    assert seen[0] == seen[1]
+    assert seen[1][1] is True
+
+
+def test_cookie_message_keeps_the_order_received_and_plain_dict_headers_go_out() -> None:
+    """``_original_response.msg`` lists headers as received, as http.client
+    does; a prepared request whose headers were replaced by a plain dict is
+    sent with them."""
+    with http_server({"/": _interleaved}) as srv:
+        items = []
+        for adapter in (requests.adapters.HTTPAdapter(), poolwatch.RequestsAdapter()):
+            with requests.Session() as session:
+                session.mount("http://", adapter)
+                resp = session.get(srv.url())
+                msg = resp.raw._original_response.msg
+                items.append([(k, v) for k, v in msg.items() if k.lower() != "date"])
+                assert resp.cookies.get_dict() == {"a": "1", "b": "2"}
+                prepared = session.prepare_request(requests.Request("GET", srv.url()))
+                prepared.headers = {"X-Plain": "yes", "Host": srv.url().split("/")[2]}  # type: ignore[assignment]
+                assert adapter.send(prepared).content == b"yes"
+        assert items[0] == items[1]
+        names = [k for k, _ in items[1]]
+        assert names.index("X-Between") == names.index("Set-Cookie") + 1

@@ -224,3 +224,28 @@ def test_a_read_response_pickles_as_httpx_does(body_server: HTTPServer) -> None:
     assert copy.read() == BODY
     with pytest.raises(httpx.StreamClosed):
         list(copy.stream)  # type: ignore[arg-type]
+
+
+def test_each_timeout_extension_gives_its_own_limits() -> None:
+    """The limits built from a request's ``timeout`` extension are
+    remembered per set of values: the same values give the same limits,
+    other values their own, and a bad value is still refused."""
+    from poolwatch.adapters.httpx import request_timeout
+
+    default = poolwatch.Timeout()
+
+    def limits(**timeout: object) -> poolwatch.Timeout:
+        request = httpx.Request("GET", "http://127.0.0.1/", extensions={"timeout": timeout})
+        return request_timeout(request, default)
+
+    first = limits(connect=1.0, read=2.0, write=3.0, pool=4.0)
+    assert first == poolwatch.Timeout(
+        connect=1.0, write=3.0, response_header=2.0, read=2.0, pool=4.0
+    )
+    assert limits(connect=1.0, read=2.0, write=3.0, pool=4.0) is first
+    other = limits(connect=1.0, read=7.0, write=3.0, pool=None)
+    assert (other.read, other.response_header, other.pool) == (7.0, 7.0, None)
+    for bad in (-1.0, [1.0]):
+        with pytest.raises(ValueError, match="timeout must be a positive number"):
+            limits(connect=1.0, read=bad, write=None, pool=None)
+    assert request_timeout(httpx.Request("GET", "http://127.0.0.1/"), default) is default

@@ -74,14 +74,25 @@ def request_timeout(request: httpx.Request, default: Timeout) -> Timeout:
     given = request.extensions.get("timeout")
     if not given:
         return default
-    read = given.get("read")
-    return Timeout(
-        connect=given.get("connect"),
-        write=given.get("write"),
-        response_header=read,
-        read=read,
-        pool=given.get("pool"),
-    )
+    key = (given.get("connect"), given.get("read"), given.get("write"), given.get("pool"))
+    try:
+        limits = _TIMEOUTS.get(key)
+    except TypeError:  # an unhashable value: checked and refused below
+        limits = None
+    if limits is None:
+        connect, read, write, pool = key
+        limits = Timeout(connect=connect, write=write, response_header=read, read=read, pool=pool)
+        if len(_TIMEOUTS) >= _MAX_TIMEOUTS:
+            _TIMEOUTS.clear()
+        _TIMEOUTS[key] = limits
+    return limits
+
+
+# The Timeout for each set of values seen: a client passes one or a few, so
+# this spares building one per request. A caller making up a new set per
+# request only refills the table.
+_TIMEOUTS: dict[tuple[Any, ...], Timeout] = {}
+_MAX_TIMEOUTS = 64
 
 
 def request_body(request: httpx.Request) -> BodyTypes:

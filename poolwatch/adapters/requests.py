@@ -29,6 +29,7 @@ import requests
 import requests.adapters
 import requests.exceptions as rexc
 import urllib3
+from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPResponse
 from urllib3.exceptions import InsecureRequestWarning, MaxRetryError
 from urllib3.util import Timeout as Urllib3Timeout
@@ -230,7 +231,12 @@ class _HTTPResponse(HTTPResponse):
             with self._error_catcher():
                 raise  # translated as urllib3 translates it
         if not data:
-            return self._raw_read(amt)  # closes the file, checks the length
+            if self.length_remaining:
+                return self._raw_read(amt)  # closes the file, raises for the cut
+            # The end: what urllib3's empty read does then (its connection
+            # release has no pool to return to here).
+            body.close()
+            return data
         self._fp_bytes_read += len(data)
         if self.length_remaining is not None:
             self.length_remaining -= len(data)
@@ -262,8 +268,11 @@ class _OriginalResponse:
         message = http.client.HTTPMessage()
         # What ``message[name] = value`` stores for each header under the
         # compat32 policy http.client parses with (names and values as
-        # they are), without a policy call per header.
-        message._headers = list(response.headers.iteritems())  # type: ignore[attr-defined]
+        # they are, in the order received), without a policy call per header.
+        message._headers = [  # type: ignore[attr-defined]
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in response.raw_headers
+        ]
         self.msg = message
 
     def isclosed(self) -> bool:
@@ -383,7 +392,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 response = self.transport.request(
                     request.method or "GET",
                     url,
-                    headers=list(request.headers.items()),
+                    headers=_header_list(request.headers),
                     body=cast("BodyTypes", request.body),
                     timeout=limits,
                     ssl_context=context,
@@ -457,6 +466,14 @@ def _raw_response(
     raw._poolwatch = response
     raw._as_sent = "content-encoding" not in response.headers
     return raw
+
+
+def _header_list(headers: Mapping[str, str | bytes]) -> list[tuple[str, str | bytes]]:
+    """The request's headers as (name, value) pairs, in order."""
+    if type(headers) is CaseInsensitiveDict:
+        # Its store holds each header's (name as last set, value) pair.
+        return list(headers._store.values())
+    return list(headers.items())
 
 
 def _count_error(
