@@ -18,7 +18,7 @@ from typing import Any
 from .clients import REGISTRY
 from .driver import run_scenario
 from .registry import ClientEntry
-from .report import machine_description, markdown, summarize, write_outputs
+from .report import machine_description, markdown, pair_ratios, summarize, write_outputs
 from .scenarios import SCENARIOS, Scenario
 from .servers import ServerHandle, start_server
 from .spec import Budget
@@ -136,7 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(machine, config, rows)
     print(text)
     cells = [{**result, "server_connections": conns} for result, conns in results]
-    document = {"machine": machine, "config": config, "rows": rows, "cells": cells}
+    document = {
+        "machine": machine,
+        "config": config,
+        "rows": rows,
+        "pairs": pair_ratios(rows),
+        "cells": cells,
+    }
     for path in write_outputs(args.out, text, document, rows, not args.no_chart):
         print(f"wrote {path}")
     return 1 if any(r["status"] == "failed" for r in rows) else 0

@@ -25,6 +25,16 @@ __all__ = ["machine_description", "markdown", "summarize", "write_chart", "write
 
 PACKAGES = ("poolwatch", "urllib3", "requests", "httpx", "httpcore", "h11", "aiohttp", "uvloop")
 BASELINES = ("urllib3", "raw")  # the ratio columns, in order
+# Each poolwatch entry and the clients it is measured against, pair by pair.
+PAIRS = (
+    ("poolwatch", "urllib3"),
+    ("poolwatch", "raw"),
+    ("requests+poolwatch", "requests"),
+    ("httpx+poolwatch", "httpx"),
+    ("poolwatch-async", "aiohttp"),
+    ("httpx-async+poolwatch", "httpx-async"),
+    ("httpx-async+poolwatch", "aiohttp"),
+)
 # An idle machine's load average is near 0; above this, other work was
 # running on the cores the benchmark pins itself to.
 BUSY_LOAD = 0.5
@@ -91,6 +101,8 @@ def _row(cell: dict[str, Any], connections: int | None) -> dict[str, Any]:
         caller_cpu_us=statistics.median(r.caller_cpu_per_request() for r in runs) * 1e6,
         cpu_share=statistics.median(r.cpu / r.wall for r in runs if r.wall > 0),
         peak_rss_mib=cell["peak_rss_kib"] / 1024,
+        rates=rates,
+        cpus_us=[r.cpu_per_request() * 1e6 for r in runs],
         requests=sum(r.requests for r in runs) + warmup,
         server_connections=connections,
         client_stats=cell.get("client_stats", {}),
@@ -111,6 +123,38 @@ def summarize(cells: list[tuple[dict[str, Any], int | None]]) -> list[dict[str, 
             row[f"vs_{base}"] = _divide(row["median"], ref.get("median"))
             row[f"cpu_vs_{base}"] = _divide(row["cpu_us"], ref.get("cpu_us"))
     return rows
+
+
+def pair_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each poolwatch entry and the client it replaces (:data:`PAIRS`),
+    in each scenario both ran: the ratios of round ``i``'s throughput and
+    CPU per request (the peer's over poolwatch's, so above 1 is better for
+    poolwatch in both), which ran back to back, then their median and
+    range. Load that changes between rounds hits both sides of a pair."""
+    ok = {(r["scenario"], r["client"]): r for r in rows if r["status"] == "ok"}
+    pairs = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        for mine, peer in PAIRS:
+            a, b = ok.get((scenario, mine)), ok.get((scenario, peer))
+            if a is None or b is None:
+                continue
+            rounds = range(min(len(a["rates"]), len(b["rates"])))
+            speed = [a["rates"][i] / b["rates"][i] for i in rounds if b["rates"][i]]
+            cpu = [b["cpus_us"][i] / a["cpus_us"][i] for i in rounds if a["cpus_us"][i]]
+            if not speed or not cpu:
+                continue
+            pairs.append(
+                {
+                    "scenario": scenario,
+                    "client": mine,
+                    "against": peer,
+                    "throughput": statistics.median(speed),
+                    "throughput_range": [min(speed), max(speed)],
+                    "cpu": statistics.median(cpu),
+                    "cpu_range": [min(cpu), max(cpu)],
+                }
+            )
+    return pairs
 
 
 def _divide(value: float, reference: float | None) -> float | None:
@@ -182,8 +226,36 @@ def markdown(machine: dict[str, Any], config: dict[str, Any], rows: list[dict[st
                 f"| {row['scenario']} | {_ratio(row['vs_urllib3'])} | {_ratio(row['vs_raw'])} "
                 f"| {_ratio(row['cpu_vs_urllib3'])} | {_ratio(row['cpu_vs_raw'])} |"
             )
+    lines += _pairs_table(rows)
     notes = [f"- {s.key} ({s.title}): {s.note}" for s in SCENARIOS.values() if s.note]
     return "\n".join([*lines, "", "## Notes", "", *notes, *config.get("notes", []), ""])
+
+
+def _pairs_table(rows: list[dict[str, Any]]) -> list[str]:
+    pairs = pair_ratios(rows)
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "## Each poolwatch entry against the client it replaces",
+        "",
+        "Round by round (the two ran back to back), then the median and the range "
+        "of the rounds' ratios. Throughput: poolwatch's over the peer's; CPU: the "
+        "peer's CPU per request over poolwatch's. Above 1.00x, poolwatch is ahead.",
+        "",
+        "| scenario | poolwatch entry | against | throughput | range | CPU | range |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    labels = {r["client"]: r["label"] for r in rows}
+    for p in pairs:
+        lo, hi = p["throughput_range"]
+        clo, chi = p["cpu_range"]
+        lines.append(
+            f"| {p['scenario']} | {labels[p['client']]} | {labels[p['against']]} "
+            f"| {_ratio(p['throughput'])} | {lo:.2f}-{hi:.2f} "
+            f"| {_ratio(p['cpu'])} | {clo:.2f}-{chi:.2f} |"
+        )
+    return lines
 
 
 def write_chart(rows: list[dict[str, Any]], path: Path) -> bool:
