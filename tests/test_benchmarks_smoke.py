@@ -79,7 +79,15 @@ def test_quick_benchmark_reports_poolwatch_and_urllib3(tmp_path: Path) -> None:
     assert rows[("S4", "httpx-async")]["status"] == "ok"
     assert rows[("S7", "-")]["status"] == "not measured"
     table = (tmp_path / "latest.md").read_text()
-    assert table.count("| poolwatch native |") == len(SYNC_SCENARIOS)
+    # A row in the full table, then one against urllib3 and one against the
+    # raw loop in the pair-by-pair table, per scenario.
+    assert table.count("| poolwatch native |") == 3 * len(SYNC_SCENARIOS)
+    assert table.count("| poolwatch native | urllib3.PoolManager |") == len(SYNC_SCENARIOS)
+    pairs = {(p["scenario"], p["client"], p["against"]): p for p in report["pairs"]}
+    for scenario in SYNC_SCENARIOS:
+        pair = pairs[(scenario, "poolwatch", "urllib3")]
+        assert pair["throughput"] > 0 and pair["cpu"] > 0
+        assert pair["throughput_range"][0] <= pair["throughput"] <= pair["throughput_range"][1]
     assert report["machine"]["server"].startswith("built-in")
     assert not _alive(report["config"]["server_pid"])
 
