@@ -1,8 +1,9 @@
 """Byte streams for a connection's two workers: plain TCP and TLS.
 
-The reader and the writer each get their own stream object, so that each
-can carry its own timeout. For plain TCP they are two duplicates of one
-socket. For TLS they share one ``ssl.SSLObject`` driven through memory BIOs
+The reader and the writer each get a stream. For plain TCP both use the
+socket itself where ``poll()`` exists (the connection keeps the writer's
+timeout apart), else two duplicates of it, so that each can carry its own
+timeout. For TLS they share one ``ssl.SSLObject`` driven through memory BIOs
 (OpenSSL does not allow one ``SSL`` to be used from two threads at once):
 the record layer runs under a lock, the socket I/O outside it.
 

@@ -16,7 +16,7 @@ missing, they fall back to a lock and a queue):
   at once; closed with the transport); a stale count left by an earlier
   wait only costs one more loop.
 * :class:`Inbox`: a writer's queue of exchanges, with one ``eventfd`` per
-  connection (a third descriptor beside the socket and its duplicate).
+  connection (its second descriptor, beside the socket both workers share).
 
 Each waiter re-checks its condition after every wake-up, so a stale count
 never does harm.
