@@ -285,12 +285,8 @@ class Connection:
         while event is None:
             try:
                 data = self._rsock.recv(RECV_SIZE)
-            except TimeoutError as exc:
-                raise self._error(
-                    exchange, ReadTimeout, f"no body byte within {exchange.timeout.read}s"
-                ) from exc
             except OSError as exc:
-                raise read_failed(exchange, exc) from exc
+                raise self._body_read_error(exchange, exc) from exc
             with lock:
                 proto.receive_data(data)
                 event = proto.next_body_event(exchange)
@@ -329,12 +325,8 @@ class Connection:
                     more = bool(sock.recv(1, socket.MSG_PEEK))  # b"": EOF
             else:
                 data = sock.recv(want + extra)  # at most one read, as read1()
-        except TimeoutError as exc:
-            raise self._error(
-                exchange, ReadTimeout, f"no body byte within {exchange.timeout.read}s"
-            ) from exc
         except OSError as exc:
-            raise read_failed(exchange, exc) from exc
+            raise self._body_read_error(exchange, exc) from exc
         got = len(data) - len(prefix) if size < 0 else len(data)
         if got > want:
             got = want
@@ -343,17 +335,19 @@ class Connection:
         if more:
             with self._proto_lock:
                 proto.direct_extra_bytes()
-        if not got:
-            received = exchange.bytes_read
-            raise self._error(
-                exchange,
-                RemoteProtocolError,
-                "bad body: peer closed connection without sending complete message body "
-                f"(received {received} bytes, expected {received + left})",
-            )
         with self._proto_lock:
+            if not got:
+                raise proto.cut_short(exchange)
             proto.direct_body_received(got)
         return data
+
+    def _body_read_error(self, exchange: Exchange, exc: OSError) -> PoolwatchError:
+        """The error for a failed read of the body: a timeout, or the cause."""
+        if isinstance(exc, TimeoutError):
+            return self._error(
+                exchange, ReadTimeout, f"no body byte within {exchange.timeout.read}s"
+            )
+        return read_failed(exchange, exc)
 
     def peek_end_of_body(self) -> bool:
         """Whether the body's end is already buffered (see
