@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import poolwatch
+from poolwatch._core import wire
 from poolwatch._core.exchange import MAX_HEAD_SIZE, ClientProtocol, Exchange
-from poolwatch._core.wire import parse_plain_head
+from poolwatch._core.wire import Head, parse_plain_head
 from poolwatch._leaks import CallSite
 from poolwatch._models import Request, Timeout
 from tests.conftest import assert_at_rest
@@ -71,8 +72,12 @@ def test_a_head_read_without_h11_reads_as_h11_reads_it(
         lines.append(b"Content-Length: %d" % length)
     data = b"\r\n".join(lines) + b"\r\n\r\nbody"
     found = parse_plain_head(data, MAX_HEAD_SIZE)
+    # Lines seen before are judged from memory: the same answer again.
+    again = parse_plain_head(data, MAX_HEAD_SIZE)
     if found is None:
+        assert again is None
         return  # declined: h11 reads it, as before
+    assert again is not None and _fields(again[0]) == _fields(found[0]) and again[1] == found[1]
     head, end = found
     assert data[end:] == b"body"
     expected = _h11_response(data)  # raises if h11 would refuse what was accepted
@@ -103,6 +108,37 @@ def test_a_head_read_without_h11_reads_as_h11_reads_it(
 )
 def test_heads_that_are_not_plain_are_left_to_h11(data: bytes) -> None:
     assert parse_plain_head(data, MAX_HEAD_SIZE) is None
+    assert parse_plain_head(data, MAX_HEAD_SIZE) is None  # its lines now remembered
+
+
+def _fields(head: Head) -> tuple[object, ...]:
+    return (
+        head.status_code,
+        head.reason,
+        head.http_version,
+        head.raw_headers,
+        head.content_length,
+    )
+
+
+def test_remembered_lines_still_count_as_lines_of_this_head() -> None:
+    one = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    found = parse_plain_head(one, MAX_HEAD_SIZE)
+    assert found is not None and found[0].content_length == 5
+    # The same remembered line twice is still two lengths: h11 judges.
+    twice = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"
+    assert parse_plain_head(twice, MAX_HEAD_SIZE) is None
+
+
+def test_the_memory_of_lines_is_bounded() -> None:
+    for n in range(3 * wire._CACHE_MAX):
+        data = b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 0\r\n\r\n" % n
+        found = parse_plain_head(data, MAX_HEAD_SIZE)
+        assert found is not None and found[0].raw_headers[0] == (b"X-N", b"%d" % n)
+    long_line = b"X-Long: " + b"a" * (2 * wire._CACHED_LINE_MAX)
+    assert parse_plain_head(b"HTTP/1.1 204 No Content\r\n" + long_line + b"\r\n\r\n", 10**6)
+    assert len(wire._LINES) <= wire._CACHE_MAX
+    assert long_line not in wire._LINES
 
 
 def test_a_head_over_the_limit_is_left_to_h11() -> None:

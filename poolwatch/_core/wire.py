@@ -2,8 +2,9 @@
 
 Most responses a client sees are plain: ``HTTP/1.1``, a final status, a few
 well-formed header lines, a ``Content-Length``. :func:`parse_plain_head`
-reads such a head in a few regular-expression matches and declines anything
-else (interim responses, ``Transfer-Encoding``, ``Connection: close``,
+reads such a head line by line, judging each line with a regular expression
+the first time it is seen and from memory after that (most lines repeat from
+one response to the next), and declines anything else (interim responses, ``Transfer-Encoding``, ``Connection: close``,
 HTTP/1.0, a head not yet complete, obsolete line folding, a character h11
 would refuse), which then goes through h11 as before. Declining is always
 safe; accepting is only allowed for heads h11 would read the same way, so the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TypeVar
 
 __all__ = [
     "Head",
@@ -41,6 +43,8 @@ is_target = re.compile(rb"[\x21-\x7e]+").fullmatch
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: ((?:[ \t]|[^\x00\s])*))?").fullmatch
 _HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*").fullmatch
+_T = TypeVar("_T")
+
 # Longer than any length poolwatch could be sent; h11 allows 20 digits.
 _MAX_LENGTH_DIGITS = 18
 
@@ -96,31 +100,78 @@ def parse_plain_head(data: bytes, limit: int) -> tuple[Head, int] | None:
     if end < 0 or end > limit:
         return None
     lines = data[:end].split(b"\r\n")
-    status = _STATUS_LINE(lines[0])
+    status = _status_line(lines[0])
     if status is None:
         return None
     raw_headers: list[tuple[bytes, bytes]] = []
     length: int | None = None
     for line in lines[1:]:
-        field = _HEADER_LINE(line)
-        if field is None:
-            return None  # obsolete folding, a bare CR or LF, a bad character
+        field = _LINES.get(line) or _header_line(line)
+        if field is _DECLINE:
+            return None
+        name, value, declared = field
+        if declared is not None:
+            if length is not None:
+                return None  # a second Content-Length: h11's case
+            length = declared
+        raw_headers.append((name, value))
+    code, reason = status
+    if length is None and code not in (204, 304):
+        return None  # a body read until the server closes: h11's case
+    head = Head(code, reason, b"1.1", raw_headers, length)
+    return head, end + 4
+
+
+# Most responses repeat most of their lines (the status line, Server,
+# Content-Type, Connection, even Content-Length): each line is judged once
+# and remembered, bounded, as the name, the value and the declared length
+# (or _DECLINE for a line that sends the whole head to h11).
+_Field = tuple[bytes, bytes, "int | None"]
+_DECLINE: _Field = (b"", b"", None)
+_LINES: dict[bytes, _Field] = {}
+_STATUSES: dict[bytes, tuple[int, bytes] | None] = {}
+_CACHE_MAX = 1024
+_CACHED_LINE_MAX = 256  # longer lines are judged every time
+
+
+def _status_line(line: bytes) -> tuple[int, bytes] | None:
+    try:
+        return _STATUSES[line]
+    except KeyError:
+        pass  # not seen yet
+    match = _STATUS_LINE(line)
+    status = None if match is None else (int(match[1]), match[2] or b"")
+    _remember(_STATUSES, line, status)
+    return status
+
+
+def _header_line(line: bytes) -> _Field:
+    field = _HEADER_LINE(line)
+    if field is None:
+        judged = _DECLINE  # obsolete folding, a bare CR or LF, a bad character
+    else:
         name, value = field.groups()
         lowered = name.lower()
         if lowered == b"content-length":
-            if length is not None or not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
-                return None
-            length = int(value)
+            if not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
+                judged = _DECLINE
+            else:
+                judged = (name, value, int(value))
         elif lowered == b"transfer-encoding" or (
             lowered == b"connection" and b"close" in value.lower()
         ):
-            return None
-        raw_headers.append((name, value))
-    code = int(status[1])
-    if length is None and code not in (204, 304):
-        return None  # a body read until the server closes: h11's case
-    head = Head(code, status[2] or b"", b"1.1", raw_headers, length)
-    return head, end + 4
+            judged = _DECLINE
+        else:
+            judged = (name, value, None)
+    _remember(_LINES, line, judged)
+    return judged
+
+
+def _remember(cache: dict[bytes, _T], line: bytes, judged: _T) -> None:
+    if len(line) <= _CACHED_LINE_MAX:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[line] = judged
 
 
 def plain_request_head(
