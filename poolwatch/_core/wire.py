@@ -4,9 +4,10 @@ Most responses a client sees are plain: ``HTTP/1.1``, a final status, a few
 well-formed header lines, a ``Content-Length``. :func:`parse_plain_head`
 reads such a head line by line, judging each line with a regular expression
 the first time it is seen and from memory after that (most lines repeat from
-one response to the next), and declines anything else (interim responses, ``Transfer-Encoding``, ``Connection: close``,
-HTTP/1.0, a head not yet complete, obsolete line folding, a character h11
-would refuse), which then goes through h11 as before. Declining is always
+one response to the next). It declines anything else (interim responses,
+``Transfer-Encoding``, ``Connection: close``, HTTP/1.0, a head not yet
+complete, obsolete line folding, a character h11 would refuse), which then
+goes through h11 as before. Declining is always
 safe; accepting is only allowed for heads h11 would read the same way, so the
 character rules below are h11's own (RFC 9110 section 5.5, RFC 9112
 sections 4 and 5).
