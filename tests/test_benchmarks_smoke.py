@@ -224,15 +224,17 @@ def test_soak_growth_check_flags_growth() -> None:
 
 def test_breakdown_reports_each_client(tmp_path: Path) -> None:
     """The per-layer breakdown runs each client and reports its CPU time
-    (without py-spy here: its sampling is not what is being tested)."""
+    (without py-spy here: its sampling is not what is being tested). The
+    kernel may charge a short run's CPU time all to user or all to system
+    time, so only their sum must be positive."""
     report, stdout = _run_module(
         "benchmarks.breakdown",
         tmp_path / "breakdown.json",
-        *("--requests", "50", "--server", "builtin", "--no-profile"),
+        *("--requests", "200", "--server", "builtin", "--no-profile"),
     )
     assert set(report) == {"poolwatch", "urllib3", "httpcore"}
     for row in report.values():
-        assert row["user_us"] > 0 and row["wall_us"] > 0
+        assert row["user_us"] + row["system_us"] > 0 and row["wall_us"] > 0
     assert "| poolwatch |" in stdout
 
 

@@ -409,6 +409,18 @@ class ClientProtocol:
             else:
                 return False
 
+    def take_whole_body(self) -> bytes | None:
+        """What is left of the body, when :attr:`pending` holds it as one
+        piece and its end (see :meth:`take_buffered_body`); else ``None``,
+        and nothing is taken. A body of several pieces (chunks) is read
+        piece by piece, as it was sent."""
+        pending = self.pending
+        if not pending or not isinstance(pending[-1], h11.EndOfMessage) or len(pending) > 2:
+            return None
+        first = pending[0]
+        pending.clear()
+        return bytes(first.data) if isinstance(first, h11.Data) else b""
+
     # -- reading the body ----------------------------------------------------
 
     def next_body_event(self, exchange: Exchange) -> BodyEvent | None:

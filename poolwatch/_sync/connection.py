@@ -349,6 +349,15 @@ class Connection:
             )
         return read_failed(exchange, exc)
 
+    def take_whole_body(self) -> tuple[bytes, bool] | None:
+        """The rest of a body that arrived whole with its head, and whether
+        bytes followed it (R10); ``None`` if some of it is still to read (see
+        :meth:`ClientProtocol.take_whole_body`)."""
+        with self._proto_lock:
+            proto = self._proto
+            data = proto.take_whole_body()
+            return None if data is None else (data, proto.extra_bytes_after_body())
+
     def peek_end_of_body(self) -> bool:
         """Whether the body's end is already buffered (see
         :meth:`ClientProtocol.peek_end_of_body`). Reads no socket."""

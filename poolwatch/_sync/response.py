@@ -44,7 +44,7 @@ class Response(ResponseHead):
             chunks = [self._buffer]
             self._buffer = b""
             while not self._end_seen:
-                if self._connection.direct_body_left():
+                if not self._exchange.body_buffered and self._connection.direct_body_left():
                     # The rest in one read into one buffer, after what came.
                     chunks = [self._next_chunk(whole=True, prefix=b"".join(chunks))]
                 else:
@@ -100,21 +100,15 @@ class Response(ResponseHead):
         if exchange.bytes_read == 0 and not exchange.body_buffered:
             conn.prepare_body_read(exchange)
         try:
-            data = conn.read_body_direct(exchange, -1 if whole else RECV_SIZE, prefix)
-            if data is not None:
-                exchange.bytes_read += len(data) - len(prefix)
-                self._end_seen = conn.peek_end_of_body()
+            arrived = conn.take_whole_body() if exchange.body_buffered else None
+            if arrived is not None:  # it came with the head, up to its end
+                data, extra = arrived
+                exchange.bytes_read += len(data)
+                self._end_seen = True
             else:
-                assert not prefix
-                event = conn.read_body_event(exchange)
-                if isinstance(event, h11.Data):
-                    data = bytes(event.data)
-                    exchange.bytes_read += len(data)
-                    self._end_seen = conn.peek_end_of_body()
-                else:
-                    data = b""
-                    self._end_seen = True
-            if self._end_seen and conn.extra_bytes_after_body():
+                data = self._read_piece(whole, prefix)
+                extra = self._end_seen and conn.extra_bytes_after_body()
+            if extra:
                 raise RemoteProtocolError(
                     "bytes after the end of the response body",
                     method=self.method,
@@ -124,6 +118,25 @@ class Response(ResponseHead):
             if not closing:
                 conn.finish_body(exchange, "errored")
             raise
+        return data
+
+    def _read_piece(self, whole: bool, prefix: bytes) -> bytes:
+        """The next piece from the socket, past h11 or through it."""
+        conn = self._connection
+        exchange = self._exchange
+        data = conn.read_body_direct(exchange, -1 if whole else RECV_SIZE, prefix)
+        if data is not None:
+            exchange.bytes_read += len(data) - len(prefix)
+            self._end_seen = conn.peek_end_of_body()
+            return data
+        assert not prefix
+        event = conn.read_body_event(exchange)
+        if isinstance(event, h11.EndOfMessage):
+            self._end_seen = True
+            return b""
+        data = bytes(event.data)
+        exchange.bytes_read += len(data)
+        self._end_seen = conn.peek_end_of_body()
         return data
 
     def _finish_if_done(self) -> None:
