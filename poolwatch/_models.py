@@ -22,7 +22,7 @@ from ._core.socks import SOCKS_SCHEMES
 from ._core.wire import is_field_value, is_target, is_token, plain_request_head
 from ._exceptions import InvalidURL, LocalProtocolError
 
-__all__ = ["Origin", "Proxy", "Request", "Timeout", "parse_proxy"]
+__all__ = ["Origin", "Proxy", "Request", "Timeout", "parse_proxy", "prepare_request"]
 
 HeaderTypes: TypeAlias = (
     "Mapping[str, str] | Mapping[bytes, bytes] | Sequence[tuple[str | bytes, str | bytes]]"
@@ -292,6 +292,15 @@ class Request:
                 f"invalid request: {exc}", method=self.method, url=self.url
             ) from exc
 
+    def with_body(self, body: bytes) -> Request:
+        """This request with another body of the same length."""
+        assert len(body) == len(cast(bytes, self.body))
+        twin = object.__new__(Request)
+        for name in Request.__slots__:
+            setattr(twin, name, getattr(self, name))
+        twin.body = body
+        return twin
+
     def is_replayable(self) -> bool:
         """Whether sending this request twice is safe and possible (R13):
         an idempotent method or an idempotency key, and a body that can be
@@ -310,6 +319,77 @@ class Request:
         if hasattr(body, "read"):
             return _read_file(cast("IO[bytes]", body))
         return iter(body)
+
+
+def prepare_request(
+    method: str,
+    url: str,
+    headers: HeaderTypes | None = None,
+    body: BodyTypes = None,
+    *,
+    keep_alive: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
+    proxy: str | Proxy | None = None,
+    uds: str | None = None,
+) -> Request:
+    """A :class:`Request`, checked and prepared once for requests that repeat.
+
+    A request with the same method, URL, headers and options as one made
+    before, and a body of ``bytes`` of the same length (or none), has the
+    same head: the earlier one's checked parts and prepared bytes are used
+    again, with this body. A request is never changed once made, so they can
+    be shared. Anything else (a body of another kind, headers that cannot be
+    hashed) is prepared from scratch.
+    """
+    options = (keep_alive, ssl_context, proxy, uds)
+    key = _request_key(method, url, headers, body, options)
+    known = None if key is None else _PREPARED.get(key)
+    if known is None:
+        known = Request(
+            method,
+            url,
+            headers,
+            body,
+            keep_alive=keep_alive,
+            ssl_context=ssl_context,
+            proxy=proxy,
+            uds=uds,
+        )
+        if key is not None:
+            if len(_PREPARED) >= _PREPARED_MAX:
+                _PREPARED.clear()
+            _PREPARED[key] = known
+        return known
+    if body is None or body is known.body:
+        return known
+    return known.with_body(cast(bytes, body))
+
+
+def _request_key(
+    method: str,
+    url: str,
+    headers: HeaderTypes | None,
+    body: BodyTypes,
+    options: tuple[object, ...],
+) -> tuple[object, ...] | None:
+    """What makes two requests' heads the same, or ``None`` when the request
+    is not shared (a body other than bytes, anything unhashable)."""
+    if body is not None and type(body) is not bytes:
+        return None
+    if headers is None:
+        fields: tuple[object, ...] = ()
+    else:
+        fields = tuple(headers.items() if isinstance(headers, Mapping) else headers)
+    key = (method, url, fields, None if body is None else len(body), options)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+_PREPARED: dict[tuple[object, ...], Request] = {}
+_PREPARED_MAX = 256
 
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})

@@ -31,7 +31,7 @@ from .._exceptions import (
     ProxyError,
 )
 from .._leaks import OpenBody, capture_call_site
-from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
+from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Timeout, prepare_request
 from .._sync.transport import MAX_RETRIES, _live_transports
 from .connection import AsyncConnection
 from .exchange import AsyncExchange, wait_or_expire, wake, within
@@ -147,7 +147,7 @@ class AsyncTransport:
         (``async with`` does): otherwise its connection stays checked out (R6).
         """
         loop = self._loop_now()
-        request = Request(
+        request = prepare_request(
             method,
             url,
             headers,

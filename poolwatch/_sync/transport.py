@@ -28,7 +28,7 @@ from .._exceptions import (
     ProxyError,
 )
 from .._leaks import OpenBody, capture_call_site
-from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Request, Timeout
+from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Timeout, prepare_request
 from .connection import NO_TIMEOUT, Connection, Exchange
 from .response import Response
 from .streams import (
@@ -154,7 +154,7 @@ class Transport:
         Read the body to its end or close the response (``with`` does):
         otherwise its connection stays checked out (R6).
         """
-        request = Request(
+        request = prepare_request(
             method,
             url,
             headers,

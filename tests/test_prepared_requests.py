@@ -1,0 +1,109 @@
+"""Requests that repeat are checked and prepared once: the same head is
+shared, each request keeps its own body, and anything that could differ
+gets a request of its own."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+import poolwatch
+from poolwatch import _models
+from poolwatch._models import prepare_request
+from tests.servers import http_server
+
+URL = "http://127.0.0.1:8080/a?b=c"
+
+
+def test_the_same_request_is_prepared_once() -> None:
+    headers = {"X-A": "1", "Accept": "*/*"}
+    first = prepare_request("GET", URL, headers)
+    assert prepare_request("GET", URL, dict(headers)) is first
+    assert prepare_request("GET", URL, list(headers.items())) is first  # the same pairs
+    assert prepare_request("GET", URL, list(reversed(headers.items()))) is not first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"method": "HEAD"},
+        {"url": URL + "&d=e"},
+        {"headers": {"X-A": "2", "Accept": "*/*"}},
+        {"keep_alive": False},
+        {"proxy": "http://127.0.0.1:3128"},
+        {"uds": "/tmp/poolwatch-test.sock"},
+    ],
+)
+def test_anything_that_changes_the_head_gets_a_request_of_its_own(
+    change: dict[str, object],
+) -> None:
+    base: dict[str, object] = {
+        "method": "GET",
+        "url": URL,
+        "headers": {"X-A": "1", "Accept": "*/*"},
+    }
+    first = prepare_request(**base)  # type: ignore[arg-type]
+    other = prepare_request(**{**base, **change})  # type: ignore[arg-type]
+    assert other is not first
+    assert (other.method, other.url, other.origin, other.plain_head, other.wants_close) != (
+        first.method,
+        first.url,
+        first.origin,
+        first.plain_head,
+        first.wants_close,
+    )
+
+
+def test_a_new_ssl_context_gets_a_request_of_its_own() -> None:
+    one, two = ssl.create_default_context(), ssl.create_default_context()
+    first = prepare_request("GET", "https://127.0.0.1:8443/", ssl_context=one)
+    assert prepare_request("GET", "https://127.0.0.1:8443/", ssl_context=one) is first
+    second = prepare_request("GET", "https://127.0.0.1:8443/", ssl_context=two)
+    assert second.origin.ssl_context is two
+
+
+def test_each_request_keeps_its_own_body() -> None:
+    first = prepare_request("POST", URL, None, b"aaaa")
+    second = prepare_request("POST", URL, None, b"bbbb")
+    assert (first.body, second.body) == (b"aaaa", b"bbbb")
+    assert second.plain_head == first.plain_head
+    longer = prepare_request("POST", URL, None, b"ccccc")
+    assert longer.content_length == 5 and b"Content-Length: 5" in (longer.plain_head or b"")
+    assert prepare_request("POST", URL, None, b"").content_length == 0
+
+
+def test_bodies_of_other_kinds_and_unhashable_headers_are_not_shared() -> None:
+    chunks = [b"a", b"b"]
+    assert prepare_request("POST", URL, None, chunks) is not prepare_request(
+        "POST", URL, None, chunks
+    )
+    pairs = [["X-A", "1"]]
+    first = prepare_request("GET", URL, pairs)  # type: ignore[arg-type]
+    assert prepare_request("GET", URL, pairs) is not first  # type: ignore[arg-type]
+    assert b"X-A: 1" in (first.plain_head or b"")
+
+
+def test_bad_requests_are_refused_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(poolwatch.LocalProtocolError):
+            prepare_request("GET", URL, {"X-A": "bad\r\nvalue"})
+        with pytest.raises(poolwatch.InvalidURL):
+            prepare_request("GET", "http:///nohost")
+
+
+def test_the_memory_of_requests_is_bounded() -> None:
+    for n in range(3 * _models._PREPARED_MAX):
+        request = prepare_request("GET", f"{URL}&n={n}")
+        assert request.url == f"{URL}&n={n}"
+    assert len(_models._PREPARED) <= _models._PREPARED_MAX
+
+
+def test_shared_heads_carry_each_body_over_the_wire() -> None:
+    with http_server() as server, poolwatch.Transport() as transport:
+        url = f"http://127.0.0.1:{server.port}/echo"
+        for body in (b"first body", b"other body", b"first body"):
+            with transport.request("POST", url, {"X-A": "1"}, body) as response:
+                assert response.read() == body
+        assert [r[3] for r in server.requests] == [b"first body", b"other body", b"first body"]
+        assert transport.stats().connections_opened == 1
