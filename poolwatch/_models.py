@@ -292,9 +292,9 @@ class Request:
                 f"invalid request: {exc}", method=self.method, url=self.url
             ) from exc
 
-    def with_body(self, body: bytes) -> Request:
-        """This request with another body of the same length."""
-        assert len(body) == len(cast(bytes, self.body))
+    def with_body(self, body: bytes | None) -> Request:
+        """This request with another body of the same length, or with none
+        held (a shared head must not keep a body alive)."""
         twin = object.__new__(Request)
         for name in Request.__slots__:
             setattr(twin, name, getattr(self, name))
@@ -345,7 +345,7 @@ def prepare_request(
     key = _request_key(method, url, headers, body, options)
     known = None if key is None else _PREPARED.get(key)
     if known is None:
-        known = Request(
+        request = Request(
             method,
             url,
             headers,
@@ -358,11 +358,10 @@ def prepare_request(
         if key is not None:
             if len(_PREPARED) >= _PREPARED_MAX:
                 _PREPARED.clear()
-            _PREPARED[key] = known
-        return known
-    if body is None or body is known.body:
-        return known
-    return known.with_body(cast(bytes, body))
+            # The head only: a body kept here would stay alive.
+            _PREPARED[key] = request if body is None else request.with_body(None)
+        return request
+    return known if body is None else known.with_body(cast(bytes, body))
 
 
 def _request_key(

@@ -73,6 +73,15 @@ def test_each_request_keeps_its_own_body() -> None:
     assert prepare_request("POST", URL, None, b"").content_length == 0
 
 
+def test_a_shared_head_keeps_no_body_alive() -> None:
+    body = b"x" * 100_000
+    prepare_request("PUT", URL + "&big", None, body)
+    (held,) = [r for k, r in _models._PREPARED.items() if k[1] == URL + "&big"]
+    assert held.body is None and held.content_length == 100_000
+    again = prepare_request("PUT", URL + "&big", None, b"y" * 100_000)
+    assert again.body == b"y" * 100_000 and again.plain_head == held.plain_head
+
+
 def test_bodies_of_other_kinds_and_unhashable_headers_are_not_shared() -> None:
     chunks = [b"a", b"b"]
     assert prepare_request("POST", URL, None, chunks) is not prepare_request(
