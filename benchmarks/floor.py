@@ -22,6 +22,10 @@ transport with no client library (``native``) is measured too: ``stock /
 today's transport. For a client bound by its own CPU, throughput ratios
 are at most these CPU ratios.
 
+As in the main benchmark, the server runs pinned to one core and the
+measuring process to another (``--no-pin`` to leave both free): where
+poolwatch's threads run changes what their hand-offs cost.
+
 Scenarios: S1 (GET of 13 bytes), S2 (GET of 1 MiB), S5 (POST of 64 KiB)
 for requests and httpx, S4 (64 asyncio tasks, GET of 13 bytes) for httpx's
 ``AsyncClient``, with aiohttp measured beside it for the target that
@@ -36,6 +40,7 @@ import http.client
 import importlib.util
 import io
 import json
+import os
 import statistics
 import sys
 import time
@@ -381,14 +386,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply requests per sample")
     parser.add_argument("--server", choices=("auto", "nginx", "builtin"), default="auto")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client")
     args = parser.parse_args(argv)
-    with start_server(args.server, cpu=None) as server:
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = len(cpus) >= 2 and not args.no_pin
+    with start_server(args.server, cpu=cpus[0] if pin else None) as server:
+        if pin:
+            os.sched_setaffinity(0, {cpus[1]})  # this process, after the server started
         results = measure(server.base_url, args.rounds, args.scale)
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
     else:
-        print(f"server: {server.description}; {args.rounds} rounds, scale {args.scale:g}\n")
+        pinning = f"server on core {cpus[0]}, client on core {cpus[1]}" if pin else "unpinned"
+        print(
+            f"server: {server.description}; {pinning}; "
+            f"{args.rounds} rounds, scale {args.scale:g}\n"
+        )
         print(report(results))
 
 
