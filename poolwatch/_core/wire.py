@@ -7,10 +7,9 @@ the first time it is seen and from memory after that (most lines repeat from
 one response to the next). It declines anything else (interim responses,
 ``Transfer-Encoding``, ``Connection: close``, HTTP/1.0, a head not yet
 complete, obsolete line folding, a character h11 would refuse), which then
-goes through h11 as before. Declining is always
-safe; accepting is only allowed for heads h11 would read the same way, so the
-character rules below are h11's own (RFC 9110 section 5.5, RFC 9112
-sections 4 and 5).
+goes through h11 as before. Declining is always safe; accepting is only
+allowed for heads h11 would read the same way, so the character rules below
+are h11's own (RFC 9110 section 5.5, RFC 9112 sections 4 and 5).
 
 :func:`plain_request_head` is the matching writer: the request line and the
 header lines of a request whose headers need no normalisation, in the order
@@ -44,8 +43,6 @@ is_target = re.compile(rb"[\x21-\x7e]+").fullmatch
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: ((?:[ \t]|[^\x00\s])*))?").fullmatch
 _HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _FIELD_VALUE + rb")[ \t]*").fullmatch
-_T = TypeVar("_T")
-
 # Longer than any length poolwatch could be sent; h11 allows 20 digits.
 _MAX_LENGTH_DIGITS = 18
 
@@ -166,6 +163,9 @@ def _header_line(line: bytes) -> _Field:
             judged = (name, value, None)
     _remember(_LINES, line, judged)
     return judged
+
+
+_T = TypeVar("_T")
 
 
 def _remember(cache: dict[bytes, _T], line: bytes, judged: _T) -> None:
