@@ -19,7 +19,13 @@ from urllib.parse import unquote, urlsplit
 import h11
 
 from ._core.socks import SOCKS_SCHEMES
-from ._core.wire import is_field_value, is_target, is_token, plain_request_head
+from ._core.wire import (
+    closes_connection,
+    is_field_value,
+    is_target,
+    is_token,
+    plain_request_head,
+)
 from ._exceptions import InvalidURL, LocalProtocolError
 
 __all__ = ["Origin", "Proxy", "Request", "Timeout", "parse_proxy", "prepare_request"]
@@ -430,8 +436,9 @@ def parse_url(url: str) -> tuple[Origin, bytes, bytes]:
 
 
 def _says_close(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a ``Connection`` header holds the ``close`` token, as h11 reads it."""
     return any(
-        name.lower() == b"connection" and b"close" in value.lower() for name, value in headers
+        name.lower() == b"connection" and closes_connection(value) for name, value in headers
     )
 
 
@@ -440,11 +447,11 @@ def _plain_head(
 ) -> bytes | None:
     """The bytes of the request line and headers when the whole request can
     go in one write without h11: a body held as bytes (or none), no
-    ``Expect: 100-continue``, keep-alive, and headers that h11 would send
-    unchanged (valid characters, one ``Host``, no ``Transfer-Encoding``, a
+    ``Expect: 100-continue``, and headers that h11 would send unchanged
+    (valid characters, one ``Host``, no ``Transfer-Encoding``, a
     ``Content-Length`` that is the body's length in plain digits)."""
     body = request.body
-    if request.expects_continue or request.wants_close or not isinstance(body, bytes | None):
+    if request.expects_continue or not isinstance(body, bytes | None):
         return None
     if not is_token(method) or not is_target(target):
         return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import h11
 import pytest
+from h11._headers import get_comma_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,7 +49,12 @@ def _h11_response(data: bytes) -> h11.Response:
 _names = st.sampled_from(
     [b"Content-Length", b"content-type", b"Connection", b"X-A", b"Set-Cookie", b"ETag", b"Date"]
 )
-_values = st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+_values = st.one_of(
+    st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.sampled_from(
+        [b"close", b"Close", b"keep-alive", b"keep-alive, close", b"x-close", b" ,close"]
+    ),
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -87,6 +93,7 @@ def test_a_head_read_without_h11_reads_as_h11_reads_it(
     assert head.raw_headers == expected.headers.raw_items()
     declared = [v for n, v in expected.headers if n == b"content-length"]
     assert head.content_length == (int(declared[0]) if declared else None)
+    assert head.closes == (b"close" in get_comma_header(expected.headers, b"connection"))
 
 
 @pytest.mark.parametrize(
@@ -95,7 +102,6 @@ def test_a_head_read_without_h11_reads_as_h11_reads_it(
         b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",  # HTTP/1.0: h11's keep-alive rules
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
         b"HTTP/1.1 200 OK\r\n\r\nread until close",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
         b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx",
@@ -155,8 +161,12 @@ def test_a_body_less_status_needs_no_length() -> None:
 # -- request heads --------------------------------------------------------------
 
 _header = st.tuples(
-    st.sampled_from(["Host", "host", "Content-Length", "Transfer-Encoding", "X-A", "Accept"]),
-    st.sampled_from(["1", "3", "x.example", "chunked", "a b", " a", "b\t", "\xe9", "005"]),
+    st.sampled_from(
+        ["Host", "host", "Content-Length", "Transfer-Encoding", "X-A", "Accept", "Connection"]
+    ),
+    st.sampled_from(
+        ["1", "3", "x.example", "chunked", "a b", " a", "b\t", "\xe9", "005", "close", "x, Close"]
+    ),
 )
 
 
@@ -192,7 +202,6 @@ def test_a_request_written_without_h11_is_what_h11_writes(
         ({"Content-Length": "3"}, b"abcd"),  # h11 refuses to send a wrong length
         ({"Transfer-Encoding": "chunked"}, b"abc"),
         ({"Expect": "100-continue"}, b"abc"),
-        ({"Connection": "close"}, None),
         ({"Host": "a", "host": "b"}, None),
         ({}, iter([b"streamed"])),
     ],
@@ -276,4 +285,53 @@ def test_bytes_after_a_plain_body_end_the_connection() -> None:
         with pytest.raises(poolwatch.RemoteProtocolError, match="bytes after the end"):
             transport.request("GET", server.url()).read()
         stats = assert_at_rest(transport)
+        assert stats.idle_connections == 0
+
+
+def test_a_plain_exchange_that_closes_is_not_reused() -> None:
+    """Either side's ``Connection: close`` ends a plain exchange's
+    connection, as it ends an h11 one's; a ``close`` inside another token
+    does not (R8)."""
+    proto = ClientProtocol()
+    for request_headers, response_line, closes, reused in [
+        ({}, b"Connection: close", True, False),
+        ({"Connection": "close"}, b"Connection: keep-alive", False, False),
+        ({"Connection": "x-close"}, b"Connection: x-close, keep-alive", False, True),
+        ({}, b"Connection: Keep-Alive, CLOSE", True, False),
+    ]:
+        request = Request("GET", "http://127.0.0.1:8080/", request_headers)
+        assert request.plain_head is not None
+        exchange = _exchange(request)
+        proto.start_request(request)
+        response = b"HTTP/1.1 200 OK\r\n" + response_line + b"\r\nContent-Length: 2\r\n\r\nok"
+        head = proto.receive_head(exchange, response, len(response))
+        assert head is not None and head.closes is closes
+        exchange.head = head
+        proto.check_head(exchange, head)
+        assert proto.take_buffered_body()
+        assert _body(proto, exchange) == b"ok"
+        assert proto.can_reuse(exchange) is reused
+        if not reused:
+            proto = ClientProtocol()  # the connection is closed: a new one
+
+
+def _serve_closing(conn: ServerConnection) -> None:
+    conn.recv_request_head()
+    conn.sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nbye\n")
+    conn.sock.close()
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_connections_that_close_serve_one_plain_exchange_each(keep_alive: bool) -> None:
+    with (
+        raw_server(_serve_closing) as server,
+        poolwatch.Transport(keep_alive=keep_alive) as transport,
+    ):
+        for _ in range(3):
+            with transport.request("GET", server.url()) as response:
+                assert response.read() == b"bye\n"
+                assert response.outcome == "drained"
+        stats = assert_at_rest(transport)
+        assert stats.connections_opened == 3
+        assert stats.reused_requests == 0
         assert stats.idle_connections == 0

@@ -51,7 +51,7 @@ from .._events import Listener
 from .._exceptions import PoolwatchError, RemoteProtocolError
 from .._leaks import CallSite
 from .._models import Request, Timeout
-from .wire import Head, parse_plain_head
+from .wire import Head, closes_connection, parse_plain_head
 
 if TYPE_CHECKING:
     from typing import Any
@@ -322,6 +322,7 @@ class ClientProtocol:
             event.headers.raw_items(),
             _content_length(lowered),
             lowered,
+            closes=any(n == b"connection" and closes_connection(v) for n, v in lowered),
         )
 
     def _tell_h11(self, request: Request) -> None:
@@ -541,9 +542,11 @@ class ClientProtocol:
             if self._body_left or self._extra_seen or self._buffer or self._eof:
                 return False
             if self._h11_idle:
-                # A plain exchange: HTTP/1.1 and keep-alive on both sides.
+                # A plain exchange: HTTP/1.1 on both sides; kept unless
+                # either side said Connection: close.
                 self._own_body = False
-                return True
+                head = exchange.head
+                return not exchange.request.wants_close and not (head and head.closes)
             return self._reuse_after_own_body(exchange)
         proto = self._h11
         if proto.trailing_data[0]:

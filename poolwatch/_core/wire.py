@@ -5,9 +5,11 @@ well-formed header lines, a ``Content-Length``. :func:`parse_plain_head`
 reads such a head line by line, judging each line with a regular expression
 the first time it is seen and from memory after that (most lines repeat from
 one response to the next). It declines anything else (interim responses,
-``Transfer-Encoding``, ``Connection: close``, HTTP/1.0, a head not yet
-complete, obsolete line folding, a character h11 would refuse), which then
-goes through h11 as before. Declining is always safe; accepting is only
+``Transfer-Encoding``, HTTP/1.0, a body read until the server closes, a
+head not yet complete, obsolete line folding, a character h11 would
+refuse), which then goes through h11 as before. A ``Connection: close`` is
+noted on the head (:attr:`Head.closes`), read as h11 reads it: a ``close``
+token among the header's comma-separated values. Declining is always safe; accepting is only
 allowed for heads h11 would read the same way, so the character rules below
 are h11's own (RFC 9110 section 5.5, RFC 9112 sections 4 and 5).
 
@@ -24,6 +26,7 @@ from typing import TypeVar
 
 __all__ = [
     "Head",
+    "closes_connection",
     "is_field_value",
     "is_target",
     "is_token",
@@ -52,6 +55,7 @@ class Head:
 
     __slots__ = (
         "_lowered",
+        "closes",
         "content_length",
         "http_version",
         "raw_headers",
@@ -67,6 +71,7 @@ class Head:
         raw_headers: list[tuple[bytes, bytes]],
         content_length: int | None,
         lowered: list[tuple[bytes, bytes]] | None = None,
+        closes: bool = False,
     ) -> None:
         self.status_code = status_code
         self.reason = reason
@@ -76,6 +81,8 @@ class Head:
         #: The declared body length, or ``None`` if the body is not
         #: length-delimited (``Transfer-Encoding``, or read until close).
         self.content_length = content_length
+        #: Whether the server said ``Connection: close``.
+        self.closes = closes
         self._lowered = lowered
 
     @property
@@ -103,29 +110,37 @@ def parse_plain_head(data: bytes, limit: int) -> tuple[Head, int] | None:
         return None
     raw_headers: list[tuple[bytes, bytes]] = []
     length: int | None = None
+    closes = False
     for line in lines[1:]:
         field = _LINES.get(line) or _header_line(line)
         if field is _DECLINE:
             return None
-        name, value, declared = field
+        name, value, declared, close = field
         if declared is not None:
             if length is not None:
                 return None  # a second Content-Length: h11's case
             length = declared
+        closes = closes or close
         raw_headers.append((name, value))
     code, reason = status
     if length is None and code not in (204, 304):
         return None  # a body read until the server closes: h11's case
-    head = Head(code, reason, b"1.1", raw_headers, length)
+    head = Head(code, reason, b"1.1", raw_headers, length, closes=closes)
     return head, end + 4
+
+
+def closes_connection(value: bytes) -> bool:
+    """Whether a ``Connection`` header value holds the ``close`` token."""
+    return any(token.strip(b" \t").lower() == b"close" for token in value.split(b","))
 
 
 # Most responses repeat most of their lines (the status line, Server,
 # Content-Type, Connection, even Content-Length): each line is judged once
-# and remembered, bounded, as the name, the value and the declared length
-# (or _DECLINE for a line that sends the whole head to h11).
-_Field = tuple[bytes, bytes, "int | None"]
-_DECLINE: _Field = (b"", b"", None)
+# and remembered, bounded, as the name, the value, the declared length and
+# whether it closes the connection (or _DECLINE for a line that sends the
+# whole head to h11).
+_Field = tuple[bytes, bytes, "int | None", bool]
+_DECLINE: _Field = (b"", b"", None, False)
 _LINES: dict[bytes, _Field] = {}
 _STATUSES: dict[bytes, tuple[int, bytes] | None] = {}
 _CACHE_MAX = 1024
@@ -154,13 +169,12 @@ def _header_line(line: bytes) -> _Field:
             if not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
                 judged = _DECLINE
             else:
-                judged = (name, value, int(value))
-        elif lowered == b"transfer-encoding" or (
-            lowered == b"connection" and b"close" in value.lower()
-        ):
+                judged = (name, value, int(value), False)
+        elif lowered == b"transfer-encoding":
             judged = _DECLINE
         else:
-            judged = (name, value, None)
+            close = lowered == b"connection" and closes_connection(value)
+            judged = (name, value, None, close)
     _remember(_LINES, line, judged)
     return judged
 
