@@ -28,7 +28,7 @@ from ._core.wire import (
 )
 from ._exceptions import InvalidURL, LocalProtocolError
 
-__all__ = ["Origin", "Proxy", "Request", "Timeout", "parse_proxy", "prepare_request"]
+__all__ = ["Origin", "PreparedRequests", "Proxy", "Request", "Timeout", "parse_proxy"]
 
 HeaderTypes: TypeAlias = (
     "Mapping[str, str] | Mapping[bytes, bytes] | Sequence[tuple[str | bytes, str | bytes]]"
@@ -327,30 +327,46 @@ class Request:
         return iter(body)
 
 
-def prepare_request(
-    method: str,
-    url: str,
-    headers: HeaderTypes | None = None,
-    body: BodyTypes = None,
-    *,
-    keep_alive: bool = True,
-    ssl_context: ssl.SSLContext | None = None,
-    proxy: str | Proxy | None = None,
-    uds: str | None = None,
-) -> Request:
-    """A :class:`Request`, checked and prepared once for requests that repeat.
+class PreparedRequests:
+    """A transport's requests, checked and prepared once for requests that
+    repeat.
 
     A request with the same method, URL, headers and options as one made
     before, and a body of ``bytes`` of the same length (or none), has the
     same head: the earlier one's checked parts and prepared bytes are used
     again, with this body. A request is never changed once made, so they can
     be shared. Anything else (a body of another kind, headers that cannot be
-    hashed) is prepared from scratch.
+    hashed) is prepared from scratch. At most :attr:`MAX` heads are kept,
+    without their bodies, for as long as the transport lives.
     """
-    options = (keep_alive, ssl_context, proxy, uds)
-    key = _request_key(method, url, headers, body, options)
-    known = None if key is None else _PREPARED.get(key)
-    if known is None:
+
+    MAX = 256
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[object, ...], Request] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def prepare(
+        self,
+        method: str,
+        url: str,
+        headers: HeaderTypes | None = None,
+        body: BodyTypes = None,
+        *,
+        keep_alive: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        proxy: str | Proxy | None = None,
+        uds: str | None = None,
+    ) -> Request:
+        """The request, as :class:`Request` makes it (and raising as it does)."""
+        options = (keep_alive, ssl_context, proxy, uds)
+        key = _request_key(method, url, headers, body, options)
+        known = None if key is None else self._known.get(key)
+        if known is not None:
+            return known if body is None else known.with_body(cast(bytes, body))
         request = Request(
             method,
             url,
@@ -362,12 +378,11 @@ def prepare_request(
             uds=uds,
         )
         if key is not None:
-            if len(_PREPARED) >= _PREPARED_MAX:
-                _PREPARED.clear()
+            if len(self._known) >= self.MAX:
+                self._known.clear()
             # The head only: a body kept here would stay alive.
-            _PREPARED[key] = request if body is None else request.with_body(None)
+            self._known[key] = request if body is None else request.with_body(None)
         return request
-    return known if body is None else known.with_body(cast(bytes, body))
 
 
 def _request_key(
@@ -391,10 +406,6 @@ def _request_key(
     except TypeError:
         return None
     return key
-
-
-_PREPARED: dict[tuple[object, ...], Request] = {}
-_PREPARED_MAX = 256
 
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})

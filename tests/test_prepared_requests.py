@@ -9,11 +9,13 @@ import ssl
 import pytest
 
 import poolwatch
-from poolwatch import _models
-from poolwatch._models import prepare_request
+from poolwatch._models import PreparedRequests
 from tests.servers import http_server
 
 URL = "http://127.0.0.1:8080/a?b=c"
+
+# One transport's memory of requests, for the tests that call it directly.
+prepare_request = PreparedRequests().prepare
 
 
 def test_the_same_request_is_prepared_once() -> None:
@@ -74,11 +76,12 @@ def test_each_request_keeps_its_own_body() -> None:
 
 
 def test_a_shared_head_keeps_no_body_alive() -> None:
+    prepared = PreparedRequests()
     body = b"x" * 100_000
-    prepare_request("PUT", URL + "&big", None, body)
-    (held,) = [r for k, r in _models._PREPARED.items() if k[1] == URL + "&big"]
+    prepared.prepare("PUT", URL + "&big", None, body)
+    (held,) = prepared._known.values()
     assert held.body is None and held.content_length == 100_000
-    again = prepare_request("PUT", URL + "&big", None, b"y" * 100_000)
+    again = prepared.prepare("PUT", URL + "&big", None, b"y" * 100_000)
     assert again.body == b"y" * 100_000 and again.plain_head == held.plain_head
 
 
@@ -102,10 +105,19 @@ def test_bad_requests_are_refused_every_time() -> None:
 
 
 def test_the_memory_of_requests_is_bounded() -> None:
-    for n in range(3 * _models._PREPARED_MAX):
-        request = prepare_request("GET", f"{URL}&n={n}")
+    prepared = PreparedRequests()
+    for n in range(3 * PreparedRequests.MAX):
+        request = prepared.prepare("GET", f"{URL}&n={n}")
         assert request.url == f"{URL}&n={n}"
-    assert len(_models._PREPARED) <= _models._PREPARED_MAX
+        assert 0 < len(prepared) <= PreparedRequests.MAX
+
+
+def test_each_transport_keeps_its_own_memory() -> None:
+    with http_server() as server, poolwatch.Transport() as one, poolwatch.Transport() as two:
+        url = f"http://127.0.0.1:{server.port}/"
+        for _ in range(3):
+            assert one.request("GET", url).read() == b"hello world!\n"
+        assert (len(one._prepared), len(two._prepared)) == (1, 0)
 
 
 def test_shared_heads_carry_each_body_over_the_wire() -> None:

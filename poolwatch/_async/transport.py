@@ -31,7 +31,7 @@ from .._exceptions import (
     ProxyError,
 )
 from .._leaks import OpenBody, capture_call_site
-from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Timeout, prepare_request
+from .._models import BodyTypes, HeaderTypes, Origin, PreparedRequests, Proxy, Timeout
 from .._sync.transport import MAX_RETRIES, _live_transports
 from .connection import AsyncConnection
 from .exchange import AsyncExchange, wait_or_expire, wake, within
@@ -115,6 +115,7 @@ class AsyncTransport:
         # Every connection's reads land here first (on the loop, one at a time).
         self._recv_buffer = RecvBuffer(RECV_SIZE)
         _live_transports.add(self)  # type: ignore[arg-type]
+        self._prepared = PreparedRequests()  # heads of requests made before
 
     def _loop_now(self) -> asyncio.AbstractEventLoop:
         """The running loop, which must be the transport's own while that
@@ -147,7 +148,7 @@ class AsyncTransport:
         (``async with`` does): otherwise its connection stays checked out (R6).
         """
         loop = self._loop_now()
-        request = prepare_request(
+        request = self._prepared.prepare(
             method,
             url,
             headers,

@@ -28,7 +28,7 @@ from .._exceptions import (
     ProxyError,
 )
 from .._leaks import OpenBody, capture_call_site
-from .._models import BodyTypes, HeaderTypes, Origin, Proxy, Timeout, prepare_request
+from .._models import BodyTypes, HeaderTypes, Origin, PreparedRequests, Proxy, Timeout
 from .connection import NO_TIMEOUT, Connection, Exchange
 from .response import Response
 from .streams import (
@@ -127,6 +127,7 @@ class Transport:
         self._late_leaks: SimpleQueue[tuple[Connection, Exchange]] = SimpleQueue()
         self._workers = WorkerPool()  # threads for the connections' workers
         self._events = EventPool()  # what callers wait for their heads on
+        self._prepared = PreparedRequests()  # heads of requests made before
         self._listeners: tuple[Listener, ...] = ()
         _live_transports.add(self)
 
@@ -154,7 +155,7 @@ class Transport:
         Read the body to its end or close the response (``with`` does):
         otherwise its connection stays checked out (R6).
         """
-        request = prepare_request(
+        request = self._prepared.prepare(
             method,
             url,
             headers,
