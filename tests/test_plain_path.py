@@ -136,6 +136,13 @@ def test_remembered_lines_still_count_as_lines_of_this_head() -> None:
     assert parse_plain_head(twice, MAX_HEAD_SIZE) is None
 
 
+def test_cookies_are_not_remembered() -> None:
+    data = b"HTTP/1.1 200 OK\r\nSet-Cookie: session=s3cret\r\nContent-Length: 0\r\n\r\n"
+    found = parse_plain_head(data, MAX_HEAD_SIZE)
+    assert found is not None and found[0].raw_headers[0] == (b"Set-Cookie", b"session=s3cret")
+    assert not [line for line in wire._LINES if b"s3cret" in line]
+
+
 def test_the_memory_of_lines_is_bounded() -> None:
     for n in range(3 * wire._CACHE_MAX):
         data = b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 0\r\n\r\n" % n

@@ -138,7 +138,8 @@ def closes_connection(value: bytes) -> bool:
 # Content-Type, Connection, even Content-Length): each line is judged once
 # and remembered, bounded, as the name, the value, the declared length and
 # whether it closes the connection (or _DECLINE for a line that sends the
-# whole head to h11).
+# whole head to h11). Set-Cookie lines are not kept: they carry session
+# secrets, and rarely repeat.
 _Field = tuple[bytes, bytes, "int | None", bool]
 _DECLINE: _Field = (b"", b"", None, False)
 _LINES: dict[bytes, _Field] = {}
@@ -175,6 +176,8 @@ def _header_line(line: bytes) -> _Field:
         else:
             close = lowered == b"connection" and closes_connection(value)
             judged = (name, value, None, close)
+            if lowered == b"set-cookie":
+                return judged
     _remember(_LINES, line, judged)
     return judged
 
