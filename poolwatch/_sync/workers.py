@@ -32,25 +32,28 @@ SPARE_NAME = "poolwatch-spare"
 class Job:
     """One connection loop run by a worker: who runs it, and when it ends."""
 
-    __slots__ = ("_done", "name", "target", "thread")
+    __slots__ = ("_running", "name", "target", "thread")
 
     def __init__(self, target: Callable[[], None], name: str) -> None:
         self.target = target
         self.name = name
         self.thread: threading.Thread | None = None  # set when it starts
-        self._done = threading.Event()
+        # Held until the job returns: a lock costs less than an Event.
+        self._running = threading.Lock()
+        self._running.acquire()
 
     def is_current(self) -> bool:
         """Whether the calling thread is running this job."""
-        return self.thread is threading.current_thread() and not self._done.is_set()
+        return self.thread is threading.current_thread() and self._running.locked()
 
     def join(self) -> None:
         """Wait until the job has returned (not from its own thread)."""
-        self._done.wait()
+        with self._running:
+            pass
 
     def finished(self) -> None:
-        """The job returned."""
-        self._done.set()
+        """The job returned (called once)."""
+        self._running.release()
 
 
 class _Worker:
