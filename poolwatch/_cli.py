@@ -153,12 +153,13 @@ def _print_stats(out: TextIO, as_json: bool) -> None:
         for transport in live_transports()
         for origin, stats in transport.stats().per_origin.items()
     ]
+    # Each snapshot goes out in one write: the program being watched prints
+    # from its own threads, and print() writes a line and its end apart.
     if as_json:
-        print(json.dumps({origin: stats.as_dict() for origin, stats in rows}), file=out)
+        out.write(json.dumps({origin: stats.as_dict() for origin, stats in rows}) + "\n")
         return
-    header = f"{'origin':<34}" + "".join(f"{label:>5}" for _, label in _COLUMNS)
-    print(header, file=out)
+    lines = [f"{'origin':<34}" + "".join(f"{label:>5}" for _, label in _COLUMNS)]
     for origin, stats in rows:
         values = "".join(f"{getattr(stats, name):>5}" for name, _ in _COLUMNS)
-        print(f"{origin[:33]:<34}{values}", file=out)
-    print(file=out)
+        lines.append(f"{origin[:33]:<34}{values}")
+    out.write("\n".join(lines) + "\n\n")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
+import poolwatch
 from poolwatch.__main__ import main
 from poolwatch._cli import get_urls
 from tests.servers import HTTPServer
@@ -78,3 +81,33 @@ def test_stats_reports_a_failing_load() -> None:
     out = io.StringIO()
     assert watch_stats(load, out, interval=0.01) == 1
     assert "boom" in out.getvalue()
+
+
+class _SharedOutput(io.StringIO):
+    """Standard output shared with the program being watched, which gets a
+    line of its own in after every write of the watcher."""
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        super().write("the watched program's line\n")
+        return written
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_stats_snapshots_are_not_split_by_other_output(server: HTTPServer, as_json: bool) -> None:
+    """Each snapshot leaves in one write, so output of the program being
+    watched never lands inside one of its lines."""
+    from poolwatch._cli import watch_stats
+
+    with poolwatch.Transport() as transport:
+        transport.request("GET", server.url()).read()  # a row to show
+        out = _SharedOutput()
+        assert watch_stats(lambda: None, out, interval=0.01, as_json=as_json) == 0
+    ours = [line for line in out.getvalue().splitlines() if "watched program" not in line]
+    if as_json:
+        assert [json.loads(line)[server.origin]["requests"] for line in ours] == [1]
+    else:
+        assert ours[0].startswith("origin") and ours[-1] == ""
+        rows = ours[1:-1]
+        assert any(row.startswith(server.origin) for row in rows)
+        assert all(row.startswith(("http://", "https://")) for row in rows)
