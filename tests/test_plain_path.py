@@ -342,3 +342,20 @@ def test_connections_that_close_serve_one_plain_exchange_each(keep_alive: bool) 
         assert stats.connections_opened == 3
         assert stats.reused_requests == 0
         assert stats.idle_connections == 0
+
+
+@pytest.mark.parametrize(
+    ("connection", "closes"),
+    [(b"close", True), (b"Keep-Alive, Close", True), (b"x-close", False), (b"keep-alive", False)],
+)
+def test_heads_read_by_h11_note_a_close_the_same_way(connection: bytes, closes: bool) -> None:
+    proto = ClientProtocol()
+    request = Request("GET", "http://127.0.0.1:8080/")
+    exchange = _exchange(request)
+    proto.start_request(request)
+    response = (
+        b"HTTP/1.1 200 OK\r\nConnection: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % connection
+    )
+    head = proto.receive_head(exchange, response, len(response))
+    assert head is not None and head.content_length is None  # read by h11
+    assert head.closes is closes

@@ -272,7 +272,7 @@ class ClientProtocol:
             return True
         proto = self._h11
         closing = proto.our_state is h11.MUST_CLOSE or proto.their_state is h11.MUST_CLOSE
-        return not closing and not says_close(head.headers) and not exchange.request.wants_close
+        return not closing and not head.closes and not exchange.request.wants_close
 
     # -- reading the head --------------------------------------------------
 
@@ -322,7 +322,7 @@ class ClientProtocol:
             event.headers.raw_items(),
             _content_length(lowered),
             lowered,
-            closes=any(n == b"connection" and closes_connection(v) for n, v in lowered),
+            closes=says_close(lowered),
         )
 
     def _tell_h11(self, request: Request) -> None:
@@ -584,8 +584,9 @@ class ClientProtocol:
 
 
 def says_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    """Whether the headers (with lower-case names) carry ``Connection: close``."""
-    return any(name == b"connection" and b"close" in value.lower() for name, value in headers)
+    """Whether the headers (with lower-case names) carry ``Connection: close``,
+    read as h11 reads it (a ``close`` token)."""
+    return any(name == b"connection" and closes_connection(value) for name, value in headers)
 
 
 def has_no_body(method: str, head: Head) -> bool:
