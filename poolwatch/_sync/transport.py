@@ -310,10 +310,8 @@ class Transport:
             if origin.uds is not None:
                 sock = _connect_unix(origin.uds, NO_TIMEOUT if connect is None else connect)
             else:
-                sock = socket.create_connection(
-                    address,
-                    timeout=NO_TIMEOUT if connect is None else connect,
-                    source_address=self._source_address,
+                sock = _connect_tcp(
+                    address, NO_TIMEOUT if connect is None else connect, self._source_address
                 )
                 for option in self.socket_options:
                     sock.setsockopt(*option)
@@ -523,6 +521,39 @@ _live_transports: weakref.WeakSet[Transport] = weakref.WeakSet()
 def live_transports() -> list[Transport]:
     """Every transport not yet garbage-collected (for ``poolwatch stats``)."""
     return list(_live_transports)
+
+
+def _connect_tcp(
+    address: tuple[str, int], timeout: float, source_address: tuple[str, int] | None
+) -> socket.socket:
+    """As :func:`socket.create_connection`, without the name lookup when the
+    host is an IP address: ``getaddrinfo()`` and the conversion of its
+    results cost more than the rest of the connect on loopback."""
+    family = ip_family(address[0])
+    if family is None:
+        return socket.create_connection(address, timeout=timeout, source_address=source_address)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        if source_address is not None:
+            sock.bind(source_address)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def ip_family(host: str) -> int | None:
+    """``AF_INET`` or ``AF_INET6`` if ``host`` is an IP address in the
+    standard notation (no zone), else ``None``."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family
+    return None
 
 
 def _connect_unix(path: str, timeout: float) -> socket.socket:
