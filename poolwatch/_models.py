@@ -10,6 +10,7 @@ import base64
 import functools
 import io
 import os
+import socket
 import ssl
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -138,6 +139,18 @@ class Origin(NamedTuple):
         if self.uds is not None:
             via = f" via unix:{self.uds}"
         return f"{self.scheme}://{host}:{self.port}{via}"
+
+
+def ip_family(host: str) -> int | None:
+    """``AF_INET`` or ``AF_INET6`` if ``host`` is an IP address in the
+    standard notation (no zone), else ``None``."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family
+    return None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from contextlib import AbstractContextManager
 import pytest
 
 import poolwatch
-from poolwatch._sync.transport import ip_family
+from poolwatch._models import ip_family
+from tests.async_support import run
 from tests.conftest import assert_at_rest
 from tests.servers import RawServer, ServerConnection, raw_server
 
@@ -122,3 +123,22 @@ def test_refused_address() -> None:
             with pytest.raises(poolwatch.ConnectError, match="refused") as caught:
                 transport.request("GET", url)
             assert url in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6), "localhost"])
+def test_async_connects_the_same_way(host: str) -> None:
+    """The asyncio transport: an address is connected to directly, in its
+    own family; a name is looked up off the event loop."""
+    peers: list[tuple[int, str]] = []
+    listen = "127.0.0.1" if host == "localhost" else host
+    with _recording_server(listen, peers) as srv:
+        url = f"http://{'[::1]' if host == '::1' else host}:{srv.port}/"
+
+        async def main() -> None:
+            async with poolwatch.AsyncTransport() as transport:
+                for _ in range(2):
+                    assert await (await transport.request("GET", url)).read() == b"ok"
+
+        run(main)
+    family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+    assert peers == [(family, listen)]

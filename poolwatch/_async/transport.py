@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 import sys
@@ -31,7 +30,15 @@ from .._exceptions import (
     ProxyError,
 )
 from .._leaks import OpenBody, capture_call_site
-from .._models import BodyTypes, HeaderTypes, Origin, PreparedRequests, Proxy, Timeout
+from .._models import (
+    BodyTypes,
+    HeaderTypes,
+    Origin,
+    PreparedRequests,
+    Proxy,
+    Timeout,
+    ip_family,
+)
 from .._sync.transport import MAX_RETRIES, _live_transports
 from .connection import AsyncConnection
 from .exchange import AsyncExchange, wait_or_expire, wake, within
@@ -429,10 +436,11 @@ class AsyncTransport:
     async def _connect(self, host: str, port: int, limit: float | None) -> socket.socket:
         """A connected non-blocking socket; name resolution off the loop."""
         loop = self._loop_now()
-        try:
-            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-            addresses: list[tuple[Any, ...]] = [(family, socket.SOCK_STREAM, 0, "", (host, port))]
-        except ValueError:
+        family = ip_family(host)
+        addresses: list[tuple[Any, ...]]
+        if family is not None:
+            addresses = [(family, socket.SOCK_STREAM, 0, "", (host, port))]
+        else:
             addresses = list(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
         error: BaseException = OSError(f"no address for {host}")
         for family, kind, proto, _, address in addresses:

@@ -28,7 +28,15 @@ from .._exceptions import (
     ProxyError,
 )
 from .._leaks import OpenBody, capture_call_site
-from .._models import BodyTypes, HeaderTypes, Origin, PreparedRequests, Proxy, Timeout
+from .._models import (
+    BodyTypes,
+    HeaderTypes,
+    Origin,
+    PreparedRequests,
+    Proxy,
+    Timeout,
+    ip_family,
+)
 from .connection import NO_TIMEOUT, Connection, Exchange
 from .response import Response
 from .streams import (
@@ -542,18 +550,6 @@ def _connect_tcp(
         sock.close()
         raise
     return sock
-
-
-def ip_family(host: str) -> int | None:
-    """``AF_INET`` or ``AF_INET6`` if ``host`` is an IP address in the
-    standard notation (no zone), else ``None``."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except (OSError, ValueError):
-            continue
-        return family
-    return None
 
 
 def _connect_unix(path: str, timeout: float) -> socket.socket:
