@@ -8,6 +8,9 @@ For each it reports, per request:
 
 - CPU time, split into user and system time, and the voluntary context
   switches (``getrusage``: every thread of the process);
+- CPU time by thread: the caller's, and for poolwatch its connection's
+  reader and writer (each thread's own CPU clock, so exact where
+  ``getrusage`` splits by sampling);
 - with py-spy installed, the user time split by layer (poolwatch's
   protocol, its pool bookkeeping, its connection and response code, h11,
   urllib3, http.client, httpcore, the socket and threading modules...).
@@ -33,10 +36,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from .servers import child_setup, start_server
 from .spec import TINY_BODY
@@ -99,6 +104,30 @@ def _client(name: str, url: str) -> Callable[[], None]:
     raise SystemExit(f"unknown client {name!r}")
 
 
+def _role(thread_name: str) -> str:
+    if thread_name == "MainThread":
+        return "caller"
+    for role in ("reader", "writer"):
+        if thread_name.startswith(f"poolwatch-{role}-"):
+            return role
+    return "other"
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of the live threads, summed by role."""
+    seconds: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            clock = time.pthread_getcpuclockid(thread.ident)
+            role = _role(thread.name)
+            seconds[role] = seconds.get(role, 0.0) + time.clock_gettime(clock)
+        except (AttributeError, OSError):  # not on this platform, or gone
+            continue
+    return seconds
+
+
 def _child(name: str, url: str, count: int) -> None:
     """Run in the measured process: warm up, say READY, wait for a line on
     standard input, run ``count`` requests, print the usage as JSON."""
@@ -107,17 +136,20 @@ def _child(name: str, url: str, count: int) -> None:
         get()
     print("READY", flush=True)
     sys.stdin.readline()
+    threads_before = _thread_cpu()
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     for _ in range(count):
         get()
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
+    threads = {role: cpu - threads_before.get(role, 0.0) for role, cpu in _thread_cpu().items()}
     usage = {
         "user_us": (after.ru_utime - before.ru_utime) / count * 1e6,
         "system_us": (after.ru_stime - before.ru_stime) / count * 1e6,
         "switches": (after.ru_nvcsw - before.ru_nvcsw) / count,
         "wall_us": wall / count * 1e6,
+        "threads_us": {role: cpu / count * 1e6 for role, cpu in sorted(threads.items())},
     }
     print(json.dumps(usage), flush=True)
     os._exit(0)  # the clients' pools close with the process
@@ -197,9 +229,18 @@ def _report(results: dict[str, dict[str, object]]) -> str:
             f"| {name} | {user + system:.0f} | {user:.0f} | {system:.0f} "
             f"| {float(r['switches']):.1f} | {float(r['wall_us']):.0f} |"  # type: ignore[arg-type]
         )
+    roles = [r for r in ("caller", "reader", "writer", "other") if _has_role(results, r)]
+    if roles:
+        lines += ["", "CPU us per request by thread (each thread's own clock):", ""]
+        lines.append("| client | " + " | ".join(roles) + " |")
+        lines.append("| --- |" + " --: |" * len(roles))
+        for name, r in results.items():
+            by_role = _per_request(r, "threads_us")
+            cells = [f"{by_role[role]:.0f}" if role in by_role else "-" for role in roles]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     layers: list[str] = []
     for r in results.values():
-        for layer in r.get("layers_us") or {}:  # type: ignore[union-attr]
+        for layer in _per_request(r, "layers_us"):
             if layer not in layers:
                 layers.append(layer)
     if layers:
@@ -209,10 +250,21 @@ def _report(results: dict[str, dict[str, object]]) -> str:
         for layer in layers:
             cells = []
             for r in results.values():
-                value = (r.get("layers_us") or {}).get(layer)  # type: ignore[union-attr]
+                value = _per_request(r, "layers_us").get(layer)
                 cells.append("-" if value is None else f"{value:.0f}")
             lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _has_role(results: dict[str, dict[str, object]], role: str) -> bool:
+    """Whether some client's threads in ``role`` used a measurable CPU time."""
+    return any(_per_request(r, "threads_us").get(role, 0.0) >= 0.5 for r in results.values())
+
+
+def _per_request(result: dict[str, object], key: str) -> dict[str, float]:
+    """A client's microseconds per request by thread or layer (empty if not
+    measured)."""
+    return cast("dict[str, float]", result.get(key) or {})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -223,8 +223,9 @@ def test_soak_growth_check_flags_growth() -> None:
 
 
 def test_breakdown_reports_each_client(tmp_path: Path) -> None:
-    """The per-layer breakdown runs each client and reports its CPU time
-    (without py-spy here: its sampling is not what is being tested). The
+    """The per-layer breakdown runs each client and reports its CPU time,
+    in total and by thread (without py-spy here: its sampling is not what
+    is being tested). The
     kernel may charge a short run's CPU time all to user or all to system
     time, so only their sum must be positive."""
     report, stdout = _run_module(
@@ -236,6 +237,13 @@ def test_breakdown_reports_each_client(tmp_path: Path) -> None:
     for row in report.values():
         assert row["user_us"] + row["system_us"] > 0 and row["wall_us"] > 0
     assert "| poolwatch |" in stdout
+    # Each thread's own clock: poolwatch's caller, reader and writer all
+    # work on every request; the other clients have only the caller.
+    threads = report["poolwatch"]["threads_us"]
+    assert {"caller", "reader", "writer"} <= set(threads)
+    assert min(threads["caller"], threads["reader"], threads["writer"]) > 0
+    assert set(report["urllib3"]["threads_us"]) == {"caller"}
+    assert "| client | caller | reader | writer |" in stdout
 
 
 def test_idle_harness_holds_the_connections(tmp_path: Path) -> None:
