@@ -540,23 +540,26 @@ def _connect_tcp(
     family = ip_family(address[0])
     if family is None:
         return socket.create_connection(address, timeout=timeout, source_address=source_address)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    return _connect(socket.socket(family, socket.SOCK_STREAM), address, timeout, source_address)
+
+
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    return _connect(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path, timeout)
+
+
+def _connect(
+    sock: socket.socket,
+    address: tuple[str, int] | str,
+    timeout: float,
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    """Connect ``sock`` to ``address`` within ``timeout`` seconds (from
+    ``source_address`` if given); it is closed if that fails."""
     try:
         sock.settimeout(timeout)
         if source_address is not None:
             sock.bind(source_address)
         sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _connect_unix(path: str, timeout: float) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(path)
     except BaseException:
         sock.close()
         raise
