@@ -17,20 +17,21 @@ from tests.tls_support import TLSServer, server_context, tls_server
 
 
 def _open_sockets() -> set[str]:
+    """The process's open sockets and eventfds (what a transport opens)."""
     found = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
-        if target.startswith("socket:"):
+        if target.startswith("socket:") or target == "anon_inode:[eventfd]":
             found.add(f"{fd}->{target}")
     return found
 
 
 @pytest.fixture(autouse=True)
 def no_leftovers() -> Iterator[None]:
-    """Fail a test that leaves a thread or a socket behind."""
+    """Fail a test that leaves a thread, a socket or an eventfd behind."""
     threads_before = set(threading.enumerate())
     sockets_before = _open_sockets()
     yield
@@ -40,7 +41,7 @@ def no_leftovers() -> Iterator[None]:
     left = [t for t in left if t.is_alive()]
     assert not left, f"threads left behind: {[t.name for t in left]}"
     leaked = _open_sockets() - sockets_before
-    assert not leaked, f"sockets left open: {sorted(leaked)}"
+    assert not leaked, f"sockets or eventfds left open: {sorted(leaked)}"
 
 
 @pytest.fixture(scope="module")
