@@ -124,7 +124,12 @@ def spare_workers() -> int:
 def sample(transport: poolwatch.Transport, requests: int, elapsed: float) -> dict[str, Any]:
     """One row of cheap counters, taken with the transport at rest."""
     transport.settle()
-    return _counters(transport.stats(), requests, elapsed, FDS_PER_CONNECTION)
+    row = _counters(transport.stats(), requests, elapsed, FDS_PER_CONNECTION)
+    if HAVE_EVENTFD:
+        # The transport's spare events, and the one each parked worker
+        # waits on: bounded, not leaks.
+        row["other_fds"] -= transport._events.spare + spare_workers()
+    return row
 
 
 async def asample(

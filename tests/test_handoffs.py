@@ -16,7 +16,7 @@ import pytest
 
 import poolwatch
 from poolwatch._sync import wakeup
-from poolwatch._sync.wakeup import EventPool, HeadSignal, Inbox
+from poolwatch._sync.wakeup import EventPool, Inbox, OneShot
 from tests.conftest import assert_at_rest
 from tests.servers import HTTPServer, RawServer, ServerConnection
 
@@ -51,7 +51,7 @@ def _eventfds() -> int:
 
 def test_head_signal_wakes_a_waiting_thread(kind: str) -> None:
     pool = EventPool()
-    signal = HeadSignal(pool)
+    signal = OneShot(pool)
     waiting = threading.Event()
 
     def release() -> None:
@@ -72,8 +72,8 @@ def test_head_signal_wakes_a_waiting_thread(kind: str) -> None:
 
 def test_head_signal_times_out_and_ignores_an_earlier_exchanges_wake(kind: str) -> None:
     pool = EventPool()
-    earlier = HeadSignal(pool)
-    later = HeadSignal(pool)
+    earlier = OneShot(pool)
+    later = OneShot(pool)
     assert not earlier.acquire(timeout=0)  # waited for, gave up
     earlier.done()
     earlier.release()  # too late: nobody waits
@@ -174,13 +174,13 @@ def test_response_header_timeout_with_each_kind_of_wake_up(kind: str, server: HT
 @needs_eventfd
 def test_a_late_wake_up_left_on_a_spare_event_is_harmless() -> None:
     pool = EventPool()
-    first = HeadSignal(pool)
+    first = OneShot(pool)
     assert not first.acquire(timeout=0)
     event = first._event
     first.done()
     assert event is not None
     event.set()  # as a release racing with done() would
-    second = HeadSignal(pool)
+    second = OneShot(pool)
     assert not second.acquire(timeout=0.05)  # took the same event: not fooled
     assert second._event is event
     second.release()

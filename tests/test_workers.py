@@ -10,6 +10,7 @@ import pytest
 
 import poolwatch
 from poolwatch._sync import workers
+from poolwatch._sync.wakeup import HAVE_EVENTFD, EventPool
 from poolwatch._sync.workers import SPARE_NAME, WorkerPool
 from tests.conftest import assert_at_rest
 from tests.servers import HTTPServer
@@ -111,7 +112,8 @@ def test_a_parked_worker_that_died_is_replaced() -> None:
     first.join()
     assert pool.spare == 1
     dead = pool._spare[0]
-    dead.inbox.put(None)  # the thread exits without leaving the pool
+    assert dead.wake is not None
+    dead.wake.release()  # no job: the thread exits without leaving the pool
     dead.thread.join(10)
     assert not dead.thread.is_alive()
     ran = threading.Event()
@@ -123,3 +125,40 @@ def test_a_parked_worker_that_died_is_replaced() -> None:
     assert second.thread is not None
     second.thread.join(10)
     assert not second.thread.is_alive()
+
+
+def test_parked_worker_waits_on_a_lent_event() -> None:
+    """A parked worker waits on an event lent by the transport's pool (an
+    eventfd, written to with the GIL released) and gives it back once
+    woken: one event serves every wait. Closing the pool leaves no
+    descriptor open (checked by the no_leftovers fixture)."""
+    events = EventPool()
+    pool = WorkerPool(events=events)
+    try:
+        first = pool.run(lambda: None, "poolwatch-test-first")
+        first.join()
+        ran = threading.Event()
+        second = pool.run(ran.set, "poolwatch-test-second")
+        second.join()
+        assert ran.is_set()
+        assert second.thread is first.thread
+    finally:
+        pool.close()  # wakes the parked worker, which gives its event back
+        assert events.spare == (1 if HAVE_EVENTFD else 0)
+        events.close()
+    assert second.thread is not None
+    assert not second.thread.is_alive()
+
+
+def test_transport_close_wakes_parked_workers(server: HTTPServer) -> None:
+    """close() wakes the parked workers through their events; they exit and
+    the events close with the transport."""
+    transport = poolwatch.Transport(keep_alive=False)
+    for _ in range(3):
+        assert transport.request("GET", server.url("/")).read() == HELLO
+    assert transport._workers.spare == 2
+    parked = _named(SPARE_NAME)
+    transport.close()
+    for thread in parked:
+        assert not thread.is_alive()
+    assert transport._events.spare == 0

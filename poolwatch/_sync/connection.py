@@ -93,7 +93,7 @@ from .._exceptions import (
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
 from .streams import ReadStream, TLSSession, WriteStream
-from .wakeup import EventPool, HeadSignal, Inbox
+from .wakeup import EventPool, Inbox, OneShot
 from .workers import Job
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class Exchange(CoreExchange):
         events: EventPool | None = None,
     ) -> None:
         super().__init__(request, timeout, call_site, listener, time.monotonic())
-        self.head_ready = HeadSignal(events)  # released once: head or error ready
+        self.head_ready = OneShot(events)  # released once: head or error ready
         # Set by a worker that fails the exchange and wakes the caller itself,
         # once it has closed the connection (see Connection._fail_exchange).
         self.hold_wake = False
@@ -208,7 +208,7 @@ class Connection:
         self._wpoller: select.poll | None = None  # the writer's, made when a send blocks
         # Owned by the reader: the caller to wake just before the reader
         # next blocks (a head delivered with its whole body).
-        self._wake: HeadSignal | None = None
+        self._wake: OneShot | None = None
         self._head_wait = NO_TIMEOUT  # owned by the reader: its last wait for bytes
         self._proto = ClientProtocol()
         self._proto_lock = threading.Lock()

@@ -133,8 +133,9 @@ class Transport:
         # Bodies dropped after their reader may have exited (R6): queued by the
         # finaliser, which may run inside the pool lock and so takes none.
         self._late_leaks: SimpleQueue[tuple[Connection, Exchange]] = SimpleQueue()
-        self._workers = WorkerPool()  # threads for the connections' workers
-        self._events = EventPool()  # what callers wait for their heads on
+        # What callers wait for their heads on, and parked workers for a job.
+        self._events = EventPool()
+        self._workers = WorkerPool(events=self._events)  # threads for the connections' workers
         self._prepared = PreparedRequests()  # heads of requests made before
         self._listeners: tuple[Listener, ...] = ()
         _live_transports.add(self)

@@ -10,11 +10,12 @@ the GIL at once and run until it blocks; the waker resumes after it.
 Two kinds, both on Linux only (elsewhere, and wherever ``os.eventfd`` is
 missing, they fall back to a lock and a queue):
 
-* :class:`HeadSignal`: one per exchange, set once by whoever delivers the
-  head or an error, and waited for by the caller on an ``eventfd`` lent by
-  the transport's :class:`EventPool` for the wait (as many as callers wait
-  at once; closed with the transport); a stale count left by an earlier
-  wait only costs one more loop.
+* :class:`OneShot`: set once by one thread and waited for by another, on
+  an ``eventfd`` lent by the transport's :class:`EventPool` for the wait
+  (as many as threads wait at once; closed with the transport). An
+  exchange's caller waits on one for its head; a parked worker thread, for
+  its next connection. A stale count left by an earlier wait only costs
+  one more loop.
 * :class:`Inbox`: a writer's queue of exchanges, with one ``eventfd`` per
   connection (its second descriptor, beside the socket both workers share).
 
@@ -32,7 +33,7 @@ import weakref
 from queue import Empty, SimpleQueue
 from typing import Generic, TypeVar
 
-__all__ = ["HAVE_EVENTFD", "EventFD", "EventPool", "HeadSignal", "Inbox"]
+__all__ = ["HAVE_EVENTFD", "EventFD", "EventPool", "Inbox", "OneShot"]
 
 T = TypeVar("T")
 
@@ -87,9 +88,9 @@ class EventFD:
 
 
 class EventPool:
-    """A transport's spare events for callers waiting for a head: taken
-    when a wait starts, given back when it ends, closed with the transport.
-    It holds as many as callers ever waited at once (at most
+    """A transport's spare events for threads waiting on a :class:`OneShot`:
+    taken when a wait starts, given back when it ends, closed with the
+    transport. It holds as many as threads ever waited at once (at most
     :data:`MAX_SPARE_EVENTS` kept)."""
 
     __slots__ = ("__weakref__", "_closed", "_free", "_lock")
@@ -115,6 +116,12 @@ class EventPool:
                 self._free.append(event)
                 return
         event.close()
+
+    @property
+    def spare(self) -> int:
+        """How many events are kept, not lent."""
+        with self._lock:
+            return len(self._free)
 
     def close(self) -> None:
         """Close the spare events; those in use close when given back."""
@@ -142,11 +149,11 @@ if HAVE_EVENTFD:
     os.register_at_fork(after_in_child=_forget_spare_events)
 
 
-class HeadSignal:
-    """Set once when an exchange's head or error is ready; the caller waits
-    for it, on an event taken from the transport's :class:`EventPool` when
-    the wait starts and given back by :meth:`done`; or on a lock without
-    eventfd (or without a pool)."""
+class OneShot:
+    """Set once by one thread, waited for by one other: on an event taken
+    from the transport's :class:`EventPool` when the wait starts and given
+    back by :meth:`done`; or on a lock without eventfd (or without a
+    pool)."""
 
     __slots__ = ("_event", "_lock", "_pool", "_set")
 
@@ -160,7 +167,7 @@ class HeadSignal:
             self._lock.acquire()
 
     def release(self) -> None:
-        """Set it and wake the caller; harmless if already set."""
+        """Set it and wake the waiter; harmless if already set."""
         if self._set:
             return
         # Set first, then look for a waiter, which takes its event first and
