@@ -666,7 +666,7 @@ class Connection:
             if not poller.poll(math.ceil(wait * 1000)):
                 raise TimeoutError("timed out")
             try:
-                return os.read(self._rfd, HEAD_RECV_SIZE)
+                return self._transport._head_buffers.read(self._rfd)
             except BlockingIOError:
                 continue  # woken for nothing: wait again
 

@@ -1,0 +1,94 @@
+"""Response heads on plain TCP are read into buffers the transport lends
+for each read (ReadBuffers), so that a read allocates only the bytes it got;
+over real loopback TCP connections."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+import poolwatch
+from poolwatch._sync.streams import ReadBuffers
+from tests.conftest import assert_at_rest
+from tests.servers import HTTPServer
+
+HELLO = b"hello world!\n"
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected TCP pair on 127.0.0.1: (reading side, non-blocking; writing side)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        writer = socket.create_connection(listener.getsockname())
+        reader, _ = listener.accept()
+    reader.setblocking(False)
+    try:
+        yield reader, writer
+    finally:
+        reader.close()
+        writer.close()
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    sock.settimeout(10)
+    sock.recv(1, socket.MSG_PEEK)
+    sock.setblocking(False)
+
+
+def test_read_returns_what_came(pair: tuple[socket.socket, socket.socket]) -> None:
+    reader, writer = pair
+    buffers = ReadBuffers(16)
+    writer.sendall(b"abc")
+    _wait_readable(reader)
+    data = buffers.read(reader.fileno())
+    assert data == b"abc" and type(data) is bytes
+    writer.sendall(b"x" * 40)  # more than one buffer: the rest waits
+    got = b""
+    while len(got) < 40:
+        _wait_readable(reader)
+        piece = buffers.read(reader.fileno())
+        assert 0 < len(piece) <= 16
+        got += piece
+    assert got == b"x" * 40
+    writer.shutdown(socket.SHUT_WR)
+    _wait_readable(reader)
+    assert buffers.read(reader.fileno()) == b""  # EOF
+
+
+def test_one_buffer_serves_every_read(pair: tuple[socket.socket, socket.socket]) -> None:
+    """Each read gives its buffer back, also when it raises; results never
+    share memory with the buffer."""
+    reader, writer = pair
+    buffers = ReadBuffers(16)
+    with pytest.raises(BlockingIOError):
+        buffers.read(reader.fileno())  # nothing to read yet
+    assert len(buffers._free) == 1
+    lent = buffers._free[0]
+    results = []
+    for chunk in (b"first", b"second"):
+        writer.sendall(chunk)
+        _wait_readable(reader)
+        results.append(buffers.read(reader.fileno()))
+        assert buffers._free == [lent] and buffers._free[0] is lent
+    assert results == [b"first", b"second"]
+
+
+def test_spare_buffers_are_bounded(pair: tuple[socket.socket, socket.socket]) -> None:
+    reader, _ = pair
+    buffers = ReadBuffers(16)
+    buffers._free.extend(bytearray(16) for _ in range(ReadBuffers.MAX_SPARE))
+    with pytest.raises(BlockingIOError):
+        buffers.read(reader.fileno())
+    assert len(buffers._free) == ReadBuffers.MAX_SPARE
+
+
+def test_transport_reads_heads_through_its_buffers(server: HTTPServer) -> None:
+    """The reader of a plain connection reads through the transport's
+    buffers: after many responses it has lent one, given back each time."""
+    with poolwatch.Transport() as transport:
+        for _ in range(20):
+            assert transport.request("GET", server.url("/")).read() == HELLO
+        assert len(transport._head_buffers._free) == 1
+        assert_at_rest(transport)
