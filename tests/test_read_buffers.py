@@ -1,6 +1,6 @@
-"""Response heads on plain TCP are read into buffers the transport lends
-for each read (ReadBuffers), so that a read allocates only the bytes it got;
-over real loopback TCP connections."""
+"""Reads go into lent buffers (ReadBuffers), so that a read allocates only
+the bytes it got: response heads on plain TCP, and decrypted bytes over
+TLS; over real loopback TCP and TLS connections."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+import trustme
 
 import poolwatch
+from poolwatch._sync import streams
 from poolwatch._sync.streams import ReadBuffers
 from tests.conftest import assert_at_rest
 from tests.servers import HTTPServer
+from tests.tls_support import client_context, server_context, tls_server
 
 HELLO = b"hello world!\n"
 
@@ -77,11 +80,14 @@ def test_one_buffer_serves_every_read(pair: tuple[socket.socket, socket.socket])
 
 def test_spare_buffers_are_bounded(pair: tuple[socket.socket, socket.socket]) -> None:
     reader, _ = pair
-    buffers = ReadBuffers(16)
-    buffers._free.extend(bytearray(16) for _ in range(ReadBuffers.MAX_SPARE))
+    buffers = ReadBuffers(16, max_spare=3)
+    lent = [buffers.take() for _ in range(4)]
+    for buffer in lent:
+        buffers.give(buffer)
+    assert len(buffers._free) == 3
     with pytest.raises(BlockingIOError):
         buffers.read(reader.fileno())
-    assert len(buffers._free) == ReadBuffers.MAX_SPARE
+    assert len(buffers._free) == 3
 
 
 def test_transport_reads_heads_through_its_buffers(server: HTTPServer) -> None:
@@ -91,4 +97,23 @@ def test_transport_reads_heads_through_its_buffers(server: HTTPServer) -> None:
         for _ in range(20):
             assert transport.request("GET", server.url("/")).read() == HELLO
         assert len(transport._head_buffers._free) == 1
+        assert_at_rest(transport)
+
+
+def test_tls_reads_decrypt_into_lent_buffers(
+    ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over TLS the decrypted bytes are read into lent buffers too, record
+    by record: bodies of every framing arrive whole, and one buffer serves
+    every read (the reader waits for the socket holding none)."""
+    pool = ReadBuffers(16 * 1024)
+    monkeypatch.setattr(streams, "_TLS_BUFFERS", pool)
+    with (
+        tls_server(server_context(ca, "localhost")) as srv,
+        poolwatch.Transport(ssl_context=client_context(ca)) as transport,
+    ):
+        for path, size in (("/", 13), ("/bytes/300000", 300000), ("/chunked/70000", 70000)):
+            response = transport.request("GET", srv.url(path))
+            assert response.read() == (HELLO if size == 13 else b"x" * size)
+            assert len(pool._free) == 1
         assert_at_rest(transport)

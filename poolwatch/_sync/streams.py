@@ -20,7 +20,7 @@ import select
 import socket
 import ssl
 import threading
-from typing import Protocol
+from typing import Protocol, cast
 
 from .._core.socks import SocksError, SocksHandshake
 from .._core.tunnel import TunnelHandshake, TunnelRefused
@@ -46,42 +46,53 @@ _RECV_SIZE = 256 * 1024
 
 
 class ReadBuffers:
-    """A transport's buffers for reading response heads on plain TCP: one
-    is lent for each read and given back at once, and the read returns a
-    copy of the bytes it got.
+    """Buffers to read into, lent for one read each and given back at once;
+    the bytes that came are copied out.
 
-    ``os.read(fd, n)`` makes an ``n``-byte object and shrinks it to what
-    came, which leaves the C allocator a hole per read. Worker threads live
-    on from one connection to the next, and their heaps grew by about
-    1 MiB per 2 000 responses under a mixed load, all of it free space
-    never given back. A lent buffer is allocated once. The transport keeps
-    as many as readers ever read at once (at most :data:`MAX_SPARE` kept),
-    and none while its connections are idle (S7).
+    ``os.read(fd, n)``, ``socket.recv(n)`` and ``SSLObject.read(n)`` make an
+    ``n``-byte object and shrink it to what came, which leaves the C
+    allocator a hole per read. Worker threads live on from one connection
+    to the next, and their heaps grew by about 1 MiB per 2 000 responses
+    under a mixed load, all of it free space never given back. A lent
+    buffer is allocated once. A pool keeps as many as were ever in use at
+    once (at most ``max_spare``), and none is held by an idle connection
+    (S7).
     """
 
-    MAX_SPARE = 64
+    __slots__ = ("_free", "_max_spare", "size")
 
-    __slots__ = ("_free", "_size")
-
-    def __init__(self, size: int) -> None:
-        self._size = size
+    def __init__(self, size: int, max_spare: int = 64) -> None:
+        self.size = size
+        self._max_spare = max_spare
         self._free: list[bytearray] = []  # list.pop() and append() need no lock
 
-    def read(self, fd: int) -> bytes:
-        """One read from the non-blocking ``fd``: up to the buffers' size,
-        ``b""`` at EOF; raises as :func:`os.read` does."""
-        free = self._free
+    def take(self) -> bytearray:
+        """A buffer of :attr:`size` bytes, to :meth:`give` back."""
         try:
-            buffer = free.pop()
+            return self._free.pop()
         except IndexError:
-            buffer = bytearray(self._size)
+            return bytearray(self.size)
+
+    def give(self, buffer: bytearray) -> None:
+        """Keep ``buffer`` for the next read, if there is room."""
+        if len(self._free) < self._max_spare:
+            self._free.append(buffer)
+
+    def read(self, fd: int) -> bytes:
+        """One read from the non-blocking ``fd``: up to :attr:`size` bytes,
+        ``b""`` at EOF; raises as :func:`os.read` does."""
+        buffer = self.take()
         try:
             with memoryview(buffer) as view:
                 got = os.readv(fd, (view,))
                 return view[:got].tobytes()
         finally:
-            if len(free) < self.MAX_SPARE:
-                free.append(buffer)
+            self.give(buffer)
+
+
+# What TLS connections read decrypted bytes into (OpenSSL hands out at
+# most one record, 16 KiB, per read).
+_TLS_BUFFERS = ReadBuffers(16 * 1024)
 
 
 class ReadStream(Protocol):
@@ -215,25 +226,36 @@ class _TLSReader:
     def recv(self, size: int, /) -> bytes:
         session = self._session
         while True:
-            with session.lock:
-                try:
-                    data: bytes | None = session.tls.read(size)
-                except ssl.SSLWantReadError:
-                    data = None
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    # close_notify, or (commonly) a bare TCP close: the end.
-                    data = b""
-                answer = session.outgoing.pending
+            buffer = _TLS_BUFFERS.take()
+            try:
+                with session.lock, memoryview(buffer) as view:
+                    try:
+                        # With a buffer, read() fills it and returns a count.
+                        got = cast(int, session.tls.read(min(size, len(buffer)), buffer))
+                        data: bytes | None = view[:got].tobytes()
+                    except ssl.SSLWantReadError:
+                        data = None
+                    except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                        # close_notify, or (commonly) a bare TCP close: the end.
+                        data = b""
+                    answer = session.outgoing.pending
+            finally:
+                _TLS_BUFFERS.give(buffer)
             if answer:
                 session.flush(self._sock)
             if data is not None:
                 return data
-            raw = self._sock.recv(_RECV_SIZE)
-            with session.lock:
-                if raw:
-                    session.incoming.write(raw)
-                else:
-                    session.incoming.write_eof()
+            self._pull()
+
+    def _pull(self) -> None:
+        """Feed the TLS session the socket's next bytes (or its EOF). The
+        wait holds no lent buffer: an idle connection's reader waits here."""
+        raw = self._sock.recv(_RECV_SIZE)
+        with self._session.lock:
+            if raw:
+                self._session.incoming.write(raw)
+            else:
+                self._session.incoming.write_eof()
 
     def settimeout(self, value: float | None, /) -> None:
         self._sock.settimeout(value)
