@@ -11,7 +11,7 @@ import pytest
 import trustme
 
 import poolwatch
-from poolwatch._sync import streams
+from poolwatch._sync import connection, streams
 from poolwatch._sync.streams import ReadBuffers
 from tests.conftest import assert_at_rest
 from tests.servers import HTTPServer
@@ -90,13 +90,17 @@ def test_spare_buffers_are_bounded(pair: tuple[socket.socket, socket.socket]) ->
     assert len(buffers._free) == 3
 
 
-def test_transport_reads_heads_through_its_buffers(server: HTTPServer) -> None:
-    """The reader of a plain connection reads through the transport's
-    buffers: after many responses it has lent one, given back each time."""
+def test_transport_reads_heads_through_the_buffers(
+    server: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader of a plain connection reads heads through the shared
+    buffers: after many responses one was lent, and given back each time."""
+    pool = ReadBuffers(streams.READ_SIZE)
+    monkeypatch.setattr(connection, "READ_BUFFERS", pool)
     with poolwatch.Transport() as transport:
         for _ in range(20):
             assert transport.request("GET", server.url("/")).read() == HELLO
-        assert len(transport._head_buffers._free) == 1
+        assert len(pool._free) == 1
         assert_at_rest(transport)
 
 
@@ -106,8 +110,8 @@ def test_tls_reads_decrypt_into_lent_buffers(
     """Over TLS the decrypted bytes are read into lent buffers too, record
     by record: bodies of every framing arrive whole, and one buffer serves
     every read (the reader waits for the socket holding none)."""
-    pool = ReadBuffers(16 * 1024)
-    monkeypatch.setattr(streams, "_TLS_BUFFERS", pool)
+    pool = ReadBuffers(streams.READ_SIZE)
+    monkeypatch.setattr(streams, "READ_BUFFERS", pool)
     with (
         tls_server(server_context(ca, "localhost")) as srv,
         poolwatch.Transport(ssl_context=client_context(ca)) as transport,

@@ -92,7 +92,7 @@ from .._exceptions import (
 )
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
-from .streams import ReadStream, TLSSession, WriteStream
+from .streams import READ_BUFFERS, READ_SIZE, ReadStream, TLSSession, WriteStream
 from .wakeup import EventPool, Inbox, OneShot
 from .workers import Job
 
@@ -115,7 +115,7 @@ WRITE_WAIT_BEFORE_REUSE = 0.05
 # The reader's reads, for a response head: enough for a small response
 # whole, small enough that little of a large body passes through h11 (a
 # Content-Length body's rest is read past it, see read_body_direct).
-HEAD_RECV_SIZE = 16 * 1024
+HEAD_RECV_SIZE = READ_SIZE
 
 
 class Exchange(CoreExchange):
@@ -666,7 +666,7 @@ class Connection:
             if not poller.poll(math.ceil(wait * 1000)):
                 raise TimeoutError("timed out")
             try:
-                return self._transport._head_buffers.read(self._rfd)
+                return READ_BUFFERS.read(self._rfd)
             except BlockingIOError:
                 continue  # woken for nothing: wait again
 

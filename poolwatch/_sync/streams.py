@@ -27,6 +27,8 @@ from .._core.tunnel import TunnelHandshake, TunnelRefused
 from .._models import Proxy
 
 __all__ = [
+    "READ_BUFFERS",
+    "READ_SIZE",
     "RawSocket",
     "ReadBuffers",
     "ReadStream",
@@ -56,7 +58,8 @@ class ReadBuffers:
     under a mixed load, all of it free space never given back. A lent
     buffer is allocated once. A pool keeps as many as were ever in use at
     once (at most ``max_spare``), and none is held by an idle connection
-    (S7).
+    (S7). The pop and append it uses are atomic, so it takes no lock and
+    stays usable in a child process after ``fork()``.
     """
 
     __slots__ = ("_free", "_max_spare", "size")
@@ -90,9 +93,11 @@ class ReadBuffers:
             self.give(buffer)
 
 
-# What TLS connections read decrypted bytes into (OpenSSL hands out at
+# What readers read into, every transport's: a response head's first
+# bytes on plain TCP, and decrypted bytes over TLS (OpenSSL hands out at
 # most one record, 16 KiB, per read).
-_TLS_BUFFERS = ReadBuffers(16 * 1024)
+READ_SIZE = 16 * 1024
+READ_BUFFERS = ReadBuffers(READ_SIZE)
 
 
 class ReadStream(Protocol):
@@ -226,7 +231,7 @@ class _TLSReader:
     def recv(self, size: int, /) -> bytes:
         session = self._session
         while True:
-            buffer = _TLS_BUFFERS.take()
+            buffer = READ_BUFFERS.take()
             try:
                 with session.lock, memoryview(buffer) as view:
                     try:
@@ -240,7 +245,7 @@ class _TLSReader:
                         data = b""
                     answer = session.outgoing.pending
             finally:
-                _TLS_BUFFERS.give(buffer)
+                READ_BUFFERS.give(buffer)
             if answer:
                 session.flush(self._sock)
             if data is not None:

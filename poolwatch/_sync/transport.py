@@ -37,11 +37,10 @@ from .._models import (
     Timeout,
     ip_family,
 )
-from .connection import HEAD_RECV_SIZE, NO_TIMEOUT, Connection, Exchange
+from .connection import NO_TIMEOUT, Connection, Exchange
 from .response import Response
 from .streams import (
     RawSocket,
-    ReadBuffers,
     ReadStream,
     TLSSession,
     WriteStream,
@@ -138,7 +137,6 @@ class Transport:
         self._events = EventPool()
         self._workers = WorkerPool(events=self._events)  # threads for the connections' workers
         self._prepared = PreparedRequests()  # heads of requests made before
-        self._head_buffers = ReadBuffers(HEAD_RECV_SIZE)  # what readers read heads into
         self._listeners: tuple[Listener, ...] = ()
         _live_transports.add(self)
 
