@@ -40,10 +40,11 @@ Python work before it wakes another thread and blocks right after: the
 reader wakes the caller just before it goes back to waiting on the socket,
 not while it still has bookkeeping to do (all three threads share one GIL).
 On plain TCP the reader waits in ``poll()`` with its own timeout and then
-reads once with ``os.read()`` (the socket is non-blocking), instead of a
-socket timeout that costs a system call to change and a second ``poll()``
-for every ``recv()``; the writer sends with ``os.write()``, polling only
-when the socket's send buffer is full.
+reads once (the socket is non-blocking), into a buffer lent for that read
+(:data:`~.streams.READ_BUFFERS`, so that a read allocates only the bytes
+it got), instead of a socket timeout that costs a system call to change
+and a second ``poll()`` for every ``recv()``; the writer sends with
+``os.write()``, polling only when the socket's send buffer is full.
 
 Locks: ``transport._lock`` guards pool and connection state (fields marked
 "pool lock"); ``_proto_lock`` guards the h11 state machine, which the writer
