@@ -15,6 +15,7 @@ the order they were made even when the reader has to answer the server
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import socket
@@ -98,6 +99,9 @@ class ReadBuffers:
 # most one record, 16 KiB, per read).
 READ_SIZE = 16 * 1024
 READ_BUFFERS = ReadBuffers(READ_SIZE)
+# What TLS readers read the socket's encrypted bytes into: many records
+# at once. Each is lent only once the socket is readable, for one read.
+_RECORD_BUFFERS = ReadBuffers(_RECV_SIZE, max_spare=8)
 
 
 class ReadStream(Protocol):
@@ -197,12 +201,10 @@ class TLSSession:
                 break
             except ssl.SSLWantReadError:
                 self.flush(self.sock)
-                data = self.sock.recv(_RECV_SIZE)
-                if not data:
+                if not _pull_into(self, self.sock, _poller_for(self.sock)):
                     raise ConnectionResetError(
                         "the server closed the connection during the TLS handshake"
                     ) from None
-                self.incoming.write(data)
         self.flush(self.sock)
 
     def flush(self, sock: RawSocket) -> None:
@@ -227,6 +229,7 @@ class _TLSReader:
     def __init__(self, session: TLSSession, sock: RawSocket | None = None) -> None:
         self._session = session
         self._sock = session.sock if sock is None else sock
+        self._poller = _poller_for(self._sock)
 
     def recv(self, size: int, /) -> bytes:
         session = self._session
@@ -253,14 +256,8 @@ class _TLSReader:
             self._pull()
 
     def _pull(self) -> None:
-        """Feed the TLS session the socket's next bytes (or its EOF). The
-        wait holds no lent buffer: an idle connection's reader waits here."""
-        raw = self._sock.recv(_RECV_SIZE)
-        with self._session.lock:
-            if raw:
-                self._session.incoming.write(raw)
-            else:
-                self._session.incoming.write_eof()
+        """Feed the TLS session the socket's next bytes (or its EOF)."""
+        _pull_into(self._session, self._sock, self._poller)
 
     def settimeout(self, value: float | None, /) -> None:
         self._sock.settimeout(value)
@@ -270,6 +267,56 @@ class _TLSReader:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def _poller_for(sock: RawSocket) -> select.poll | None:
+    """A poll object watching ``sock`` for bytes, if it is a socket and
+    ``poll()`` exists (``select()`` fails past descriptor 1023)."""
+    if not isinstance(sock, socket.socket) or not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return poller
+
+
+def _pull_into(session: TLSSession, sock: RawSocket, poller: select.poll | None) -> bool:
+    """Feed ``session`` the next encrypted bytes from ``sock``, or its EOF
+    (then return False); raise TimeoutError after the socket's timeout.
+
+    With a ``poller``, wait for the socket to be readable first and only
+    then read into a lent buffer: the wait holds no buffer, and an idle
+    connection's reader waits here. ``recv(n)`` would hold an ``n``-byte
+    object through the wait (S7) and leave the allocator a hole when it
+    shrinks to what came."""
+    if poller is None:
+        data = sock.recv(_RECV_SIZE)
+        with session.lock:
+            if data:
+                session.incoming.write(data)
+            else:
+                session.incoming.write_eof()
+        return bool(data)
+    assert isinstance(sock, socket.socket)
+    timeout = sock.gettimeout()
+    wait = -1 if timeout is None else math.ceil(timeout * 1000)
+    while True:
+        if not poller.poll(wait):
+            raise TimeoutError("timed out")
+        buffer = _RECORD_BUFFERS.take()
+        try:
+            with memoryview(buffer) as view:
+                try:
+                    got = os.readv(sock.fileno(), (view,))
+                except BlockingIOError:
+                    continue  # woken for nothing: wait again
+                with session.lock:
+                    if got:
+                        session.incoming.write(view[:got])
+                    else:
+                        session.incoming.write_eof()
+                return bool(got)
+        finally:
+            _RECORD_BUFFERS.give(buffer)
 
 
 class _TLSWriter:
