@@ -46,9 +46,7 @@ def test_idle_reader_holds_no_receive_buffer(server: HTTPServer) -> None:
     assert live < 32 * 1024, f"{live / 1024:.1f} KiB per connection"
 
 
-def test_idle_tls_reader_holds_no_receive_buffer(
-    https_server: TLSServer, ca: trustme.CA
-) -> None:
+def test_idle_tls_reader_holds_no_receive_buffer(https_server: TLSServer, ca: trustme.CA) -> None:
     """The same over TLS: the reader waits for the socket to be readable
     before it takes a buffer for the encrypted bytes."""
     context = client_context(ca)
