@@ -1,0 +1,209 @@
+"""Faults over TLS: the same documented exceptions, closed connections and
+working pool as over plain TCP (R3, R11, R17), with the TLS reader waiting
+for the socket in ``poll()`` before it takes a buffer. Each fault runs on
+the first connection of a scripted TLS server; later connections answer
+``200 ok``."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import trustme
+
+import poolwatch
+from tests.conftest import assert_at_rest
+from tests.eventlog import EventLog
+from tests.servers import Reply, Route, ServerConnection, raw_server
+from tests.test_errors import (
+    WAIT,
+    Script,
+    assert_names_request,
+    assert_pool_still_works,
+    reply_then_stall,
+    watched_transport,
+)
+from tests.tls_support import client_context, server_context, tls_server
+
+Fault = Callable[[Script, ServerConnection], None]
+
+
+@contextmanager
+def tls_fault(
+    ca: trustme.CA, fault: Fault, *, tls: bool = True, **options: Any
+) -> Iterator[tuple[str, poolwatch.Transport, EventLog]]:
+    """A loopback server running a :class:`Script` with ``fault`` behind
+    TLS (or, with ``tls`` false, whose first connection never answers the
+    handshake), and a watched transport trusting ``ca`` with ``options``;
+    yields the server's ``https://localhost`` origin, the transport and
+    its event log."""
+    script = Script(fault)
+    context = server_context(ca, "localhost")
+
+    def handler(conn: ServerConnection) -> None:
+        if conn.index == 1 and not tls:
+            script.finished.wait(WAIT)  # a TCP peer that never speaks TLS
+            return
+        try:
+            conn.sock = context.wrap_socket(conn.sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        script(conn)
+
+    with raw_server(handler) as server:
+        try:
+            options["ssl_context"] = client_context(ca)
+            with watched_transport(**options) as (transport, log):
+                yield f"https://localhost:{server.port}", transport, log
+        finally:
+            script.finished.set()  # before stop(), which joins the handlers
+
+
+def test_handshake_timeout(ca: trustme.CA) -> None:
+    """R17: a server that accepts but never answers the handshake raises
+    ConnectTimeout naming the request; the pool stays usable."""
+    with tls_fault(ca, reply_then_stall(b""), tls=False, connect_timeout=0.2) as (origin, t, _):
+        url = origin + "/hello"
+        with pytest.raises(poolwatch.ConnectTimeout) as info:
+            t.request("GET", url)
+        assert_names_request(info.value, "GET", url)
+        assert assert_at_rest(t).open_connections == 0
+        assert_pool_still_works(t, origin + "/next")
+
+
+def test_response_header_timeout(ca: trustme.CA) -> None:
+    """R17: no head within the limit raises ResponseHeaderTimeout; the
+    connection is closed for it and the next request dials anew."""
+    stall = reply_then_stall(b"")
+    with tls_fault(ca, stall, response_header_timeout=0.2) as (origin, t, log):
+        url = origin + "/slow"
+        with pytest.raises(poolwatch.ResponseHeaderTimeout) as info:
+            t.request("GET", url)
+        assert_names_request(info.value, "GET", url)
+        assert log.wait_for("conn_closed")[0]["reason"] == "response_header_timeout"
+        assert_pool_still_works(t, origin + "/next")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", id="content-length"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", id="chunked"
+        ),
+    ],
+)
+def test_read_timeout_between_body_bytes(ca: trustme.CA, head: bytes) -> None:
+    """R17: a body that stalls mid-way raises ReadTimeout from read(); the
+    body is errored, the connection closed, the pool usable."""
+    with tls_fault(ca, reply_then_stall(head), read_timeout=0.2) as (origin, t, log):
+        url = origin + "/trickle"
+        resp = t.request("GET", url)
+        assert resp.read(3) == b"abc"
+        with pytest.raises(poolwatch.ReadTimeout) as info:
+            resp.read()
+        assert not isinstance(info.value, poolwatch.ResponseHeaderTimeout)
+        assert_names_request(info.value, "GET", url)
+        assert resp.outcome == "errored"
+        assert log.wait_closed(resp.connection_id) == "errored"
+        assert assert_at_rest(t).bodies_errored == 1
+        assert_pool_still_works(t, origin + "/next")
+
+
+def _serve_one_then(action: Callable[[ServerConnection], object]) -> Fault:
+    def fault(script: Script, conn: ServerConnection) -> None:
+        script.serve_ok(conn, count=1)
+        action(conn)
+
+    return fault
+
+
+def _close_notify(conn: ServerConnection) -> None:
+    assert isinstance(conn.sock, ssl.SSLSocket)
+    conn.sock.unwrap().close()
+
+
+def _reset(conn: ServerConnection) -> None:
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.sock.close()
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        pytest.param(_close_notify, id="close_notify"),
+        pytest.param(lambda conn: conn.sock.close(), id="bare-close"),
+        pytest.param(_reset, id="reset"),
+    ],
+)
+def test_server_closes_idle_connection(
+    ca: trustme.CA, action: Callable[[ServerConnection], None]
+) -> None:
+    """R3: when the server ends an idle TLS connection, its reader takes it
+    out of the pool at once, with no request involved."""
+    with tls_fault(ca, _serve_one_then(action)) as (origin, t, log):
+        resp = t.request("GET", origin + "/first")
+        assert resp.read() == b"ok"
+        assert log.wait_closed(resp.connection_id) == "server_closed_idle"
+        stats = assert_at_rest(t)
+        assert (stats.open_connections, stats.idle_closed_by_server) == (0, 1)
+        assert_pool_still_works(t, origin + "/next")
+
+
+def test_idle_timeout(ca: trustme.CA) -> None:
+    """R11: an idle TLS connection is closed by its reader once the idle
+    timeout passes (the reader's wait times out in ``poll()``)."""
+    keep_open = _serve_one_then(lambda conn: conn.wait_for_close(WAIT))
+    with tls_fault(ca, keep_open, idle_timeout=0.2) as (origin, t, log):
+        resp = t.request("GET", origin + "/first")
+        assert resp.read() == b"ok"
+        assert log.wait_closed(resp.connection_id) == "idle_timeout"
+        stats = assert_at_rest(t)
+        assert (stats.open_connections, stats.idle_expired) == (0, 1)
+
+
+def _pattern(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+
+
+SIZE = 3 * 1024 * 1024 + 7
+
+
+def _big(request: object, body: bytes) -> Reply:
+    return Reply(body=_pattern(SIZE))
+
+
+def _big_chunked(request: object, body: bytes) -> Reply:
+    data = _pattern(SIZE)
+    pieces = [data[i : i + 300_001] for i in range(0, len(data), 300_001)]
+    return Reply(body=iter(pieces), chunked=True)
+
+
+@pytest.mark.parametrize("path", ["/big", "/big-chunked"])
+@pytest.mark.parametrize("how", ["read", "iter_bytes", "read1"])
+def test_large_bodies_arrive_intact(ca: trustme.CA, path: str, how: str) -> None:
+    """Bodies larger than the 256 KiB reads, with and without chunking,
+    arrive byte for byte over one reused connection, whichever way they are
+    read."""
+    routes: dict[str, Route] = {"/big": _big, "/big-chunked": _big_chunked}
+    context = client_context(ca)
+    with (
+        tls_server(server_context(ca, "localhost"), routes) as server,
+        poolwatch.Transport(ssl_context=context) as t,
+    ):
+        for _ in range(2):
+            with t.request("GET", server.url(path)) as resp:
+                if how == "read":
+                    data = resp.read()
+                elif how == "iter_bytes":
+                    data = b"".join(resp.iter_bytes())
+                else:
+                    data = b"".join(iter(lambda: resp.read1(100_000), b""))
+            assert data == _pattern(SIZE)
+        stats = assert_at_rest(t)
+        assert (stats.connections_opened, stats.bodies_drained) == (1, 2)
