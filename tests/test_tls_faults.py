@@ -34,14 +34,10 @@ Fault = Callable[[Script, ServerConnection], None]
 
 
 @contextmanager
-def tls_fault(
-    ca: trustme.CA, fault: Fault, *, tls: bool = True, **options: Any
-) -> Iterator[tuple[str, poolwatch.Transport, EventLog]]:
+def tls_scripted(ca: trustme.CA, fault: Fault, *, tls: bool = True) -> Iterator[str]:
     """A loopback server running a :class:`Script` with ``fault`` behind
-    TLS (or, with ``tls`` false, whose first connection never answers the
-    handshake), and a watched transport trusting ``ca`` with ``options``;
-    yields the server's ``https://localhost`` origin, the transport and
-    its event log."""
+    TLS (with ``tls`` false, its first connection never answers the
+    handshake); yields its ``https://localhost`` origin."""
     script = Script(fault)
     context = server_context(ca, "localhost")
 
@@ -57,11 +53,22 @@ def tls_fault(
 
     with raw_server(handler) as server:
         try:
-            options["ssl_context"] = client_context(ca)
-            with watched_transport(**options) as (transport, log):
-                yield f"https://localhost:{server.port}", transport, log
+            yield f"https://localhost:{server.port}"
         finally:
             script.finished.set()  # before stop(), which joins the handlers
+
+
+@contextmanager
+def tls_fault(
+    ca: trustme.CA, fault: Fault, *, tls: bool = True, **options: Any
+) -> Iterator[tuple[str, poolwatch.Transport, EventLog]]:
+    """:func:`tls_scripted`, and a watched transport trusting ``ca`` with
+    ``options``: yields the origin, the transport and its event log."""
+    with (
+        tls_scripted(ca, fault, tls=tls) as origin,
+        watched_transport(ssl_context=client_context(ca), **options) as (transport, log),
+    ):
+        yield origin, transport, log
 
 
 def test_handshake_timeout(ca: trustme.CA) -> None:
@@ -71,6 +78,18 @@ def test_handshake_timeout(ca: trustme.CA) -> None:
         url = origin + "/hello"
         with pytest.raises(poolwatch.ConnectTimeout) as info:
             t.request("GET", url)
+        assert_names_request(info.value, "GET", url)
+        assert assert_at_rest(t).open_connections == 0
+        assert_pool_still_works(t, origin + "/next")
+
+
+def test_https_proxy_handshake_timeout(ca: trustme.CA) -> None:
+    """R17: an https proxy that never answers the handshake: ConnectTimeout
+    naming the request."""
+    with tls_fault(ca, reply_then_stall(b""), tls=False, connect_timeout=0.2) as (origin, t, _):
+        url = "http://localhost:9/via-proxy"  # never reached
+        with pytest.raises(poolwatch.ConnectTimeout) as info:
+            t.request("GET", url, proxy=origin)
         assert_names_request(info.value, "GET", url)
         assert assert_at_rest(t).open_connections == 0
         assert_pool_still_works(t, origin + "/next")
@@ -89,15 +108,16 @@ def test_response_header_timeout(ca: trustme.CA) -> None:
         assert_pool_still_works(t, origin + "/next")
 
 
-@pytest.mark.parametrize(
-    "head",
-    [
-        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", id="content-length"),
-        pytest.param(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", id="chunked"
-        ),
-    ],
-)
+# Heads (and a body's first bytes) after which the server stalls.
+STALLED_HEADS = [
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", id="content-length"),
+    pytest.param(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", id="chunked"
+    ),
+]
+
+
+@pytest.mark.parametrize("head", STALLED_HEADS)
 def test_read_timeout_between_body_bytes(ca: trustme.CA, head: bytes) -> None:
     """R17: a body that stalls mid-way raises ReadTimeout from read(); the
     body is errored, the connection closed, the pool usable."""
@@ -115,7 +135,9 @@ def test_read_timeout_between_body_bytes(ca: trustme.CA, head: bytes) -> None:
         assert_pool_still_works(t, origin + "/next")
 
 
-def _serve_one_then(action: Callable[[ServerConnection], object]) -> Fault:
+def serve_one_then(action: Callable[[ServerConnection], object]) -> Fault:
+    """Answer one request, then do ``action`` to the connection."""
+
     def fault(script: Script, conn: ServerConnection) -> None:
         script.serve_ok(conn, count=1)
         action(conn)
@@ -123,30 +145,33 @@ def _serve_one_then(action: Callable[[ServerConnection], object]) -> Fault:
     return fault
 
 
-def _close_notify(conn: ServerConnection) -> None:
+def close_notify(conn: ServerConnection) -> None:
+    """End TLS cleanly, then close the socket."""
     assert isinstance(conn.sock, ssl.SSLSocket)
     conn.sock.unwrap().close()
 
 
-def _reset(conn: ServerConnection) -> None:
+def reset(conn: ServerConnection) -> None:
+    """Close with a TCP reset."""
     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.sock.close()
 
 
-@pytest.mark.parametrize(
-    "action",
-    [
-        pytest.param(_close_notify, id="close_notify"),
-        pytest.param(lambda conn: conn.sock.close(), id="bare-close"),
-        pytest.param(_reset, id="reset"),
-    ],
-)
+# Ways a server ends an idle TLS connection.
+IDLE_ENDINGS = [
+    pytest.param(close_notify, id="close_notify"),
+    pytest.param(lambda conn: conn.sock.close(), id="bare-close"),
+    pytest.param(reset, id="reset"),
+]
+
+
+@pytest.mark.parametrize("action", IDLE_ENDINGS)
 def test_server_closes_idle_connection(
     ca: trustme.CA, action: Callable[[ServerConnection], None]
 ) -> None:
     """R3: when the server ends an idle TLS connection, its reader takes it
     out of the pool at once, with no request involved."""
-    with tls_fault(ca, _serve_one_then(action)) as (origin, t, log):
+    with tls_fault(ca, serve_one_then(action)) as (origin, t, log):
         resp = t.request("GET", origin + "/first")
         assert resp.read() == b"ok"
         assert log.wait_closed(resp.connection_id) == "server_closed_idle"
@@ -158,7 +183,7 @@ def test_server_closes_idle_connection(
 def test_idle_timeout(ca: trustme.CA) -> None:
     """R11: an idle TLS connection is closed by its reader once the idle
     timeout passes (the reader's wait times out in ``poll()``)."""
-    keep_open = _serve_one_then(lambda conn: conn.wait_for_close(WAIT))
+    keep_open = serve_one_then(lambda conn: conn.wait_for_close(WAIT))
     with tls_fault(ca, keep_open, idle_timeout=0.2) as (origin, t, log):
         resp = t.request("GET", origin + "/first")
         assert resp.read() == b"ok"
@@ -167,21 +192,22 @@ def test_idle_timeout(ca: trustme.CA) -> None:
         assert (stats.open_connections, stats.idle_expired) == (0, 1)
 
 
-def _pattern(size: int) -> bytes:
-    return bytes(range(256)) * (size // 256) + bytes(range(size % 256))
-
-
 SIZE = 3 * 1024 * 1024 + 7
+# Every byte value, so that a piece out of place shows.
+PATTERN = bytes(range(256)) * (SIZE // 256) + bytes(range(SIZE % 256))
 
 
 def _big(request: object, body: bytes) -> Reply:
-    return Reply(body=_pattern(SIZE))
+    return Reply(body=PATTERN)
 
 
 def _big_chunked(request: object, body: bytes) -> Reply:
-    data = _pattern(SIZE)
-    pieces = [data[i : i + 300_001] for i in range(0, len(data), 300_001)]
+    pieces = [PATTERN[i : i + 300_001] for i in range(0, SIZE, 300_001)]
     return Reply(body=iter(pieces), chunked=True)
+
+
+# Large bodies: with a Content-Length, and chunked in pieces of 300 001.
+BIG_ROUTES: dict[str, Route] = {"/big": _big, "/big-chunked": _big_chunked}
 
 
 @pytest.mark.parametrize("path", ["/big", "/big-chunked"])
@@ -190,10 +216,9 @@ def test_large_bodies_arrive_intact(ca: trustme.CA, path: str, how: str) -> None
     """Bodies larger than the 256 KiB reads, with and without chunking,
     arrive byte for byte over one reused connection, whichever way they are
     read."""
-    routes: dict[str, Route] = {"/big": _big, "/big-chunked": _big_chunked}
     context = client_context(ca)
     with (
-        tls_server(server_context(ca, "localhost"), routes) as server,
+        tls_server(server_context(ca, "localhost"), BIG_ROUTES) as server,
         poolwatch.Transport(ssl_context=context) as t,
     ):
         for _ in range(2):
@@ -204,6 +229,6 @@ def test_large_bodies_arrive_intact(ca: trustme.CA, path: str, how: str) -> None
                     data = b"".join(resp.iter_bytes())
                 else:
                     data = b"".join(iter(lambda: resp.read1(100_000), b""))
-            assert data == _pattern(SIZE)
+            assert data == PATTERN
         stats = assert_at_rest(t)
         assert (stats.connections_opened, stats.bodies_drained) == (1, 2)

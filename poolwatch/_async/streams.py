@@ -20,13 +20,19 @@ import asyncio
 import socket
 import ssl
 
-__all__ = ["RecvBuffer", "open_streams"]
+from .exchange import within
+
+__all__ = ["NO_HANDSHAKE_TIMER", "RecvBuffer", "open_streams"]
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 # The stream reader's limit, as asyncio.open_connection's: reading pauses
 # when twice this much waits unread.
 STREAM_LIMIT = 64 * 1024
+# What asyncio's own handshake timer is set to: a week, so that it never
+# fires first. It ends a slow handshake with a ConnectionAbortedError, which
+# says nothing of a timeout; the handshake is timed with within() instead.
+NO_HANDSHAKE_TIMER = 7 * 86400.0
 
 
 class RecvBuffer:
@@ -72,18 +78,20 @@ async def open_streams(
 ) -> Streams:
     """``asyncio.open_connection(sock=sock, ...)`` with a protocol that
     receives into ``buffer`` (TLS, if ``ssl_context`` is given, decrypts into
-    it the same way)."""
+    it the same way). A TLS handshake longer than ``ssl_handshake_timeout``
+    raises ``TimeoutError``."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
     protocol = _BufferedStreamProtocol(reader, buffer, loop)
     if ssl_context is None:
         transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
     else:
-        transport, _ = await loop.create_connection(
+        connecting = loop.create_connection(
             lambda: protocol,
             sock=sock,
             ssl=ssl_context,
             server_hostname=server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_handshake_timeout=NO_HANDSHAKE_TIMER,
         )
+        transport, _ = await within(ssl_handshake_timeout, connecting)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)

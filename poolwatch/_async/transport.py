@@ -43,7 +43,7 @@ from .._sync.transport import MAX_RETRIES, _live_transports
 from .connection import AsyncConnection
 from .exchange import AsyncExchange, wait_or_expire, wake, within
 from .response import AsyncResponse
-from .streams import RecvBuffer, open_streams
+from .streams import NO_HANDSHAKE_TIMER, RecvBuffer, open_streams
 
 __all__ = ["AsyncTransport"]
 
@@ -374,8 +374,13 @@ class AsyncTransport:
                     ssl_handshake_timeout=limit,
                 )
             elif sys.version_info >= (3, 11):  # TLS inside the TLS session with the proxy
-                await streams[1].start_tls(
-                    context, server_hostname=origin.host, ssl_handshake_timeout=limit
+                await within(
+                    limit,
+                    streams[1].start_tls(
+                        context,
+                        server_hostname=origin.host,
+                        ssl_handshake_timeout=NO_HANDSHAKE_TIMER,
+                    ),
                 )
             else:
                 raise ProxyError(

@@ -1,0 +1,180 @@
+"""Faults over TLS on the asyncio transport, with the sync suite's scripted
+TLS server (R3, R11, R17): the same exceptions, closed connections and
+working pool as over plain TCP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trustme
+
+import poolwatch
+from tests.async_support import assert_at_rest, run
+from tests.servers import ServerConnection
+from tests.test_errors import WAIT, reply_then_stall
+from tests.test_tls_faults import (
+    BIG_ROUTES,
+    IDLE_ENDINGS,
+    PATTERN,
+    STALLED_HEADS,
+    serve_one_then,
+    tls_scripted,
+)
+from tests.tls_support import client_context, server_context, tls_server
+
+
+class _Closes:
+    """The reasons of the transport's ``conn_closed`` events, with a wait
+    for the first."""
+
+    def __init__(self, transport: poolwatch.AsyncTransport) -> None:
+        self.reasons: list[str] = []
+        self._seen = asyncio.Event()
+        transport.add_listener(self)
+
+    def __call__(self, event: poolwatch.Event) -> None:
+        if event.name == "conn_closed":
+            self.reasons.append(str(event["reason"]))
+            self._seen.set()
+
+    async def first(self) -> str:
+        await asyncio.wait_for(self._seen.wait(), WAIT)
+        return self.reasons[0]
+
+
+def _transport(ca: trustme.CA, **options: Any) -> poolwatch.AsyncTransport:
+    return poolwatch.AsyncTransport(ssl_context=client_context(ca), **options)
+
+
+async def _pool_still_works(t: poolwatch.AsyncTransport, url: str) -> None:
+    async with await t.request("GET", url) as resp:
+        assert await resp.read() == b"ok"
+        assert not resp.reused_connection
+
+
+def test_handshake_timeout(ca: trustme.CA) -> None:
+    """R17: no answer to the handshake: ConnectTimeout naming the URL."""
+
+    async def main(origin: str) -> None:
+        async with _transport(ca, connect_timeout=0.2) as t:
+            with pytest.raises(poolwatch.ConnectTimeout, match=f"GET {origin}/hello"):
+                await t.request("GET", origin + "/hello")
+            assert (await assert_at_rest(t)).open_connections == 0
+            await _pool_still_works(t, origin + "/next")
+
+    with tls_scripted(ca, reply_then_stall(b""), tls=False) as origin:
+        run(lambda: main(origin))
+
+
+def test_https_proxy_handshake_timeout(ca: trustme.CA) -> None:
+    """R17: an https proxy that never answers the handshake: ConnectTimeout."""
+    url = "http://localhost:9/via-proxy"  # never reached
+
+    async def main(origin: str) -> None:
+        async with _transport(ca, connect_timeout=0.2) as t:
+            with pytest.raises(poolwatch.ConnectTimeout, match=f"GET {url}"):
+                await t.request("GET", url, proxy=origin)
+            assert (await assert_at_rest(t)).open_connections == 0
+            await _pool_still_works(t, origin + "/next")
+
+    with tls_scripted(ca, reply_then_stall(b""), tls=False) as origin:
+        run(lambda: main(origin))
+
+
+def test_response_header_timeout(ca: trustme.CA) -> None:
+    """R17: no head within the limit: ResponseHeaderTimeout; closed for it."""
+
+    async def main(origin: str) -> None:
+        async with _transport(ca, response_header_timeout=0.2) as t:
+            closes = _Closes(t)
+            with pytest.raises(poolwatch.ResponseHeaderTimeout, match=f"GET {origin}/slow"):
+                await t.request("GET", origin + "/slow")
+            assert await closes.first() == "response_header_timeout"
+            await _pool_still_works(t, origin + "/next")
+
+    with tls_scripted(ca, reply_then_stall(b"")) as origin:
+        run(lambda: main(origin))
+
+
+@pytest.mark.parametrize("head", STALLED_HEADS)
+def test_read_timeout_between_body_bytes(ca: trustme.CA, head: bytes) -> None:
+    """R17: a body that stalls: ReadTimeout from read(), outcome errored."""
+
+    async def main(origin: str) -> None:
+        async with _transport(ca, read_timeout=0.2) as t:
+            resp = await t.request("GET", origin + "/trickle")
+            assert await resp.read(3) == b"abc"
+            with pytest.raises(poolwatch.ReadTimeout, match="/trickle") as info:
+                await resp.read()
+            assert not isinstance(info.value, poolwatch.ResponseHeaderTimeout)
+            assert resp.outcome == "errored"
+            assert (await assert_at_rest(t)).bodies_errored == 1
+            await _pool_still_works(t, origin + "/next")
+
+    with tls_scripted(ca, reply_then_stall(head)) as origin:
+        run(lambda: main(origin))
+
+
+@pytest.mark.parametrize("action", IDLE_ENDINGS)
+def test_server_closes_idle_connection(
+    ca: trustme.CA, action: Callable[[ServerConnection], None]
+) -> None:
+    """R3: the server ends an idle TLS connection: out of the pool at once."""
+
+    async def main(origin: str) -> None:
+        async with _transport(ca) as t:
+            closes = _Closes(t)
+            assert await (await t.request("GET", origin + "/first")).read() == b"ok"
+            assert await closes.first() == "server_closed_idle"
+            stats = await assert_at_rest(t)
+            assert (stats.open_connections, stats.idle_closed_by_server) == (0, 1)
+            await _pool_still_works(t, origin + "/next")
+
+    with tls_scripted(ca, serve_one_then(action)) as origin:
+        run(lambda: main(origin))
+
+
+def test_idle_timeout(ca: trustme.CA) -> None:
+    """R11: an idle TLS connection is closed once the idle timeout passes."""
+
+    async def main(origin: str) -> None:
+        async with _transport(ca, idle_timeout=0.2) as t:
+            closes = _Closes(t)
+            assert await (await t.request("GET", origin + "/first")).read() == b"ok"
+            assert await closes.first() == "idle_timeout"
+            stats = await assert_at_rest(t)
+            assert (stats.open_connections, stats.idle_expired) == (0, 1)
+
+    keep_open = serve_one_then(lambda conn: conn.wait_for_close(WAIT))
+    with tls_scripted(ca, keep_open) as origin:
+        run(lambda: main(origin))
+
+
+@pytest.mark.parametrize("path", ["/big", "/big-chunked"])
+@pytest.mark.parametrize("how", ["read", "aiter_bytes", "read1"])
+def test_large_bodies_arrive_intact(ca: trustme.CA, path: str, how: str) -> None:
+    """3 MiB bodies arrive byte for byte over one reused connection."""
+
+    async def read(resp: poolwatch.AsyncResponse) -> bytes:
+        if how == "read":
+            return await resp.read()
+        if how == "aiter_bytes":
+            return b"".join([piece async for piece in resp.aiter_bytes()])
+        pieces = []
+        while piece := await resp.read1(100_000):
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    async def main(url: str) -> None:
+        async with _transport(ca) as t:
+            for _ in range(2):
+                async with await t.request("GET", url) as resp:
+                    assert await read(resp) == PATTERN
+            stats = await assert_at_rest(t)
+            assert (stats.connections_opened, stats.bodies_drained) == (1, 2)
+
+    with tls_server(server_context(ca, "localhost"), BIG_ROUTES) as server:
+        run(lambda: main(server.url(path)))
