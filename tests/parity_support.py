@@ -86,6 +86,7 @@ __all__ = [
     "serve_http",
     "serve_raw",
     "serve_refused",
+    "serve_silent_tls",
     "serve_tls",
     "table",
     "visible_headers",
@@ -612,6 +613,18 @@ def reply_each(data: bytes) -> Script:
     return script
 
 
+class SilentTLSServer(ScriptedServer):
+    """An https origin that accepts connections and never says a word: a
+    TLS handshake with it times out."""
+
+    def __init__(self, finished: threading.Event) -> None:
+        super().__init__(lambda server, conn: server.finished.wait(WAIT), finished)
+
+    @property
+    def origin(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
 class BacklogServer:
     """A listener whose accept queue is full, so that a connect to it
     times out (Linux drops the SYN), all on 127.0.0.1."""
@@ -687,6 +700,16 @@ def serve_raw(script: Script) -> Serve:
             server.stop()
 
     return serve
+
+
+@contextmanager
+def serve_silent_tls(env: Env) -> Iterator[Server]:
+    """An https origin whose TLS handshakes time out."""
+    server = SilentTLSServer(env.finished)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @contextmanager

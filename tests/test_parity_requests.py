@@ -66,6 +66,7 @@ from tests.parity_support import (
     serve_backlog,
     serve_raw,
     serve_refused,
+    serve_silent_tls,
     serve_tls,
     table,
     visible_headers,
@@ -390,13 +391,15 @@ def mixed_headers(s: Session, env: Env, obs: Observation) -> None:
 # -- TLS -----------------------------------------------------------------------
 
 
-def tls_get(verify: str | bool = "bundle", cert: bool = False) -> Run[Session]:
+def tls_get(
+    verify: str | bool = "bundle", cert: bool = False, path: str = "/inspect", **kwargs: Any
+) -> Run[Session]:
     """GET over https, trusting the test CA's bundle unless told otherwise."""
 
     def run(s: Session, env: Env, obs: Observation) -> None:
         checked = env.certs.bundle if verify == "bundle" else verify
         client_cert = env.certs.client_cert if cert else None
-        with s.get(env.url("/inspect"), verify=checked, cert=client_cert) as resp:
+        with s.get(env.url(path), verify=checked, cert=client_cert, **kwargs) as resp:
             obs.update(seen(resp))
 
     return run
@@ -744,6 +747,28 @@ CASES: list[Case[Session]] = [
         serve=serve_tls("good"),
     ),
     case("tls-upload", tls_upload, {"status": 200, "echoed": True}, serve=serve_tls("good")),
+    case(
+        "tls-timeout-handshake",
+        tls_get(timeout=(SHORT, 5)),
+        error(rexc.ReadTimeout),
+        serve=serve_silent_tls,
+        # The connect timeout bounds the handshake in both. urllib3 reports
+        # its expiry as a read timeout (urllib3 issue 1366); poolwatch as a
+        # ConnectTimeout, which says nothing was sent and is safe to retry.
+        differs=differs("a handshake is part of connecting", error=rexc.ConnectTimeout),
+    ),
+    case(
+        "tls-timeout-read-head",
+        tls_get(path="/stall", timeout=SHORT),
+        error(rexc.ReadTimeout),
+        serve=serve_tls("good"),
+    ),
+    case(
+        "tls-timeout-read-mid-body",
+        tls_get(path="/stall-body", timeout=SHORT),
+        error(rexc.ConnectionError),
+        serve=serve_tls("good"),
+    ),
     # -- bad responses
     case(
         "bad-status-line",
