@@ -11,7 +11,9 @@ import poolwatch
 from tests.async_support import assert_at_rest, run
 from tests.servers import HTTPServer
 from tests.socks_server import socks_server
+from tests.test_errors import reply_then_stall
 from tests.test_https_proxy import tls_proxy_port
+from tests.test_tls_faults import tls_scripted
 from tests.test_uds import UnixHTTPServer, unix_server
 from tests.tls_support import TLSServer, client_context
 
@@ -84,6 +86,25 @@ def test_http_and_https_through_an_https_proxy(
 
     run(main)
     assert https_server.accepted == 1
+
+
+def test_origin_silent_inside_the_tunnel_is_a_connect_timeout(
+    tls_proxy_port: int, ca: trustme.CA
+) -> None:
+    """An origin that never answers the TLS handshake inside the tunnel:
+    ConnectTimeout naming the request."""
+    proxy = f"https://user:secret@127.0.0.1:{tls_proxy_port}"
+
+    async def main(url: str) -> None:
+        async with poolwatch.AsyncTransport(
+            ssl_context=client_context(ca), connect_timeout=0.5
+        ) as t:
+            with pytest.raises(poolwatch.ConnectTimeout, match=f"GET {url}"):
+                await t.request("GET", url, proxy=proxy)
+            assert (await assert_at_rest(t)).open_connections == 0
+
+    with tls_scripted(ca, reply_then_stall(b""), tls=False) as origin:
+        run(lambda: main(origin + "/inside"))
 
 
 def test_untrusted_https_proxy_is_a_tls_error(tls_proxy_port: int, server: HTTPServer) -> None:

@@ -17,6 +17,8 @@ import poolwatch
 from tests.conftest import assert_at_rest
 from tests.proxy_support import CREDENTIALS, proxy_py
 from tests.servers import HTTPServer
+from tests.test_errors import assert_names_request, reply_then_stall
+from tests.test_tls_faults import tls_scripted
 from tests.tls_support import TLSServer, client_context
 
 
@@ -69,6 +71,22 @@ def test_https_through_https_proxy_is_tls_in_tls(
         stats = assert_at_rest(t)
         assert (stats.connections_opened, stats.reused_requests) == (1, 1)
     assert https_server.accepted == 1
+
+
+def test_origin_silent_inside_the_tunnel_is_a_connect_timeout(
+    tls_proxy_port: int, ca: trustme.CA
+) -> None:
+    """An origin that never answers the TLS handshake inside the tunnel:
+    ConnectTimeout naming the request, within the connect timeout."""
+    with (
+        tls_scripted(ca, reply_then_stall(b""), tls=False) as origin,
+        poolwatch.Transport(ssl_context=client_context(ca), connect_timeout=0.5) as t,
+    ):
+        url = origin + "/inside"
+        with pytest.raises(poolwatch.ConnectTimeout) as info:
+            t.request("GET", url, proxy=_proxy(tls_proxy_port))
+        assert_names_request(info.value, "GET", url)
+        assert assert_at_rest(t).open_connections == 0
 
 
 def test_untrusted_https_proxy_is_a_tls_error(tls_proxy_port: int, server: HTTPServer) -> None:
