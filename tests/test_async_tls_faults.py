@@ -5,7 +5,7 @@ working pool as over plain TCP."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from tests.test_tls_faults import (
     IDLE_ENDINGS,
     PATTERN,
     STALLED_HEADS,
+    TOO_LARGE,
     serve_one_then,
     tls_scripted,
 )
@@ -115,6 +116,48 @@ def test_read_timeout_between_body_bytes(ca: trustme.CA, head: bytes) -> None:
             await _pool_still_works(t, origin + "/next")
 
     with tls_scripted(ca, reply_then_stall(head)) as origin:
+        run(lambda: main(origin))
+
+
+def _upload(size: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
+    for _ in range(size // chunk):
+        yield b"u" * chunk
+
+
+def test_early_answer_to_upload(ca: trustme.CA) -> None:
+    """R9: a 64 MiB upload answered 413: the caller gets the 413, the
+    connection is closed, not pooled."""
+
+    async def main(origin: str) -> None:
+        async with _transport(ca) as t:
+            closes = _Closes(t)
+            async with await t.request(
+                "POST", origin + "/upload", body=_upload(64 * 1024 * 1024)
+            ) as resp:
+                assert resp.status == 413
+                assert await resp.read() == b"too large"
+            assert await closes.first() == "not_reusable"
+            await _pool_still_works(t, origin + "/next")
+            stats = await assert_at_rest(t)
+            assert (stats.connections_opened, stats.bodies_drained, stats.retries) == (2, 2, 0)
+
+    with tls_scripted(ca, reply_then_stall(TOO_LARGE)) as origin:
+        run(lambda: main(origin))
+
+
+def test_write_timeout_on_unread_upload(ca: trustme.CA) -> None:
+    """R17: an upload the server never reads: WriteTimeout naming the URL."""
+
+    async def main(origin: str) -> None:
+        async with _transport(ca, write_timeout=0.2) as t:
+            closes = _Closes(t)
+            url = origin + "/upload"
+            with pytest.raises(poolwatch.WriteTimeout, match=f"POST {url}"):
+                await t.request("POST", url, body=_upload(64 * 1024 * 1024))
+            assert await closes.first() == "write_error"
+            await _pool_still_works(t, origin + "/next")
+
+    with tls_scripted(ca, reply_then_stall(b"")) as origin:
         run(lambda: main(origin))
 
 

@@ -122,7 +122,11 @@ def test_requests_through_https_proxy(
     url = server.url("/r") if target == "http" else https_server.url("/r")
     proxies = {"http": _proxy(tls_proxy_port), "https": _proxy(tls_proxy_port)}
     seen = []
-    for adapter in (requests.adapters.HTTPAdapter(), poolwatch.RequestsAdapter()):
+    adapters: list[requests.adapters.BaseAdapter] = [
+        requests.adapters.HTTPAdapter(),
+        poolwatch.RequestsAdapter(),
+    ]
+    for adapter in adapters:
         with requests.Session() as session, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             session.mount("http://", adapter)

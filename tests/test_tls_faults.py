@@ -135,6 +135,42 @@ def test_read_timeout_between_body_bytes(ca: trustme.CA, head: bytes) -> None:
         assert_pool_still_works(t, origin + "/next")
 
 
+def _upload(size: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
+    for _ in range(size // chunk):
+        yield b"u" * chunk
+
+
+# A keep-alive 413 to an upload far larger than the socket buffers hold.
+TOO_LARGE = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large"
+
+
+def test_early_answer_to_upload(ca: trustme.CA) -> None:
+    """R9: a 64 MiB upload answered 413 after its head: the caller gets the
+    413 (no write error instead) while the writer is still sending through
+    the shared TLS session; the connection is closed, not pooled."""
+    with tls_fault(ca, reply_then_stall(TOO_LARGE)) as (origin, t, log):
+        with t.request("POST", origin + "/upload", body=_upload(64 * 1024 * 1024)) as resp:
+            assert resp.status == 413
+            assert resp.read() == b"too large"
+        assert log.wait_closed(resp.connection_id) == "not_reusable"
+        assert log.named("put_idle_conn") == []
+        assert_pool_still_works(t, origin + "/next")
+        stats = assert_at_rest(t)
+        assert (stats.connections_opened, stats.bodies_drained, stats.retries) == (2, 2, 0)
+
+
+def test_write_timeout_on_unread_upload(ca: trustme.CA) -> None:
+    """R17: an upload the server never reads: WriteTimeout naming the
+    request once the write limit passes; the pool stays usable."""
+    with tls_fault(ca, reply_then_stall(b""), write_timeout=0.2) as (origin, t, log):
+        url = origin + "/upload"
+        with pytest.raises(poolwatch.WriteTimeout) as info:
+            t.request("POST", url, body=_upload(64 * 1024 * 1024))
+        assert_names_request(info.value, "POST", url)
+        assert log.wait_for("conn_closed")[0]["reason"] == "write_error"
+        assert_pool_still_works(t, origin + "/next")
+
+
 def serve_one_then(action: Callable[[ServerConnection], object]) -> Fault:
     """Answer one request, then do ``action`` to the connection."""
 

@@ -96,10 +96,11 @@ def test_missing_socket_is_a_connect_error(tmp_path: Path) -> None:
 def test_httpx_uds_parity(unix_server: UnixHTTPServer) -> None:
     """HTTPXTransport(uds=...) gives what httpx.HTTPTransport(uds=...) gives."""
     seen = []
-    for transport in (
+    transports: list[httpx.BaseTransport] = [
         httpx.HTTPTransport(uds=unix_server.path),
         poolwatch.HTTPXTransport(uds=unix_server.path),
-    ):
+    ]
+    for transport in transports:
         with httpx.Client(transport=transport) as client:
             resp = client.get("http://localhost:8080/x")
             seen.append((resp.status_code, resp.headers["Content-Type"], resp.content))
