@@ -3,8 +3,10 @@ server that misbehaves on request, run as a process of its own so that its
 work never shares the client's GIL.
 
 Run as ``python -m benchmarks.faultserver [--seed S] [--hangup P]
-[--stall SECONDS]``. It listens on 127.0.0.1, port 0, prints ``PORT <n>``,
-and exits on SIGTERM or when its standard input closes.
+[--stall SECONDS] [--cert FILE --key FILE]``. It listens on 127.0.0.1,
+port 0, prints ``PORT <n>``, and exits on SIGTERM or when its standard
+input closes. With a certificate and its key it speaks TLS (https), and
+every fault happens inside the TLS session.
 
 Every response body is built from the request's ``X-Request-Id`` header
 (:func:`body_for`), so a client can tell a response meant for another
@@ -37,16 +39,26 @@ import asyncio
 import json
 import random
 import socket
+import ssl
 import struct
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .servers import fetch, run_server_process, serve_until_stopped
 from .spec import HOST
 
-__all__ = ["FaultServer", "body_for", "main", "start_fault_server"]
+__all__ = [
+    "FaultServer",
+    "TLSFiles",
+    "body_for",
+    "made_tls_files",
+    "main",
+    "start_fault_server",
+]
 
 MAX_HEAD = 64 * 1024  # a longer request head is not from the harness
 
@@ -211,29 +223,59 @@ async def _serve_connection(
         writer.close()
 
 
-async def serve(seed: int, hangup: float, stall: float) -> None:
-    """Listen, print the port, and serve until SIGTERM or EOF on stdin."""
+async def serve(
+    seed: int, hangup: float, stall: float, cert: Path | None = None, key: Path | None = None
+) -> None:
+    """Listen, print the port, and serve until SIGTERM or EOF on stdin;
+    over TLS with ``cert`` and ``key``."""
     state = _State(random.Random(seed), hangup, stall)
+    context = None
+    if cert is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
     server = await asyncio.start_server(
-        lambda r, w: _serve_connection(state, r, w), HOST, 0, limit=MAX_HEAD, backlog=4096
+        lambda r, w: _serve_connection(state, r, w),
+        HOST,
+        0,
+        limit=MAX_HEAD,
+        backlog=4096,
+        ssl=context,
     )
     await serve_until_stopped(server)
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """A server certificate for 127.0.0.1, its key, and the certificate
+    authority that issued it (PEM files)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts :attr:`ca`."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
 @dataclass
 class FaultServer:
-    """A running fault server: its port and process id."""
+    """A running fault server: its port and process id, and its TLS files
+    if it speaks https."""
 
     port: int
     pid: int
+    tls: TLSFiles | None = None
 
     def url(self, path: str) -> str:
-        """``http://127.0.0.1:<port><path>``."""
-        return f"http://{HOST}:{self.port}{path}"
+        """``http://127.0.0.1:<port><path>`` (``https://`` with TLS)."""
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://{HOST}:{self.port}{path}"
 
     def stats(self) -> dict[str, object]:
         """What the server has seen (``GET /stats`` on a fresh connection)."""
-        result: dict[str, object] = json.loads(fetch(self.port, "/stats"))
+        context = None if self.tls is None else self.tls.client_context()
+        result: dict[str, object] = json.loads(fetch(self.port, "/stats", context))
         return result
 
     def post_counts(self) -> dict[str, int]:
@@ -245,15 +287,41 @@ class FaultServer:
 
 @contextmanager
 def start_fault_server(
-    seed: int = 0, hangup: float = 0.05, stall: float = 1.0, cpu: int | None = None
+    seed: int = 0,
+    hangup: float = 0.05,
+    stall: float = 1.0,
+    cpu: int | None = None,
+    tls: TLSFiles | None = None,
 ) -> Iterator[FaultServer]:
-    """Run a fault server in a child process for the ``with`` block."""
+    """Run a fault server in a child process for the ``with`` block (over
+    TLS with ``tls``)."""
     args = ["--seed", str(seed), "--hangup", str(hangup), "--stall", str(stall)]
+    if tls is not None:
+        args += ["--cert", str(tls.cert), "--key", str(tls.key)]
     with run_server_process("benchmarks.faultserver", args, cpu, "the fault server") as (
         port,
         pid,
     ):
-        yield FaultServer(port, pid)
+        yield FaultServer(port, pid, tls)
+
+
+@contextmanager
+def made_tls_files() -> Iterator[TLSFiles]:
+    """A certificate authority and a certificate for 127.0.0.1 from it,
+    made now (with trustme) in a temporary directory."""
+    try:
+        import trustme
+    except ImportError:
+        raise SystemExit("TLS runs need trustme: pip install trustme") from None
+    ca = trustme.CA()
+    cert = ca.issue_cert(HOST)
+    with tempfile.TemporaryDirectory(prefix="poolwatch-tls-") as directory:
+        folder = Path(directory)
+        files = TLSFiles(folder / "cert.pem", folder / "key.pem", folder / "ca.pem")
+        cert.cert_chain_pems[0].write_to_path(str(files.cert))
+        cert.private_key_pem.write_to_path(str(files.key))
+        ca.cert_pem.write_to_path(str(files.ca))
+        yield files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -262,8 +330,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random hang-ups")
     parser.add_argument("--hangup", type=float, default=0.05, help="hang-up probability")
     parser.add_argument("--stall", type=float, default=1.0, help="seconds a stall lasts")
+    parser.add_argument("--cert", type=Path, help="speak TLS with this certificate (PEM)")
+    parser.add_argument("--key", type=Path, help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.seed, args.hangup, args.stall))
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+    asyncio.run(serve(args.seed, args.hangup, args.stall, args.cert, args.key))
 
 
 if __name__ == "__main__":

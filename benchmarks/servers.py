@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -97,13 +98,17 @@ class ServerHandle:
         return int(lines[2].split()[0]) if len(lines) > 2 else None
 
 
-def fetch(port: int, path: str) -> bytes:
-    """GET ``path`` from 127.0.0.1:``port`` on a fresh connection; the body."""
-    with socket.create_connection((HOST, port), timeout=5) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+def fetch(port: int, path: str, context: ssl.SSLContext | None = None) -> bytes:
+    """GET ``path`` from 127.0.0.1:``port`` on a fresh connection (over TLS
+    with ``context``); the body."""
+    with socket.create_connection((HOST, port), timeout=5) as raw:
+        sock = raw if context is None else context.wrap_socket(raw, server_hostname=HOST)
+        with sock:
+            request = f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+            sock.sendall(request.encode())
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         raise OSError(f"GET {path} on port {port}: {head[:40]!r}")

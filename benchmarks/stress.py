@@ -20,6 +20,10 @@ exits 1 if any fails:
 * after ``close()`` no worker is alive and no ``poolwatch-`` thread is left,
   and the process has no more file descriptors open than before.
 
+With ``--tls`` the fault server speaks https with a certificate made for
+the run (trustme), so every fault happens inside a TLS session, whose
+record layer the connection's reader and writer share.
+
 With ``--async`` the same mix and checks run on one
 :class:`poolwatch.AsyncTransport` driven by as many tasks on one event
 loop, and a share of the calls (``--cancel``, 3%) is cancelled
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -51,7 +56,7 @@ from typing import Any
 import poolwatch
 
 from .faultload import OPERATIONS, Call, Context, acall_once, call_once, pick
-from .faultserver import FaultServer, start_fault_server
+from .faultserver import FaultServer, made_tls_files, start_fault_server
 
 __all__ = [
     "check_calls",
@@ -91,11 +96,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--cancel", type=float, default=0.03, help="with --async: share of calls cancelled (0.03)"
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="over https: the fault server speaks TLS with a certificate made for the run",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
     if args.out is None:
-        name = "stress-async.json" if args.use_async else "stress.json"
-        args.out = ROOT / "benchmarks" / "results" / name
+        name = "stress-async" if args.use_async else "stress"
+        args.out = ROOT / "benchmarks" / "results" / f"{name}{'-tls' if args.tls else ''}.json"
     return args
 
 
@@ -251,6 +261,7 @@ def _session(server: FaultServer, args: argparse.Namespace) -> Session:
     transport = poolwatch.Transport(
         max_connections_per_host=args.max_connections,
         max_idle_per_host=args.max_connections,
+        ssl_context=None if server.tls is None else server.tls.client_context(),
     )
     start = time.monotonic()
     try:
@@ -273,6 +284,7 @@ async def _session_async(server: FaultServer, args: argparse.Namespace) -> Sessi
     transport = poolwatch.AsyncTransport(
         max_connections_per_host=args.max_connections,
         max_idle_per_host=args.max_connections,
+        ssl_context=None if server.tls is None else server.tls.client_context(),
     )
     start = time.monotonic()
     try:
@@ -297,7 +309,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     every check passed)."""
     fds_before = open_fds()
     limits = time_limits(args.read_timeout)
-    with start_fault_server(args.seed, args.hangup, stall=2 * args.read_timeout) as server:
+    with contextlib.ExitStack() as stack:
+        tls = stack.enter_context(made_tls_files()) if args.tls else None
+        server = stack.enter_context(
+            start_fault_server(args.seed, args.hangup, stall=2 * args.read_timeout, tls=tls)
+        )
         if args.use_async:
             session = asyncio.run(_session_async(server, args))
         else:
@@ -314,6 +330,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "transport": "AsyncTransport" if args.use_async else "Transport",
+        "scheme": "https" if args.tls else "http",
         "limits": dataclasses.asdict(limits),
         "elapsed_s": round(elapsed, 2),
         "requests_per_s": round(len(calls) / elapsed, 1) if elapsed else 0.0,
