@@ -12,6 +12,7 @@ import pytest
 import trustme
 
 import poolwatch
+from poolwatch._async.streams import _BufferedStreamProtocol
 from tests.async_support import assert_at_rest, run
 from tests.servers import ServerConnection
 from tests.test_errors import WAIT, reply_then_stall
@@ -24,7 +25,7 @@ from tests.test_tls_faults import (
     serve_one_then,
     tls_scripted,
 )
-from tests.tls_support import client_context, server_context, tls_server
+from tests.tls_support import TLSServer, client_context, server_context, tls_server
 
 
 class _Closes:
@@ -194,6 +195,39 @@ def test_idle_timeout(ca: trustme.CA) -> None:
     keep_open = serve_one_then(lambda conn: conn.wait_for_close(WAIT))
     with tls_scripted(ca, keep_open) as origin:
         run(lambda: main(origin))
+
+
+def test_cancelled_as_the_handshake_completes(
+    ca: trustme.CA, https_server: TLSServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cancelled after its TLS handshake completed but before the
+    connect returned: asyncio closes that TLS transport gracefully, which
+    keeps its socket registered with the loop. The transport is aborted, so
+    that the next socket, which gets the same descriptor number, connects
+    (it raised RuntimeError: "File descriptor ... is used by transport")."""
+    made = _BufferedStreamProtocol.connection_made
+    victims: list[asyncio.Task[Any]] = []
+
+    def made_then_cancel(protocol: Any, transport: asyncio.BaseTransport) -> None:
+        made(protocol, transport)
+        if victims:
+            victims.pop().cancel()  # before the connect's task resumes
+
+    async def main(url: str) -> None:
+        async with _transport(ca) as t:
+            monkeypatch.setattr(_BufferedStreamProtocol, "connection_made", made_then_cancel)
+            task = asyncio.ensure_future(t.request("GET", url))
+            victims.append(task)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            monkeypatch.undo()
+            for _ in range(3):
+                async with await t.request("GET", url) as resp:
+                    assert await resp.read() == b"hello world!\n"
+            stats = await assert_at_rest(t)
+            assert (stats.connections_opened, stats.requests) == (1, 3)
+
+    run(lambda: main(https_server.url("/")))
 
 
 @pytest.mark.parametrize("path", ["/big", "/big-chunked"])

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 12  # per run: enough to exercise every path, few enough to be quick
 SYNC_SCENARIOS = ("S1", "S2", "S3", "S5", "S6")
@@ -143,6 +145,24 @@ def test_async_stress_harness_runs_clean_with_cancellations(tmp_path: Path) -> N
         assert "ok" not in ops.get(name, {"results": {}})["results"], name
     assert report["stats"]["connections_opened"] > 1
     assert "AsyncTransport: 300 calls" in stdout
+
+
+@pytest.mark.parametrize("mode", [(), ("--async", "--cancel", "0.1")], ids=["sync", "async"])
+def test_stress_harness_runs_clean_over_tls(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """The small stress run with the fault server speaking https: every
+    fault inside a TLS session, no violation, every call over https."""
+    report, _ = _run_module(
+        "benchmarks.stress",
+        tmp_path / "stress-tls.json",
+        *("--tls", *mode, "--threads", "16", "--requests", "400"),
+        *("--read-timeout", "0.2", "--seed", "7"),
+    )
+    assert report["violations"] == []
+    assert report["scheme"] == "https"
+    ops = report["operations"]
+    assert sum(row["calls"] for row in ops.values()) == 400
+    assert ops["get_drained"]["results"]["ok"] > 0
+    assert report["stats"]["connections_opened"] > 1
 
 
 def test_stress_checks_catch_a_post_sent_twice() -> None:

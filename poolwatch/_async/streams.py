@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from typing import cast
 
 from .exchange import within
 
@@ -55,6 +56,13 @@ class _BufferedStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProt
     ) -> None:
         super().__init__(reader, loop=loop)
         self._recv_buffer = buffer.view
+        self.made: asyncio.Transport | None = None  # once connected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport: the connect may still be cancelled after this
+        (see :func:`open_streams`)."""
+        self.made = cast(asyncio.Transport, transport)  # a stream's: it can abort
+        super().connection_made(transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """The shared buffer: the loop fills it and calls
@@ -83,15 +91,25 @@ async def open_streams(
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
     protocol = _BufferedStreamProtocol(reader, buffer, loop)
-    if ssl_context is None:
-        transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
-    else:
-        connecting = loop.create_connection(
-            lambda: protocol,
-            sock=sock,
-            ssl=ssl_context,
-            server_hostname=server_hostname,
-            ssl_handshake_timeout=NO_HANDSHAKE_TIMER,
-        )
-        transport, _ = await within(ssl_handshake_timeout, connecting)
+    try:
+        if ssl_context is None:
+            transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
+        else:
+            connecting = loop.create_connection(
+                lambda: protocol,
+                sock=sock,
+                ssl=ssl_context,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=NO_HANDSHAKE_TIMER,
+            )
+            transport, _ = await within(ssl_handshake_timeout, connecting)
+    except BaseException:
+        # Cancelled (or timed out) after the handshake completed but before
+        # the connect returned, asyncio closes the TLS transport gracefully:
+        # the socket stays registered with the loop through the TLS shutdown,
+        # and the caller's close of the socket would leave a live transport
+        # on a descriptor number the next socket reuses. Abort it instead.
+        if protocol.made is not None:
+            protocol.made.abort()
+        raise
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
