@@ -14,9 +14,11 @@ import threading
 import warnings
 from pathlib import Path
 
+import pytest
+
 import poolwatch
 from tests.async_support import assert_at_rest, event_seen, run
-from tests.servers import HTTPServer
+from tests.servers import HTTPServer, ServerConnection, raw_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,3 +102,47 @@ def test_finaliser_after_the_loop_closed() -> None:
     assert "after run: leaked 0" in done.stdout
     assert "after close: None 1" in done.stdout
     assert "Exception ignored" not in done.stderr
+
+
+def test_leak_after_the_server_hung_up_is_counted() -> None:
+    """R6: a buffered body dropped after the server closed its connection
+    (so its reader has already exited) is still counted as leaked, no
+    longer listed as open, and the leak event is emitted once."""
+
+    def answer_then_hang_up(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    async def main(url: str) -> None:
+        async with poolwatch.AsyncTransport() as t:
+            closed = event_seen(t, "conn_closed")
+            leaks: list[poolwatch.Event] = []
+            t.add_listener(lambda e: leaks.append(e) if e.name == "leak_detected" else None)
+            resp = await t.request("GET", url)
+            await closed.wait()  # the reader saw the hang-up and exited
+            assert len(t.open_bodies()) == 1
+            with pytest.warns(poolwatch.LeakWarning):
+                del resp
+            stats = await assert_at_rest(t)
+            assert (stats.bodies_leaked, stats.open_bodies) == (1, 0)
+            assert t.open_bodies() == []
+            assert len(leaks) == 1
+
+    with raw_server(answer_then_hang_up) as srv:
+        run(lambda: main(srv.url("/")))
+
+
+def test_settle_counts_a_leak_just_dropped(server: HTTPServer) -> None:
+    """R6: right after a response is dropped unread on a live keep-alive
+    connection, settle() waits for its teardown: the leak is counted and the
+    connection closed when it returns."""
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t:
+            resp = await t.request("GET", server.url("/"))
+            with pytest.warns(poolwatch.LeakWarning):
+                del resp
+            stats = await assert_at_rest(t)
+            assert (stats.bodies_leaked, stats.open_bodies, stats.open_connections) == (1, 0, 0)
+
+    run(main)

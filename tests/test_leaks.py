@@ -340,3 +340,18 @@ def test_leak_after_the_server_hung_up_is_counted(transport: poolwatch.Transport
         assert stats.bodies_leaked == 1
         assert stats.open_bodies == 0
         assert transport.open_bodies() == []
+
+
+def test_settle_counts_a_leak_just_dropped(
+    transport: poolwatch.Transport, server: HTTPServer
+) -> None:
+    """R6: right after a response is dropped unread on a live keep-alive
+    connection, settle() waits for its workers to count the leak and tear
+    the connection down."""
+    resp = transport.request("GET", server.url("/"))
+    with pytest.warns(poolwatch.LeakWarning):
+        del resp
+    transport.settle()
+    stats = transport.stats()
+    assert (stats.bodies_leaked, stats.open_bodies, stats.open_connections) == (1, 0, 0)
+    assert stats.workers_alive == 0

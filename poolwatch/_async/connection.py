@@ -328,9 +328,14 @@ class AsyncConnection:
 
     def body_leaked(self, exchange: AsyncExchange) -> None:
         """On the loop, after the garbage collector found the response
-        unclosed: wake whichever worker does the bookkeeping (R6)."""
+        unclosed: wake whichever worker does the bookkeeping (R6). On a
+        closing connection the reader may have exited already (the server
+        hung up after a buffered body): count the leak here. Whoever comes
+        second finds it counted (the book checks)."""
         exchange.release_reader()
-        if exchange.body_buffered:
+        if self.closing:
+            self._body_released(exchange)
+        elif exchange.body_buffered:
             self._abort()  # its reader is on the stream
 
     # -- idle ------------------------------------------------------------

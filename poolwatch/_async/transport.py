@@ -560,9 +560,12 @@ class AsyncTransport:
 
     async def settle(self) -> None:
         """Wait until the workers of every closed connection have exited, so
-        that :meth:`stats` describes the transport at rest (R18)."""
+        that :meth:`stats` describes the transport at rest (R18). A response
+        dropped unclosed hands its connection to the loop from its finaliser:
+        that runs first, and such a connection is waited for too (R6)."""
+        await asyncio.sleep(0)
         with self._lock:
-            closing = [c for c in self._book.unsettled if c.closing]
+            closing = self._book.settling_locked()
         for conn in closing:
             await conn.wait_closed()
 

@@ -167,6 +167,16 @@ class Book(Generic[C]):
                 self.end_body_locked(exchange, "errored")
         return decision
 
+    def settling_locked(self) -> list[C]:
+        """The connections ``settle()`` waits for: those closing, and those
+        whose response was garbage-collected unclosed (R6), which their
+        workers are about to count and tear down."""
+        return [
+            conn
+            for conn in self.unsettled
+            if conn.closing or (conn.exchange is not None and conn.exchange.leaked)
+        ]
+
     def worker_exited_locked(self, conn: C, last: bool) -> None:
         """One of ``conn``'s workers exited; ``last`` if it was the second."""
         conn.counters.workers_alive -= 1

@@ -474,9 +474,11 @@ class Transport:
 
     def settle(self) -> None:
         """Wait until the workers of every closed connection have exited, so
-        that :meth:`stats` describes the transport at rest (R18)."""
+        that :meth:`stats` describes the transport at rest (R18); also those
+        of a connection whose response was just garbage-collected unclosed,
+        once they have counted the leak (R6)."""
         with self._lock:
-            closing = [c for c in self._book.unsettled if c.closing]
+            closing = self._book.settling_locked()
         for conn in closing:
             conn.join()
         self._settle_late_leaks()
