@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import socket
@@ -55,7 +56,6 @@ __all__ = [
     "FaultServer",
     "TLSFiles",
     "body_for",
-    "made_tls_files",
     "main",
     "start_fault_server",
 ]
@@ -272,10 +272,13 @@ class FaultServer:
         scheme = "http" if self.tls is None else "https"
         return f"{scheme}://{HOST}:{self.port}{path}"
 
+    def client_context(self) -> ssl.SSLContext | None:
+        """With TLS, a client context that trusts the server's certificate."""
+        return None if self.tls is None else self.tls.client_context()
+
     def stats(self) -> dict[str, object]:
         """What the server has seen (``GET /stats`` on a fresh connection)."""
-        context = None if self.tls is None else self.tls.client_context()
-        result: dict[str, object] = json.loads(fetch(self.port, "/stats", context))
+        result: dict[str, object] = json.loads(fetch(self.port, "/stats", self.client_context()))
         return result
 
     def post_counts(self) -> dict[str, int]:
@@ -291,22 +294,23 @@ def start_fault_server(
     hangup: float = 0.05,
     stall: float = 1.0,
     cpu: int | None = None,
-    tls: TLSFiles | None = None,
+    tls: bool = False,
 ) -> Iterator[FaultServer]:
-    """Run a fault server in a child process for the ``with`` block (over
-    TLS with ``tls``)."""
+    """Run a fault server in a child process for the ``with`` block; with
+    ``tls``, speaking https with a certificate made for it."""
     args = ["--seed", str(seed), "--hangup", str(hangup), "--stall", str(stall)]
-    if tls is not None:
-        args += ["--cert", str(tls.cert), "--key", str(tls.key)]
-    with run_server_process("benchmarks.faultserver", args, cpu, "the fault server") as (
-        port,
-        pid,
-    ):
-        yield FaultServer(port, pid, tls)
+    with contextlib.ExitStack() as stack:
+        files = stack.enter_context(_made_tls_files()) if tls else None
+        if files is not None:
+            args += ["--cert", str(files.cert), "--key", str(files.key)]
+        port, pid = stack.enter_context(
+            run_server_process("benchmarks.faultserver", args, cpu, "the fault server")
+        )
+        yield FaultServer(port, pid, files)
 
 
 @contextmanager
-def made_tls_files() -> Iterator[TLSFiles]:
+def _made_tls_files() -> Iterator[TLSFiles]:
     """A certificate authority and a certificate for 127.0.0.1 from it,
     made now (with trustme) in a temporary directory."""
     try:

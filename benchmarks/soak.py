@@ -29,6 +29,9 @@ it, the run fails (exit 1) when
   :class:`poolwatch.PoolwatchError`), R18 fails at a sample, or after
   ``close()`` a worker or a ``poolwatch-`` thread is left.
 
+With ``--tls`` the fault server speaks https (a certificate made for the
+run), so the TLS record layer's memory is soaked too.
+
 The samples are printed as a table and written as JSON (``--out``).
 """
 
@@ -108,11 +111,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="soak a poolwatch.AsyncTransport driven by tasks instead of a Transport",
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="over https: the fault server speaks TLS with a certificate made for the run",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
     if args.out is None:
-        name = "soak-async.json" if args.use_async else "soak.json"
-        args.out = ROOT / "benchmarks" / "results" / name
+        name = "soak-async" if args.use_async else "soak"
+        args.out = ROOT / "benchmarks" / "results" / f"{name}{'-tls' if args.tls else ''}.json"
     return args
 
 
@@ -121,10 +129,14 @@ def spare_workers() -> int:
     return sum(1 for t in threading.enumerate() if t.name == "poolwatch-spare")
 
 
-def sample(transport: poolwatch.Transport, requests: int, elapsed: float) -> dict[str, Any]:
-    """One row of cheap counters, taken with the transport at rest."""
+def sample(
+    transport: poolwatch.Transport, requests: int, elapsed: float, tls: bool = False
+) -> dict[str, Any]:
+    """One row of cheap counters, taken with the transport at rest. Over
+    TLS each connection's writer sends on a duplicate of the socket."""
     transport.settle()
-    row = _counters(transport.stats(), requests, elapsed, FDS_PER_CONNECTION)
+    per_connection = FDS_PER_CONNECTION + (1 if tls else 0)
+    row = _counters(transport.stats(), requests, elapsed, per_connection)
     if HAVE_EVENTFD:
         # The transport's spare events, and the one each parked worker
         # waits on: bounded, not leaks.
@@ -267,7 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warnings.simplefilter("ignore", poolwatch.LeakWarning)  # counted in the stats
     samples: list[dict[str, Any]] = []
     start = time.monotonic()
-    with start_fault_server(args.seed, hangup=0.01, stall=1.0) as server:
+    with start_fault_server(args.seed, hangup=0.01, stall=1.0, tls=args.tls) as server:
         if args.use_async:
             violations = asyncio.run(_soak_async(server, args, samples, start))
         else:
@@ -278,6 +290,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "transport": "AsyncTransport" if args.use_async else "Transport",
+        "scheme": "https" if args.tls else "http",
         "python": sys.version.split()[0],
         "elapsed_s": round(time.monotonic() - start, 1),
         "samples": samples,
@@ -290,15 +303,18 @@ def _soak(
 ) -> list[str]:
     """The rounds on a :class:`poolwatch.Transport`, sampled; violations."""
     violations: list[str] = []
-    transport = poolwatch.Transport(max_idle_per_host=args.threads)
+    transport = poolwatch.Transport(
+        max_idle_per_host=args.threads, ssl_context=server.client_context()
+    )
     try:
-        samples.append(sample(transport, 0, 0.0))
+        samples.append(sample(transport, 0, 0.0, args.tls))
         done = 0
         while done < args.requests:
             count = min(args.every, args.requests - done)
             violations += _round(transport, server, args, done, count)
             done += count
-            violations += _record(samples, sample(transport, done, time.monotonic() - start))
+            row = sample(transport, done, time.monotonic() - start, args.tls)
+            violations += _record(samples, row)
         if transport.open_bodies():
             violations.append(f"{len(transport.open_bodies())} bodies still open")
     finally:
@@ -313,7 +329,9 @@ async def _soak_async(
 ) -> list[str]:
     """The rounds on a :class:`poolwatch.AsyncTransport`, sampled; violations."""
     violations: list[str] = []
-    transport = poolwatch.AsyncTransport(max_idle_per_host=args.threads)
+    transport = poolwatch.AsyncTransport(
+        max_idle_per_host=args.threads, ssl_context=server.client_context()
+    )
     try:
         samples.append(await asample(transport, 0, 0.0))
         done = 0

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -56,7 +55,7 @@ from typing import Any
 import poolwatch
 
 from .faultload import OPERATIONS, Call, Context, acall_once, call_once, pick
-from .faultserver import FaultServer, made_tls_files, start_fault_server
+from .faultserver import FaultServer, start_fault_server
 
 __all__ = [
     "check_calls",
@@ -261,7 +260,7 @@ def _session(server: FaultServer, args: argparse.Namespace) -> Session:
     transport = poolwatch.Transport(
         max_connections_per_host=args.max_connections,
         max_idle_per_host=args.max_connections,
-        ssl_context=None if server.tls is None else server.tls.client_context(),
+        ssl_context=server.client_context(),
     )
     start = time.monotonic()
     try:
@@ -284,7 +283,7 @@ async def _session_async(server: FaultServer, args: argparse.Namespace) -> Sessi
     transport = poolwatch.AsyncTransport(
         max_connections_per_host=args.max_connections,
         max_idle_per_host=args.max_connections,
-        ssl_context=None if server.tls is None else server.tls.client_context(),
+        ssl_context=server.client_context(),
     )
     start = time.monotonic()
     try:
@@ -309,11 +308,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     every check passed)."""
     fds_before = open_fds()
     limits = time_limits(args.read_timeout)
-    with contextlib.ExitStack() as stack:
-        tls = stack.enter_context(made_tls_files()) if args.tls else None
-        server = stack.enter_context(
-            start_fault_server(args.seed, args.hangup, stall=2 * args.read_timeout, tls=tls)
-        )
+    stall = 2 * args.read_timeout
+    with start_fault_server(args.seed, args.hangup, stall, tls=args.tls) as server:
         if args.use_async:
             session = asyncio.run(_session_async(server, args))
         else:

@@ -213,6 +213,24 @@ def test_soak_memory_stays_flat(tmp_path: Path) -> None:
     assert len(rss) == 11
 
 
+@pytest.mark.parametrize("mode", [(), ("--async",)], ids=["sync", "async"])
+def test_tls_soak_harness_passes(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """A short soak over https: every call keeps the contract, no thread,
+    descriptor or body is left over (each TLS connection's writer has a
+    duplicate socket). Memory is judged on the long runs in
+    docs/reliability.md: TLS takes some 15 000 requests to reach its working
+    set, and ``test_read_buffers.py`` checks the reads themselves."""
+    report, _ = _run_module(
+        "benchmarks.soak",
+        tmp_path / "soak-tls.json",
+        *("--tls", *mode, "--requests", "2000", "--every", "500", "--threads", "4"),
+        *("--rss-tolerance", "64", "--seed", "3"),
+    )
+    assert report["violations"] == []
+    assert report["scheme"] == "https"
+    assert [s["requests"] for s in report["samples"]] == [0, 500, 1000, 1500, 2000]
+
+
 def test_async_soak_harness_samples_tasks_and_passes(tmp_path: Path) -> None:
     """The short soak on an AsyncTransport: at every sample the only task
     besides the connections' workers is the main one, and no violation."""

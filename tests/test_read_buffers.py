@@ -5,6 +5,7 @@ TLS; over real loopback TCP and TLS connections."""
 from __future__ import annotations
 
 import socket
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -120,4 +121,33 @@ def test_tls_reads_decrypt_into_lent_buffers(
             response = transport.request("GET", srv.url(path))
             assert response.read() == (HELLO if size == 13 else b"x" * size)
             assert len(pool._free) == 1
+        assert_at_rest(transport)
+
+
+def test_tls_socket_reads_go_into_lent_buffers(
+    ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encrypted bytes are read from the socket into lent 256 KiB
+    buffers, once the socket is readable: one buffer serves every read of
+    a connection, small or large. ``recv(256 KiB)`` made a 256 KiB object
+    per read and shrank it, which grew a long TLS soak's RSS by 10 MiB."""
+    pool = ReadBuffers(256 * 1024, max_spare=8)
+    monkeypatch.setattr(streams, "_RECORD_BUFFERS", pool)
+    with (
+        tls_server(server_context(ca, "localhost")) as srv,
+        poolwatch.Transport(ssl_context=client_context(ca)) as transport,
+    ):
+        for path, size in (("/", 13), ("/bytes/300000", 300000), ("/", 13)):
+            assert transport.request("GET", srv.url(path)).read() == (
+                HELLO if size == 13 else b"x" * size
+            )
+            assert len(pool._free) == 1
+        tracemalloc.start()
+        try:
+            for _ in range(20):
+                assert transport.request("GET", srv.url("/")).read() == HELLO
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 128 * 1024, f"{peak / 1024:.0f} KiB at the peak"
         assert_at_rest(transport)
