@@ -72,6 +72,7 @@ class Context:
             "headers": headers,
             "timeout": self.timeout,
             "listener": self.listener,
+            "proxy": self.server.proxy,
         }
 
     def request(self, plan: Plan) -> poolwatch.Response:

@@ -97,6 +97,8 @@ class _Head:
 def _parse_head(raw: bytes) -> _Head:
     lines = raw.decode("latin-1").split("\r\n")
     method, path, *_ = [*lines[0].split(" "), "", ""]
+    if "://" in path:  # absolute form, through a proxy
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
     fields: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
@@ -260,12 +262,13 @@ class TLSFiles:
 
 @dataclass
 class FaultServer:
-    """A running fault server: its port and process id, and its TLS files
-    if it speaks https."""
+    """A running fault server: its port and process id, its TLS files if
+    it speaks https, and the proxy to reach it through, if any."""
 
     port: int
     pid: int
     tls: TLSFiles | None = None
+    proxy: str | None = None  # the proxy every request goes through
 
     def url(self, path: str) -> str:
         """``http://127.0.0.1:<port><path>`` (``https://`` with TLS)."""
@@ -295,9 +298,12 @@ def start_fault_server(
     stall: float = 1.0,
     cpu: int | None = None,
     tls: bool = False,
+    proxy: bool = False,
 ) -> Iterator[FaultServer]:
     """Run a fault server in a child process for the ``with`` block; with
-    ``tls``, speaking https with a certificate made for it."""
+    ``tls``, speaking https with a certificate made for it; with ``proxy``,
+    reached through a relaying proxy (:mod:`benchmarks.pipeproxy`) in a
+    process of its own."""
     args = ["--seed", str(seed), "--hangup", str(hangup), "--stall", str(stall)]
     with contextlib.ExitStack() as stack:
         files = stack.enter_context(_made_tls_files()) if tls else None
@@ -306,7 +312,13 @@ def start_fault_server(
         port, pid = stack.enter_context(
             run_server_process("benchmarks.faultserver", args, cpu, "the fault server")
         )
-        yield FaultServer(port, pid, files)
+        proxy_url = None
+        if proxy:
+            proxy_port, _ = stack.enter_context(
+                run_server_process("benchmarks.pipeproxy", [], cpu, "the proxy")
+            )
+            proxy_url = f"http://{HOST}:{proxy_port}"
+        yield FaultServer(port, pid, files, proxy_url)
 
 
 @contextmanager

@@ -116,11 +116,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="over https: the fault server speaks TLS with a certificate made for the run",
     )
+    p.add_argument(
+        "--proxy",
+        action="store_true",
+        help="through a relaying proxy (benchmarks.pipeproxy): CONNECT tunnels with --tls",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
     if args.out is None:
         name = "soak-async" if args.use_async else "soak"
-        args.out = ROOT / "benchmarks" / "results" / f"{name}{'-tls' if args.tls else ''}.json"
+        tls, proxy = "-tls" if args.tls else "", "-proxy" if args.proxy else ""
+        args.out = ROOT / "benchmarks" / "results" / f"{name}{tls}{proxy}.json"
     return args
 
 
@@ -279,7 +285,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warnings.simplefilter("ignore", poolwatch.LeakWarning)  # counted in the stats
     samples: list[dict[str, Any]] = []
     start = time.monotonic()
-    with start_fault_server(args.seed, hangup=0.01, stall=1.0, tls=args.tls) as server:
+    with start_fault_server(
+        args.seed, hangup=0.01, stall=1.0, tls=args.tls, proxy=args.proxy
+    ) as server:
         if args.use_async:
             violations = asyncio.run(_soak_async(server, args, samples, start))
         else:
@@ -291,6 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "transport": "AsyncTransport" if args.use_async else "Transport",
         "scheme": "https" if args.tls else "http",
+        "proxy": args.proxy,
         "python": sys.version.split()[0],
         "elapsed_s": round(time.monotonic() - start, 1),
         "samples": samples,

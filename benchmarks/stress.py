@@ -100,11 +100,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="over https: the fault server speaks TLS with a certificate made for the run",
     )
+    p.add_argument(
+        "--proxy",
+        action="store_true",
+        help="through a relaying proxy (benchmarks.pipeproxy): CONNECT tunnels with --tls",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
     if args.out is None:
         name = "stress-async" if args.use_async else "stress"
-        args.out = ROOT / "benchmarks" / "results" / f"{name}{'-tls' if args.tls else ''}.json"
+        tls, proxy = "-tls" if args.tls else "", "-proxy" if args.proxy else ""
+        args.out = ROOT / "benchmarks" / "results" / f"{name}{tls}{proxy}.json"
     return args
 
 
@@ -309,7 +315,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fds_before = open_fds()
     limits = time_limits(args.read_timeout)
     stall = 2 * args.read_timeout
-    with start_fault_server(args.seed, args.hangup, stall, tls=args.tls) as server:
+    with start_fault_server(
+        args.seed, args.hangup, stall, tls=args.tls, proxy=args.proxy
+    ) as server:
         if args.use_async:
             session = asyncio.run(_session_async(server, args))
         else:
@@ -327,6 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "transport": "AsyncTransport" if args.use_async else "Transport",
         "scheme": "https" if args.tls else "http",
+        "proxy": args.proxy,
         "limits": dataclasses.asdict(limits),
         "elapsed_s": round(elapsed, 2),
         "requests_per_s": round(len(calls) / elapsed, 1) if elapsed else 0.0,
