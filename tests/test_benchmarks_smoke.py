@@ -165,6 +165,22 @@ def test_stress_harness_runs_clean_over_tls(tmp_path: Path, mode: tuple[str, ...
     assert report["stats"]["connections_opened"] > 1
 
 
+@pytest.mark.parametrize(
+    "mode", [("--proxy",), ("--proxy", "--tls", "--async")], ids=["http", "https-async"]
+)
+def test_stress_harness_runs_clean_through_a_proxy(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """The small stress run through the relaying proxy (absolute-form
+    requests; a CONNECT tunnel for https): no violation."""
+    report, _ = _run_module(
+        "benchmarks.stress",
+        tmp_path / "stress-proxy.json",
+        *(*mode, "--threads", "16", "--requests", "400", "--read-timeout", "0.2", "--seed", "9"),
+    )
+    assert report["violations"] == []
+    assert report["proxy"] is True
+    assert report["operations"]["get_drained"]["results"]["ok"] > 0
+
+
 def test_stress_checks_catch_a_post_sent_twice() -> None:
     """The stress run's POST check: a POST without a key seen twice by the
     server is a violation; a keyed one retried once may be seen twice."""
