@@ -69,7 +69,7 @@ from .faultload import (
     post_bytes,
     post_keyed,
 )
-from .faultserver import FaultServer, start_fault_server
+from .faultserver import FaultServer, add_server_arguments, report_name, start_fault_server
 from .stress import open_fds, poolwatch_threads
 
 __all__ = ["MIX", "asample", "leak", "main", "parse_args", "run", "sample", "slope"]
@@ -111,22 +111,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="soak a poolwatch.AsyncTransport driven by tasks instead of a Transport",
     )
-    p.add_argument(
-        "--tls",
-        action="store_true",
-        help="over https: the fault server speaks TLS with a certificate made for the run",
-    )
-    p.add_argument(
-        "--proxy",
-        action="store_true",
-        help="through a relaying proxy (benchmarks.pipeproxy): CONNECT tunnels with --tls",
-    )
+    add_server_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
     if args.out is None:
-        name = "soak-async" if args.use_async else "soak"
-        tls, proxy = "-tls" if args.tls else "", "-proxy" if args.proxy else ""
-        args.out = ROOT / "benchmarks" / "results" / f"{name}{tls}{proxy}.json"
+        args.out = ROOT / "benchmarks" / "results" / report_name("soak", args)
     return args
 
 

@@ -55,7 +55,7 @@ from typing import Any
 import poolwatch
 
 from .faultload import OPERATIONS, Call, Context, acall_once, call_once, pick
-from .faultserver import FaultServer, start_fault_server
+from .faultserver import FaultServer, add_server_arguments, report_name, start_fault_server
 
 __all__ = [
     "check_calls",
@@ -95,22 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--cancel", type=float, default=0.03, help="with --async: share of calls cancelled (0.03)"
     )
-    p.add_argument(
-        "--tls",
-        action="store_true",
-        help="over https: the fault server speaks TLS with a certificate made for the run",
-    )
-    p.add_argument(
-        "--proxy",
-        action="store_true",
-        help="through a relaying proxy (benchmarks.pipeproxy): CONNECT tunnels with --tls",
-    )
+    add_server_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
     if args.out is None:
-        name = "stress-async" if args.use_async else "stress"
-        tls, proxy = "-tls" if args.tls else "", "-proxy" if args.proxy else ""
-        args.out = ROOT / "benchmarks" / "results" / f"{name}{tls}{proxy}.json"
+        args.out = ROOT / "benchmarks" / "results" / report_name("stress", args)
     return args
 
 
