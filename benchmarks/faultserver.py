@@ -101,6 +101,7 @@ def _parse_head(raw: bytes) -> _Head:
     method, path, *_ = [*lines[0].split(" "), "", ""]
     if "://" in path:  # absolute form, through a proxy
         path = "/" + path.split("://", 1)[1].partition("/")[2]
+    path = path.partition("?")[0]  # a query only tags the request
     fields: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
@@ -310,10 +311,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report_name(base: str, args: argparse.Namespace) -> str:
     """The report's file name for a run named ``base`` with ``args``, e.g.
-    ``stress-async-tls-proxy.json``."""
-    parts = [base, "async" if args.use_async else "", "tls" if args.tls else ""]
-    parts.append("proxy" if args.proxy else "")
-    return "-".join(part for part in parts if part) + ".json"
+    ``stress-async-tls-proxy.json`` or ``stress-requests.json``."""
+    parts = [base, getattr(args, "client", "native"), "async" if args.use_async else ""]
+    parts += ["tls" if args.tls else "", "proxy" if args.proxy else ""]
+    return "-".join(part for part in parts if part and part != "native") + ".json"
 
 
 @contextmanager

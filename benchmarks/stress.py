@@ -54,6 +54,7 @@ from typing import Any
 
 import poolwatch
 
+from .faultclients import CLIENTS, LibraryClient, call_once_with
 from .faultload import OPERATIONS, Call, Context, acall_once, call_once, pick
 from .faultserver import FaultServer, add_server_arguments, report_name, start_fault_server
 
@@ -96,8 +97,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cancel", type=float, default=0.03, help="with --async: share of calls cancelled (0.03)"
     )
     add_server_arguments(p)
+    p.add_argument(
+        "--client",
+        choices=("native", *CLIENTS),
+        default="native",
+        help="make the calls through requests or httpx over poolwatch's adapter (sync only)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
+    if args.use_async and args.client != "native":
+        p.error("--client goes with the sync transport only")
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / report_name("stress", args)
     return args
@@ -129,9 +138,13 @@ def open_fds() -> int:
 
 
 def _drive(
-    transport: poolwatch.Transport, server: FaultServer, args: argparse.Namespace
+    transport: poolwatch.Transport,
+    server: FaultServer,
+    args: argparse.Namespace,
+    client: LibraryClient | None = None,
 ) -> tuple[list[Call], list[str]]:
-    """Run the callers; their calls, and violations about hanging threads."""
+    """Run the callers (through ``client`` if given); their calls, and
+    violations about hanging threads."""
     limits = time_limits(args.read_timeout)
     numbers = itertools.count()  # next() is atomic under the GIL
     calls: list[Call] = []
@@ -142,7 +155,10 @@ def _drive(
         mine = []
         while (n := next(numbers)) < args.requests:
             ctx.request_id = f"r{n}"
-            mine.append(call_once_op(ctx))
+            if client is None:
+                mine.append(call_once_op(ctx))
+            else:
+                mine.append(call_once_with(client, ctx, pick(ctx.rng, OPERATIONS)))
         with lock:
             calls.extend(mine)
 
@@ -222,6 +238,10 @@ def check_calls(
             found.append(f"{c.op} {c.request_id}: not replayable, retried {c.retries} times")
         if c.result in ("ok", "413") and seen == 0:
             found.append(f"{c.op} {c.request_id}: answered, but the server never saw it")
+    drained = [c for c in calls if c.op == "get_drained"]
+    if len(drained) >= 20 and not any(c.result == "ok" for c in drained):
+        errors = Counter(c.result for c in drained).most_common(2)
+        found.append(f"no plain GET succeeded ({errors}): the run never reached the server")
     return found
 
 
@@ -257,15 +277,21 @@ def _session(server: FaultServer, args: argparse.Namespace) -> Session:
         max_idle_per_host=args.max_connections,
         ssl_context=server.client_context(),
     )
+    client = None
+    if args.client != "native":
+        ca_file = None if server.tls is None else str(server.tls.ca)
+        client = LibraryClient(args.client, transport, ca_file)
     start = time.monotonic()
     try:
-        calls, violations = _drive(transport, server, args)
+        calls, violations = _drive(transport, server, args, client)
         elapsed = time.monotonic() - start
         transport.settle()
         stats, found = _rest_violations(transport.stats())
         violations += found
         server_stats, posts = server.stats(), server.post_counts()
     finally:
+        if client is not None:
+            client.close()
         transport.close()
     if transport.stats().workers_alive:
         violations.append(f"after close: {transport.stats().workers_alive} workers alive")
@@ -323,6 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "transport": "AsyncTransport" if args.use_async else "Transport",
+        "client": args.client,
         "scheme": "https" if args.tls else "http",
         "proxy": args.proxy,
         "limits": dataclasses.asdict(limits),

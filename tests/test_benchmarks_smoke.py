@@ -194,6 +194,32 @@ def test_stress_checks_catch_a_post_sent_twice() -> None:
     assert found == ["post r1: server saw it 2 times, 1 sent"]
     slow = [Call("get_drained", "r3", "ok", 60.0, 0)]
     assert "took 60.00s" in check_calls(slow, {}, limits, 1.0)[0]
+    # A run that never reaches the server (say, every handshake refused)
+    # proves nothing: it is a violation too.
+    refused = [Call("get_drained", f"r{n}", "SSLError", 0.01, 0) for n in range(20)]
+    assert "never reached the server" in check_calls(refused, {}, limits, 1.0)[0]
+
+
+@pytest.mark.parametrize(
+    "mode", [("--client", "requests", "--tls"), ("--client", "httpx")], ids=["requests", "httpx"]
+)
+def test_stress_harness_runs_clean_through_the_adapters(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """The small stress run made through requests (over https) and httpx
+    with poolwatch's adapters: every error one of the library's own, every
+    body right, no violation."""
+    report, _ = _run_module(
+        "benchmarks.stress",
+        tmp_path / "stress-client.json",
+        *(*mode, "--threads", "16", "--requests", "400", "--read-timeout", "0.2", "--seed", "11"),
+    )
+    assert report["violations"] == []
+    assert report["client"] == mode[1]
+    ops = report["operations"]
+    assert ops["get_drained"]["results"]["ok"] > 0
+    for name in ("hang_up", "reset", "cut_body", "stall_head", "stall_body"):
+        assert "ok" not in ops.get(name, {"results": {}})["results"], name
 
 
 def test_soak_harness_samples_and_passes(tmp_path: Path) -> None:
