@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import poolwatch
 
-from .faultload import Call, Context, Operation, Plan, Violation
+from .faultload import Call, Context, Operation, Plan, Violation, cancelled_at
 
-__all__ = ["CLIENTS", "LibraryClient", "call_once_with"]
+__all__ = ["CLIENTS", "LibraryClient", "acall_once_with", "call_once_with"]
 
 CLIENTS = ("requests", "httpx")
 
@@ -35,25 +36,39 @@ class LibraryClient:
     context)."""
 
     def __init__(
-        self, name: str, transport: poolwatch.Transport, ca_file: str | None = None
+        self,
+        name: str,
+        transport: poolwatch.Transport | poolwatch.AsyncTransport,
+        ca_file: str | None = None,
     ) -> None:
         self.name = name
         # Per request: REQUESTS_CA_BUNDLE would override a session's verify.
         self.verify: str | bool = True if ca_file is None else ca_file
         self._retries: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.session: Any  # requests.Session, httpx.Client or httpx.AsyncClient
+        self.documented: tuple[type[BaseException], ...]  # the library's errors
         transport.add_listener(self._on_event)
-        if name == "requests":
+        if isinstance(transport, poolwatch.AsyncTransport):
+            if name != "httpx":
+                raise ValueError(f"{name} has no asyncio client: only httpx")
+            import httpx
+
+            from poolwatch.adapters.httpx import AsyncHTTPXTransport
+
+            self.session = httpx.AsyncClient(transport=AsyncHTTPXTransport(transport=transport))
+            self.documented = (httpx.HTTPError, httpx.StreamError)
+        elif name == "requests":
             import requests
             import urllib3
 
             from poolwatch.adapters.requests import RequestsAdapter
 
-            self.session: Any = requests.Session()
+            self.session = requests.Session()
             adapter = RequestsAdapter(transport=transport)
             self.session.mount("http://", adapter)
             self.session.mount("https://", adapter)
-            self.documented: tuple[type[BaseException], ...] = (
+            self.documented = (
                 requests.RequestException,
                 urllib3.exceptions.HTTPError,
             )
@@ -132,6 +147,43 @@ class LibraryClient:
             response.close()
         return plan.verdict(got)
 
+    async def aperform(self, ctx: Context, plan: Plan) -> str:
+        """Carry out ``plan`` with ``httpx.AsyncClient``; its result."""
+        import httpx
+
+        url = f"{ctx.server.url(plan.path)}?id={ctx.request_id}"
+        headers = {"X-Request-Id": ctx.request_id, **plan.extra}
+        body = _parts(plan.body) if isinstance(plan.body, tuple) else plan.body
+        limits = ctx.timeout
+        request = self.session.build_request(
+            plan.method, url, content=body, headers=headers,
+            timeout=httpx.Timeout(
+                connect=limits.connect, read=limits.read, write=limits.write, pool=limits.pool
+            ),
+        )  # fmt: skip
+        response = await self.session.send(request, stream=True)
+        if plan.read == "drop":
+            del response
+            return plan.result
+        try:
+            plan.check_status(response.status_code)
+            if plan.read == "none":
+                return plan.result
+            if plan.read == "chunks":
+                got = b"".join([piece async for piece in response.aiter_bytes(1024)])
+            elif plan.read == "first":
+                want = len(plan.expect or b"")
+                got = b""
+                if want:
+                    async for piece in response.aiter_bytes(want):
+                        got = piece[:want]
+                        break
+            else:
+                got = await response.aread()
+        finally:
+            await response.aclose()
+        return plan.verdict(got)
+
     def classify(self, exc: BaseException) -> tuple[str, str, str]:
         """Result, error and violation for a call that raised ``exc``."""
         if isinstance(exc, Violation):
@@ -145,6 +197,15 @@ class LibraryClient:
         """Close the session (the transport is closed by its owner)."""
         self.session.close()
 
+    async def aclose(self) -> None:
+        """Close the asyncio session (the transport is closed by its owner)."""
+        await self.session.aclose()
+
+
+async def _parts(parts: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
 
 def call_once_with(client: LibraryClient, ctx: Context, op: Operation) -> Call:
     """Run ``op`` once through ``client`` and record it; an exception
@@ -154,6 +215,26 @@ def call_once_with(client: LibraryClient, ctx: Context, op: Operation) -> Call:
         result, error, violation = client.perform(ctx, op.plan(ctx)), "", ""
     except Exception as exc:
         result, error, violation = client.classify(exc)
+    wall = time.monotonic() - start
+    retries = client.retries_of(ctx.request_id)
+    return Call(op.name, ctx.request_id, result, wall, retries, error, violation)
+
+
+async def acall_once_with(
+    client: LibraryClient, ctx: Context, op: Operation, cancel_after: float | None = None
+) -> Call:
+    """As :func:`call_once_with` on the asyncio transport, cancelled after
+    ``cancel_after`` seconds as :func:`~benchmarks.faultload.acall_once`."""
+    start = time.monotonic()
+    plan = op.plan(ctx)
+    if cancel_after is None:
+        try:
+            result, error, violation = await client.aperform(ctx, plan), "", ""
+        except Exception as exc:
+            result, error, violation = client.classify(exc)
+    else:
+        call = client.aperform(ctx, plan)
+        result, error, violation = await cancelled_at(call, cancel_after, client.classify)
     wall = time.monotonic() - start
     retries = client.retries_of(ctx.request_id)
     return Call(op.name, ctx.request_id, result, wall, retries, error, violation)

@@ -36,6 +36,7 @@ __all__ = [
     "acall_once",
     "aperform",
     "call_once",
+    "cancelled_at",
     "perform",
     "pick",
 ]
@@ -325,15 +326,21 @@ async def acall_once(ctx: Context, op: Operation, cancel_after: float | None = N
         except Exception as exc:
             result, error, violation = _classify(exc)
     else:
-        result, error, violation = await _cancelled_at(aperform(ctx, plan), cancel_after)
+        result, error, violation = await cancelled_at(aperform(ctx, plan), cancel_after)
     return Call(
         op.name, ctx.request_id, result, time.monotonic() - start, ctx.retries, error, violation
     )
 
 
-async def _cancelled_at(call: Coroutine[Any, Any, str], delay: float) -> tuple[str, str, str]:
+async def cancelled_at(
+    call: Coroutine[Any, Any, str],
+    delay: float,
+    classify: Callable[[BaseException], tuple[str, str, str]] | None = None,
+) -> tuple[str, str, str]:
     """Run ``call`` in a task, cancel it after ``delay`` seconds if still
-    running; result, error and violation."""
+    running; result, error and violation (an exception judged by
+    ``classify``, by default as the transport's own)."""
+    classify = classify or _classify
     task = asyncio.ensure_future(call)
     cancelled = False
     try:
@@ -347,7 +354,7 @@ async def _cancelled_at(call: Coroutine[Any, Any, str], delay: float) -> tuple[s
     if task.cancelled():
         return "cancelled", "", ""
     exc = task.exception()
-    result, error, violation = _classify(exc) if exc else (task.result(), "", "")
+    result, error, violation = classify(exc) if exc else (task.result(), "", "")
     # A cancellation the call absorbed: it ran on as if never cancelled.
     return (f"{result} despite cancel" if cancelled else result), error, violation
 

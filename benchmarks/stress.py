@@ -54,7 +54,7 @@ from typing import Any
 
 import poolwatch
 
-from .faultclients import CLIENTS, LibraryClient, call_once_with
+from .faultclients import CLIENTS, LibraryClient, acall_once_with, call_once_with
 from .faultload import OPERATIONS, Call, Context, acall_once, call_once, pick
 from .faultserver import FaultServer, add_server_arguments, report_name, start_fault_server
 
@@ -101,12 +101,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--client",
         choices=("native", *CLIENTS),
         default="native",
-        help="make the calls through requests or httpx over poolwatch's adapter (sync only)",
+        help="make the calls through requests or httpx (httpx.AsyncClient with --async)",
     )
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
-    if args.use_async and args.client != "native":
-        p.error("--client goes with the sync transport only")
+    if args.use_async and args.client == "requests":
+        p.error("--client requests has no asyncio client: use httpx with --async")
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / report_name("stress", args)
     return args
@@ -181,7 +181,10 @@ def call_once_op(ctx: Context) -> Call:
 
 
 async def _drive_async(
-    transport: poolwatch.AsyncTransport, server: FaultServer, args: argparse.Namespace
+    transport: poolwatch.AsyncTransport,
+    server: FaultServer,
+    args: argparse.Namespace,
+    client: LibraryClient | None = None,
 ) -> tuple[list[Call], list[str]]:
     """Run the caller tasks; their calls, and violations about hanging or
     failed tasks. A share (``--cancel``) of the calls is cancelled at a
@@ -196,7 +199,10 @@ async def _drive_async(
             ctx.request_id = f"r{n}"
             op = pick(ctx.rng, OPERATIONS)
             cancel = ctx.rng.uniform(0, CANCEL_WINDOW) if ctx.rng.random() < args.cancel else None
-            calls.append(await acall_once(ctx, op, cancel))
+            if client is None:
+                calls.append(await acall_once(ctx, op, cancel))
+            else:
+                calls.append(await acall_once_with(client, ctx, op, cancel))
 
     tasks = [asyncio.create_task(caller(i), name=f"stress-{i}") for i in range(args.threads)]
     _, pending = await asyncio.wait(tasks, timeout=JOIN_LIMIT)
@@ -306,15 +312,18 @@ async def _session_async(server: FaultServer, args: argparse.Namespace) -> Sessi
         max_idle_per_host=args.max_connections,
         ssl_context=server.client_context(),
     )
+    client = None if args.client == "native" else LibraryClient(args.client, transport)
     start = time.monotonic()
     try:
-        calls, violations = await _drive_async(transport, server, args)
+        calls, violations = await _drive_async(transport, server, args, client)
         elapsed = time.monotonic() - start
         await transport.settle()
         stats, found = _rest_violations(transport.stats())
         violations += found
         server_stats, posts = server.stats(), server.post_counts()  # brief blocking: runs alone
     finally:
+        if client is not None:
+            await client.aclose()
         await transport.aclose()
     if transport.stats().workers_alive:
         violations.append(f"after aclose: {transport.stats().workers_alive} workers alive")

@@ -201,14 +201,21 @@ def test_stress_checks_catch_a_post_sent_twice() -> None:
 
 
 @pytest.mark.parametrize(
-    "mode", [("--client", "requests", "--tls"), ("--client", "httpx")], ids=["requests", "httpx"]
+    "mode",
+    [
+        ("--client", "requests", "--tls"),
+        ("--client", "httpx"),
+        ("--client", "httpx", "--async", "--cancel", "0.1"),
+    ],
+    ids=["requests", "httpx", "httpx-async"],
 )
 def test_stress_harness_runs_clean_through_the_adapters(
     tmp_path: Path, mode: tuple[str, ...]
 ) -> None:
-    """The small stress run made through requests (over https) and httpx
-    with poolwatch's adapters: every error one of the library's own, every
-    body right, no violation."""
+    """The small stress run made through requests (over https), httpx and
+    httpx.AsyncClient (a tenth of the calls cancelled) with poolwatch's
+    adapters: every error one of the library's own, every body right, no
+    violation."""
     report, _ = _run_module(
         "benchmarks.stress",
         tmp_path / "stress-client.json",
