@@ -212,6 +212,45 @@ def test_an_async_response_is_freed_once_dropped(body_server: HTTPServer) -> Non
         gc.enable()
 
 
+def test_a_response_dropped_unclosed_is_a_leak_at_once(body_server: HTTPServer) -> None:
+    """R6 through httpx: with the garbage collector off, a streamed response
+    dropped unread is freed at once, so its leak is reported and its
+    connection let go; httpx's stream no longer holds it in a cycle."""
+    gc.disable()
+    try:
+        with HTTPXTransport() as transport, httpx.Client(transport=transport) as client:
+            resp = client.send(client.build_request("GET", body_server.url("/body")), stream=True)
+            with pytest.warns(poolwatch.LeakWarning):
+                del resp
+            transport.transport.settle()
+            stats = transport.stats()
+            assert (stats.bodies_leaked, stats.open_bodies, stats.open_connections) == (1, 0, 0)
+    finally:
+        gc.enable()
+
+
+def test_an_async_response_dropped_unclosed_is_a_leak_at_once(body_server: HTTPServer) -> None:
+    """The same through ``AsyncClient``."""
+
+    async def main() -> poolwatch.PoolStats:
+        async with (
+            AsyncHTTPXTransport() as transport,
+            httpx.AsyncClient(transport=transport) as client,
+        ):
+            request = client.build_request("GET", body_server.url("/body"))
+            resp = await client.send(request, stream=True)
+            with pytest.warns(poolwatch.LeakWarning):
+                del resp
+            return await assert_at_rest(transport.transport)
+
+    gc.disable()
+    try:
+        stats = run(main)
+    finally:
+        gc.enable()
+    assert (stats.bodies_leaked, stats.open_bodies, stats.open_connections) == (1, 0, 0)
+
+
 def test_a_read_response_pickles_as_httpx_does(body_server: HTTPServer) -> None:
     """A response read to the end pickles without its stream, as httpx's
     own do; the copy has the body, and its stream is httpx's closed one."""

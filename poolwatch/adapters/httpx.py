@@ -233,11 +233,13 @@ class _HTTPXResponse(httpx.Response):
       one read into one buffer (the kernel's copy the only one) instead of
       pieces that httpx joins. Streaming reads still come in pieces as they
       arrive.
-    - Once closed, it is freed as soon as the caller drops it. httpx's
-      client wraps the stream in one that holds the response (to set
-      ``elapsed`` when it closes), a reference cycle that only the garbage
-      collector breaks; a large body then lingers and the next one lands
-      in fresh memory. After the close that reference is made weak.
+    - It is freed as soon as the caller drops it. httpx's client wraps
+      the stream in one that holds the response (to set ``elapsed`` when
+      it closes), a reference cycle that only the garbage collector breaks:
+      a large body would linger and the next one land in fresh memory, and
+      a response dropped unclosed would keep its connection checked out,
+      and its leak unreported (R6), until a collection ran. The wrapper
+      gets a weak reference to the response instead.
     """
 
     # The stream given at construction (httpx's client wraps ``stream``);
@@ -261,22 +263,20 @@ class _HTTPXResponse(httpx.Response):
         state.pop("_body", None)  # pickled as httpx pickles: without the stream
         return state
 
-    def close(self) -> None:
-        """As httpx's; then the stream no longer keeps the response alive."""
-        super().close()
-        self._unbind_stream()
+    @property
+    def stream(self) -> httpx.SyncByteStream | httpx.AsyncByteStream:
+        """The body's stream, as httpx's."""
+        stream: httpx.SyncByteStream | httpx.AsyncByteStream = self.__dict__["stream"]
+        return stream
 
-    async def aclose(self) -> None:
-        """As httpx's; then the stream no longer keeps the response alive."""
-        await super().aclose()
-        self._unbind_stream()
-
-    def _unbind_stream(self) -> None:
-        stream = self.stream
-        if getattr(stream, "_response", None) is self:
-            # httpx's bound stream has set ``elapsed``: a weak reference is
-            # all it needs should it be closed again.
-            stream._response = weakref.proxy(self)  # type: ignore[union-attr]
+    @stream.setter
+    def stream(self, value: httpx.SyncByteStream | httpx.AsyncByteStream) -> None:
+        if getattr(value, "_response", None) is self:
+            # httpx's client binding the stream to the response, to set
+            # ``elapsed`` when it closes: the response is alive whenever
+            # that happens, so a weak reference is all it needs.
+            value._response = weakref.proxy(self)  # type: ignore[union-attr]
+        self.__dict__["stream"] = value
 
 
 def httpx_response(
