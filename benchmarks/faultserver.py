@@ -282,6 +282,10 @@ class FaultServer:
         """With TLS, a client context that trusts the server's certificate."""
         return None if self.tls is None else self.tls.client_context()
 
+    def ca_file(self) -> str | None:
+        """With TLS, the file of the authority that issued its certificate."""
+        return None if self.tls is None else str(self.tls.ca)
+
     def stats(self) -> dict[str, object]:
         """What the server has seen (``GET /stats`` on a fresh connection)."""
         result: dict[str, object] = json.loads(fetch(self.port, "/stats", self.client_context()))

@@ -54,6 +54,7 @@ import poolwatch
 from poolwatch._sync.wakeup import HAVE_EVENTFD
 
 from .cell import status_kib
+from .faultclients import CLIENTS, LibraryClient, acall_once_with, call_once_with
 from .faultload import (
     Context,
     Operation,
@@ -112,8 +113,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="soak a poolwatch.AsyncTransport driven by tasks instead of a Transport",
     )
     add_server_arguments(p)
+    p.add_argument(
+        "--client",
+        choices=("native", *CLIENTS),
+        default="native",
+        help="make the calls through requests or httpx (httpx.AsyncClient with --async)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
+    if args.use_async and args.client == "requests":
+        p.error("--client requests has no asyncio client: use httpx with --async")
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / report_name("soak", args)
     return args
@@ -197,8 +206,10 @@ def _round(
     args: argparse.Namespace,
     first: int,
     count: int,
+    client: LibraryClient | None = None,
 ) -> list[str]:
-    """``count`` requests from ``args.threads`` threads; the violations."""
+    """``count`` requests from ``args.threads`` threads (through ``client``
+    if given); the violations."""
     found: list[str] = []
 
     def caller(index: int) -> None:
@@ -206,7 +217,8 @@ def _round(
         ctx = Context(transport, server, rng, LIMITS)
         for n in range(first + index, first + count, args.threads):
             ctx.request_id = f"s{n}"
-            call = call_once(ctx, pick(rng, MIX))
+            op = pick(rng, MIX)
+            call = call_once(ctx, op) if client is None else call_once_with(client, ctx, op)
             if call.violation:
                 found.append(f"{call.op} {call.request_id}: {call.violation}")
 
@@ -224,6 +236,7 @@ async def _around(
     args: argparse.Namespace,
     first: int,
     count: int,
+    client: LibraryClient | None = None,
 ) -> list[str]:
     """As :func:`_round`, from ``args.threads`` tasks."""
     found: list[str] = []
@@ -233,7 +246,11 @@ async def _around(
         ctx = Context(transport, server, rng, LIMITS)
         for n in range(first + index, first + count, args.threads):
             ctx.request_id = f"s{n}"
-            call = await acall_once(ctx, pick(rng, MIX))
+            op = pick(rng, MIX)
+            if client is None:
+                call = await acall_once(ctx, op)
+            else:
+                call = await acall_once_with(client, ctx, op)
             if call.violation:
                 found.append(f"{call.op} {call.request_id}: {call.violation}")
 
@@ -287,6 +304,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "transport": "AsyncTransport" if args.use_async else "Transport",
+        "client": args.client,
         "scheme": "https" if args.tls else "http",
         "proxy": args.proxy,
         "python": sys.version.split()[0],
@@ -304,18 +322,21 @@ def _soak(
     transport = poolwatch.Transport(
         max_idle_per_host=args.threads, ssl_context=server.client_context()
     )
+    client = _client(args, server, transport)
     try:
         samples.append(sample(transport, 0, 0.0, args.tls))
         done = 0
         while done < args.requests:
             count = min(args.every, args.requests - done)
-            violations += _round(transport, server, args, done, count)
+            violations += _round(transport, server, args, done, count, client)
             done += count
             row = sample(transport, done, time.monotonic() - start, args.tls)
             violations += _record(samples, row)
         if transport.open_bodies():
             violations.append(f"{len(transport.open_bodies())} bodies still open")
     finally:
+        if client is not None:
+            client.close()
         transport.close()
     if transport.stats().workers_alive:
         violations.append(f"after close: {transport.stats().workers_alive} workers alive")
@@ -330,18 +351,21 @@ async def _soak_async(
     transport = poolwatch.AsyncTransport(
         max_idle_per_host=args.threads, ssl_context=server.client_context()
     )
+    client = _client(args, server, transport)
     try:
         samples.append(await asample(transport, 0, 0.0))
         done = 0
         while done < args.requests:
             count = min(args.every, args.requests - done)
-            violations += await _around(transport, server, args, done, count)
+            violations += await _around(transport, server, args, done, count, client)
             done += count
             row = await asample(transport, done, time.monotonic() - start)
             violations += _record(samples, row)
         if transport.open_bodies():
             violations.append(f"{len(transport.open_bodies())} bodies still open")
     finally:
+        if client is not None:
+            await client.aclose()
         await transport.aclose()
     if transport.stats().workers_alive:
         violations.append(f"after aclose: {transport.stats().workers_alive} workers alive")
@@ -349,6 +373,17 @@ async def _soak_async(
     if others:
         violations.append(f"after aclose: tasks left: {others[:10]}")
     return violations
+
+
+def _client(
+    args: argparse.Namespace,
+    server: FaultServer,
+    transport: poolwatch.Transport | poolwatch.AsyncTransport,
+) -> LibraryClient | None:
+    """The library the calls go through, if not the transport itself."""
+    if args.client == "native":
+        return None
+    return LibraryClient(args.client, transport, server.ca_file())
 
 
 def _record(samples: list[dict[str, Any]], row: dict[str, Any]) -> list[str]:

@@ -285,8 +285,7 @@ def _session(server: FaultServer, args: argparse.Namespace) -> Session:
     )
     client = None
     if args.client != "native":
-        ca_file = None if server.tls is None else str(server.tls.ca)
-        client = LibraryClient(args.client, transport, ca_file)
+        client = LibraryClient(args.client, transport, server.ca_file())
     start = time.monotonic()
     try:
         calls, violations = _drive(transport, server, args, client)
@@ -312,7 +311,9 @@ async def _session_async(server: FaultServer, args: argparse.Namespace) -> Sessi
         max_idle_per_host=args.max_connections,
         ssl_context=server.client_context(),
     )
-    client = None if args.client == "native" else LibraryClient(args.client, transport)
+    client = None
+    if args.client != "native":
+        client = LibraryClient(args.client, transport, server.ca_file())
     start = time.monotonic()
     try:
         calls, violations = await _drive_async(transport, server, args, client)
