@@ -228,6 +228,57 @@ def test_idle_timeout(ca: trustme.CA) -> None:
         assert (stats.open_connections, stats.idle_expired) == (0, 1)
 
 
+EARLY: list[bytes] = []  # request heads that came with body bytes
+
+
+def _continue_then_answer(script: Script, conn: ServerConnection) -> None:
+    """Expect: 100-continue: the go-ahead, then the body read, then the
+    body back. Heads that came with body bytes go to ``EARLY``."""
+    while head := script.read_head(conn):
+        if head.split(b"\r\n\r\n", 1)[1]:
+            EARLY.append(head)  # the body did not wait for the go-ahead
+        conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = head.split(b"\r\n\r\n", 1)[1]
+        while len(body) < length:
+            body += conn.sock.recv(65536)
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_expect_continue(ca: trustme.CA) -> None:
+    """R15 over TLS: the body goes after the 100, inside the TLS session the
+    reader shares, and the connection is reused."""
+    body = bytes(range(256)) * 200
+    EARLY.clear()
+    with tls_fault(ca, _continue_then_answer, expect_continue_timeout=30) as (origin, t, log):
+        for _ in range(2):
+            resp = t.request("POST", origin + "/up", headers={"Expect": "100-continue"}, body=body)
+            assert resp.read() == body
+        assert len(log.named("got_100_continue")) == 2
+        assert assert_at_rest(t).connections_opened == 1
+    assert EARLY == []
+
+
+@pytest.mark.parametrize(("size", "saved"), [(20_000, True), (2_000_000, False)])
+def test_drain_on_close(ca: trustme.CA, size: int, saved: bool) -> None:
+    """R5 over TLS with ``drain_on_close``: a body closed early with little
+    left is read to its end and the connection reused; one with more than
+    the budget left is torn down."""
+    with (
+        tls_server(server_context(ca, "localhost")) as server,
+        poolwatch.Transport(ssl_context=client_context(ca), drain_on_close=True) as t,
+    ):
+        resp = t.request("GET", server.url(f"/bytes/{size}"))
+        assert resp.read(10) == b"x" * 10
+        resp.close()
+        assert resp.outcome == "closed_early"
+        again = t.request("GET", server.url("/"))
+        assert again.read() == b"hello world!\n"
+        assert again.reused_connection is saved
+        stats = assert_at_rest(t)
+        assert stats.bodies_drained_on_close == (1 if saved else 0)
+
+
 SIZE = 3 * 1024 * 1024 + 7
 # Every byte value, so that a piece out of place shows.
 PATTERN = bytes(range(256)) * (SIZE // 256) + bytes(range(SIZE % 256))
