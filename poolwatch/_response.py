@@ -42,7 +42,10 @@ class ResponseHead:
         self._connection: Any = exchange.connection
         self._drain_on_close = drain_on_close
         self._buffer = b""
-        self._end_seen = exchange.state != BODY
+        # Ended before the caller got it: only a response without a body
+        # (R7). One the transport's close ended meanwhile is not read as
+        # empty: reading it raises (R14).
+        self._end_seen = exchange.state != BODY and exchange.outcome == "no_body"
         self.status: int = head.status_code
         self.reason: str = head.reason.decode("latin-1")
         self.http_version: str = "HTTP/" + head.http_version.decode("ascii")

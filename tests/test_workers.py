@@ -4,14 +4,17 @@ writer run on the threads a closed one left, still two per open connection
 
 from __future__ import annotations
 
+import socket
 import threading
+from typing import Any
 
 import pytest
 
 import poolwatch
-from poolwatch._sync import workers
+from poolwatch._sync import connection, workers
 from poolwatch._sync.wakeup import HAVE_EVENTFD, EventPool
 from poolwatch._sync.workers import SPARE_NAME, WorkerPool
+from tests.async_support import run
 from tests.conftest import assert_at_rest
 from tests.servers import HTTPServer
 
@@ -69,6 +72,61 @@ def test_close_while_bodies_are_open(server: HTTPServer) -> None:
     for response in held:
         with pytest.raises(poolwatch.ReadError):
             response.read()
+
+
+def test_close_as_the_response_is_handed_over(
+    server: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R14: a close() that lands after the head arrived but before the
+    caller got its response ends that body as errored; reading it raises
+    ReadError, never returns an empty body as if it had none."""
+    transport = poolwatch.Transport()
+    round_trip = connection.Connection.round_trip
+
+    def then_close(self: connection.Connection, exchange: Any) -> None:
+        round_trip(self, exchange)
+        transport.close()
+
+    monkeypatch.setattr(connection.Connection, "round_trip", then_close)
+    resp = transport.request("GET", server.url("/bytes/100000"))
+    with pytest.raises(poolwatch.ReadError, match="closed"):
+        resp.read()
+    assert resp.outcome == "errored"
+
+
+def test_async_close_as_the_response_is_handed_over(
+    server: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on the asyncio transport."""
+    from poolwatch._async.connection import AsyncConnection
+
+    round_trip = AsyncConnection.round_trip
+
+    async def main() -> None:
+        transport = poolwatch.AsyncTransport()
+
+        async def then_close(self: AsyncConnection, exchange: Any) -> None:
+            await round_trip(self, exchange)
+            await transport.aclose()
+
+        monkeypatch.setattr(AsyncConnection, "round_trip", then_close)
+        resp = await transport.request("GET", server.url("/bytes/100000"))
+        with pytest.raises(poolwatch.ReadError, match="closed"):
+            await resp.read()
+        assert resp.outcome == "errored"
+
+    run(main)
+
+
+def test_readable_now_on_a_closed_socket() -> None:
+    """The end-of-body check on a socket the transport closed meanwhile
+    answers "nothing waiting" instead of raising ValueError."""
+    left, right = socket.socketpair()
+    with right:
+        right.sendall(b"x")
+        assert connection._readable_now(left)
+        left.close()
+        assert not connection._readable_now(left)
 
 
 def test_parked_worker_exits_when_unused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -829,12 +829,18 @@ def _recv_exactly(sock: socket.socket, size: int, prefix: bytes) -> bytes:
 def _readable_now(sock: socket.socket) -> bool:
     """Whether bytes (or EOF) are waiting on ``sock``; never waits. With
     ``poll()`` where there is one: ``select()`` fails on descriptors past
-    1023, which a process with many connections has."""
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([sock], [], [], 0)[0])
+    1023, which a process with many connections has. A socket closed
+    meanwhile (the transport closing) has nothing waiting."""
+    if sock.fileno() < 0:
+        return False
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except ValueError:  # closed between the check and the call
+        return False
 
 
 class _PrefixedSocketReader(io.RawIOBase):
