@@ -255,3 +255,44 @@ def test_large_bodies_arrive_intact(ca: trustme.CA, path: str, how: str) -> None
 
     with tls_server(server_context(ca, "localhost"), BIG_ROUTES) as server:
         run(lambda: main(server.url(path)))
+
+
+def test_close_while_busy(ca: trustme.CA, https_server: TLSServer) -> None:
+    """R14 over TLS: ``aclose()`` while 32 tasks are mid-request. Every call
+    returns its whole body or raises a PoolwatchError, each task's next
+    call raises PoolClosed, and no worker task is left."""
+    outcomes: list[str] = []
+
+    async def main() -> None:
+        t = _transport(ca)
+        busy = asyncio.Event()
+
+        async def caller(index: int) -> None:
+            path = "/bytes/100000" if index % 2 else "/chunked/50000"
+            while True:
+                try:
+                    resp = await t.request("GET", https_server.url(path))
+                    got = await resp.read()
+                    outcome = "ok" if len(got) in (100000, 50000) else f"short {len(got)}"
+                except poolwatch.PoolClosed:
+                    outcome = "closed"
+                except poolwatch.PoolwatchError as exc:
+                    outcome = type(exc).__name__
+                outcomes.append(outcome)
+                if len(outcomes) >= 100:
+                    busy.set()
+                if outcome == "closed":
+                    return
+
+        tasks = [asyncio.create_task(caller(i)) for i in range(32)]
+        try:
+            await asyncio.wait_for(busy.wait(), WAIT)
+        finally:
+            await t.aclose()
+            _, pending = await asyncio.wait(tasks, timeout=WAIT)
+        assert not pending
+        assert t.stats().workers_alive == 0
+
+    run(main)
+    assert outcomes.count("closed") == 32
+    assert not [o for o in outcomes if o.startswith("short")]

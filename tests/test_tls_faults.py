@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +29,7 @@ from tests.test_errors import (
     reply_then_stall,
     watched_transport,
 )
-from tests.tls_support import client_context, server_context, tls_server
+from tests.tls_support import TLSServer, client_context, server_context, tls_server
 
 Fault = Callable[[Script, ServerConnection], None]
 
@@ -319,3 +320,44 @@ def test_large_bodies_arrive_intact(ca: trustme.CA, path: str, how: str) -> None
             assert data == PATTERN
         stats = assert_at_rest(t)
         assert (stats.connections_opened, stats.bodies_drained) == (1, 2)
+
+
+def test_close_while_busy(ca: trustme.CA, https_server: TLSServer) -> None:
+    """R14 over TLS: ``close()`` while 16 threads are mid-request. Every
+    call returns its whole body or raises a PoolwatchError, each thread's
+    next call raises PoolClosed, and no worker is left."""
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    busy = threading.Event()
+    t = poolwatch.Transport(ssl_context=client_context(ca))
+
+    def caller(index: int) -> None:
+        path = "/bytes/100000" if index % 2 else "/chunked/50000"
+        while True:
+            try:
+                got = t.request("GET", https_server.url(path)).read()
+                outcome = "ok" if len(got) in (100000, 50000) else f"short {len(got)}"
+            except poolwatch.PoolClosed:
+                outcome = "closed"
+            except poolwatch.PoolwatchError as exc:
+                outcome = type(exc).__name__
+            with lock:
+                outcomes.append(outcome)
+                if len(outcomes) >= 100:
+                    busy.set()
+            if outcome == "closed":
+                return
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert busy.wait(WAIT)
+    finally:
+        t.close()
+        for thread in threads:
+            thread.join(WAIT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert outcomes.count("closed") == 16
+    assert not [o for o in outcomes if o.startswith("short")]
+    assert t.stats().workers_alive == 0
