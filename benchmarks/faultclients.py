@@ -14,6 +14,7 @@ ignores.
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -24,9 +25,53 @@ import poolwatch
 
 from .faultload import Call, Context, Operation, Plan, Violation, cancelled_at
 
-__all__ = ["CLIENTS", "LibraryClient", "acall_once_with", "call_once_with"]
+__all__ = [
+    "CLIENTS",
+    "LibraryClient",
+    "acall_once_with",
+    "add_run_arguments",
+    "call_once_with",
+    "check_run_arguments",
+    "report_name",
+]
 
 CLIENTS = ("requests", "httpx")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options a stress or soak run shares: ``--tls`` and ``--proxy``
+    (see :func:`~benchmarks.faultserver.start_fault_server`) and
+    ``--client``."""
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="over https: the fault server speaks TLS with a certificate made for the run",
+    )
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="through a relaying proxy (benchmarks.pipeproxy): CONNECT tunnels with --tls",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("native", *CLIENTS),
+        default="native",
+        help="make the calls through requests or httpx (httpx.AsyncClient with --async)",
+    )
+
+
+def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what cannot run: requests has no asyncio client."""
+    if args.use_async and args.client == "requests":
+        parser.error("--client requests has no asyncio client: use httpx with --async")
+
+
+def report_name(base: str, args: argparse.Namespace) -> str:
+    """The report's file name for a run named ``base`` with ``args``, e.g.
+    ``stress-async-tls-proxy.json`` or ``stress-requests.json``."""
+    parts = [base, args.client, "async" if args.use_async else ""]
+    parts += ["tls" if args.tls else "", "proxy" if args.proxy else ""]
+    return "-".join(part for part in parts if part and part != "native") + ".json"
 
 
 class LibraryClient:
@@ -95,16 +140,14 @@ class LibraryClient:
 
     def perform(self, ctx: Context, plan: Plan) -> str:
         """Carry out ``plan`` with the library; its result."""
-        url = f"{ctx.server.url(plan.path)}?id={ctx.request_id}"
-        headers = {"X-Request-Id": ctx.request_id, **plan.extra}
+        url, headers = _address(ctx, plan)
         body = iter(plan.body) if isinstance(plan.body, tuple) else plan.body
-        limits = ctx.timeout
-        proxies = {"http": ctx.server.proxy, "https": ctx.server.proxy} if ctx.server.proxy else {}
         if self.name == "requests":
-            timeout = (limits.connect, limits.read)
+            proxy = ctx.server.proxy
             resp = self.session.request(
-                plan.method, url, data=body, headers=headers, timeout=timeout,
-                stream=True, proxies=proxies, verify=self.verify,
+                plan.method, url, data=body, headers=headers,
+                timeout=(ctx.timeout.connect, ctx.timeout.read), stream=True,
+                proxies={"http": proxy, "https": proxy} if proxy else {}, verify=self.verify,
             )  # fmt: skip
             if plan.read == "drop":
                 del resp
@@ -120,14 +163,7 @@ class LibraryClient:
                 else:
                     got = resp.content
             return plan.verdict(got)
-        import httpx
-
-        request = self.session.build_request(
-            plan.method, url, content=body, headers=headers,
-            timeout=httpx.Timeout(
-                connect=limits.connect, read=limits.read, write=limits.write, pool=limits.pool
-            ),
-        )  # fmt: skip
+        request = self._httpx_request(ctx, plan, url, headers, body)
         response = self.session.send(request, stream=True)
         if plan.read == "drop":
             del response
@@ -136,11 +172,10 @@ class LibraryClient:
             plan.check_status(response.status_code)
             if plan.read == "none":
                 return plan.result
-            if plan.read == "chunks":
-                got = b"".join(response.iter_bytes(1024))
-            elif plan.read == "first":
-                want = len(plan.expect or b"")
-                got = next(response.iter_bytes(want), b"")[:want] if want else b""
+            want = len(plan.expect or b"")
+            if plan.read in ("chunks", "first"):
+                pieces = response.iter_bytes(1024 if plan.read == "chunks" else want or 1)
+                got = b"".join(pieces) if plan.read == "chunks" else next(pieces, b"")[:want]
             else:
                 got = response.read()
         finally:
@@ -149,18 +184,9 @@ class LibraryClient:
 
     async def aperform(self, ctx: Context, plan: Plan) -> str:
         """Carry out ``plan`` with ``httpx.AsyncClient``; its result."""
-        import httpx
-
-        url = f"{ctx.server.url(plan.path)}?id={ctx.request_id}"
-        headers = {"X-Request-Id": ctx.request_id, **plan.extra}
+        url, headers = _address(ctx, plan)
         body = _parts(plan.body) if isinstance(plan.body, tuple) else plan.body
-        limits = ctx.timeout
-        request = self.session.build_request(
-            plan.method, url, content=body, headers=headers,
-            timeout=httpx.Timeout(
-                connect=limits.connect, read=limits.read, write=limits.write, pool=limits.pool
-            ),
-        )  # fmt: skip
+        request = self._httpx_request(ctx, plan, url, headers, body)
         response = await self.session.send(request, stream=True)
         if plan.read == "drop":
             del response
@@ -169,20 +195,33 @@ class LibraryClient:
             plan.check_status(response.status_code)
             if plan.read == "none":
                 return plan.result
+            want = len(plan.expect or b"")
             if plan.read == "chunks":
                 got = b"".join([piece async for piece in response.aiter_bytes(1024)])
             elif plan.read == "first":
-                want = len(plan.expect or b"")
                 got = b""
-                if want:
-                    async for piece in response.aiter_bytes(want):
-                        got = piece[:want]
-                        break
+                async for piece in response.aiter_bytes(want or 1):
+                    got = piece[:want]
+                    break  # then closed early
             else:
                 got = await response.aread()
         finally:
             await response.aclose()
         return plan.verdict(got)
+
+    def _httpx_request(
+        self, ctx: Context, plan: Plan, url: str, headers: dict[str, str], body: Any
+    ) -> Any:
+        """The ``httpx.Request`` for ``plan``, under the run's limits."""
+        import httpx
+
+        limits = ctx.timeout
+        timeout = httpx.Timeout(
+            connect=limits.connect, read=limits.read, write=limits.write, pool=limits.pool
+        )
+        return self.session.build_request(
+            plan.method, url, content=body, headers=headers, timeout=timeout
+        )
 
     def classify(self, exc: BaseException) -> tuple[str, str, str]:
         """Result, error and violation for a call that raised ``exc``."""
@@ -200,6 +239,12 @@ class LibraryClient:
     async def aclose(self) -> None:
         """Close the asyncio session (the transport is closed by its owner)."""
         await self.session.aclose()
+
+
+def _address(ctx: Context, plan: Plan) -> tuple[str, dict[str, str]]:
+    """The call's URL (its id in the query, for the retry count) and headers."""
+    url = f"{ctx.server.url(plan.path)}?id={ctx.request_id}"
+    return url, {"X-Request-Id": ctx.request_id, **plan.extra}
 
 
 async def _parts(parts: tuple[bytes, ...]) -> AsyncIterator[bytes]:

@@ -55,10 +55,8 @@ from .spec import HOST
 __all__ = [
     "FaultServer",
     "TLSFiles",
-    "add_server_arguments",
     "body_for",
     "main",
-    "report_name",
     "start_fault_server",
 ]
 
@@ -296,29 +294,6 @@ class FaultServer:
         posts = self.stats()["posts"]
         assert isinstance(posts, dict)
         return {str(k): int(v) for k, v in posts.items()}
-
-
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a run against the fault server: ``--tls`` and
-    ``--proxy`` (see :func:`start_fault_server`)."""
-    parser.add_argument(
-        "--tls",
-        action="store_true",
-        help="over https: the fault server speaks TLS with a certificate made for the run",
-    )
-    parser.add_argument(
-        "--proxy",
-        action="store_true",
-        help="through a relaying proxy (benchmarks.pipeproxy): CONNECT tunnels with --tls",
-    )
-
-
-def report_name(base: str, args: argparse.Namespace) -> str:
-    """The report's file name for a run named ``base`` with ``args``, e.g.
-    ``stress-async-tls-proxy.json`` or ``stress-requests.json``."""
-    parts = [base, getattr(args, "client", "native"), "async" if args.use_async else ""]
-    parts += ["tls" if args.tls else "", "proxy" if args.proxy else ""]
-    return "-".join(part for part in parts if part and part != "native") + ".json"
 
 
 @contextmanager

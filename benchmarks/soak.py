@@ -54,7 +54,14 @@ import poolwatch
 from poolwatch._sync.wakeup import HAVE_EVENTFD
 
 from .cell import status_kib
-from .faultclients import CLIENTS, LibraryClient, acall_once_with, call_once_with
+from .faultclients import (
+    LibraryClient,
+    acall_once_with,
+    add_run_arguments,
+    call_once_with,
+    check_run_arguments,
+    report_name,
+)
 from .faultload import (
     Context,
     Operation,
@@ -70,7 +77,7 @@ from .faultload import (
     post_bytes,
     post_keyed,
 )
-from .faultserver import FaultServer, add_server_arguments, report_name, start_fault_server
+from .faultserver import FaultServer, start_fault_server
 from .stress import open_fds, poolwatch_threads
 
 __all__ = ["MIX", "asample", "leak", "main", "parse_args", "run", "sample", "slope"]
@@ -112,17 +119,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="soak a poolwatch.AsyncTransport driven by tasks instead of a Transport",
     )
-    add_server_arguments(p)
-    p.add_argument(
-        "--client",
-        choices=("native", *CLIENTS),
-        default="native",
-        help="make the calls through requests or httpx (httpx.AsyncClient with --async)",
-    )
+    add_run_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
-    if args.use_async and args.client == "requests":
-        p.error("--client requests has no asyncio client: use httpx with --async")
+    check_run_arguments(p, args)
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / report_name("soak", args)
     return args

@@ -54,9 +54,16 @@ from typing import Any
 
 import poolwatch
 
-from .faultclients import CLIENTS, LibraryClient, acall_once_with, call_once_with
+from .faultclients import (
+    LibraryClient,
+    acall_once_with,
+    add_run_arguments,
+    call_once_with,
+    check_run_arguments,
+    report_name,
+)
 from .faultload import OPERATIONS, Call, Context, acall_once, call_once, pick
-from .faultserver import FaultServer, add_server_arguments, report_name, start_fault_server
+from .faultserver import FaultServer, start_fault_server
 
 __all__ = [
     "check_calls",
@@ -96,17 +103,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--cancel", type=float, default=0.03, help="with --async: share of calls cancelled (0.03)"
     )
-    add_server_arguments(p)
-    p.add_argument(
-        "--client",
-        choices=("native", *CLIENTS),
-        default="native",
-        help="make the calls through requests or httpx (httpx.AsyncClient with --async)",
-    )
+    add_run_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
-    if args.use_async and args.client == "requests":
-        p.error("--client requests has no asyncio client: use httpx with --async")
+    check_run_arguments(p, args)
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / report_name("stress", args)
     return args
