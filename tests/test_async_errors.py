@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from tests.test_errors import (
     reply_then_wait,
     scripted,
     test_framing_error_closes_connection,
+    upload,
 )
 
 # The sync suite's table of malformed responses, reused as it is.
@@ -63,11 +64,6 @@ def test_framing_error_closes_connection(response: bytes, hangs_up: bool, phase:
     assert server.accepted == 2
 
 
-def _upload(size: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
-    for _ in range(size // chunk):
-        yield b"u" * chunk
-
-
 def test_write_timeout_on_unread_upload() -> None:
     """R17: an upload the server never reads: WriteTimeout naming the URL."""
 
@@ -75,7 +71,7 @@ def test_write_timeout_on_unread_upload() -> None:
         async with poolwatch.AsyncTransport(write_timeout=0.2) as t:
             closed = event_seen(t, "conn_closed")
             with pytest.raises(poolwatch.WriteTimeout, match="/upload"):
-                await t.request("POST", url, body=_upload(64 * 1024 * 1024))
+                await t.request("POST", url, body=upload(64 * 1024 * 1024))
             await closed.wait()
             stats = await assert_at_rest(t)
             assert (stats.connections_closed, stats.requests, stats.retries) == (1, 0, 0)

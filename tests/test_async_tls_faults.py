@@ -5,7 +5,7 @@ working pool as over plain TCP."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ import poolwatch
 from poolwatch._async.streams import _BufferedStreamProtocol
 from tests.async_support import assert_at_rest, run
 from tests.servers import ServerConnection
-from tests.test_errors import WAIT, reply_then_stall
+from tests.test_errors import WAIT, reply_then_stall, upload
 from tests.test_tls_faults import (
     BIG_ROUTES,
     IDLE_ENDINGS,
@@ -120,11 +120,6 @@ def test_read_timeout_between_body_bytes(ca: trustme.CA, head: bytes) -> None:
         run(lambda: main(origin))
 
 
-def _upload(size: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
-    for _ in range(size // chunk):
-        yield b"u" * chunk
-
-
 def test_early_answer_to_upload(ca: trustme.CA) -> None:
     """R9: a 64 MiB upload answered 413: the caller gets the 413, the
     connection is closed, not pooled."""
@@ -133,7 +128,7 @@ def test_early_answer_to_upload(ca: trustme.CA) -> None:
         async with _transport(ca) as t:
             closes = _Closes(t)
             async with await t.request(
-                "POST", origin + "/upload", body=_upload(64 * 1024 * 1024)
+                "POST", origin + "/upload", body=upload(64 * 1024 * 1024)
             ) as resp:
                 assert resp.status == 413
                 assert await resp.read() == b"too large"
@@ -154,7 +149,7 @@ def test_write_timeout_on_unread_upload(ca: trustme.CA) -> None:
             closes = _Closes(t)
             url = origin + "/upload"
             with pytest.raises(poolwatch.WriteTimeout, match=f"POST {url}"):
-                await t.request("POST", url, body=_upload(64 * 1024 * 1024))
+                await t.request("POST", url, body=upload(64 * 1024 * 1024))
             assert await closes.first() == "write_error"
             await _pool_still_works(t, origin + "/next")
 

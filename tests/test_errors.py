@@ -402,7 +402,7 @@ def test_large_head_within_limit_is_accepted(size: int) -> None:
 # -- R9 / scenario 9: an early answer to an upload -----------------------------
 
 
-def _upload(size: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
+def upload(size: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
     """A streamed (chunked) upload of ``size`` bytes."""
     for _ in range(size // chunk):
         yield b"u" * chunk
@@ -421,7 +421,7 @@ def _upload(size: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
             # Keep-alive, but far more than the socket buffers can hold
             # (tcp_wmem max is a few MiB): the upload cannot finish.
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large",
-            lambda: _upload(64 * 1024 * 1024),
+            lambda: upload(64 * 1024 * 1024),
             id="keep-alive-upload-unfinished",
         ),
     ],
@@ -649,7 +649,7 @@ def test_write_timeout_on_unread_upload() -> None:
     with scripted(stall) as (server, _), watched_transport(write_timeout=0.2) as (t, log):
         url = server.url("/upload")
         with pytest.raises(poolwatch.WriteTimeout) as info:
-            t.request("POST", url, body=_upload(64 * 1024 * 1024))
+            t.request("POST", url, body=upload(64 * 1024 * 1024))
         assert_names_request(info.value, "POST", url)
         assert log.wait_for("conn_closed")[0]["reason"] == "write_error"
         stats = assert_at_rest(t)

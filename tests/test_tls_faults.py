@@ -27,6 +27,7 @@ from tests.test_errors import (
     assert_names_request,
     assert_pool_still_works,
     reply_then_stall,
+    upload,
     watched_transport,
 )
 from tests.tls_support import TLSServer, client_context, server_context, tls_server
@@ -136,11 +137,6 @@ def test_read_timeout_between_body_bytes(ca: trustme.CA, head: bytes) -> None:
         assert_pool_still_works(t, origin + "/next")
 
 
-def _upload(size: int, chunk: int = 64 * 1024) -> Iterator[bytes]:
-    for _ in range(size // chunk):
-        yield b"u" * chunk
-
-
 # A keep-alive 413 to an upload far larger than the socket buffers hold.
 TOO_LARGE = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large"
 
@@ -150,7 +146,7 @@ def test_early_answer_to_upload(ca: trustme.CA) -> None:
     413 (no write error instead) while the writer is still sending through
     the shared TLS session; the connection is closed, not pooled."""
     with tls_fault(ca, reply_then_stall(TOO_LARGE)) as (origin, t, log):
-        with t.request("POST", origin + "/upload", body=_upload(64 * 1024 * 1024)) as resp:
+        with t.request("POST", origin + "/upload", body=upload(64 * 1024 * 1024)) as resp:
             assert resp.status == 413
             assert resp.read() == b"too large"
         assert log.wait_closed(resp.connection_id) == "not_reusable"
@@ -166,7 +162,7 @@ def test_write_timeout_on_unread_upload(ca: trustme.CA) -> None:
     with tls_fault(ca, reply_then_stall(b""), write_timeout=0.2) as (origin, t, log):
         url = origin + "/upload"
         with pytest.raises(poolwatch.WriteTimeout) as info:
-            t.request("POST", url, body=_upload(64 * 1024 * 1024))
+            t.request("POST", url, body=upload(64 * 1024 * 1024))
         assert_names_request(info.value, "POST", url)
         assert log.wait_for("conn_closed")[0]["reason"] == "write_error"
         assert_pool_still_works(t, origin + "/next")
