@@ -243,7 +243,7 @@ class LibraryClient:
 
 def _address(ctx: Context, plan: Plan) -> tuple[str, dict[str, str]]:
     """The call's URL (its id in the query, for the retry count) and headers."""
-    url = f"{ctx.server.url(plan.path)}?id={ctx.request_id}"
+    url = f"{ctx.url(plan)}?id={ctx.request_id}"
     return url, {"X-Request-Id": ctx.request_id, **plan.extra}
 
 

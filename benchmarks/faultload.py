@@ -61,6 +61,18 @@ class Context:
     timeout: poolwatch.Timeout
     request_id: str = ""
     retries: int = 0
+    origin: int = 0  # which of the server's origins this call goes to
+
+    def url(self, plan: Plan) -> str:
+        """The URL of ``plan``'s request, on this call's origin."""
+        return self.server.url(plan.path, self.origin)
+
+    def next_call(self, request_id: str) -> None:
+        """Start call ``request_id``: with more than one origin, on one
+        picked at random."""
+        self.request_id = request_id
+        if len(self.server.ports) > 1:
+            self.origin = self.rng.randrange(len(self.server.ports))
 
     def listener(self, event: poolwatch.Event) -> None:
         """Count the transport's retries of this call."""
@@ -80,7 +92,7 @@ class Context:
         """Send ``plan``'s request, tagged with this call's id."""
         assert isinstance(self.transport, poolwatch.Transport)
         body = iter(plan.body) if isinstance(plan.body, tuple) else plan.body
-        url = self.server.url(plan.path)
+        url = self.url(plan)
         return self.transport.request(plan.method, url, body=body, **self._arguments(plan))
 
     async def arequest(self, plan: Plan) -> poolwatch.AsyncResponse:
@@ -88,7 +100,7 @@ class Context:
         call's id; a body of parts goes as an async iterable."""
         assert isinstance(self.transport, poolwatch.AsyncTransport)
         body = _parts(plan.body) if isinstance(plan.body, tuple) else plan.body
-        url = self.server.url(plan.path)
+        url = self.url(plan)
         return await self.transport.request(plan.method, url, body=body, **self._arguments(plan))
 
 

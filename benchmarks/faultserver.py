@@ -78,6 +78,7 @@ class _State:
     accepted: int = 0
     requests: int = 0
     posts: Counter[str] = field(default_factory=Counter)
+    ports: list[int] = field(default_factory=list)  # one per origin
 
 
 @dataclass
@@ -171,7 +172,12 @@ async def _answer(
     elif path == "/empty":
         writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
     elif path == "/stats":
-        stats = {"accepted": state.accepted, "requests": state.requests, "posts": state.posts}
+        stats = {
+            "accepted": state.accepted,
+            "requests": state.requests,
+            "posts": state.posts,
+            "ports": state.ports,
+        }
         writer.write(_response("200 OK", json.dumps(stats).encode(), close=True))
         await writer.drain()
         return False
@@ -227,24 +233,39 @@ async def _serve_connection(
 
 
 async def serve(
-    seed: int, hangup: float, stall: float, cert: Path | None = None, key: Path | None = None
+    seed: int,
+    hangup: float,
+    stall: float,
+    cert: Path | None = None,
+    key: Path | None = None,
+    origins: int = 1,
 ) -> None:
     """Listen, print the port, and serve until SIGTERM or EOF on stdin;
-    over TLS with ``cert`` and ``key``."""
+    over TLS with ``cert`` and ``key``. With ``origins`` above 1, also on
+    ``origins - 1`` more ports, each an origin of its own to a client,
+    all with the one state (``/stats`` on any of them lists the ports)."""
     state = _State(random.Random(seed), hangup, stall)
     context = None
     if cert is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
-    server = await asyncio.start_server(
-        lambda r, w: _serve_connection(state, r, w),
-        HOST,
-        0,
-        limit=MAX_HEAD,
-        backlog=4096,
-        ssl=context,
-    )
-    await serve_until_stopped(server)
+    servers = [
+        await asyncio.start_server(
+            lambda r, w: _serve_connection(state, r, w),
+            HOST,
+            0,
+            limit=MAX_HEAD,
+            backlog=4096,
+            ssl=context,
+        )
+        for _ in range(origins)
+    ]
+    state.ports = [server.sockets[0].getsockname()[1] for server in servers]
+    try:
+        await serve_until_stopped(servers[0])
+    finally:
+        for server in servers[1:]:
+            server.close()
 
 
 @dataclass(frozen=True)
@@ -270,11 +291,14 @@ class FaultServer:
     pid: int
     tls: TLSFiles | None = None
     proxy: str | None = None  # the proxy every request goes through
+    ports: list[int] = field(default_factory=list)  # one per origin; port first
 
-    def url(self, path: str) -> str:
-        """``http://127.0.0.1:<port><path>`` (``https://`` with TLS)."""
+    def url(self, path: str, origin: int = 0) -> str:
+        """``http://127.0.0.1:<port><path>`` (``https://`` with TLS), on
+        the port of origin number ``origin``."""
         scheme = "http" if self.tls is None else "https"
-        return f"{scheme}://{HOST}:{self.port}{path}"
+        port = self.ports[origin] if self.ports else self.port
+        return f"{scheme}://{HOST}:{port}{path}"
 
     def client_context(self) -> ssl.SSLContext | None:
         """With TLS, a client context that trusts the server's certificate."""
@@ -304,12 +328,14 @@ def start_fault_server(
     cpu: int | None = None,
     tls: bool = False,
     proxy: bool = False,
+    origins: int = 1,
 ) -> Iterator[FaultServer]:
     """Run a fault server in a child process for the ``with`` block; with
     ``tls``, speaking https with a certificate made for it; with ``proxy``,
     reached through a relaying proxy (:mod:`benchmarks.pipeproxy`) in a
-    process of its own."""
+    process of its own; listening on ``origins`` ports."""
     args = ["--seed", str(seed), "--hangup", str(hangup), "--stall", str(stall)]
+    args += ["--origins", str(origins)]
     with contextlib.ExitStack() as stack:
         files = stack.enter_context(_made_tls_files()) if tls else None
         if files is not None:
@@ -323,7 +349,11 @@ def start_fault_server(
                 run_server_process("benchmarks.pipeproxy", [], cpu, "the proxy")
             )
             proxy_url = f"http://{HOST}:{proxy_port}"
-        yield FaultServer(port, pid, files, proxy_url)
+        server = FaultServer(port, pid, files, proxy_url)
+        ports = server.stats()["ports"]
+        assert isinstance(ports, list)
+        server.ports = [int(p) for p in ports]
+        yield server
 
 
 @contextmanager
@@ -353,10 +383,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stall", type=float, default=1.0, help="seconds a stall lasts")
     parser.add_argument("--cert", type=Path, help="speak TLS with this certificate (PEM)")
     parser.add_argument("--key", type=Path, help="the certificate's private key (PEM)")
+    parser.add_argument("--origins", type=int, default=1, help="ports to listen on (1)")
     args = parser.parse_args(argv)
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together")
-    asyncio.run(serve(args.seed, args.hangup, args.stall, args.cert, args.key))
+    if args.origins < 1:
+        parser.error("--origins must be at least 1")
+    asyncio.run(serve(args.seed, args.hangup, args.stall, args.cert, args.key, args.origins))
 
 
 if __name__ == "__main__":

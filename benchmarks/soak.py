@@ -216,7 +216,7 @@ def _round(
         rng = random.Random(args.seed * 1_000_003 + first + index)
         ctx = Context(transport, server, rng, LIMITS)
         for n in range(first + index, first + count, args.threads):
-            ctx.request_id = f"s{n}"
+            ctx.next_call(f"s{n}")
             op = pick(rng, MIX)
             call = call_once(ctx, op) if client is None else call_once_with(client, ctx, op)
             if call.violation:
@@ -245,7 +245,7 @@ async def _around(
         rng = random.Random(args.seed * 1_000_003 + first + index)
         ctx = Context(transport, server, rng, LIMITS)
         for n in range(first + index, first + count, args.threads):
-            ctx.request_id = f"s{n}"
+            ctx.next_call(f"s{n}")
             op = pick(rng, MIX)
             if client is None:
                 call = await acall_once(ctx, op)

@@ -22,7 +22,11 @@ exits 1 if any fails:
 
 With ``--tls`` the fault server speaks https with a certificate made for
 the run (trustme), so every fault happens inside a TLS session, whose
-record layer the connection's reader and writer share.
+record layer the connection's reader and writer share. With ``--origins``
+the server listens on that many ports, each call goes to one at random,
+and ``--max-total``, ``--max-idle`` and ``--idle-timeout`` set the pool's
+global limits, so that callers for one origin wait on, and evict,
+another's connections; R18 is checked per origin too.
 
 With ``--async`` the same mix and checks run on one
 :class:`poolwatch.AsyncTransport` driven by as many tasks on one event
@@ -74,6 +78,7 @@ __all__ = [
     "run",
     "time_bound",
     "time_limits",
+    "transport_options",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +95,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=32, help="caller threads (default 32)")
     p.add_argument("--requests", type=int, default=20_000, help="requests in all (20 000)")
     p.add_argument("--max-connections", type=int, default=24, help="per host (default 24)")
+    p.add_argument(
+        "--origins", type=int, default=1, help="origins (server ports) the calls spread over (1)"
+    )
+    p.add_argument("--max-total", type=int, default=None, help="connections in all (no limit)")
+    p.add_argument("--max-idle", type=int, default=100, help="idle connections in all (100)")
+    p.add_argument(
+        "--idle-timeout", type=float, default=90.0, help="idle connections close after, s (90)"
+    )
     p.add_argument("--seed", type=int, default=1, help="random seed (client and server)")
     p.add_argument("--hangup", type=float, default=0.05, help="server hang-up probability")
     p.add_argument("--read-timeout", type=float, default=0.5, help="read and head limit, s")
@@ -107,6 +120,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
     args = p.parse_args(argv)
     check_run_arguments(p, args)
+    if args.origins < 1:
+        p.error("--origins must be at least 1")
     if args.out is None:
         args.out = ROOT / "benchmarks" / "results" / report_name("stress", args)
     return args
@@ -125,6 +140,19 @@ def time_bound(limits: poolwatch.Timeout, retries: int, slack: float) -> float:
     parts = (limits.pool, limits.connect, limits.write, limits.response_header)
     per_attempt = sum(p or 0.0 for p in parts)
     return (1 + retries) * per_attempt + (limits.read or 0.0) + slack
+
+
+def transport_options(server: FaultServer, args: argparse.Namespace) -> dict[str, Any]:
+    """The pool's limits from the options, and the context trusting the
+    server's certificate."""
+    return {
+        "max_connections": args.max_total,
+        "max_connections_per_host": args.max_connections,
+        "max_idle": args.max_idle,
+        "max_idle_per_host": args.max_connections,
+        "idle_timeout": args.idle_timeout,
+        "ssl_context": server.client_context(),
+    }
 
 
 def poolwatch_threads() -> list[str]:
@@ -154,7 +182,7 @@ def _drive(
         ctx = Context(transport, server, random.Random(args.seed * 1000 + index), limits)
         mine = []
         while (n := next(numbers)) < args.requests:
-            ctx.request_id = f"r{n}"
+            ctx.next_call(f"r{n}")
             if client is None:
                 mine.append(call_once_op(ctx))
             else:
@@ -196,7 +224,7 @@ async def _drive_async(
     async def caller(index: int) -> None:
         ctx = Context(transport, server, random.Random(args.seed * 1000 + index), limits)
         while (n := next(numbers)) < args.requests:
-            ctx.request_id = f"r{n}"
+            ctx.next_call(f"r{n}")
             op = pick(ctx.rng, OPERATIONS)
             cancel = ctx.rng.uniform(0, CANCEL_WINDOW) if ctx.rng.random() < args.cancel else None
             if client is None:
@@ -251,15 +279,16 @@ def check_calls(
     return found
 
 
-def _rest_violations(stats: poolwatch.PoolStats) -> tuple[dict[str, int], list[str]]:
-    """The stats at rest, and R18 violations (in total and per origin) and
-    leaked bodies in them."""
+def _rest_violations(stats: poolwatch.PoolStats) -> tuple[dict[str, Any], list[str]]:
+    """The stats at rest (with ``per_origin``), and R18 violations (in
+    total and per origin) and leaked bodies in them."""
     found = [f"R18: {v}" for v in stats.invariant_violations()]
     for origin, per in stats.per_origin.items():
         found += [f"R18 {origin}: {v}" for v in per.invariant_violations()]
     if stats.bodies_leaked:
         found.append(f"{stats.bodies_leaked} bodies leaked")
-    return stats.as_dict(), found
+    per_origin = {origin: per.as_dict() for origin, per in stats.per_origin.items()}
+    return {**stats.as_dict(), "per_origin": per_origin}, found
 
 
 @dataclasses.dataclass
@@ -270,7 +299,7 @@ class Session:
     calls: list[Call]
     violations: list[str]
     elapsed: float
-    stats: dict[str, int]
+    stats: dict[str, Any]
     server: dict[str, Any]
     posts: dict[str, int]
 
@@ -278,11 +307,7 @@ class Session:
 def _session(server: FaultServer, args: argparse.Namespace) -> Session:
     """Drive a :class:`poolwatch.Transport`, settle and close it: calls,
     violations, stats at rest, server stats, POST counts."""
-    transport = poolwatch.Transport(
-        max_connections_per_host=args.max_connections,
-        max_idle_per_host=args.max_connections,
-        ssl_context=server.client_context(),
-    )
+    transport = poolwatch.Transport(**transport_options(server, args))
     client = None
     if args.client != "native":
         client = LibraryClient(args.client, transport, server.ca_file())
@@ -306,11 +331,7 @@ def _session(server: FaultServer, args: argparse.Namespace) -> Session:
 async def _session_async(server: FaultServer, args: argparse.Namespace) -> Session:
     """As :func:`_session` for a :class:`poolwatch.AsyncTransport`; after
     ``aclose()`` no task but this one may be left."""
-    transport = poolwatch.AsyncTransport(
-        max_connections_per_host=args.max_connections,
-        max_idle_per_host=args.max_connections,
-        ssl_context=server.client_context(),
-    )
+    transport = poolwatch.AsyncTransport(**transport_options(server, args))
     client = None
     if args.client != "native":
         client = LibraryClient(args.client, transport, server.ca_file())
@@ -341,7 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     limits = time_limits(args.read_timeout)
     stall = 2 * args.read_timeout
     with start_fault_server(
-        args.seed, args.hangup, stall, tls=args.tls, proxy=args.proxy
+        args.seed, args.hangup, stall, tls=args.tls, proxy=args.proxy, origins=args.origins
     ) as server:
         if args.use_async:
             session = asyncio.run(_session_async(server, args))

@@ -181,6 +181,29 @@ def test_stress_harness_runs_clean_through_a_proxy(tmp_path: Path, mode: tuple[s
     assert report["operations"]["get_drained"]["results"]["ok"] > 0
 
 
+@pytest.mark.parametrize("mode", [(), ("--async", "--cancel", "0.1")], ids=["sync", "async"])
+def test_stress_harness_runs_clean_over_several_origins(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """The small stress run spread over three origins (ports of the fault
+    server) under a global limit below the per-host ones, one idle
+    connection kept in all and a 10 ms idle timeout: callers wait for each
+    other's slots across origins, and no violation."""
+    report, _ = _run_module(
+        "benchmarks.stress",
+        tmp_path / "stress-origins.json",
+        *(*mode, "--threads", "12", "--requests", "400", "--read-timeout", "0.2"),
+        *("--origins", "3", "--max-total", "4", "--max-connections", "3", "--max-idle", "1"),
+        *("--idle-timeout", "0.01", "--seed", "11"),
+    )
+    assert report["violations"] == []
+    per_origin = report["stats"]["per_origin"]
+    assert len(per_origin) == 3
+    assert all(per["requests"] > 0 for per in per_origin.values()), per_origin
+    assert report["stats"]["pool_waits"] > 0
+    assert report["operations"]["get_drained"]["results"]["ok"] > 0
+
+
 def test_stress_checks_catch_a_post_sent_twice() -> None:
     """The stress run's POST check: a POST without a key seen twice by the
     server is a violation; a keyed one retried once may be seen twice."""
