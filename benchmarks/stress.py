@@ -26,7 +26,10 @@ record layer the connection's reader and writer share. With ``--origins``
 the server listens on that many ports, each call goes to one at random,
 and ``--max-total``, ``--max-idle`` and ``--idle-timeout`` set the pool's
 global limits, so that callers for one origin wait on, and evict,
-another's connections; R18 is checked per origin too.
+another's connections; R18 is checked per origin too. ``--pause`` leaves
+idle time between a caller's calls, for a short idle timeout to end
+connections while others are taken, and ``--close-idle`` has a share of
+the calls close the pool's idle connections first (R14).
 
 With ``--async`` the same mix and checks run on one
 :class:`poolwatch.AsyncTransport` driven by as many tasks on one event
@@ -70,6 +73,7 @@ from .faultload import OPERATIONS, Call, Context, acall_once, call_once, pick
 from .faultserver import FaultServer, start_fault_server
 
 __all__ = [
+    "between_calls",
     "check_calls",
     "main",
     "open_fds",
@@ -102,6 +106,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-idle", type=int, default=100, help="idle connections in all (100)")
     p.add_argument(
         "--idle-timeout", type=float, default=90.0, help="idle connections close after, s (90)"
+    )
+    p.add_argument(
+        "--pause", type=float, default=0.0, help="pause up to this long between calls, s"
+    )
+    p.add_argument(
+        "--close-idle",
+        type=float,
+        default=0.0,
+        help="share of calls before which the caller closes the pool's idle connections",
     )
     p.add_argument("--seed", type=int, default=1, help="random seed (client and server)")
     p.add_argument("--hangup", type=float, default=0.05, help="server hang-up probability")
@@ -183,6 +196,11 @@ def _drive(
         mine = []
         while (n := next(numbers)) < args.requests:
             ctx.next_call(f"r{n}")
+            pause, close_idle = between_calls(ctx.rng, args)
+            if pause:
+                time.sleep(pause)
+            if close_idle:
+                transport.close_idle_connections()
             if client is None:
                 mine.append(call_once_op(ctx))
             else:
@@ -201,6 +219,14 @@ def _drive(
         thread.join(max(0.0, deadline - time.monotonic()))
     hung = [t.name for t in threads if t.is_alive()]
     return calls, [f"caller threads still running after {JOIN_LIMIT:g}s: {hung}"] if hung else []
+
+
+def between_calls(rng: random.Random, args: argparse.Namespace) -> tuple[float, bool]:
+    """Before a call: how long its caller pauses (``--pause``: idle time,
+    for the idle timeout to end connections as others are taken), and
+    whether it first closes the pool's idle connections (``--close-idle``)."""
+    pause = rng.uniform(0.0, args.pause) if args.pause else 0.0
+    return pause, bool(args.close_idle) and rng.random() < args.close_idle
 
 
 def call_once_op(ctx: Context) -> Call:
@@ -225,6 +251,11 @@ async def _drive_async(
         ctx = Context(transport, server, random.Random(args.seed * 1000 + index), limits)
         while (n := next(numbers)) < args.requests:
             ctx.next_call(f"r{n}")
+            pause, close_idle = between_calls(ctx.rng, args)
+            if pause:
+                await asyncio.sleep(pause)
+            if close_idle:
+                await transport.close_idle_connections()
             op = pick(ctx.rng, OPERATIONS)
             cancel = ctx.rng.uniform(0, CANCEL_WINDOW) if ctx.rng.random() < args.cancel else None
             if client is None:

@@ -204,6 +204,25 @@ def test_stress_harness_runs_clean_over_several_origins(
     assert report["operations"]["get_drained"]["results"]["ok"] > 0
 
 
+@pytest.mark.parametrize("mode", [(), ("--async", "--cancel", "0.1")], ids=["sync", "async"])
+def test_stress_harness_runs_clean_with_idle_expiry_and_close_idle(
+    tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """The small stress run with pauses between calls longer than a 3 ms
+    idle timeout, and a tenth of the calls closing the idle connections
+    first: connections expire and are closed while others are taken, and
+    no violation."""
+    report, _ = _run_module(
+        "benchmarks.stress",
+        tmp_path / "stress-idle.json",
+        *(*mode, "--threads", "6", "--requests", "300", "--read-timeout", "0.2"),
+        *("--idle-timeout", "0.003", "--pause", "0.01", "--close-idle", "0.1", "--seed", "13"),
+    )
+    assert report["violations"] == []
+    assert report["stats"]["idle_expired"] > 0
+    assert report["operations"]["get_drained"]["results"]["ok"] > 0
+
+
 def test_stress_checks_catch_a_post_sent_twice() -> None:
     """The stress run's POST check: a POST without a key seen twice by the
     server is a violation; a keyed one retried once may be seen twice."""
