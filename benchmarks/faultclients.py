@@ -24,18 +24,23 @@ from urllib.parse import parse_qs, urlsplit
 import poolwatch
 
 from .faultload import Call, Context, Operation, Plan, Violation, cancelled_at
+from .faultserver import FaultServer
 
 __all__ = [
     "CLIENTS",
+    "PROXY_KINDS",
     "LibraryClient",
     "acall_once_with",
     "add_run_arguments",
     "call_once_with",
     "check_run_arguments",
     "report_name",
+    "unproxied",
 ]
 
 CLIENTS = ("requests", "httpx")
+# What --proxy takes: the relaying proxy's URL scheme.
+PROXY_KINDS = ("http", "socks5", "socks5h", "socks4", "socks4a")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +54,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--proxy",
-        action="store_true",
-        help="through a relaying proxy (benchmarks.pipeproxy): CONNECT tunnels with --tls",
+        nargs="?",
+        const="http",
+        choices=PROXY_KINDS,
+        help="through a relaying proxy (benchmarks.pipeproxy): http (the default; CONNECT "
+        "tunnels with --tls) or SOCKS",
     )
     parser.add_argument(
         "--client",
@@ -70,25 +78,45 @@ def report_name(base: str, args: argparse.Namespace) -> str:
     """The report's file name for a run named ``base`` with ``args``, e.g.
     ``stress-async-tls-proxy.json`` or ``stress-requests.json``."""
     parts = [base, args.client, "async" if args.use_async else ""]
-    parts += ["tls" if args.tls else "", "proxy" if args.proxy else ""]
+    proxy = {None: "", "http": "proxy"}.get(args.proxy, args.proxy)
+    parts += ["tls" if args.tls else "", proxy]
     return "-".join(part for part in parts if part and part != "native") + ".json"
 
 
+def unproxied(stats: poolwatch.PoolStats, server: FaultServer) -> list[str]:
+    """A violation if the run goes through a proxy and some calls went
+    straight to the server instead: the stats name each origin's proxy
+    (its scheme may differ: httpx's adapter, as httpcore, has a
+    ``socks5://`` proxy resolve names, ``socks5h``)."""
+    if server.proxy is None:
+        return []
+    address = urlsplit(server.proxy).netloc
+    direct = [
+        origin
+        for origin in stats.per_origin
+        if urlsplit(origin.partition(" via ")[2]).netloc != address
+    ]
+    return [f"calls went past the proxy: {direct}"] if direct else []
+
+
 class LibraryClient:
-    """requests or httpx over a poolwatch transport, counting the
-    transport's retries per call id; ``ca_file`` is the certificate
-    authority requests must trust for https (httpx takes the transport's
-    context)."""
+    """requests or httpx over a poolwatch transport, for the fault
+    ``server``, counting the transport's retries per call id. requests is
+    given the server's certificate authority and proxy with each request,
+    httpx the proxy once (its transport's; the context is the poolwatch
+    transport's)."""
 
     def __init__(
         self,
         name: str,
         transport: poolwatch.Transport | poolwatch.AsyncTransport,
-        ca_file: str | None = None,
+        server: FaultServer,
     ) -> None:
         self.name = name
+        ca_file = server.ca_file()
         # Per request: REQUESTS_CA_BUNDLE would override a session's verify.
         self.verify: str | bool = True if ca_file is None else ca_file
+        proxy = server.proxy  # httpx: the transport's; requests: per request
         self._retries: dict[str, int] = {}
         self._lock = threading.Lock()
         self.session: Any  # requests.Session, httpx.Client or httpx.AsyncClient
@@ -101,7 +129,9 @@ class LibraryClient:
 
             from poolwatch.adapters.httpx import AsyncHTTPXTransport
 
-            self.session = httpx.AsyncClient(transport=AsyncHTTPXTransport(transport=transport))
+            self.session = httpx.AsyncClient(
+                transport=AsyncHTTPXTransport(proxy=proxy, transport=transport)
+            )
             self.documented = (httpx.HTTPError, httpx.StreamError)
         elif name == "requests":
             import requests
@@ -122,7 +152,7 @@ class LibraryClient:
 
             from poolwatch.adapters.httpx import HTTPXTransport
 
-            self.session = httpx.Client(transport=HTTPXTransport(transport=transport))
+            self.session = httpx.Client(transport=HTTPXTransport(proxy=proxy, transport=transport))
             self.documented = (httpx.HTTPError, httpx.StreamError)
         else:
             raise ValueError(f"unknown client {name!r}: one of {', '.join(CLIENTS)}")

@@ -327,13 +327,15 @@ def start_fault_server(
     stall: float = 1.0,
     cpu: int | None = None,
     tls: bool = False,
-    proxy: bool = False,
+    proxy: str | None = None,
     origins: int = 1,
 ) -> Iterator[FaultServer]:
     """Run a fault server in a child process for the ``with`` block; with
-    ``tls``, speaking https with a certificate made for it; with ``proxy``,
-    reached through a relaying proxy (:mod:`benchmarks.pipeproxy`) in a
-    process of its own; listening on ``origins`` ports."""
+    ``tls``, speaking https with a certificate made for it; with ``proxy``
+    (``"http"``, ``"socks5"``, ``"socks5h"``, ``"socks4"`` or
+    ``"socks4a"``), reached through a relaying proxy
+    (:mod:`benchmarks.pipeproxy`, which speaks them all) in a process of
+    its own; listening on ``origins`` ports."""
     args = ["--seed", str(seed), "--hangup", str(hangup), "--stall", str(stall)]
     args += ["--origins", str(origins)]
     with contextlib.ExitStack() as stack:
@@ -348,7 +350,7 @@ def start_fault_server(
             proxy_port, _ = stack.enter_context(
                 run_server_process("benchmarks.pipeproxy", [], cpu, "the proxy")
             )
-            proxy_url = f"http://{HOST}:{proxy_port}"
+            proxy_url = f"{proxy}://{HOST}:{proxy_port}"
         server = FaultServer(port, pid, files, proxy_url)
         ports = server.stats()["ports"]
         assert isinstance(ports, list)

@@ -61,6 +61,7 @@ from .faultclients import (
     call_once_with,
     check_run_arguments,
     report_name,
+    unproxied,
 )
 from .faultload import (
     Context,
@@ -334,6 +335,7 @@ def _soak(
             violations += _record(samples, row)
         if transport.open_bodies():
             violations.append(f"{len(transport.open_bodies())} bodies still open")
+        violations += unproxied(transport.stats(), server)
     finally:
         if client is not None:
             client.close()
@@ -363,6 +365,7 @@ async def _soak_async(
             violations += _record(samples, row)
         if transport.open_bodies():
             violations.append(f"{len(transport.open_bodies())} bodies still open")
+        violations += unproxied(transport.stats(), server)
     finally:
         if client is not None:
             await client.aclose()
@@ -383,7 +386,7 @@ def _client(
     """The library the calls go through, if not the transport itself."""
     if args.client == "native":
         return None
-    return LibraryClient(args.client, transport, server.ca_file())
+    return LibraryClient(args.client, transport, server)
 
 
 def _record(samples: list[dict[str, Any]], row: dict[str, Any]) -> list[str]:

@@ -68,6 +68,7 @@ from .faultclients import (
     call_once_with,
     check_run_arguments,
     report_name,
+    unproxied,
 )
 from .faultload import OPERATIONS, Call, Context, acall_once, call_once, pick
 from .faultserver import FaultServer, start_fault_server
@@ -341,14 +342,14 @@ def _session(server: FaultServer, args: argparse.Namespace) -> Session:
     transport = poolwatch.Transport(**transport_options(server, args))
     client = None
     if args.client != "native":
-        client = LibraryClient(args.client, transport, server.ca_file())
+        client = LibraryClient(args.client, transport, server)
     start = time.monotonic()
     try:
         calls, violations = _drive(transport, server, args, client)
         elapsed = time.monotonic() - start
         transport.settle()
         stats, found = _rest_violations(transport.stats())
-        violations += found
+        violations += found + unproxied(transport.stats(), server)
         server_stats, posts = server.stats(), server.post_counts()
     finally:
         if client is not None:
@@ -365,14 +366,14 @@ async def _session_async(server: FaultServer, args: argparse.Namespace) -> Sessi
     transport = poolwatch.AsyncTransport(**transport_options(server, args))
     client = None
     if args.client != "native":
-        client = LibraryClient(args.client, transport, server.ca_file())
+        client = LibraryClient(args.client, transport, server)
     start = time.monotonic()
     try:
         calls, violations = await _drive_async(transport, server, args, client)
         elapsed = time.monotonic() - start
         await transport.settle()
         stats, found = _rest_violations(transport.stats())
-        violations += found
+        violations += found + unproxied(transport.stats(), server)
         server_stats, posts = server.stats(), server.post_counts()  # brief blocking: runs alone
     finally:
         if client is not None:

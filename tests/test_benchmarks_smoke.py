@@ -166,19 +166,51 @@ def test_stress_harness_runs_clean_over_tls(tmp_path: Path, mode: tuple[str, ...
 
 
 @pytest.mark.parametrize(
-    "mode", [("--proxy",), ("--proxy", "--tls", "--async")], ids=["http", "https-async"]
+    "mode",
+    [
+        ("--proxy",),
+        ("--proxy", "http", "--tls", "--async"),
+        ("--proxy", "socks5", "--tls"),
+        ("--proxy", "socks4a", "--async"),
+        ("--proxy", "http", "--client", "httpx"),
+    ],
+    ids=["http", "https-async", "socks5-https", "socks4a-async", "httpx"],
 )
 def test_stress_harness_runs_clean_through_a_proxy(tmp_path: Path, mode: tuple[str, ...]) -> None:
     """The small stress run through the relaying proxy (absolute-form
-    requests; a CONNECT tunnel for https): no violation."""
+    requests; a CONNECT tunnel for https; a SOCKS tunnel), every call
+    through it (the run checks the stats' origins, which name the proxy):
+    no violation."""
     report, _ = _run_module(
         "benchmarks.stress",
         tmp_path / "stress-proxy.json",
         *(*mode, "--threads", "16", "--requests", "400", "--read-timeout", "0.2", "--seed", "9"),
     )
     assert report["violations"] == []
-    assert report["proxy"] is True
+    kind = mode[1] if len(mode) > 1 and not mode[1].startswith("--") else "http"
+    assert report["proxy"] == kind
+    (origin,) = report["stats"]["per_origin"]
+    assert f" via {kind}://127.0.0.1:" in origin
     assert report["operations"]["get_drained"]["results"]["ok"] > 0
+
+
+def test_stress_finds_calls_that_went_past_the_proxy() -> None:
+    """The check that catches a client ignoring the proxy: an origin in the
+    stats without the proxy is a violation."""
+    from benchmarks.faultclients import unproxied
+    from benchmarks.faultserver import FaultServer
+    from poolwatch._core.stats import OriginStats, PoolStats
+
+    server = FaultServer(1, 1, proxy="socks5://127.0.0.1:2")
+    through = PoolStats.build({"http://127.0.0.1:1 via socks5://127.0.0.1:2": OriginStats()})
+    assert unproxied(through, server) == []
+    resolving = PoolStats.build({"http://127.0.0.1:1 via socks5h://127.0.0.1:2": OriginStats()})
+    assert unproxied(resolving, server) == []
+    other = PoolStats.build({"http://127.0.0.1:1 via socks5://127.0.0.1:3": OriginStats()})
+    assert unproxied(other, server) != []
+    past = PoolStats.build({"http://127.0.0.1:1": OriginStats()})
+    assert unproxied(past, server) == ["calls went past the proxy: ['http://127.0.0.1:1']"]
+    assert unproxied(past, FaultServer(1, 1)) == []
 
 
 @pytest.mark.parametrize("mode", [(), ("--async", "--cancel", "0.1")], ids=["sync", "async"])
