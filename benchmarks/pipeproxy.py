@@ -50,8 +50,8 @@ def _target(head: bytes) -> tuple[bool, str, int]:
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close ``writer``'s connection with a reset (SO_LINGER of zero), if
-    it is still open (a reset from its peer closed it already)."""
+    """Close ``writer``'s connection with a reset (SO_LINGER of zero);
+    one that a reset from its peer closed already is just let go."""
     sock = writer.get_extra_info("socket")
     if sock is not None and not writer.transport.is_closing():
         try:
