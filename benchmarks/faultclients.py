@@ -15,10 +15,11 @@ ignores.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import poolwatch
@@ -35,8 +36,12 @@ __all__ = [
     "call_once_with",
     "check_run_arguments",
     "report_name",
+    "run_async",
     "unproxied",
+    "warm_loop",
 ]
+
+T = TypeVar("T")
 
 CLIENTS = ("requests", "httpx")
 # What --proxy takes: the relaying proxy's URL scheme.
@@ -66,18 +71,45 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default="native",
         help="make the calls through requests or httpx (httpx.AsyncClient with --async)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="with --async: the event loop (uvloop: pip install uvloop)",
+    )
 
 
 def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse what cannot run: requests has no asyncio client."""
+    """Refuse what cannot run: requests has no asyncio client, and only an
+    asyncio run has an event loop to choose."""
     if args.use_async and args.client == "requests":
         parser.error("--client requests has no asyncio client: use httpx with --async")
+    if args.loop != "asyncio" and not args.use_async:
+        parser.error(f"--loop {args.loop} needs --async")
+
+
+def run_async(main: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run ``main`` to completion on a new event loop of the kind named
+    (``"asyncio"`` or ``"uvloop"``), as :func:`asyncio.run` does."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def warm_loop(loop: str) -> None:
+    """Run an empty coroutine on the loop kind named: uvloop keeps a pipe
+    of its own open from its first run on, which a run's count of open file
+    descriptors must not charge to poolwatch."""
+    run_async(asyncio.sleep(0), loop)
 
 
 def report_name(base: str, args: argparse.Namespace) -> str:
     """The report's file name for a run named ``base`` with ``args``, e.g.
     ``stress-async-tls-proxy.json`` or ``stress-requests.json``."""
     parts = [base, args.client, "async" if args.use_async else ""]
+    parts += ["uvloop" if args.loop == "uvloop" else ""]
     proxy = {None: "", "http": "proxy"}.get(args.proxy, args.proxy)
     parts += ["tls" if args.tls else "", proxy]
     return "-".join(part for part in parts if part and part != "native") + ".json"

@@ -61,6 +61,7 @@ from .faultclients import (
     call_once_with,
     check_run_arguments,
     report_name,
+    run_async,
     unproxied,
 )
 from .faultload import (
@@ -296,7 +297,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.seed, hangup=0.01, stall=1.0, tls=args.tls, proxy=args.proxy
     ) as server:
         if args.use_async:
-            violations = asyncio.run(_soak_async(server, args, samples, start))
+            violations = run_async(_soak_async(server, args, samples, start), args.loop)
         else:
             violations = _soak(server, args, samples, start)
     if poolwatch_threads():

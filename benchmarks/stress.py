@@ -68,7 +68,9 @@ from .faultclients import (
     call_once_with,
     check_run_arguments,
     report_name,
+    run_async,
     unproxied,
+    warm_loop,
 )
 from .faultload import OPERATIONS, Call, Context, acall_once, call_once, pick
 from .faultserver import FaultServer, start_fault_server
@@ -390,6 +392,7 @@ async def _session_async(server: FaultServer, args: argparse.Namespace) -> Sessi
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the stress and return the report (``violations`` empty when
     every check passed)."""
+    warm_loop(args.loop)  # before counting descriptors
     fds_before = open_fds()
     limits = time_limits(args.read_timeout)
     stall = 2 * args.read_timeout
@@ -397,7 +400,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.seed, args.hangup, stall, tls=args.tls, proxy=args.proxy, origins=args.origins
     ) as server:
         if args.use_async:
-            session = asyncio.run(_session_async(server, args))
+            session = run_async(_session_async(server, args), args.loop)
         else:
             session = _session(server, args)
     calls, violations, elapsed = session.calls, session.violations, session.elapsed

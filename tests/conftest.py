@@ -12,6 +12,7 @@ import pytest
 import trustme
 
 import poolwatch
+from tests import async_support
 from tests.servers import HTTPServer, http_server
 from tests.tls_support import TLSServer, server_context, tls_server
 
@@ -42,6 +43,17 @@ def no_leftovers() -> Iterator[None]:
     assert not left, f"threads left behind: {[t.name for t in left]}"
     leaked = _open_sockets() - sockets_before
     assert not leaked, f"sockets or eventfds left open: {sorted(leaked)}"
+
+
+@pytest.fixture(params=async_support.LOOPS)
+def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test's event loops (:func:`tests.async_support.run`) on each
+    kind in turn: asyncio's own, then uvloop's."""
+    async_support.use_loop(request.param)
+    try:
+        yield request.param
+    finally:
+        async_support.use_loop("asyncio")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from tests.async_support import assert_at_rest, run
 from tests.servers import HTTPServer, ServerConnection, raw_server
 from tests.tls_support import client_context, server_context, tls_server
 
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
+
 
 def _bad_framing(conn: ServerConnection) -> None:
     conn.recv_request_head()

@@ -18,6 +18,8 @@ from tests.async_support import assert_at_rest, run, worker_tasks
 from tests.servers import HTTPServer, ServerConnection, raw_server
 from tests.tls_support import client_context
 
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
+
 
 def _cancel_on(
     transport: poolwatch.AsyncTransport, name: str, task: asyncio.Task[object]

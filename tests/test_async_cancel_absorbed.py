@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import poolwatch
 from tests.async_support import assert_at_rest, event_seen, run
 from tests.servers import HTTPServer
+
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
 
 # Loop turns tried between starting a read and cancelling it: enough to land
 # on each step of one read (the read's own task, its completion callback, the

@@ -24,6 +24,8 @@ from tests.test_errors import (
     upload,
 )
 
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
+
 # The sync suite's table of malformed responses, reused as it is.
 FRAMING_CASES = test_framing_error_closes_connection.pytestmark[0].args[1]
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 import poolwatch
 from tests.async_support import assert_at_rest, run
 from tests.conftest import assert_at_rest as assert_sync_at_rest
 from tests.servers import HTTPServer, Reply, ServerConnection, http_server, raw_server
+
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
 
 # Counters that depend on nothing but the requests made.
 COMPARED = (

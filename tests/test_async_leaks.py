@@ -20,6 +20,8 @@ import poolwatch
 from tests.async_support import assert_at_rest, event_seen, run
 from tests.servers import HTTPServer, ServerConnection, raw_server
 
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -5,12 +5,15 @@ connection is reused in an unknown state."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import poolwatch
 from tests.async_support import assert_at_rest, run
 from tests.test_properties import SETTINGS, ScriptedServer, _split, cuts, responses, scripted
+
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
 
 __all__ = ["scripted"]  # the fixture used here
 

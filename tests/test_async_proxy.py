@@ -12,6 +12,8 @@ from tests.servers import HTTPServer
 from tests.test_proxy import _proxy, proxy_port
 from tests.tls_support import TLSServer, client_context
 
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
+
 __all__ = ["proxy_port"]  # the proxy.py fixture, shared with test_proxy
 
 

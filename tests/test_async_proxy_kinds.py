@@ -17,6 +17,8 @@ from tests.test_tls_faults import tls_scripted
 from tests.test_uds import UnixHTTPServer, unix_server
 from tests.tls_support import TLSServer, client_context
 
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
+
 __all__ = ["tls_proxy_port", "unix_server"]  # fixtures shared with the sync tests
 
 USER, PASSWORD = "user", "s3cret"

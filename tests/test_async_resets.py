@@ -13,6 +13,8 @@ from tests.async_support import assert_at_rest, run
 from tests.servers import ServerConnection, raw_server
 from tests.test_resets import _script, test_reset_at_each_phase
 
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
+
 PHASES = test_reset_at_each_phase.pytestmark[0].args[1]
 
 

@@ -19,6 +19,8 @@ from tests.async_support import assert_at_rest, run
 from tests.servers import Reply, http_server
 from tests.tls_support import client_context, server_context, tls_server
 
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
+
 # Larger than the shared receive buffer (256 KiB), so that each body takes
 # several reads, interleaved with the other connections' reads.
 BODY_SIZE = 600 * 1024

@@ -9,9 +9,13 @@ import gc
 import random
 import warnings
 
+import pytest
+
 import poolwatch
 from tests.async_support import assert_at_rest, run, worker_tasks
 from tests.servers import HTTPServer, ServerConnection, raw_server
+
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
 
 TASKS = 200
 

@@ -15,6 +15,8 @@ from tests.async_support import assert_at_rest, run
 from tests.servers import HTTPServer
 from tests.test_errors import reply_then_stall, scripted
 
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
+
 # Loop turns for a task to reach a wait that needs no I/O first.
 _TURNS = 10
 _STALLED_BODY = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"

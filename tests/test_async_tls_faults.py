@@ -27,6 +27,8 @@ from tests.test_tls_faults import (
 )
 from tests.tls_support import TLSServer, client_context, server_context, tls_server
 
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
+
 
 class _Closes:
     """The reasons of the transport's ``conn_closed`` events, with a wait

@@ -13,9 +13,11 @@ import pytest
 import trustme
 
 import poolwatch
-from tests.async_support import assert_at_rest, event_seen, run, worker_tasks
+from tests.async_support import assert_at_rest, event_seen, run, run_bare, worker_tasks
 from tests.servers import HTTPServer, Reply, ServerConnection, raw_server
 from tests.tls_support import client_context, server_context, tls_server
+
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
 
 
 @pytest.mark.parametrize(
@@ -514,7 +516,7 @@ def test_bound_to_its_event_loop(server: HTTPServer) -> None:
 
         assert first.run_until_complete(get()) == b"hello world!\n"
         with pytest.raises(RuntimeError, match="another event loop"):
-            asyncio.run(get())
+            run_bare(get())
     finally:
         first.run_until_complete(t.aclose())
         first.close()
