@@ -12,6 +12,7 @@ import pytest
 import trustme
 
 import poolwatch
+from poolwatch._async.connection import _unsent
 from poolwatch._async.streams import _BufferedStreamProtocol
 from tests.async_support import assert_at_rest, run
 from tests.servers import ServerConnection
@@ -22,6 +23,8 @@ from tests.test_tls_faults import (
     PATTERN,
     STALLED_HEADS,
     TOO_LARGE,
+    close_notify,
+    reset,
     serve_one_then,
     tls_scripted,
 )
@@ -173,6 +176,38 @@ def test_server_closes_idle_connection(
             stats = await assert_at_rest(t)
             assert (stats.open_connections, stats.idle_closed_by_server) == (0, 1)
             await _pool_still_works(t, origin + "/next")
+
+    with tls_scripted(ca, serve_one_then(action)) as origin:
+        run(lambda: main(origin))
+
+
+@pytest.mark.parametrize("action", [close_notify, reset], ids=["close_notify", "reset"])
+def test_unsent_bytes_of_a_lost_tls_connection(
+    ca: trustme.CA, action: Callable[[ServerConnection], None]
+) -> None:
+    """The writer's count of unsent bytes on a TLS connection the server
+    ended: a count, or ConnectionResetError (the connection is closed).
+    Python 3.10's TLS transport raised AttributeError there while it still
+    said it was not closing, and a request sent on such a connection failed
+    with it, outside the documented errors."""
+
+    async def main(origin: str) -> None:
+        port = int(origin.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection(
+            "localhost", port, ssl=client_context(ca), server_hostname="localhost"
+        )
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        try:
+            assert (await reader.read()).endswith(b"ok")
+            await writer.wait_closed()  # the connection is lost
+        except ConnectionResetError:
+            pass
+        try:
+            unsent = _unsent(writer.transport)
+        except ConnectionResetError:
+            unsent = 0
+        assert unsent >= 0
+        writer.close()
 
     with tls_scripted(ca, serve_one_then(action)) as origin:
         run(lambda: main(origin))

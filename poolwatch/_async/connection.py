@@ -507,7 +507,7 @@ class AsyncConnection:
             raise ConnectionResetError("the connection is closed")
         writer.write(data)
         limit = exchange.timeout.write
-        if writer.transport.get_write_buffer_size() == 0:
+        if _unsent(writer.transport) == 0:
             return  # all of it went out at once: nothing to wait for
         await within(limit, writer.drain())
 
@@ -676,6 +676,16 @@ async def _read_within(reader: asyncio.StreamReader, limit: float) -> bytes:
     if _cancelling(task) > before:
         raise asyncio.CancelledError
     return data
+
+
+def _unsent(transport: asyncio.WriteTransport) -> int:
+    """Bytes written to ``transport`` and not yet sent. Python 3.10's TLS
+    transport, once its connection is lost, raises ``AttributeError`` here
+    while it still says it is not closing: that is a closed connection."""
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:
+        raise ConnectionResetError("the connection is closed") from None
 
 
 def _cancelling(task: asyncio.Task[Any] | None) -> int:
