@@ -8,6 +8,7 @@ Each test cancels from a listener at a precise event, so no sleep orders it.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 import pytest
@@ -19,6 +20,12 @@ from tests.servers import HTTPServer, ServerConnection, raw_server
 from tests.tls_support import client_context
 
 pytestmark = pytest.mark.usefixtures("event_loop_kind")
+# Python 3.10 cannot tell a pending cancellation apart (no
+# Task.cancelling()): there the request may already be with the writer, and
+# the connection is closed instead (README, "cancelled while").
+NEEDS_CANCELLING = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="needs Task.cancelling() (Python 3.11+)"
+)
 
 
 def _cancel_on(
@@ -54,6 +61,7 @@ async def _request_cancelled_at(
     return seen
 
 
+@NEEDS_CANCELLING
 def test_cancel_before_anything_written_keeps_the_connection(server: HTTPServer) -> None:
     """Cancelled between getting a reused connection and its first byte: the
     connection goes back to the pool as it was, not closed."""

@@ -4,6 +4,8 @@ servers and expectations as the sync tests of each."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import trustme
 
@@ -18,6 +20,11 @@ from tests.test_uds import UnixHTTPServer, unix_server
 from tests.tls_support import TLSServer, client_context
 
 pytestmark = pytest.mark.usefixtures("event_loop_kind")
+# TLS inside the TLS session with an https proxy needs start_tls on a TLS
+# stream, which Python 3.10's asyncio lacks: poolwatch raises ProxyError.
+TLS_IN_TLS = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="TLS inside TLS needs Python 3.11+"
+)
 
 __all__ = ["tls_proxy_port", "unix_server"]  # fixtures shared with the sync tests
 
@@ -69,6 +76,7 @@ def test_https_through_socks5_with_auth_and_bad_credentials(
         run(main)
 
 
+@TLS_IN_TLS
 def test_http_and_https_through_an_https_proxy(
     tls_proxy_port: int, server: HTTPServer, https_server: TLSServer, ca: trustme.CA
 ) -> None:
@@ -90,6 +98,26 @@ def test_http_and_https_through_an_https_proxy(
     assert https_server.accepted == 1
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="Python 3.10's limit")
+def test_https_through_an_https_proxy_needs_python_3_11(
+    tls_proxy_port: int, server: HTTPServer, https_server: TLSServer, ca: trustme.CA
+) -> None:
+    """On Python 3.10, https through an https proxy is a ProxyError that
+    says why; http through the same proxy goes on working."""
+    proxy = f"https://user:secret@127.0.0.1:{tls_proxy_port}"
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport(ssl_context=client_context(ca)) as t:
+            with pytest.raises(poolwatch.ProxyError, match=r"needs Python 3\.11"):
+                await t.request("GET", https_server.url("/a"), proxy=proxy)
+            resp = await t.request("GET", server.url("/a"), proxy=proxy)
+            assert await resp.read() == b"hello world!\n"
+            await assert_at_rest(t)
+
+    run(main)
+
+
+@TLS_IN_TLS
 def test_origin_silent_inside_the_tunnel_is_a_connect_timeout(
     tls_proxy_port: int, ca: trustme.CA
 ) -> None:
