@@ -67,13 +67,26 @@ def test_https_through_socks5_with_auth_and_bad_credentials(
 
         async def main() -> None:
             async with poolwatch.AsyncTransport(ssl_context=client_context(ca)) as t:
-                with pytest.raises(poolwatch.ProxyError, match=f"127.0.0.1:{socks.port}"):
-                    await t.request("GET", https_server.url("/b"), proxy=bad)
-                resp = await t.request("GET", https_server.url("/b"), proxy=good)
-                assert await resp.read() == b"hello world!\n"
-                await assert_at_rest(t)
+                url = https_server.url("/b")
+                await _refused_then_served(t, f"127.0.0.1:{socks.port}", (url, bad), (url, good))
 
         run(main)
+
+
+async def _refused_then_served(
+    t: poolwatch.AsyncTransport,
+    match: str,
+    refused: tuple[str, str],
+    served: tuple[str, str],
+) -> None:
+    """A GET of the ``refused`` URL through its proxy is a ProxyError
+    matching ``match``; then the ``served`` one is answered in full, and
+    the pool is at rest."""
+    with pytest.raises(poolwatch.ProxyError, match=match):
+        await t.request("GET", refused[0], proxy=refused[1])
+    resp = await t.request("GET", served[0], proxy=served[1])
+    assert await resp.read() == b"hello world!\n"
+    await assert_at_rest(t)
 
 
 @TLS_IN_TLS
@@ -108,11 +121,8 @@ def test_https_through_an_https_proxy_needs_python_3_11(
 
     async def main() -> None:
         async with poolwatch.AsyncTransport(ssl_context=client_context(ca)) as t:
-            with pytest.raises(poolwatch.ProxyError, match=r"needs Python 3\.11"):
-                await t.request("GET", https_server.url("/a"), proxy=proxy)
-            resp = await t.request("GET", server.url("/a"), proxy=proxy)
-            assert await resp.read() == b"hello world!\n"
-            await assert_at_rest(t)
+            refused, served = (https_server.url("/a"), proxy), (server.url("/a"), proxy)
+            await _refused_then_served(t, r"needs Python 3\.11", refused, served)
 
     run(main)
 
