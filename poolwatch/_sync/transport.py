@@ -51,7 +51,7 @@ from .streams import (
     open_tunnel,
 )
 from .wakeup import EventPool
-from .workers import WorkerPool
+from .workers import WorkerPool, refuse_green_threads
 
 __all__ = ["ConnectionInfo", "Transport", "live_transports"]
 
@@ -103,6 +103,7 @@ class Transport:
         uds: str | None = None,
         socket_options: Sequence[tuple[int, int, int | bytes]] = (),
     ) -> None:
+        refuse_green_threads()
         self.limits = Limits(
             max_connections=max_connections,
             max_connections_per_host=max_connections_per_host,

@@ -20,12 +20,13 @@ a new connection.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 
 from .wakeup import EventPool, OneShot
 
-__all__ = ["SPARE_NAME", "SPARE_SECONDS", "Job", "WorkerPool"]
+__all__ = ["SPARE_NAME", "SPARE_SECONDS", "Job", "WorkerPool", "refuse_green_threads"]
 
 logger = logging.getLogger("poolwatch")
 
@@ -34,6 +35,26 @@ SPARE_SECONDS = 5.0
 # How many parked workers a transport keeps at most.
 MAX_SPARE = 16
 SPARE_NAME = "poolwatch-spare"
+
+
+def refuse_green_threads() -> None:
+    """Raise ``RuntimeError`` if gevent or eventlet has monkey-patched
+    ``threading``: the workers would then be green threads sharing one OS
+    thread, and the first one to block on a socket or an ``eventfd`` would
+    stop them all, the request hanging past every timeout."""
+    gevent = sys.modules.get("gevent.monkey")
+    eventlet = sys.modules.get("eventlet.patcher")
+    if gevent is not None and gevent.is_module_patched("threading"):
+        library = "gevent"
+    elif eventlet is not None and eventlet.is_monkey_patched("thread"):
+        library = "eventlet"
+    else:
+        return
+    raise RuntimeError(
+        f"poolwatch.Transport needs real threads, and {library} has monkey-patched "
+        "threading: its connection workers would block each other and hang. Use "
+        "poolwatch.AsyncTransport from asyncio, or leave threading unpatched."
+    )
 
 
 class Job:
