@@ -70,6 +70,7 @@ import h11
 from .._core.exchange import (
     ABANDONED,
     BODY,
+    DONE,
     RECV_SIZE,
     WAITING,
     ClientProtocol,
@@ -466,6 +467,22 @@ class Connection:
         for job in (self._reader, self._writer):
             if job is not None and not job.is_current():
                 job.join()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child, where this connection's workers do not exist:
+        close the child's copy of its sockets, and touch nothing the parent
+        still uses (no shutdown, no TLS close, no lock a parent thread may
+        have held at the fork)."""
+        self.closing = True
+        self.close_reason = "left in the parent process by fork()"
+        exchange = self.exchange
+        if exchange is not None and exchange.state == BODY:
+            exchange.state, exchange.outcome = DONE, "errored"  # not readable here
+        for sock in (self._rsock, self._wsock):
+            try:
+                sock.close()
+            except OSError:
+                pass
 
     def discard_unstarted(self) -> None:
         """Close the sockets of a connection whose workers never started."""

@@ -3,6 +3,7 @@ reader and a writer thread (R1-R14, R18)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -140,6 +141,25 @@ class Transport:
         self._prepared = PreparedRequests()  # heads of requests made before
         self._listeners: tuple[Listener, ...] = ()
         _live_transports.add(self)
+
+    def _start_afresh_after_fork(self) -> None:
+        """In a child process just forked (one thread, in the fork handler):
+        the connections' workers are the parent's threads and did not come
+        along, so a request handed to one would wait for ever. Each
+        connection is given up, its socket closed in the child only (no
+        shutdown and no TLS close, which would end it for the parent too),
+        and the transport starts with an empty pool, locks and workers of
+        its own, and zeroed stats. A response open at the fork cannot be
+        read in the child."""
+        for conn in list(self._book.live):
+            conn.forget_after_fork()
+        self._lock = threading.Lock()
+        self._pool = PoolState(self.limits)
+        self._book = Book(self._pool)
+        self._waiter_locks = {}
+        self._late_leaks = SimpleQueue()
+        self._events = EventPool()
+        self._workers = WorkerPool(events=self._events)
 
     # -- the request API -------------------------------------------------------
 
@@ -528,6 +548,18 @@ class Transport:
 
 
 _live_transports: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+def _start_afresh_in_child() -> None:
+    """After ``fork()``, in the child: every transport starts afresh (see
+    :meth:`Transport._start_afresh_after_fork`)."""
+    for transport in list(_live_transports):
+        if isinstance(transport, Transport):
+            transport._start_afresh_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_start_afresh_in_child)
 
 
 def live_transports() -> list[Transport]:

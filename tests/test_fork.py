@@ -1,0 +1,107 @@
+"""A transport used before ``fork()``: in the child, the connections'
+workers (the parent's threads) are gone, so the child's transport starts
+afresh, and the parent's connections are not disturbed. Each child reports
+through a pipe and leaves with ``os._exit``."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable
+
+import pytest
+import trustme
+
+import poolwatch
+from tests.servers import HTTPServer
+from tests.tls_support import TLSServer, client_context
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here")
+
+LIMITS = poolwatch.Timeout(connect=5, write=5, response_header=5, read=5, pool=5)
+
+
+def in_child(work: Callable[[], dict[str, object]]) -> dict[str, object]:
+    """Fork; run ``work`` in the child and return what it returned (or the
+    error it raised, as ``{"error": ...}``)."""
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a process with threads may deadlock
+        # the child: that child is what this tests.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running any cleanup
+        try:
+            os.close(read_end)
+            try:
+                result = work()
+            except BaseException as exc:
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            os.write(write_end, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        report = reader.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    result: dict[str, object] = json.loads(report)
+    return result
+
+
+def _get(t: poolwatch.Transport, url: str) -> dict[str, object]:
+    with t.request("GET", url, timeout=LIMITS) as resp:
+        body = resp.read()
+    stats = t.stats()
+    return {
+        "body": body.decode(),
+        "reused": resp.reused_connection,
+        "opened": stats.connections_opened,
+        "workers": stats.workers_alive,
+    }
+
+
+def test_child_starts_afresh_and_the_parent_keeps_its_connection(server: HTTPServer) -> None:
+    with poolwatch.Transport() as t:
+        assert t.request("GET", server.url()).read() == b"hello world!\n"
+        child = in_child(lambda: _get(t, server.url()))
+        # The child dialled its own connection, with workers of its own.
+        assert child == {"body": "hello world!\n", "reused": False, "opened": 1, "workers": 2}
+        # The parent's connection survived the child closing its copy.
+        assert _get(t, server.url())["reused"] is True
+        assert t.stats().connections_opened == 1
+
+
+def test_over_tls_the_child_does_not_end_the_parents_session(
+    https_server: TLSServer, ca: trustme.CA
+) -> None:
+    """The child closes its copy of the socket without a TLS close_notify,
+    which would end the session for the parent too."""
+    with poolwatch.Transport(ssl_context=client_context(ca)) as t:
+        assert t.request("GET", https_server.url()).read() == b"hello world!\n"
+        child = in_child(lambda: _get(t, https_server.url()))
+        assert child == {"body": "hello world!\n", "reused": False, "opened": 1, "workers": 2}
+        assert _get(t, https_server.url())["reused"] is True
+    assert https_server.accepted == 2
+
+
+def test_a_response_open_at_the_fork_is_unusable_in_the_child(server: HTTPServer) -> None:
+    """Reading it there is a documented error, and the child's transport
+    still serves its next request."""
+    with poolwatch.Transport() as t:
+        resp = t.request("GET", server.url("/stream"))
+
+        def work() -> dict[str, object]:
+            try:
+                resp.read(10)
+            except poolwatch.PoolwatchError as exc:
+                error = type(exc).__name__
+            else:
+                error = "none"
+            return {"error_reading": error, **_get(t, server.url())}
+
+        child = in_child(work)
+        assert child["error_reading"] == "ReadError", child
+        assert child["body"] == "hello world!\n"
+        resp.close()
