@@ -81,6 +81,11 @@ class EventFD:
                 self._closed = True
                 os.close(self._fd)
 
+    def close_in_child(self) -> None:
+        """Close the descriptor in a child process just forked, without the
+        lock, which a parent thread may have held at the fork."""
+        self.__del__()
+
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             self._closed = True
@@ -137,12 +142,13 @@ _pools: weakref.WeakSet[EventPool] = weakref.WeakSet()
 
 def _forget_spare_events() -> None:
     # A forked child shares its parent's eventfds: a wait there could take
-    # the parent's wake-ups. The child makes its own.
+    # the parent's wake-ups. The child makes its own, and closes its copies
+    # without their locks: a parent thread waking one late may have held one.
     for pool in list(_pools):
         pool._lock = threading.Lock()
         free, pool._free = pool._free, []
         for event in free:
-            event.close()  # the child's copy only
+            event.close_in_child()  # the child's copy only
 
 
 if HAVE_EVENTFD:
