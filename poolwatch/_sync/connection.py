@@ -247,6 +247,22 @@ class Connection:
         if exchange.error is not None:
             raise exchange.error
 
+    def interrupted(self, exchange: Exchange) -> None:
+        """The caller stopped on an exception from outside poolwatch
+        (KeyboardInterrupt, or one a signal handler raised) while waiting
+        for the head or reading the body: close the connection, whose
+        response, or the rest of it, would come to nobody."""
+        with self._transport._lock:
+            state = exchange.state
+            if state == WAITING:
+                exchange.state = ABANDONED
+        if state == WAITING:
+            self.close("interrupted")
+        elif state == BODY:  # the head came just before
+            self.finish_body(exchange, "closed_early", reuse=False, reason="interrupted")
+        # Otherwise the exchange is over: a body-less response whose
+        # connection went back to the pool, or an error that closed it.
+
     def _wait_for_head(self, exchange: Exchange) -> None:
         try:
             self._wait_for_head_signal(exchange)
@@ -382,9 +398,12 @@ class Connection:
             self._rsock.settimeout(seconds)
             self._read_timeout = seconds
 
-    def finish_body(self, exchange: Exchange, outcome: str, *, reuse: bool | None = None) -> None:
+    def finish_body(
+        self, exchange: Exchange, outcome: str, *, reuse: bool | None = None, reason: str = ""
+    ) -> None:
         """The body ended with ``outcome``: reuse the connection if it can be
-        (R4, R7, R9), otherwise close it; then let the reader go on."""
+        (R4, R7, R9), otherwise close it (for ``reason``, by default the
+        outcome); then let the reader go on."""
         if reuse is None:
             reuse = outcome in ("drained", "no_body")
         reusable = reuse and self._can_reuse(exchange)
@@ -403,7 +422,7 @@ class Connection:
                 self.exchange = None
                 decision = transport._pool.release_locked(self, True, time.monotonic())
         if decision is None:
-            self.close(outcome if outcome != "drained" else "not_reusable")
+            self.close(reason or (outcome if outcome != "drained" else "not_reusable"))
             return
         exchange.release_reader()
         transport._act(decision)

@@ -40,22 +40,28 @@ class Response(ResponseHead):
     def read(self, amt: int | None = None) -> bytes:
         """Read up to ``amt`` bytes of the body, or all of it. Reading the
         last byte returns the connection to the pool before this returns."""
-        if amt is None or amt < 0:
-            chunks = [self._buffer]
-            self._buffer = b""
-            while not self._end_seen:
-                if not self._exchange.body_buffered and self._connection.direct_body_left():
-                    # The rest in one read into one buffer, after what came.
-                    chunks = [self._next_chunk(whole=True, prefix=b"".join(chunks))]
-                else:
-                    chunks.append(self._next_chunk())
+        try:
+            if amt is None or amt < 0:
+                chunks = [self._buffer]
+                self._buffer = b""
+                while not self._end_seen:
+                    if not self._exchange.body_buffered and self._connection.direct_body_left():
+                        # The rest in one read into one buffer, after what came.
+                        chunks = [self._next_chunk(whole=True, prefix=b"".join(chunks))]
+                    else:
+                        chunks.append(self._next_chunk())
+                self._finish_if_done()
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            while len(self._buffer) < amt and not self._end_seen:
+                self._buffer += self._next_chunk()
+            data, self._buffer = self._buffer[:amt], self._buffer[amt:]
             self._finish_if_done()
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        while len(self._buffer) < amt and not self._end_seen:
-            self._buffer += self._next_chunk()
-        data, self._buffer = self._buffer[:amt], self._buffer[amt:]
-        self._finish_if_done()
-        return data
+            return data
+        except PoolwatchError:
+            raise
+        except BaseException:
+            self._interrupted()
+            raise
 
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Iterate over the body, in chunks of ``chunk_size`` bytes (the last
@@ -71,14 +77,28 @@ class Response(ResponseHead):
     def read1(self, amt: int | None = None) -> bytes:
         """Read what has arrived, up to ``amt`` bytes, waiting only if nothing
         has: at most one read from the socket (``b""`` at the end)."""
-        if not self._buffer and not self._end_seen:
-            self._buffer = self._next_chunk()
-        if amt is None or amt < 0 or amt >= len(self._buffer):
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:amt], self._buffer[amt:]
-        self._finish_if_done()
-        return data
+        try:
+            if not self._buffer and not self._end_seen:
+                self._buffer = self._next_chunk()
+            if amt is None or amt < 0 or amt >= len(self._buffer):
+                data, self._buffer = self._buffer, b""
+            else:
+                data, self._buffer = self._buffer[:amt], self._buffer[amt:]
+            self._finish_if_done()
+            return data
+        except PoolwatchError:
+            raise
+        except BaseException:
+            self._interrupted()
+            raise
+
+    def _interrupted(self) -> None:
+        """A read stopped on an exception from outside poolwatch
+        (KeyboardInterrupt, or one a signal handler raised), perhaps with
+        bytes taken from the socket and not yet handed over: the body ends
+        closed early, and its connection is closed."""
+        self._buffer = b""
+        self._connection.interrupted(self._exchange)
 
     def _next_chunk(
         self, *, closing: bool = False, whole: bool = False, prefix: bytes = b""
@@ -152,7 +172,11 @@ class Response(ResponseHead):
         if exchange.state != BODY or exchange.leaked:
             return
         self._buffer = b""
-        saved = self._drain_on_close and (self._end_seen or self._drain())
+        try:
+            saved = self._drain_on_close and (self._end_seen or self._drain())
+        except BaseException:  # not a PoolwatchError: _drain() takes those
+            self._interrupted()
+            raise
         self._connection.finish_body(exchange, "closed_early", reuse=saved)
 
     def _drain(self) -> bool:

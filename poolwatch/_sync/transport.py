@@ -26,6 +26,7 @@ from .._exceptions import (
     NetworkError,
     PoolClosed,
     PoolTimeout,
+    PoolwatchError,
     ProxyError,
 )
 from .._leaks import OpenBody, capture_call_site
@@ -203,10 +204,10 @@ class Transport:
         while True:
             exchange = Exchange(request, limits, call_site, listener, self._events)
             conn = self._get_connection(exchange)
-            exchange.marks["got_conn"] = time.monotonic()
-            if self._listeners or listener is not None:
-                self._emit_got_conn(exchange, conn)
             try:
+                exchange.marks["got_conn"] = time.monotonic()
+                if self._listeners or listener is not None:
+                    self._emit_got_conn(exchange, conn)
                 conn.round_trip(exchange)
             except NetworkError as exc:
                 if retries >= MAX_RETRIES or not self._can_retry(exchange, exc):
@@ -216,6 +217,11 @@ class Transport:
                     conn.counters.retries += 1
                 self._emit("retry", conn, exchange, error=exc)
                 continue
+            except PoolwatchError:
+                raise
+            except BaseException:  # KeyboardInterrupt, a signal handler's exception
+                conn.interrupted(exchange)
+                raise
             return Response(exchange, drain_on_close=self.drain_on_close)
 
     def _emit_got_conn(self, exchange: Exchange, conn: Connection) -> None:
@@ -274,9 +280,16 @@ class Transport:
     ) -> Connection | None:
         """Wait for the pool to serve ``waiter`` (R12). Returns a connection,
         or ``None`` to try the checkout again."""
-        self._emit("pool_wait_start", None, exchange)
-        wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
-        woken = waiter_lock.acquire(timeout=wait)
+        try:
+            self._emit("pool_wait_start", None, exchange)
+            wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
+            woken = waiter_lock.acquire(timeout=wait)
+        except BaseException:  # interrupted: leave the queue
+            with self._lock:
+                self._waiter_locks.pop(waiter, None)
+                decision = self._pool.cancel_wait_locked(waiter, time.monotonic())
+            self._act(decision)
+            raise
         with self._lock:
             self._waiter_locks.pop(waiter, None)
             if not woken:
