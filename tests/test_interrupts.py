@@ -199,6 +199,29 @@ def test_interrupted_reading_the_body(
         assert t.request("GET", srv.url()).read() == b"hello world!\n"
 
 
+def test_interrupted_draining_on_close(
+    interrupter: Interrupter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``drain_on_close`` reads the rest of the body to save the connection;
+    interrupted there, it is closed instead."""
+    monkeypatch.setattr("poolwatch._sync.response.DRAIN_MAX_SECONDS", WAIT)  # not the limit here
+    gate = threading.Event()
+
+    def stall(request: h11.Request, body: bytes) -> Reply:
+        return Reply(body=stalling_body(interrupter, gate), chunked=True)
+
+    with http_server({"/stall": stall}) as srv, poolwatch.Transport(drain_on_close=True) as t:
+        resp = t.request("GET", srv.url("/stall"))
+        try:
+            with interrupter.armed(), pytest.raises(interrupter.kind):
+                resp.close()
+        finally:
+            gate.set()
+        stats = assert_at_rest(t)
+        assert (stats.bodies_closed_early, stats.bodies_drained_on_close) == (1, 0)
+        assert (stats.open_bodies, stats.open_connections) == (0, 0)
+
+
 def test_requests_session_interrupted(server: HTTPServer, interrupter: Interrupter) -> None:
     adapter = RequestsAdapter()
     adapter.transport.add_listener(interrupter.on("wrote_request"))
