@@ -9,6 +9,7 @@ import socket
 import ssl
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -45,7 +46,7 @@ from .exchange import AsyncExchange, wait_or_expire, wake, within
 from .response import AsyncResponse
 from .streams import NO_HANDSHAKE_TIMER, RecvBuffer, open_streams
 
-__all__ = ["AsyncTransport"]
+__all__ = ["AsyncTransport", "close_when_dropped"]
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 # Enough for a CONNECT answer in one read.
@@ -640,3 +641,33 @@ async def _tunnel_over_streams(streams: Streams, origin: Origin, proxy: Proxy) -
 def _tls_version(streams: Streams) -> str | None:
     tls = streams[1].get_extra_info("ssl_object")
     return tls.version() if tls is not None else None
+
+
+def close_when_dropped(owner: object, transport: AsyncTransport) -> None:
+    """Close ``transport`` on its event loop once ``owner``, which made it,
+    is garbage-collected without being closed (an ``httpx.AsyncClient``
+    dropped unclosed): its connections' worker tasks would otherwise keep
+    it, and their sockets, alive as long as the loop runs. The finaliser
+    may run on any thread, so it only schedules the close."""
+    weakref.finalize(owner, _close_on_its_loop, transport).atexit = False
+
+
+_closing: set[asyncio.Task[None]] = set()  # held until done: the loop keeps tasks weakly
+
+
+def _close_on_its_loop(transport: AsyncTransport) -> None:
+    loop = transport._loop
+    if loop is None or transport._closed:
+        return
+    try:
+        loop.call_soon_threadsafe(_start_closing, transport)
+    except RuntimeError:
+        pass  # the loop has closed, and its worker tasks with it
+
+
+def _start_closing(transport: AsyncTransport) -> None:
+    if transport._closed:
+        return
+    task = asyncio.ensure_future(transport.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)

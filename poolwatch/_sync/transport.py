@@ -55,7 +55,7 @@ from .streams import (
 from .wakeup import EventPool
 from .workers import WorkerPool, refuse_green_threads
 
-__all__ = ["ConnectionInfo", "Transport", "live_transports"]
+__all__ = ["ConnectionInfo", "Transport", "close_when_dropped", "live_transports"]
 
 # A reused connection the server closed under us fails before any response
 # byte; the retry goes to another connection, which may be stale too. Bound
@@ -573,6 +573,21 @@ def _start_afresh_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_start_afresh_in_child)
+
+
+def close_when_dropped(owner: object, transport: Transport) -> None:
+    """Close ``transport`` once ``owner``, which made it, is garbage-collected
+    without being closed (a ``requests.Session`` or ``httpx.Client`` dropped
+    unclosed). The transport's connections' workers hold it, so it would
+    otherwise live on with their threads and sockets. The close runs on a
+    thread of its own: a finaliser can run on any thread, even one inside
+    the transport's lock."""
+    weakref.finalize(owner, _close_in_background, transport).atexit = False
+
+
+def _close_in_background(transport: Transport) -> None:
+    if not transport._closed:
+        threading.Thread(target=transport.close, name="poolwatch-close", daemon=True).start()
 
 
 def live_transports() -> list[Transport]:
