@@ -27,6 +27,7 @@ class ResponseHead:
         "_end_seen",
         "_exchange",
         "_headers",
+        "_owner",
         "http_version",
         "method",
         "raw_headers",
@@ -35,10 +36,13 @@ class ResponseHead:
         "url",
     )
 
-    def __init__(self, exchange: Exchange, drain_on_close: bool) -> None:
+    def __init__(self, exchange: Exchange, drain_on_close: bool, owner: object) -> None:
         head = exchange.head
         assert head is not None and exchange.connection is not None
         self._exchange = exchange
+        # The transport's handle, kept alive while the response is, as
+        # urllib3's and httpcore's responses keep their pool.
+        self._owner = owner
         self._connection: Any = exchange.connection
         self._drain_on_close = drain_on_close
         self._buffer = b""

@@ -34,8 +34,10 @@ class AsyncResponse(ResponseHead):
     _connection: AsyncConnection
     _exchange: AsyncExchange
 
-    def __init__(self, exchange: AsyncExchange, *, drain_on_close: bool = False) -> None:
-        super().__init__(exchange, drain_on_close)
+    def __init__(
+        self, exchange: AsyncExchange, *, drain_on_close: bool = False, owner: object = None
+    ) -> None:
+        super().__init__(exchange, drain_on_close, owner)
         self._loop = exchange.head_ready.get_loop()
 
     # -- reading -------------------------------------------------------------

@@ -9,14 +9,16 @@ import socket
 import ssl
 import sys
 import threading
-import weakref
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from typing_extensions import Self
+
 from .._core.book import Book, ConnectionInfo, can_retry, emit
 from .._core.exchange import RECV_SIZE
 from .._core.failures import connect_error, dial_error
+from .._core.handle import new_handle
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.socks import SocksError, SocksHandshake
 from .._core.stats import PoolStats
@@ -46,7 +48,7 @@ from .exchange import AsyncExchange, wait_or_expire, wake, within
 from .response import AsyncResponse
 from .streams import NO_HANDSHAKE_TIMER, RecvBuffer, open_streams
 
-__all__ = ["AsyncTransport", "close_when_dropped"]
+__all__ = ["AsyncTransport"]
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 # Enough for a CONNECT answer in one read.
@@ -65,7 +67,16 @@ class AsyncTransport:
     Cancelling a request while it waits for the pool or a connection leaves
     the pool as it was; cancelling it after its first byte was written, or
     while its body is read, closes its connection.
+
+    Close it when done (``async with`` does). One garbage-collected
+    unclosed, with no response of it still held, is closed then, on its
+    event loop.
     """
+
+    _core: AsyncTransport  # what connections hold (see poolwatch._core.handle)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        return new_handle(cls, _close_on_its_loop)
 
     def __init__(
         self,
@@ -122,7 +133,7 @@ class AsyncTransport:
         self._listeners: tuple[Listener, ...] = ()
         # Every connection's reads land here first (on the loop, one at a time).
         self._recv_buffer = RecvBuffer(RECV_SIZE)
-        _live_transports.add(self)  # type: ignore[arg-type]
+        _live_transports.add(self._core)  # type: ignore[arg-type]
         self._prepared = PreparedRequests()  # heads of requests made before
 
     def _loop_now(self) -> asyncio.AbstractEventLoop:
@@ -187,7 +198,7 @@ class AsyncTransport:
                     conn.counters.retries += 1
                 self._emit("retry", conn, exchange, error=exc)
                 continue
-            return AsyncResponse(exchange, drain_on_close=self.drain_on_close)
+            return AsyncResponse(exchange, drain_on_close=self.drain_on_close, owner=self)
 
     def _emit_got_conn(self, exchange: AsyncExchange, conn: AsyncConnection) -> None:
         was_idle = exchange.was_idle
@@ -290,7 +301,7 @@ class AsyncTransport:
                 decision = self._pool.discard_locked(origin)
             self._act(decision)
             raise
-        conn = AsyncConnection(self, origin, streams, tls_version)
+        conn = AsyncConnection(self._core, origin, streams, tls_version)
         with self._lock:
             closed = self._closed
             if not closed:
@@ -643,19 +654,13 @@ def _tls_version(streams: Streams) -> str | None:
     return tls.version() if tls is not None else None
 
 
-def close_when_dropped(owner: object, transport: AsyncTransport) -> None:
-    """Close ``transport`` on its event loop once ``owner``, which made it,
-    is garbage-collected without being closed (an ``httpx.AsyncClient``
-    dropped unclosed): its connections' worker tasks would otherwise keep
-    it, and their sockets, alive as long as the loop runs. The finaliser
-    may run on any thread, so it only schedules the close."""
-    weakref.finalize(owner, _close_on_its_loop, transport).atexit = False
-
-
 _closing: set[asyncio.Task[None]] = set()  # held until done: the loop keeps tasks weakly
 
 
 def _close_on_its_loop(transport: AsyncTransport) -> None:
+    """Close a transport dropped unclosed (see :mod:`poolwatch._core.handle`)
+    on its event loop. The finaliser that calls this may run on any thread,
+    so it only schedules the close."""
     loop = transport._loop
     if loop is None or transport._closed:
         return

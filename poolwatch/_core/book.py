@@ -159,8 +159,10 @@ class Book(Generic[C]):
                 # The event loop is going away under a body nobody drained or
                 # closed: its owner left it open, a leak (R6).
                 self.end_body_locked(exchange, "leaked")
-            elif exchange.state == BODY and (
-                not exchange.body_buffered or conn.close_reason == "transport_closed"
+            elif (
+                exchange.state == BODY
+                and not exchange.leaked  # counted by whoever it was handed to (R6)
+                and (not exchange.body_buffered or conn.close_reason == "transport_closed")
             ):
                 # A body that arrived whole outlives a server's close (its
                 # owner decides its outcome), not the transport's (R14).

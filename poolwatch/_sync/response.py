@@ -32,8 +32,10 @@ class Response(ResponseHead):
     _connection: Connection
     _exchange: Exchange
 
-    def __init__(self, exchange: Exchange, *, drain_on_close: bool = False) -> None:
-        super().__init__(exchange, drain_on_close)
+    def __init__(
+        self, exchange: Exchange, *, drain_on_close: bool = False, owner: object = None
+    ) -> None:
+        super().__init__(exchange, drain_on_close, owner)
 
     # -- reading -------------------------------------------------------------
 

@@ -14,9 +14,12 @@ from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import Any
 
+from typing_extensions import Self
+
 from .._core.book import Book, ConnectionInfo, can_retry, emit
 from .._core.exchange import BODY
 from .._core.failures import connect_error, dial_error
+from .._core.handle import new_handle
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.stats import Counters, PoolStats
 from .._events import Listener
@@ -55,7 +58,7 @@ from .streams import (
 from .wakeup import EventPool
 from .workers import WorkerPool, refuse_green_threads
 
-__all__ = ["ConnectionInfo", "Transport", "close_when_dropped", "live_transports"]
+__all__ = ["ConnectionInfo", "Transport", "live_transports"]
 
 # A reused connection the server closed under us fails before any response
 # byte; the retry goes to another connection, which may be stale too. Bound
@@ -81,7 +84,15 @@ class Transport:
     With ``uds``, every connection goes to that Unix socket instead of the
     host in the URL (which still gives the ``Host`` header and the TLS
     server name); stats key its origins ``"http://host:port via unix:PATH"``.
+
+    Close it when done (``with`` does). One garbage-collected unclosed,
+    with no response of it still held, is closed then.
     """
+
+    _core: Transport  # what connections hold (see poolwatch._core.handle)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        return new_handle(cls, _close_in_background)
 
     def __init__(
         self,
@@ -141,7 +152,7 @@ class Transport:
         self._workers = WorkerPool(events=self._events)  # threads for the connections' workers
         self._prepared = PreparedRequests()  # heads of requests made before
         self._listeners: tuple[Listener, ...] = ()
-        _live_transports.add(self)
+        _live_transports.add(self._core)
 
     def _start_afresh_after_fork(self) -> None:
         """In a child process just forked (one thread, in the fork handler):
@@ -222,7 +233,7 @@ class Transport:
             except BaseException:  # KeyboardInterrupt, a signal handler's exception
                 conn.interrupted(exchange)
                 raise
-            return Response(exchange, drain_on_close=self.drain_on_close)
+            return Response(exchange, drain_on_close=self.drain_on_close, owner=self)
 
     def _emit_got_conn(self, exchange: Exchange, conn: Connection) -> None:
         was_idle = exchange.was_idle
@@ -324,7 +335,7 @@ class Transport:
                 decision = self._pool.discard_locked(origin)
             self._act(decision)
             raise
-        conn = Connection(self, origin, streams, tls)
+        conn = Connection(self._core, origin, streams, tls)
         with self._lock:
             closed = self._closed
             if not closed:
@@ -575,17 +586,10 @@ if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_start_afresh_in_child)
 
 
-def close_when_dropped(owner: object, transport: Transport) -> None:
-    """Close ``transport`` once ``owner``, which made it, is garbage-collected
-    without being closed (a ``requests.Session`` or ``httpx.Client`` dropped
-    unclosed). The transport's connections' workers hold it, so it would
-    otherwise live on with their threads and sockets. The close runs on a
-    thread of its own: a finaliser can run on any thread, even one inside
-    the transport's lock."""
-    weakref.finalize(owner, _close_in_background, transport).atexit = False
-
-
 def _close_in_background(transport: Transport) -> None:
+    """Close a transport dropped unclosed (see :mod:`poolwatch._core.handle`),
+    on a thread of its own: a finaliser may run on any thread, even one
+    inside the transport's lock."""
     if not transport._closed:
         threading.Thread(target=transport.close, name="poolwatch-close", daemon=True).start()
 

@@ -28,13 +28,12 @@ from .. import _events as pw_events
 from .. import _exceptions as pw
 from .._async.response import AsyncResponse
 from .._async.transport import AsyncTransport
-from .._async.transport import close_when_dropped as close_async_when_dropped
 from .._core.stats import PoolStats
 from .._events import Listener
 from .._leaks import skip_module_directory
 from .._models import BodyTypes, Proxy, Timeout, parse_proxy
 from .._sync.response import Response
-from .._sync.transport import Transport, close_when_dropped
+from .._sync.transport import Transport
 
 __all__ = ["DEFAULT_LIMITS", "AsyncHTTPXTransport", "HTTPXTransport"]
 
@@ -299,15 +298,10 @@ def httpx_response(
 
 
 class _ResponseStream(httpx.SyncByteStream):
-    def __init__(
-        self, response: Response, request: httpx.Request, trace: Trace | None, owner: object
-    ) -> None:
+    def __init__(self, response: Response, request: httpx.Request, trace: Trace | None) -> None:
         self._response = response
         self._request = request
         self._trace = trace
-        # The adapter, kept alive while its response is (as httpcore's pool
-        # is): dropped unclosed, it closes the transport it made.
-        self._owner = owner
         self.whole = False  # the body in one piece: httpx reads all of it
 
     def __iter__(self) -> Iterator[bytes]:
@@ -374,7 +368,6 @@ class HTTPXTransport(httpx.BaseTransport):
                 socket_options=socket_options,
             )
             transport = Transport(**options)
-            close_when_dropped(self, transport)
         self.transport = transport
         self.retries = retries
         self.proxy = _proxy_url(proxy)
@@ -403,7 +396,7 @@ class HTTPXTransport(httpx.BaseTransport):
                 "http11.receive_response_headers.complete",
                 {"return_value": response_head(response)},
             )
-        return httpx_response(response, _ResponseStream(response, request, trace, self))
+        return httpx_response(response, _ResponseStream(response, request, trace))
 
     def close(self) -> None:
         """Close the poolwatch transport."""
@@ -445,16 +438,11 @@ class _TraceBuffer:
 
 class _AsyncResponseStream(httpx.AsyncByteStream):
     def __init__(
-        self,
-        response: AsyncResponse,
-        request: httpx.Request,
-        trace: _TraceBuffer | None,
-        owner: object,
+        self, response: AsyncResponse, request: httpx.Request, trace: _TraceBuffer | None
     ) -> None:
         self._response = response
         self._request = request
         self._trace = trace
-        self._owner = owner  # as for _ResponseStream
         self.whole = False  # the body in one piece: httpx reads all of it
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -522,7 +510,6 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
                 socket_options=socket_options,
             )
             transport = AsyncTransport(**options)
-            close_async_when_dropped(self, transport)
         self.transport = transport
         self.retries = retries
         self.proxy = _proxy_url(proxy)
@@ -550,7 +537,7 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
         if trace is not None:
             head = {"return_value": response_head(response)}
             await trace.flush(("http11.receive_response_headers.complete", head))
-        return httpx_response(response, _AsyncResponseStream(response, request, trace, self))
+        return httpx_response(response, _AsyncResponseStream(response, request, trace))
 
     async def aclose(self) -> None:
         """Close the poolwatch transport."""

@@ -51,7 +51,7 @@ from .._exceptions import (
 from .._leaks import skip_module_directory
 from .._models import BodyTypes, Proxy, Timeout, parse_proxy
 from .._sync.response import Response
-from .._sync.transport import Transport, close_when_dropped
+from .._sync.transport import Transport
 from ._retry import (
     PoolName,
     as_urllib3_error,
@@ -319,8 +319,6 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         self._pool_block = pool_block
         self._own_transport = transport is None
         self.transport = transport if transport is not None else self._make_transport()
-        if self._own_transport:
-            close_when_dropped(self, self.transport)
         self._contexts: dict[tuple[Any, Any], ssl.SSLContext] = {}
         self._timeouts: dict[tuple[Any, Timeout], Timeout] = {}
 
@@ -340,7 +338,6 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
             setattr(self, name, value)
         self._own_transport = True
         self.transport = self._make_transport()
-        close_when_dropped(self, self.transport)
         self._contexts = {}
         self._timeouts = {}
 
