@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 from typing import Any
 
@@ -184,3 +185,15 @@ def test_dropped_with_a_body_left_open_the_body_counts_as_leaked(server: HTTPSer
     stats = core.stats()
     assert (stats.bodies_leaked, stats.bodies_errored, stats.open_connections) == (1, 0, 0)
     assert stats.invariant_violations() == []
+
+
+@pytest.mark.parametrize("cls", [poolwatch.Transport, poolwatch.AsyncTransport])
+def test_a_transport_that_failed_to_construct_has_nothing_to_close(
+    cls: type[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(ValueError, match="max_connections"):
+        cls(max_connections=0)
+    collect_garbage()
+    assert unraisable == []

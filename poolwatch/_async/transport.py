@@ -18,7 +18,7 @@ from typing_extensions import Self
 from .._core.book import Book, ConnectionInfo, can_retry, emit
 from .._core.exchange import RECV_SIZE
 from .._core.failures import connect_error, dial_error
-from .._core.handle import new_handle
+from .._core.handle import close_when_dropped, new_handle
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.socks import SocksError, SocksHandshake
 from .._core.stats import PoolStats
@@ -76,7 +76,7 @@ class AsyncTransport:
     _core: AsyncTransport  # what connections hold (see poolwatch._core.handle)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
-        return new_handle(cls, _close_on_its_loop)
+        return new_handle(cls)
 
     def __init__(
         self,
@@ -133,8 +133,9 @@ class AsyncTransport:
         self._listeners: tuple[Listener, ...] = ()
         # Every connection's reads land here first (on the loop, one at a time).
         self._recv_buffer = RecvBuffer(RECV_SIZE)
-        _live_transports.add(self._core)  # type: ignore[arg-type]
         self._prepared = PreparedRequests()  # heads of requests made before
+        _live_transports.add(self._core)  # type: ignore[arg-type]
+        close_when_dropped(self, _close_on_its_loop)
 
     def _loop_now(self) -> asyncio.AbstractEventLoop:
         """The running loop, which must be the transport's own while that

@@ -19,19 +19,24 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["new_handle"]
+__all__ = ["close_when_dropped", "new_handle"]
 
 T = TypeVar("T")
 
 
-def new_handle(cls: type[T], on_dropped: Callable[[T], None]) -> T:
+def new_handle(cls: type[T]) -> T:
     """A new, uninitialised instance of ``cls`` for the caller, whose
-    attributes are those of its core (its ``_core`` attribute). Once the
-    handle is garbage-collected, ``on_dropped(core)`` runs, on whatever
-    thread the collector ran (not at interpreter exit)."""
+    attributes are those of its core (its ``_core`` attribute)."""
     handle: Any = object.__new__(cls)
     core: Any = object.__new__(cls)
     handle.__dict__ = core.__dict__
     core._core = core
-    weakref.finalize(handle, on_dropped, core).atexit = False
     return handle  # type: ignore[no-any-return]
+
+
+def close_when_dropped(handle: Any, close: Callable[[Any], None]) -> None:
+    """Once ``handle`` is garbage-collected, run ``close(core)``, on
+    whatever thread the collector ran (not at interpreter exit). Called at
+    the end of ``__init__``: a transport whose construction failed has
+    nothing to close."""
+    weakref.finalize(handle, close, handle._core).atexit = False

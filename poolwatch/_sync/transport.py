@@ -19,7 +19,7 @@ from typing_extensions import Self
 from .._core.book import Book, ConnectionInfo, can_retry, emit
 from .._core.exchange import BODY
 from .._core.failures import connect_error, dial_error
-from .._core.handle import new_handle
+from .._core.handle import close_when_dropped, new_handle
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.stats import Counters, PoolStats
 from .._events import Listener
@@ -92,7 +92,7 @@ class Transport:
     _core: Transport  # what connections hold (see poolwatch._core.handle)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
-        return new_handle(cls, _close_in_background)
+        return new_handle(cls)
 
     def __init__(
         self,
@@ -153,6 +153,7 @@ class Transport:
         self._prepared = PreparedRequests()  # heads of requests made before
         self._listeners: tuple[Listener, ...] = ()
         _live_transports.add(self._core)
+        close_when_dropped(self, _close_in_background)
 
     def _start_afresh_after_fork(self) -> None:
         """In a child process just forked (one thread, in the fork handler):
