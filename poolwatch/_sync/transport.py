@@ -591,8 +591,13 @@ def _close_in_background(transport: Transport) -> None:
     """Close a transport dropped unclosed (see :mod:`poolwatch._core.handle`),
     on a thread of its own: a finaliser may run on any thread, even one
     inside the transport's lock."""
-    if not transport._closed:
-        threading.Thread(target=transport.close, name="poolwatch-close", daemon=True).start()
+    if transport._closed:
+        return
+    closer = threading.Thread(target=transport.close, name="poolwatch-close", daemon=True)
+    try:
+        closer.start()
+    except RuntimeError:
+        pass  # no thread to be had (the interpreter is exiting): the workers die with it
 
 
 def live_transports() -> list[Transport]:
