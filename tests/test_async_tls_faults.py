@@ -5,6 +5,7 @@ working pool as over plain TCP."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -229,6 +230,10 @@ def test_idle_timeout(ca: trustme.CA) -> None:
         run(lambda: main(origin))
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="on 3.10 a cancellation as the wait completes can be lost (README)",
+)
 def test_cancelled_as_the_handshake_completes(
     ca: trustme.CA, https_server: TLSServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
