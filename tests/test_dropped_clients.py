@@ -197,3 +197,15 @@ def test_a_transport_that_failed_to_construct_has_nothing_to_close(
         cls(max_connections=0)
     collect_garbage()
     assert unraisable == []
+
+
+@pytest.mark.parametrize("cls", [poolwatch.Transport, poolwatch.AsyncTransport])
+def test_the_handle_and_the_core_share_every_attribute(cls: type[Any]) -> None:
+    handle = cls()
+    core = handle._core
+    assert core is not handle and core.__dict__ is handle.__dict__
+    handle.set_on_handle = 1
+    core.set_on_core = 2
+    assert (core.set_on_handle, handle.set_on_core) == (1, 2)
+    del handle, core
+    collect_garbage()

@@ -29,8 +29,11 @@ def new_handle(cls: type[T]) -> T:
     attributes are those of its core (its ``_core`` attribute)."""
     handle: Any = object.__new__(cls)
     core: Any = object.__new__(cls)
-    handle.__dict__ = core.__dict__
-    core._core = core
+    # A new dictionary for both, never one an instance made for itself: from
+    # Python 3.13 that one can hold its values inside its instance.
+    shared = {"_core": core}
+    handle.__dict__ = shared
+    core.__dict__ = shared
     return handle  # type: ignore[no-any-return]
 
 
