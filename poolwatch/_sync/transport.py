@@ -3,6 +3,7 @@ reader and a writer thread (R1-R14, R18)."""
 
 from __future__ import annotations
 
+import codecs
 import os
 import socket
 import ssl
@@ -573,6 +574,12 @@ class Transport:
 
 
 _live_transports: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+# getaddrinfo() encodes host names with the idna codec, which Python imports
+# on its first use. Looked up now, on import: a fork() while another thread
+# is importing it leaves the child's own name lookups waiting for ever on
+# that import's lock.
+codecs.lookup("idna")
 
 
 def _start_afresh_in_child() -> None:
