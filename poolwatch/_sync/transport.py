@@ -140,21 +140,25 @@ class Transport:
         self._source_address = None if local_address is None else (local_address, 0)
         self.uds = uds  # connect to this Unix socket instead of each origin's host
         self._tls_context = ssl_context  # made on the first https dial if None
+        self._closed = False  # pool lock
+        self._start_empty()
+        self._prepared = PreparedRequests()  # heads of requests made before
+        self._listeners: tuple[Listener, ...] = ()
+        _live_transports.add(self._core)
+        close_when_dropped(self, _close_in_background)
+
+    def _start_empty(self) -> None:
+        """An empty pool, with its lock, stats and workers."""
         self._lock = threading.Lock()
         self._pool: PoolState[Connection] = PoolState(self.limits)
         self._book: Book[Connection] = Book(self._pool)  # pool lock
         self._waiter_locks: dict[Waiter[Connection], threading.Lock] = {}  # pool lock
-        self._closed = False  # pool lock
         # Bodies dropped after their reader may have exited (R6): queued by the
         # finaliser, which may run inside the pool lock and so takes none.
         self._late_leaks: SimpleQueue[tuple[Connection, Exchange]] = SimpleQueue()
         # What callers wait for their heads on, and parked workers for a job.
         self._events = EventPool()
         self._workers = WorkerPool(events=self._events)  # threads for the connections' workers
-        self._prepared = PreparedRequests()  # heads of requests made before
-        self._listeners: tuple[Listener, ...] = ()
-        _live_transports.add(self._core)
-        close_when_dropped(self, _close_in_background)
 
     def _start_afresh_after_fork(self) -> None:
         """In a child process just forked (one thread, in the fork handler):
@@ -167,13 +171,7 @@ class Transport:
         read in the child."""
         for conn in list(self._book.live):
             conn.forget_after_fork()
-        self._lock = threading.Lock()
-        self._pool = PoolState(self.limits)
-        self._book = Book(self._pool)
-        self._waiter_locks = {}
-        self._late_leaks = SimpleQueue()
-        self._events = EventPool()
-        self._workers = WorkerPool(events=self._events)
+        self._start_empty()
 
     # -- the request API -------------------------------------------------------
 
