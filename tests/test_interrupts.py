@@ -9,6 +9,7 @@ test controls (from a listener, or from the server as it stalls)."""
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from collections.abc import Iterator
@@ -255,3 +256,38 @@ def test_httpx_client_interrupted_streaming(interrupter: Interrupter) -> None:
         stats = assert_at_rest(adapter.transport)
         assert (stats.bodies_closed_early, stats.open_connections) == (1, 0)
         assert client.get(srv.url()).text == "hello world!\n"
+
+
+def test_interrupted_close_is_finished_when_the_transport_is_dropped(
+    server: HTTPServer, interrupter: Interrupter
+) -> None:
+    """close() waits for each worker to exit, here for one held up in a
+    listener; interrupted there, it is finished when the transport is
+    garbage-collected (and the test's check finds no thread or eventfd
+    left behind)."""
+    gate = threading.Event()
+
+    def hold_up(event: poolwatch.Event) -> None:
+        if event.name == "conn_closed":
+            interrupter.go.set()
+            gate.wait(WAIT)
+
+    t = poolwatch.Transport()
+    core = t._core
+    t.add_listener(hold_up)
+    assert t.request("GET", server.url()).read() == b"hello world!\n"
+    try:
+        with interrupter.armed(), pytest.raises(interrupter.kind):
+            t.close()
+    finally:
+        gate.set()
+    with pytest.raises(poolwatch.PoolClosed):
+        t.request("GET", server.url())
+    del t
+    gc.collect()
+    for thread in threading.enumerate():
+        if thread.name == "poolwatch-close":
+            thread.join(WAIT)
+    assert core._close_finished
+    stats = assert_at_rest(core)
+    assert (stats.open_connections, stats.workers_alive) == (0, 0)

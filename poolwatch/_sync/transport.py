@@ -141,6 +141,7 @@ class Transport:
         self.uds = uds  # connect to this Unix socket instead of each origin's host
         self._tls_context = ssl_context  # made on the first https dial if None
         self._closed = False  # pool lock
+        self._close_finished = False  # close() ran to its end
         self._start_empty()
         self._prepared = PreparedRequests()  # heads of requests made before
         self._listeners: tuple[Listener, ...] = ()
@@ -558,6 +559,7 @@ class Transport:
         self._workers.close()
         self._events.close()
         self._settle_late_leaks()
+        self._close_finished = True
 
     def __enter__(self) -> Transport:
         return self
@@ -595,8 +597,9 @@ if hasattr(os, "register_at_fork"):  # not on Windows
 def _close_in_background(transport: Transport) -> None:
     """Close a transport dropped unclosed (see :mod:`poolwatch._core.handle`),
     on a thread of its own: a finaliser may run on any thread, even one
-    inside the transport's lock."""
-    if transport._closed:
+    inside the transport's lock. A close that was interrupted (Ctrl-C while
+    it waited for a worker) is finished."""
+    if transport._close_finished:
         return
     closer = threading.Thread(target=transport.close, name="poolwatch-close", daemon=True)
     try:
