@@ -193,7 +193,14 @@ def _send(session: requests.Session, case: Case, url: str) -> dict[str, Any]:
         resp = session.request(case.method, url, data=case.body(), timeout=case.timeout)
     except rexc.RequestException as exc:
         return _error(exc)
-    return {"status": resp.status_code, "content": resp.content}
+    history = resp.raw.retries.history
+    return {
+        "status": resp.status_code,
+        "content": resp.content,
+        # What code reads to see the attempts retried, and what was asked for.
+        "retried": [(h.method, h.url, type(h.error), h.status) for h in history],
+        "raw_url": resp.raw.url,
+    }
 
 
 @contextmanager
@@ -230,7 +237,13 @@ CASES = [
         "busy",
         2,
         no_backoff(total=3, status_forcelist=[503]),
-        {"status": 200, "content": b"ok\n", "hits": 3, "connections": 1},
+        {
+            "status": 200,
+            "content": b"ok\n",
+            "hits": 3,
+            "connections": 1,
+            "retried": [("GET", "/", type(None), 503)] * 2,
+        },
     ),
     Case(
         "status-retry-after-respected",

@@ -402,7 +402,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 retries = _count_error(retries, exc, request, pool, target)
                 retries.sleep()
             else:
-                raw = _raw_response(response, request, url)
+                raw = _raw_response(response, request, target)
                 retry_after = bool(raw.headers.get("Retry-After"))
                 if not retries.is_retry(request.method or "GET", raw.status, retry_after):
                     break
@@ -414,6 +414,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 retries.sleep(raw)
             if body_position is not None:
                 rewind_body(cast("IO[str]", request.body), body_position)
+        raw.retries = retries  # as urllib3's: its history lists the attempts retried
         return requests.adapters.HTTPAdapter.build_response(self, request, raw)  # type: ignore[arg-type]
 
     def _limits(
@@ -446,9 +447,10 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
 
 
 def _raw_response(
-    response: Response, request: requests.PreparedRequest, url: str
+    response: Response, request: requests.PreparedRequest, target: str
 ) -> _HTTPResponse:
-    """poolwatch's response as the urllib3 response ``HTTPAdapter`` builds on."""
+    """poolwatch's response as the urllib3 response ``HTTPAdapter`` builds
+    on; ``target`` is what urllib3 was asked for (its ``url``)."""
     raw = _HTTPResponse(
         body=_Body(response),
         headers=response.headers,
@@ -460,7 +462,7 @@ def _raw_response(
         decode_content=False,
         original_response=_OriginalResponse(response),  # type: ignore[arg-type]
         request_method=request.method,
-        request_url=url,
+        request_url=target,
         enforce_content_length=True,
     )
     raw._poolwatch = response
