@@ -341,7 +341,7 @@ class ClientProtocol:
             event = self._h11.next_event()
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
-                    raise h11.RemoteProtocolError("101 Switching Protocols to a plain request")
+                    raise h11.RemoteProtocolError(self._switch_refused())
                 if event.status_code == 100 and exchange.request.expects_continue:
                     exchange.continue_received()
                 continue
@@ -350,6 +350,15 @@ class ClientProtocol:
             if isinstance(event, h11.Response):
                 return event
             raise h11.RemoteProtocolError(f"unexpected {event!r} before the response head")
+
+    def _switch_refused(self) -> str:
+        if self._h11.our_state is not h11.SWITCHED_PROTOCOL:  # Upgrade not asked for
+            return "101 Switching Protocols to a plain request"
+        return (
+            "101 Switching Protocols, as the request's Upgrade header asked: "
+            "poolwatch does not hand a connection over to another protocol "
+            "(such as WebSocket); make that request with another transport"
+        )
 
     def check_head(self, exchange: Exchange, head: Head) -> bool:
         """Whether ``head`` has no body (R7); for one without, checks that
