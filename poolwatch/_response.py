@@ -100,6 +100,17 @@ class ResponseHead:
         """The id of the connection the response came on."""
         return int(self._connection.id)
 
+    def get_extra_info(self, name: str) -> Any:
+        """What the connection this response came on tells, by the names
+        of httpcore's network streams: ``"server_addr"`` and
+        ``"client_addr"`` (the socket's addresses: the proxy's, through a
+        proxy), ``"socket"``, ``"ssl_object"`` (the TLS session, ``None``
+        over plain TCP) and ``"is_readable"``. Once the connection is
+        closed, each is ``None`` (``"is_readable"``: ``True``, the end), as
+        is any other name. Reading or writing the socket yourself would
+        disturb the connection's workers."""
+        return self._connection.extra_info(name)
+
     def __del__(self) -> None:
         self.report_leak(stacklevel=3)
 

@@ -52,6 +52,7 @@ from .._core.failures import (
     read_failed,
     write_error,
 )
+from .._core.netinfo import socket_info
 from .._core.wire import Head
 from .._exceptions import (
     PoolwatchError,
@@ -412,6 +413,15 @@ class AsyncConnection:
             # the stream went with it.
             if not self._loop.is_closed():
                 raise
+
+    def extra_info(self, name: str) -> Any:
+        """See :meth:`poolwatch.Response.get_extra_info`."""
+        if self.closing:
+            return socket_info(name, None, None)
+        writer = self._writer
+        return socket_info(
+            name, writer.get_extra_info("socket"), writer.get_extra_info("ssl_object")
+        )
 
     async def wait_closed(self) -> None:
         """Wait for both workers to exit (never from a worker)."""

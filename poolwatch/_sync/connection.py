@@ -84,6 +84,7 @@ from .._core.failures import (
     read_failed,
     write_error,
 )
+from .._core.netinfo import socket_info
 from .._core.wire import Head
 from .._events import Listener
 from .._exceptions import (
@@ -180,10 +181,12 @@ class Connection:
         origin: Origin,
         streams: tuple[ReadStream, WriteStream],
         tls: TLSSession | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.id = next(Connection._ids)
         self.origin = origin
         self.tls = tls
+        self._sock = sock  # the TCP socket under the streams, for extra_info()
         self._transport = transport
         self.counters: Counters = transport._book.counters_for(origin)
         # The reader's stream, and the body owner's while the reader is parked.
@@ -479,6 +482,12 @@ class Connection:
     def _on_worker(self) -> bool:
         """Whether the calling thread is one of this connection's workers."""
         return any(job is not None and job.is_current() for job in (self._reader, self._writer))
+
+    def extra_info(self, name: str) -> Any:
+        """See :meth:`poolwatch.Response.get_extra_info`."""
+        if self.closing:
+            return socket_info(name, None, None)
+        return socket_info(name, self._sock, None if self.tls is None else self.tls.tls)
 
     def join(self) -> None:
         """Wait for both workers to finish this connection (never from a

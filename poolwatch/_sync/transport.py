@@ -330,13 +330,13 @@ class Transport:
         request = exchange.request
         origin = request.origin
         try:
-            streams, tls = self._open_streams(exchange)
+            streams, tls, sock = self._open_streams(exchange)
         except BaseException:
             with self._lock:
                 decision = self._pool.discard_locked(origin)
             self._act(decision)
             raise
-        conn = Connection(self._core, origin, streams, tls)
+        conn = Connection(self._core, origin, streams, tls, sock)
         with self._lock:
             closed = self._closed
             if not closed:
@@ -353,8 +353,9 @@ class Transport:
 
     def _open_streams(
         self, exchange: Exchange
-    ) -> tuple[tuple[ReadStream, WriteStream], TLSSession | None]:
-        """Connect (and for https, handshake) on the caller's thread."""
+    ) -> tuple[tuple[ReadStream, WriteStream], TLSSession | None, socket.socket]:
+        """Connect (and for https, handshake) on the caller's thread: the
+        workers' streams, the TLS session if any, and the TCP socket."""
         request = exchange.request
         origin = request.origin
         connect = exchange.timeout.connect
@@ -394,10 +395,10 @@ class Transport:
                 proxy_context = proxy.ssl_context or origin.ssl_context or self._ssl_context()
                 if origin.scheme != "https":  # absolute-form requests over TLS
                     reader, writer, session = open_tls(sock, proxy_context, proxy.host)
-                    return (reader, writer), session
+                    return (reader, writer), session, sock
                 raw = open_tls_socket(sock, proxy_context, proxy.host)
             if origin.scheme != "https":
-                return open_plain(sock), None
+                return open_plain(sock), None, sock
             if proxy is not None and not proxy.is_socks():
                 stage = f"CONNECT through proxy {proxy} failed"
                 open_tunnel(raw, origin.host, origin.port, proxy.authorization)
@@ -407,7 +408,7 @@ class Transport:
             reader, writer, session = open_tls(raw, context, origin.host)
             exchange.marks["tls_done"] = time.monotonic()
             self._emit("tls_handshake_done", None, exchange, version=session.version)
-            return (reader, writer), session
+            return (reader, writer), session, sock
         except BaseException as exc:
             sock.close()
             error = dial_error(exchange, exc, isinstance(exc, TimeoutError), stage)

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
+import httpcore
 import httpx
 
 from .. import _events as pw_events
@@ -279,10 +280,60 @@ class _HTTPXResponse(httpx.Response):
         self.__dict__["stream"] = value
 
 
+_NOT_OFFERED = (
+    "poolwatch's connections are read and written by their own workers: "
+    "network_stream only answers get_extra_info()"
+)
+
+
+class _NetworkStream(httpcore.NetworkStream):
+    """The ``network_stream`` extension: what the connection tells through
+    ``get_extra_info()`` (see :meth:`poolwatch.Response.get_extra_info`)."""
+
+    def __init__(self, response: Response | AsyncResponse) -> None:
+        self._response = response
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._response.get_extra_info(info)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        raise NotImplementedError(_NOT_OFFERED)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        raise NotImplementedError(_NOT_OFFERED)
+
+    def close(self) -> None:
+        raise NotImplementedError(_NOT_OFFERED)
+
+
+class _AsyncNetworkStream(httpcore.AsyncNetworkStream):
+    """As :class:`_NetworkStream`, for the async transport."""
+
+    def __init__(self, response: Response | AsyncResponse) -> None:
+        self._response = response
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._response.get_extra_info(info)
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        raise NotImplementedError(_NOT_OFFERED)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        raise NotImplementedError(_NOT_OFFERED)
+
+    async def aclose(self) -> None:
+        raise NotImplementedError(_NOT_OFFERED)
+
+
 def httpx_response(
     response: Response | AsyncResponse, stream: _ResponseStream | _AsyncResponseStream
 ) -> httpx.Response:
     """The httpx response for a poolwatch one, its body streaming from ``stream``."""
+    network = (
+        _NetworkStream(response)
+        if isinstance(stream, _ResponseStream)
+        else _AsyncNetworkStream(response)
+    )
     result = _HTTPXResponse(
         status_code=response.status,
         headers=response.raw_headers,
@@ -290,6 +341,7 @@ def httpx_response(
         extensions={
             "http_version": response.http_version.encode("ascii"),
             "reason_phrase": response.reason.encode("latin-1"),
+            "network_stream": network,
             "poolwatch_response": response,
         },
     )
