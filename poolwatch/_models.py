@@ -14,7 +14,7 @@ import socket
 import ssl
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import IO, NamedTuple, TypeAlias, cast
+from typing import IO, NamedTuple, TypeAlias, TypeGuard, cast
 from urllib.parse import unquote, urlsplit
 
 import h11
@@ -29,7 +29,15 @@ from ._core.wire import (
 )
 from ._exceptions import InvalidURL, LocalProtocolError
 
-__all__ = ["Origin", "PreparedRequests", "Proxy", "Request", "Timeout", "parse_proxy"]
+__all__ = [
+    "Origin",
+    "PreparedRequests",
+    "Proxy",
+    "Request",
+    "Timeout",
+    "check_transport_options",
+    "parse_proxy",
+]
 
 HeaderTypes: TypeAlias = (
     "Mapping[str, str] | Mapping[bytes, bytes] | Sequence[tuple[str | bytes, str | bytes]]"
@@ -196,6 +204,29 @@ class Timeout:
         return replace(self, **limits)
 
 
+def check_transport_options(
+    *, call_site_depth: object, expect_continue_timeout: object, uds: object
+) -> None:
+    """Refuse a transport's arguments of the wrong kind at once, as
+    :class:`Timeout` and the pool's limits do, rather than at first use."""
+    if not _is_int(call_site_depth) or call_site_depth < 0:
+        raise ValueError(f"call_site_depth must be an int >= 0, not {call_site_depth!r}")
+    if not (_is_number(expect_continue_timeout) and expect_continue_timeout >= 0):
+        raise ValueError(
+            f"expect_continue_timeout must be a number >= 0, not {expect_continue_timeout!r}"
+        )
+    if uds is not None and not isinstance(uds, (str, os.PathLike)):
+        raise TypeError(f"uds must be the path of a Unix socket, not {uds!r}")
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class Request:
     """A validated request, ready to hand to a connection's writer."""
 
@@ -249,6 +280,16 @@ class Request:
             ) from exc
         self.body, self.content_length = _prepare_body(body, pairs)
         names = {name.lower() for name, _ in pairs}
+        if b"content-length" in names and isinstance(self.body, bytes):
+            declared = _declared_length(pairs)
+            if declared is not None and declared != self.content_length:
+                # Known now: refused before a connection is taken (R16).
+                raise LocalProtocolError(
+                    f"request body does not match its framing: Content-Length "
+                    f"is {declared}, the body has {self.content_length} bytes",
+                    method=self.method,
+                    url=url,
+                )
         self.idempotency_key = bool(names & _IDEMPOTENCY_KEYS)
         # R15: headers first, the body after a 100 Continue.
         self.expects_continue = self.body is not None and any(
@@ -520,15 +561,26 @@ def _header_pairs(headers: HeaderTypes | None) -> list[tuple[bytes, bytes]]:
     if headers is None:
         return []
     items = headers.items() if isinstance(headers, Mapping) else headers
-    return [(_as_bytes(name), _as_bytes(value)) for name, value in items]
+    pairs = []
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"headers must be a mapping or (name, value) pairs, not {headers!r}"
+            ) from None
+        pairs.append((_as_bytes(name), _as_bytes(value)))
+    return pairs
 
 
 def _as_bytes(value: str | bytes) -> bytes:
     if isinstance(value, bytes):
         return value
-    # Latin-1 is what HTTP/1.1 headers have historically carried (RFC 9110
-    # section 5.5); anything else must be encoded by the caller.
-    return value.encode("latin-1")
+    if isinstance(value, str):
+        # Latin-1 is what HTTP/1.1 headers have historically carried (RFC
+        # 9110 section 5.5); anything else must be encoded by the caller.
+        return value.encode("latin-1")
+    raise TypeError(f"header names and values must be str or bytes, not {value!r}")
 
 
 def _prepare_body(

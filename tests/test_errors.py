@@ -194,6 +194,7 @@ def test_invalid_url_is_rejected(
         ),
         pytest.param("POST", {"X-Note": "snow \u2603"}, id="value-not-latin-1"),
         pytest.param("POST", {"Content-Length": "abc"}, id="bad-content-length"),
+        pytest.param("POST", {"Content-Length": "5"}, id="content-length-not-the-body-length"),
         pytest.param("POST", {"Transfer-Encoding": "gzip"}, id="unsupported-transfer-encoding"),
         pytest.param("GET /x", {}, id="space-in-method"),
         pytest.param("G\u00c9T", {}, id="non-ascii-method"),
@@ -215,6 +216,56 @@ def test_bad_request_rejected_before_sending(
     assert transport.request("GET", server.url("/after")).read() == b"hello world!\n"
     assert server.accepted == 1
     assert [path for _, _, path, _ in server.requests] == ["/after"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"X-Count": 5}, id="int-value"),
+        pytest.param({"X-Note": None}, id="none-value"),
+        pytest.param({5: "x"}, id="int-name"),
+        pytest.param([("X-Note",)], id="not-a-pair"),
+        pytest.param([("X-Note", "a", "b")], id="a-triple"),
+        pytest.param("X-Note: a", id="a-string"),
+    ],
+)
+def test_headers_of_the_wrong_kind_are_a_type_error(
+    transport: poolwatch.Transport, server: HTTPServer, headers: Any
+) -> None:
+    """Headers that are not str or bytes names and values, in a mapping or
+    pairs, raise TypeError saying what was given, before any connection is
+    made."""
+    with pytest.raises(TypeError, match=r"str or bytes|mapping or \(name, value\) pairs"):
+        transport.request("GET", server.url(), headers=headers)
+    assert transport.stats().connections_opened == 0
+    assert transport.request("GET", server.url()).read() == b"hello world!\n"
+
+
+@pytest.mark.parametrize("cls", [poolwatch.Transport, poolwatch.AsyncTransport])
+@pytest.mark.parametrize(
+    ("options", "error", "names"),
+    [
+        pytest.param({"max_connections": 0}, ValueError, "max_connections", id="no-connections"),
+        pytest.param({"max_idle_per_host": 1.5}, TypeError, "max_idle_per_host", id="float-count"),
+        pytest.param({"max_idle": True}, TypeError, "max_idle", id="bool-count"),
+        pytest.param({"idle_timeout": "90"}, ValueError, "idle_timeout", id="str-timeout"),
+        pytest.param({"call_site_depth": -1}, ValueError, "call_site_depth", id="negative-depth"),
+        pytest.param(
+            {"expect_continue_timeout": float("nan")},
+            ValueError,
+            "expect_continue_timeout",
+            id="nan-wait",
+        ),
+        pytest.param({"uds": 5}, TypeError, "uds", id="uds-not-a-path"),
+    ],
+)
+def test_bad_transport_arguments_are_refused_at_once(
+    cls: type[Any], options: dict[str, Any], error: type[Exception], names: str
+) -> None:
+    """A transport's arguments of the wrong kind or out of range raise in the
+    constructor, naming the argument (not at first use)."""
+    with pytest.raises(error, match=names):
+        cls(**options)
 
 
 def test_connection_refused(transport: poolwatch.Transport, server: HTTPServer) -> None:

@@ -40,6 +40,7 @@ from .._models import (
     PreparedRequests,
     Proxy,
     Timeout,
+    check_transport_options,
     ip_family,
 )
 from .._sync.transport import MAX_RETRIES, _live_transports
@@ -116,6 +117,11 @@ class AsyncTransport:
         )
         self.keep_alive = keep_alive
         self.drain_on_close = drain_on_close
+        check_transport_options(
+            call_site_depth=call_site_depth,
+            expect_continue_timeout=expect_continue_timeout,
+            uds=uds,
+        )
         self.call_site_depth = call_site_depth
         self.expect_continue_timeout = expect_continue_timeout
         self.socket_options = tuple(socket_options)

@@ -58,16 +58,28 @@ class Limits:
     idle_timeout: float | None = 90.0
 
     def __post_init__(self) -> None:
-        for name in ("max_connections", "max_connections_per_host"):
+        for name, least in _LEAST.items():
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1 or None, not {value!r}")
-        for name in ("max_idle", "max_idle_per_host"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0 or None, not {value!r}")
-        if self.idle_timeout is not None and not self.idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be > 0 or None, not {self.idle_timeout!r}")
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int or None, not {value!r}")
+            if value < least:
+                raise ValueError(f"{name} must be at least {least} or None, not {value!r}")
+        timeout = self.idle_timeout
+        if timeout is not None and not (
+            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+        ):
+            raise ValueError(f"idle_timeout must be > 0 or None, not {timeout!r}")
+
+
+# The least value of each count limit.
+_LEAST = {
+    "max_connections": 1,
+    "max_connections_per_host": 1,
+    "max_idle": 0,
+    "max_idle_per_host": 0,
+}
 
 
 class Waiter(Generic[C]):

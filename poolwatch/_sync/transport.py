@@ -41,6 +41,7 @@ from .._models import (
     PreparedRequests,
     Proxy,
     Timeout,
+    check_transport_options,
     ip_family,
 )
 from .connection import NO_TIMEOUT, Connection, Exchange
@@ -134,6 +135,11 @@ class Transport:
         )
         self.keep_alive = keep_alive
         self.drain_on_close = drain_on_close
+        check_transport_options(
+            call_site_depth=call_site_depth,
+            expect_continue_timeout=expect_continue_timeout,
+            uds=uds,
+        )
         self.call_site_depth = call_site_depth
         self.expect_continue_timeout = expect_continue_timeout  # Go's default
         self.socket_options = tuple(socket_options)  # setsockopt() each new socket
