@@ -9,16 +9,15 @@ import select
 import ssl
 from typing import Any
 
-__all__ = ["EXTRA_INFO", "socket_info"]
-
-#: The names answered; any other gives ``None``, as with httpcore.
-EXTRA_INFO = ("client_addr", "server_addr", "socket", "ssl_object", "is_readable")
+__all__ = ["socket_info"]
 
 
 def socket_info(name: str, sock: Any, ssl_object: ssl.SSLObject | None) -> Any:
     """``get_extra_info(name)`` for a connection on ``sock`` (a socket, or
     asyncio's stand-in for one; ``None`` once the connection is closed),
-    with TLS session ``ssl_object``."""
+    with TLS session ``ssl_object``: ``"client_addr"``, ``"server_addr"``,
+    ``"socket"``, ``"ssl_object"``, ``"is_readable"``. Any other name
+    gives ``None``, as with httpcore."""
     if name == "socket":
         return sock
     if name == "ssl_object":

@@ -180,8 +180,8 @@ class Connection:
         transport: Transport,
         origin: Origin,
         streams: tuple[ReadStream, WriteStream],
-        tls: TLSSession | None = None,
-        sock: socket.socket | None = None,
+        tls: TLSSession | None,
+        sock: socket.socket,
     ) -> None:
         self.id = next(Connection._ids)
         self.origin = origin
