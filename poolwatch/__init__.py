@@ -44,6 +44,7 @@ from ._leaks import CallSite, OpenBody
 from ._models import Origin, Proxy, Timeout, parse_proxy
 from ._sync.response import Response
 from ._sync.transport import Transport
+from ._sync.upgraded import UpgradedStream
 
 __version__ = "0.1.0"
 
@@ -108,6 +109,7 @@ __all__ = [
     "TimeoutException",
     "Timings",
     "Transport",
+    "UpgradedStream",
     "WriteError",
     "WriteTimeout",
     "__version__",

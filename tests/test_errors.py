@@ -415,26 +415,6 @@ def test_framing_error_closes_connection(response: bytes, hangs_up: bool, phase:
         assert server.accepted == 2
 
 
-def test_protocol_switch_asked_for_is_refused_clearly() -> None:
-    """A request that asks to upgrade the connection (WebSocket) and gets
-    ``101``: poolwatch does not hand connections over, and says so (naming
-    the request), closes the connection, and goes on working."""
-    fault = reply_then_wait(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-    )
-    with scripted(fault) as (server, script), watched_transport() as (t, log):
-        url = server.url("/socket")
-        upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
-        with pytest.raises(poolwatch.RemoteProtocolError, match="Upgrade header") as info:
-            t.request("GET", url, headers=upgrade)
-        assert "another transport" in str(info.value)
-        assert_names_request(info.value, "GET", url)
-        log.wait_for("conn_closed")
-        assert script.conns[0].closed_by_peer.wait(WAIT)
-        assert assert_at_rest(t).connections_closed == 1
-        assert_pool_still_works(t, server.url("/next"))
-
-
 def test_head_cut_off_is_a_read_error() -> None:
     """R10/R13: a server that hangs up in the middle of the response head
     causes a ReadError naming method and URL (a network failure, not

@@ -207,11 +207,15 @@ class ClientProtocol:
         "_h11_idle",
         "_own_body",
         "_plain_request",
+        "_switches",
         "pending",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, switches: bool = False) -> None:
         self._h11 = _new_h11()
+        # Whether a 101 answer to a request that asked to upgrade is taken
+        # (the connection then leaves HTTP), or refused as an error.
+        self._switches = switches
         # Whether h11 has seen nothing of the current exchange (a plain one).
         self._h11_idle = True
         # A plain request sent but not yet answered: h11 must learn of it if
@@ -336,11 +340,15 @@ class ClientProtocol:
             proto.send(h11.Data(data=body))
         proto.send(h11.EndOfMessage())
 
-    def _next_head_event(self, exchange: Exchange) -> h11.Response | None:
+    def _next_head_event(
+        self, exchange: Exchange
+    ) -> h11.Response | h11.InformationalResponse | None:
         while True:
             event = self._h11.next_event()
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
+                    if self._switches and self._h11.our_state is h11.SWITCHED_PROTOCOL:
+                        return event  # the head; what follows is the new protocol's
                     raise h11.RemoteProtocolError(self._switch_refused())
                 if event.status_code == 100 and exchange.request.expects_continue:
                     exchange.continue_received()
@@ -356,14 +364,16 @@ class ClientProtocol:
             return "101 Switching Protocols to a plain request"
         return (
             "101 Switching Protocols, as the request's Upgrade header asked: "
-            "poolwatch does not hand a connection over to another protocol "
-            "(such as WebSocket); make that request with another transport"
+            "AsyncTransport does not hand a connection over to another protocol "
+            "(such as WebSocket); Transport does, or use another transport"
         )
 
     def check_head(self, exchange: Exchange, head: Head) -> bool:
         """Whether ``head`` has no body (R7); for one without, checks that
         nothing follows it (R10) and raises if something does. A
         ``Content-Length`` body is framed here from now on."""
+        if head.status_code == 101:  # taken only when asked for: see _next_head_event
+            return True
         if has_no_body(exchange.request.method, head):
             if self._h11_idle:  # a plain exchange
                 self._begin_body(0)
@@ -386,6 +396,11 @@ class ClientProtocol:
         if self._own_body:
             self._begin_body(length or 0)
         return False
+
+    def switched_bytes(self) -> bytes:
+        """After a 101 head: the bytes that came after it, the new
+        protocol's first."""
+        return bytes(self._h11.trailing_data[0])
 
     def _begin_body(self, length: int) -> None:
         self._body_size = self._body_left = length
@@ -616,7 +631,7 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return length
 
 
-def _has_both_lengths(head: h11.Response) -> bool:
+def _has_both_lengths(head: h11.Response | h11.InformationalResponse) -> bool:
     names = {name for name, _ in head.headers}
     return b"content-length" in names and b"transfer-encoding" in names
 

@@ -95,7 +95,8 @@ from .._exceptions import (
 )
 from .._leaks import CallSite
 from .._models import Origin, Request, Timeout
-from .streams import READ_BUFFERS, READ_SIZE, ReadStream, TLSSession, WriteStream
+from .streams import READ_BUFFERS, READ_SIZE, ReadStream, TLSSession, TLSSocket, WriteStream
+from .upgraded import UpgradedStream
 from .wakeup import EventPool, Inbox, OneShot
 from .workers import Job
 
@@ -215,7 +216,7 @@ class Connection:
         # next blocks (a head delivered with its whole body).
         self._wake: OneShot | None = None
         self._head_wait = NO_TIMEOUT  # owned by the reader: its last wait for bytes
-        self._proto = ClientProtocol()
+        self._proto = ClientProtocol(switches=True)
         self._proto_lock = threading.Lock()
         self._inbox: Inbox[Exchange | None] = Inbox()
         self.created_at = time.monotonic()
@@ -225,6 +226,9 @@ class Connection:
         self.requests_served = 0  # pool lock
         self.closing = False  # pool lock
         self.close_reason = ""  # pool lock
+        # After a 101: the socket, handed to the response, which the workers
+        # then leave open (pool lock).
+        self.upgraded: UpgradedStream | None = None
         self._workers_left = 2  # pool lock
         self._reader: Job | None = None
         self._writer: Job | None = None
@@ -468,10 +472,11 @@ class Connection:
             else:
                 decision, exchange = None, None
         if decision is not None:
-            try:
-                self._rsock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already reset or closed by the peer
+            if self.upgraded is None:
+                try:
+                    self._rsock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already reset or closed by the peer
             self._inbox.put(None)
             if exchange is not None:
                 exchange.release_reader()
@@ -524,7 +529,7 @@ class Connection:
             self._workers_left -= 1
             last = self._workers_left == 0
             transport._book.worker_exited_locked(self, last)
-        if last and self._shared:
+        if last and self._shared and self.upgraded is None:
             # Only now: a descriptor closed under a running worker could be
             # reused by another connection and written to.
             self._rsock.close()
@@ -661,7 +666,7 @@ class Connection:
                 self.close(self._reader_close_reason(), join=False)
             finally:
                 self._wake_caller()  # a caller failed, or given a last head
-            if not self._shared:
+            if not self._shared and self.upgraded is None:
                 self._rsock.close()
             self._worker_exited()
 
@@ -792,6 +797,8 @@ class Connection:
             self._fail_exchange(exchange, error)
             self._wake = exchange.head_ready  # after the close
             return False
+        if head.status_code == 101:
+            return self._hand_over(exchange, head)
         exchange.head = head  # before the go-ahead, which reads it
         _release_once(exchange.go_ahead)
         if not no_body:
@@ -817,6 +824,45 @@ class Connection:
             self._wake_caller()  # never park with the caller asleep
             exchange.reader_parked.acquire()
         return self._body_released(exchange)
+
+    def _hand_over(self, exchange: Exchange, head: Head) -> bool:
+        """A ``101 Switching Protocols`` to a request that asked to upgrade:
+        as Go's transport does, the connection leaves the pool (closed for
+        it, reason ``protocol_switched``; the response counts as without a
+        body, R7) and its workers exit, leaving the socket open for the
+        response's :attr:`~poolwatch.Response.upgraded` stream."""
+        if not exchange.has_written_all(WRITE_WAIT_BEFORE_REUSE):
+            error = self._error(
+                exchange,
+                RemoteProtocolError,
+                "101 Switching Protocols before the request was sent",
+            )
+            self._fail_exchange(exchange, error)
+            self._wake = exchange.head_ready  # after the close
+            return False
+        with self._proto_lock:
+            first = self._proto.switched_bytes()
+        tls = self.tls
+        stream = UpgradedStream(
+            self._sock if tls is None else TLSSocket(tls, tls.sock),
+            self._sock,
+            None if tls is None else tls.tls,
+            first,
+            method=exchange.request.method,
+            url=exchange.request.url,
+        )
+        exchange.head = head
+        _release_once(exchange.go_ahead)
+        transport = self._transport
+        with transport._lock:
+            if exchange.state != WAITING or self.closing:
+                return False  # the caller gave up, or the transport closed
+            exchange.marks["head"] = time.monotonic()
+            transport._book.delivered_locked(exchange)
+            self.upgraded = stream  # before the close, which then leaves the socket
+        self.finish_body(exchange, "no_body", reuse=False, reason="protocol_switched")
+        self._wake = exchange.head_ready
+        return False
 
     def leaked_while_buffered(self, exchange: Exchange) -> None:
         """A body that arrived whole leaked while its reader is back on the

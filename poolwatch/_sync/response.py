@@ -14,6 +14,7 @@ from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
 from .._exceptions import PoolwatchError, ReadError, RemoteProtocolError
 from .._response import ResponseHead
 from .connection import Connection, Exchange
+from .upgraded import UpgradedStream
 
 __all__ = ["Response", "Timings"]
 
@@ -36,6 +37,15 @@ class Response(ResponseHead):
         self, exchange: Exchange, *, drain_on_close: bool = False, owner: object = None
     ) -> None:
         super().__init__(exchange, drain_on_close, owner)
+
+    @property
+    def upgraded(self) -> UpgradedStream | None:
+        """After ``101 Switching Protocols`` to a request that asked to
+        upgrade (``Upgrade`` and ``Connection: Upgrade`` headers, as a
+        WebSocket handshake sends): the connection, as a stream for the new
+        protocol. It has left the pool, its workers have exited, and it is
+        yours to close. ``None`` for any other response."""
+        return self._connection.upgraded if self.status == 101 else None
 
     # -- reading -------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ssl
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -35,6 +36,7 @@ from .._leaks import skip_module_directory
 from .._models import BodyTypes, Proxy, Timeout, parse_proxy
 from .._sync.response import Response
 from .._sync.transport import Transport
+from .._sync.upgraded import UpgradedStream
 
 __all__ = ["DEFAULT_LIMITS", "AsyncHTTPXTransport", "HTTPXTransport"]
 
@@ -282,34 +284,66 @@ class _HTTPXResponse(httpx.Response):
 
 _NOT_OFFERED = (
     "poolwatch's connections are read and written by their own workers: "
-    "network_stream only answers get_extra_info()"
+    "network_stream only answers get_extra_info(), unless the response is a "
+    "101 Switching Protocols from poolwatch.Transport"
 )
 
 
 class _NetworkStream(httpcore.NetworkStream):
     """The ``network_stream`` extension: what the connection tells through
-    ``get_extra_info()`` (see :meth:`poolwatch.Response.get_extra_info`)."""
+    ``get_extra_info()`` (see :meth:`poolwatch.Response.get_extra_info`);
+    after a ``101 Switching Protocols``, the connection itself (see
+    :attr:`poolwatch.Response.upgraded`), raising httpcore's errors."""
 
-    def __init__(self, response: Response | AsyncResponse) -> None:
+    def __init__(self, response: Response) -> None:
         self._response = response
 
     def get_extra_info(self, info: str) -> Any:
+        upgraded = self._response.upgraded
+        if upgraded is not None:
+            return upgraded.get_extra_info(info)
         return self._response.get_extra_info(info)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        raise NotImplementedError(_NOT_OFFERED)
+        with _as_httpcore_error():
+            return self._upgraded().read(max_bytes, timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        raise NotImplementedError(_NOT_OFFERED)
+        with _as_httpcore_error():
+            self._upgraded().write(buffer, timeout)
 
     def close(self) -> None:
-        raise NotImplementedError(_NOT_OFFERED)
+        self._upgraded().close()
+
+    def _upgraded(self) -> UpgradedStream:
+        upgraded = self._response.upgraded
+        if upgraded is None:
+            raise NotImplementedError(_NOT_OFFERED)
+        return upgraded
+
+
+@contextmanager
+def _as_httpcore_error() -> Iterator[None]:
+    """poolwatch's errors on a switched connection as httpcore raises them."""
+    try:
+        yield
+    except pw.PoolwatchError as exc:
+        kind = _HTTPCORE_ERRORS.get(type(exc), httpcore.NetworkError)
+        raise kind(str(exc)) from exc
+
+
+_HTTPCORE_ERRORS: dict[type[Exception], type[Exception]] = {
+    pw.ReadError: httpcore.ReadError,
+    pw.ReadTimeout: httpcore.ReadTimeout,
+    pw.WriteError: httpcore.WriteError,
+    pw.WriteTimeout: httpcore.WriteTimeout,
+}
 
 
 class _AsyncNetworkStream(httpcore.AsyncNetworkStream):
-    """As :class:`_NetworkStream`, for the async transport."""
+    """As :class:`_NetworkStream`, for the async transport (no 101)."""
 
-    def __init__(self, response: Response | AsyncResponse) -> None:
+    def __init__(self, response: AsyncResponse) -> None:
         self._response = response
 
     def get_extra_info(self, info: str) -> Any:
@@ -331,7 +365,7 @@ def httpx_response(
     """The httpx response for a poolwatch one, its body streaming from ``stream``."""
     network = (
         _NetworkStream(response)
-        if isinstance(stream, _ResponseStream)
+        if isinstance(response, Response)
         else _AsyncNetworkStream(response)
     )
     result = _HTTPXResponse(

@@ -1,0 +1,110 @@
+"""A connection after ``101 Switching Protocols``: no longer HTTP, no longer
+the pool's, and no longer read and written by its workers, but by whoever
+holds the response (a WebSocket client, say), as Go's transport hands such
+a connection to its caller as a writable response body."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from types import TracebackType
+from typing import Any
+
+from .._core.netinfo import socket_info
+from .._exceptions import ReadError, ReadTimeout, WriteError, WriteTimeout
+from .streams import RawSocket
+
+__all__ = ["UpgradedStream"]
+
+
+class UpgradedStream:
+    """The connection a ``101`` response came on, as a byte stream for the
+    protocol it switched to: :meth:`read`, :meth:`write`, :meth:`close`
+    (``with`` closes it), and :meth:`get_extra_info` as on the response.
+
+    Errors are poolwatch's, naming the request that switched: ``ReadError``,
+    ``ReadTimeout``, ``WriteError``, ``WriteTimeout``. Reading and writing
+    may happen on two threads at once; a timeout applies to the socket, so
+    two calls at once should pass the same one.
+    """
+
+    def __init__(
+        self,
+        stream: RawSocket,
+        sock: socket.socket,
+        ssl_object: ssl.SSLObject | None,
+        first: bytes,
+        *,
+        method: str,
+        url: str,
+    ) -> None:
+        self._stream = stream  # the socket, or its TLS session seen as one
+        self._sock = sock
+        self._ssl_object = ssl_object
+        self._first = first  # what came with the 101 head: the new protocol's
+        self._closed = False
+        self.method = method
+        self.url = url
+
+    def read(self, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
+        """Up to ``max_bytes`` bytes, waiting up to ``timeout`` seconds
+        (``None``: for ever) for some; ``b""`` once the server has closed."""
+        if self._first:
+            data, self._first = self._first[:max_bytes], self._first[max_bytes:]
+            return data
+        try:
+            self._stream.settimeout(timeout)
+            return self._stream.recv(max_bytes)
+        except TimeoutError as exc:
+            raise ReadTimeout(
+                f"nothing to read within {timeout}s", method=self.method, url=self.url
+            ) from exc
+        except OSError as exc:
+            raise ReadError(
+                f"reading the switched connection failed: {exc}", method=self.method, url=self.url
+            ) from exc
+
+    def write(self, data: bytes, timeout: float | None = None) -> None:
+        """Send all of ``data``, within ``timeout`` seconds (``None``: no limit)."""
+        try:
+            self._stream.settimeout(timeout)
+            self._stream.sendall(data)
+        except TimeoutError as exc:
+            raise WriteTimeout(
+                f"could not write within {timeout}s", method=self.method, url=self.url
+            ) from exc
+        except OSError as exc:
+            raise WriteError(
+                f"writing the switched connection failed: {exc}", method=self.method, url=self.url
+            ) from exc
+
+    def close(self) -> None:
+        """Close the connection (again: nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._stream.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already reset or closed by the server
+        self._stream.close()
+        self._sock.close()
+
+    def get_extra_info(self, name: str) -> Any:
+        """As :meth:`poolwatch.Response.get_extra_info`."""
+        return socket_info(name, None if self._closed else self._sock, self._ssl_object)
+
+    def __enter__(self) -> UpgradedStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<UpgradedStream {state} {self.method} {self.url}>"

@@ -1,0 +1,199 @@
+"""``101 Switching Protocols``: as Go's transport does, the connection of a
+request that asked to upgrade (a WebSocket handshake, say) leaves the pool
+and its workers, and is handed to the caller (``Response.upgraded``; over
+httpx, the ``network_stream`` extension, as httpcore gives it)."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpcore
+import httpx
+import pytest
+import trustme
+
+import poolwatch
+from tests import async_support
+from tests.conftest import assert_at_rest
+from tests.eventlog import WAIT, EventLog
+from tests.servers import RawServer, ServerConnection, raw_server
+from tests.tls_support import client_context, server_context
+
+UPGRADE = {"Upgrade": "echo", "Connection": "Upgrade"}
+SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
+
+
+class EchoServer:
+    """Answers a request asking to upgrade with a 101 and ``hello`` (sent
+    with the head), then echoes what it gets in capitals until the client
+    closes or sends ``bye`` (then hangs up); answers any other request with
+    ``200 ok``."""
+
+    def __init__(self, context: ssl.SSLContext | None = None) -> None:
+        self.context = context
+        self.ended = threading.Event()
+
+    def __call__(self, conn: ServerConnection) -> None:
+        if self.context is not None:
+            conn.sock = self.context.wrap_socket(conn.sock, server_side=True)
+        while head := conn.recv_request_head():
+            if b"upgrade: echo" not in head.lower():
+                conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                continue
+            conn.sock.sendall(SWITCHED + b"hello")
+            try:
+                while (data := conn.sock.recv(65536)) and data != b"bye":
+                    conn.sock.sendall(data.upper())
+            except OSError:
+                pass
+            self.ended.set()
+            return
+
+
+@contextmanager
+def echo_server(context: ssl.SSLContext | None = None) -> Iterator[tuple[RawServer, EchoServer]]:
+    echo = EchoServer(context)
+    with raw_server(echo) as server:
+        yield server, echo
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_connection_is_handed_over(scheme: str, ca: trustme.CA) -> None:
+    """The 101 counts as a response without a body; the connection is
+    closed for the pool (reason ``protocol_switched``) and its workers exit,
+    but its socket stays open for the caller, bytes that came with the head
+    first; closing the stream closes it."""
+    context = server_context(ca, "localhost") if scheme == "https" else None
+    log = EventLog()
+    with (
+        echo_server(context) as (server, echo),
+        poolwatch.Transport(ssl_context=client_context(ca)) as t,
+    ):
+        t.add_listener(log)
+        url = f"{scheme}://localhost:{server.port}/socket"
+        resp = t.request("GET", url, headers=UPGRADE)
+        assert (resp.status, resp.outcome) == (101, "no_body")
+        stream = resp.upgraded
+        assert stream is not None
+        assert log.wait_closed(resp.connection_id) == "protocol_switched"
+        stats = assert_at_rest(t)
+        assert (stats.requests, stats.bodies_without_content) == (1, 1)
+        assert (stats.open_connections, stats.connections_closed, stats.workers_alive) == (0, 1, 0)
+        assert stream.read(3) == b"hel"
+        assert stream.read() == b"lo"
+        stream.write(b"ping")
+        assert stream.read(timeout=WAIT) == b"PING"
+        assert stream.get_extra_info("server_addr")[1] == server.port
+        tls = stream.get_extra_info("ssl_object")
+        assert (tls is not None) == (scheme == "https")
+        with stream:
+            pass  # closes it
+        assert echo.ended.wait(WAIT)
+        assert stream.get_extra_info("server_addr") is None
+        # The pool goes on, on a new connection.
+        with t.request("GET", url) as after:
+            assert after.read() == b"ok"
+            assert after.upgraded is None
+        assert t.stats().connections_opened == 2
+
+
+def test_read_timeout_and_end() -> None:
+    with echo_server() as (server, echo), poolwatch.Transport() as t:
+        url = server.origin + "/socket"
+        stream = t.request("GET", url, headers=UPGRADE).upgraded
+        assert stream is not None
+        with stream:
+            assert stream.read() == b"hello"
+            with pytest.raises(poolwatch.ReadTimeout, match=r"within 0\.05s") as info:
+                stream.read(timeout=0.05)
+            assert info.value.url == url
+            stream.write(b"bye")
+            assert echo.ended.wait(WAIT)
+            assert stream.read(timeout=WAIT) == b""
+
+
+def test_an_unasked_switch_is_still_an_error() -> None:
+    """A 101 to a request without Upgrade is a protocol error (R10)."""
+
+    def switch_anyway(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.sock.sendall(SWITCHED)
+        conn.wait_for_close()
+
+    with raw_server(switch_anyway) as server, poolwatch.Transport() as t:
+        with pytest.raises(poolwatch.RemoteProtocolError, match="bad response"):
+            t.request("GET", server.origin + "/")
+        assert assert_at_rest(t).connections_closed == 1
+
+
+@pytest.mark.usefixtures("event_loop_kind")
+def test_async_transport_refuses_a_switch_clearly() -> None:
+    """``AsyncTransport`` does not hand connections over: it says so, and
+    closes the connection."""
+
+    async def main() -> None:
+        with echo_server() as (server, echo):
+            async with poolwatch.AsyncTransport() as t:
+                url = server.origin + "/socket"
+                with pytest.raises(poolwatch.RemoteProtocolError, match="AsyncTransport does not"):
+                    await t.request("GET", url, headers=UPGRADE)
+                stats = await async_support.assert_at_rest(t)
+                assert stats.connections_closed == 1
+            assert echo.ended.wait(WAIT)
+
+    async_support.run(main)
+
+
+def test_httpx_network_stream_as_stock() -> None:
+    """Over httpx the switched connection is the ``network_stream``
+    extension, raising httpcore's errors, as with httpx's own transport."""
+    seen = {}
+    for name, transport in (
+        ("stock", httpx.HTTPTransport()),
+        ("poolwatch", poolwatch.HTTPXTransport()),
+    ):
+        with echo_server() as (server, echo), httpx.Client(transport=transport) as client:
+            with client.stream("GET", server.origin + "/", headers=UPGRADE) as resp:
+                stream = resp.extensions["network_stream"]
+                first = stream.read(5)
+                stream.write(b"abc")
+                echoed = stream.read(100)
+                with pytest.raises(httpcore.ReadTimeout):
+                    stream.read(100, timeout=0.05)
+                port = stream.get_extra_info("server_addr")[1]
+                stream.close()
+            assert echo.ended.wait(WAIT)
+            seen[name] = (resp.status_code, first, echoed, port == server.port)
+    assert seen["poolwatch"] == seen["stock"] == (101, b"hello", b"ABC", True)
+
+
+def test_a_websocket_client_over_the_httpx_adapter() -> None:
+    """httpx-ws, a WebSocket client for httpx, runs over poolwatch's
+    transport as over httpx's own."""
+    httpx_ws = pytest.importorskip("httpx_ws")
+    wsproto = pytest.importorskip("wsproto")
+    events = pytest.importorskip("wsproto.events")
+
+    def websocket_echo(conn: ServerConnection) -> None:
+        ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        while data := conn.sock.recv(65536):
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, events.Request):
+                    conn.sock.sendall(ws.send(events.AcceptConnection()))
+                elif isinstance(event, events.TextMessage):
+                    conn.sock.sendall(ws.send(events.TextMessage(data="echo: " + event.data)))
+                elif isinstance(event, events.CloseConnection):
+                    conn.sock.sendall(ws.send(event.response()))
+                    return
+
+    adapter = poolwatch.HTTPXTransport()
+    with raw_server(websocket_echo) as server, httpx.Client(transport=adapter) as client:
+        with httpx_ws.connect_ws(server.origin + "/ws", client) as ws:
+            ws.send_text("hi")
+            assert ws.receive_text() == "echo: hi"
+        stats = assert_at_rest(adapter.transport)
+        assert (stats.bodies_without_content, stats.open_connections) == (1, 0)
