@@ -65,7 +65,7 @@ def test_the_connection_is_handed_over(scheme: str, ca: trustme.CA) -> None:
     """The 101 counts as a response without a body; the connection is
     closed for the pool (reason ``protocol_switched``) and its workers exit,
     but its socket stays open for the caller, bytes that came with the head
-    first; closing the stream closes it."""
+    first; closing the response closes it."""
     context = server_context(ca, "localhost") if scheme == "https" else None
     log = EventLog()
     with (
@@ -89,9 +89,9 @@ def test_the_connection_is_handed_over(scheme: str, ca: trustme.CA) -> None:
         assert stream.get_extra_info("server_addr")[1] == server.port
         tls = stream.get_extra_info("ssl_object")
         assert (tls is not None) == (scheme == "https")
-        with stream:
-            pass  # closes it
+        resp.close()  # the stream is its body: closed with it
         assert echo.ended.wait(WAIT)
+        stream.close()  # again: nothing
         assert stream.get_extra_info("server_addr") is None
         # The pool goes on, on a new connection.
         with t.request("GET", url) as after:
@@ -195,5 +195,19 @@ def test_a_websocket_client_over_the_httpx_adapter() -> None:
         with httpx_ws.connect_ws(server.origin + "/ws", client) as ws:
             ws.send_text("hi")
             assert ws.receive_text() == "echo: hi"
+        stats = assert_at_rest(adapter.transport)
+        assert (stats.bodies_without_content, stats.open_connections) == (1, 0)
+
+
+def test_a_switch_through_requests_is_closed_with_the_response() -> None:
+    """requests gives no way to the switched connection: reading the
+    response (empty) closes it, so no socket is left open."""
+    requests = pytest.importorskip("requests")
+    adapter = poolwatch.RequestsAdapter()
+    with echo_server() as (server, echo), requests.Session() as session:
+        session.mount("http://", adapter)
+        resp = session.get(server.origin + "/socket", headers=UPGRADE)
+        assert (resp.status_code, resp.content) == (101, b"")
+        assert echo.ended.wait(WAIT)
         stats = assert_at_rest(adapter.transport)
         assert (stats.bodies_without_content, stats.open_connections) == (1, 0)

@@ -43,8 +43,9 @@ class Response(ResponseHead):
         """After ``101 Switching Protocols`` to a request that asked to
         upgrade (``Upgrade`` and ``Connection: Upgrade`` headers, as a
         WebSocket handshake sends): the connection, as a stream for the new
-        protocol. It has left the pool, its workers have exited, and it is
-        yours to close. ``None`` for any other response."""
+        protocol. It has left the pool and its workers have exited; close it,
+        or the response (as in Go, where it is the body), when done. ``None``
+        for any other response."""
         return self._connection.upgraded if self.status == 101 else None
 
     # -- reading -------------------------------------------------------------
@@ -179,9 +180,13 @@ class Response(ResponseHead):
 
     def close(self) -> None:
         """End the body. Before its end this tears the connection down (R5),
-        unless ``drain_on_close`` saved it; after it, this does nothing."""
+        unless ``drain_on_close`` saved it; after it, this does nothing. A
+        ``101`` response's :attr:`upgraded` stream is its body, as in Go:
+        this closes it."""
         exchange = self._exchange
         if exchange.state != BODY or exchange.leaked:
+            if self.status == 101 and self._connection.upgraded is not None:
+                self._connection.upgraded.close()
             return
         self._buffer = b""
         try:

@@ -402,6 +402,9 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 retries = _count_error(retries, exc, request, pool, target)
                 retries.sleep()
             else:
+                if response.status == 101:
+                    # requests gives no way to a switched connection: close it.
+                    response.close()
                 raw = _raw_response(response, request, target)
                 retry_after = bool(raw.headers.get("Retry-After"))
                 if not retries.is_retry(request.method or "GET", raw.status, retry_after):
