@@ -12,6 +12,7 @@ import logging
 
 from ._async.response import AsyncResponse
 from ._async.transport import AsyncTransport
+from ._async.upgraded import AsyncUpgradedStream
 from ._core.book import ConnectionInfo
 from ._core.pool import Limits
 from ._core.stats import OriginStats, PoolStats
@@ -74,6 +75,7 @@ __all__ = [
     "AsyncHTTPXTransport",
     "AsyncResponse",
     "AsyncTransport",
+    "AsyncUpgradedStream",
     "CallSite",
     "ConnectError",
     "ConnectTimeout",

@@ -130,21 +130,37 @@ def test_an_unasked_switch_is_still_an_error() -> None:
 
 
 @pytest.mark.usefixtures("event_loop_kind")
-def test_async_transport_refuses_a_switch_clearly() -> None:
-    """``AsyncTransport`` does not hand connections over: it says so, and
-    closes the connection."""
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_async_transport_hands_the_connection_over(scheme: str, ca: trustme.CA) -> None:
+    context = server_context(ca, "localhost") if scheme == "https" else None
 
     async def main() -> None:
-        with echo_server() as (server, echo):
-            async with poolwatch.AsyncTransport() as t:
-                url = server.origin + "/socket"
-                with pytest.raises(poolwatch.RemoteProtocolError, match="AsyncTransport does not"):
-                    await t.request("GET", url, headers=UPGRADE)
-                stats = await async_support.assert_at_rest(t)
-                assert stats.connections_closed == 1
-            assert echo.ended.wait(WAIT)
+        async with poolwatch.AsyncTransport(ssl_context=client_context(ca)) as t:
+            url = f"{scheme}://localhost:{server.port}/socket"
+            resp = await t.request("GET", url, headers=UPGRADE)
+            assert (resp.status, resp.outcome) == (101, "no_body")
+            stream = resp.upgraded
+            assert stream is not None
+            stats = await async_support.assert_at_rest(t)
+            assert (stats.requests, stats.bodies_without_content) == (1, 1)
+            assert (stats.open_connections, stats.connections_closed) == (0, 1)
+            assert await stream.read(3) == b"hel"
+            assert await stream.read() == b"lo"
+            await stream.write(b"ping")
+            assert await stream.read(timeout=WAIT) == b"PING"
+            with pytest.raises(poolwatch.ReadTimeout, match="nothing to read"):
+                await stream.read(timeout=0.05)
+            assert stream.get_extra_info("server_addr")[1] == server.port
+            assert (stream.get_extra_info("ssl_object") is not None) == (scheme == "https")
+            await resp.aclose()  # the stream is its body: closed with it
+            assert stream.get_extra_info("server_addr") is None
+            async with await t.request("GET", url) as after:
+                assert await after.read() == b"ok"
+                assert after.upgraded is None
 
-    async_support.run(main)
+    with echo_server(context) as (server, echo):
+        async_support.run(main)
+        assert echo.ended.wait(WAIT)
 
 
 def test_httpx_network_stream_as_stock() -> None:
@@ -170,25 +186,27 @@ def test_httpx_network_stream_as_stock() -> None:
     assert seen["poolwatch"] == seen["stock"] == (101, b"hello", b"ABC", True)
 
 
+def websocket_echo(conn: ServerConnection) -> None:
+    """A WebSocket server (wsproto) that echoes text messages."""
+    wsproto = pytest.importorskip("wsproto")
+    events = pytest.importorskip("wsproto.events")
+    ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+    while data := conn.sock.recv(65536):
+        ws.receive_data(data)
+        for event in ws.events():
+            if isinstance(event, events.Request):
+                conn.sock.sendall(ws.send(events.AcceptConnection()))
+            elif isinstance(event, events.TextMessage):
+                conn.sock.sendall(ws.send(events.TextMessage(data="echo: " + event.data)))
+            elif isinstance(event, events.CloseConnection):
+                conn.sock.sendall(ws.send(event.response()))
+                return
+
+
 def test_a_websocket_client_over_the_httpx_adapter() -> None:
     """httpx-ws, a WebSocket client for httpx, runs over poolwatch's
     transport as over httpx's own."""
     httpx_ws = pytest.importorskip("httpx_ws")
-    wsproto = pytest.importorskip("wsproto")
-    events = pytest.importorskip("wsproto.events")
-
-    def websocket_echo(conn: ServerConnection) -> None:
-        ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
-        while data := conn.sock.recv(65536):
-            ws.receive_data(data)
-            for event in ws.events():
-                if isinstance(event, events.Request):
-                    conn.sock.sendall(ws.send(events.AcceptConnection()))
-                elif isinstance(event, events.TextMessage):
-                    conn.sock.sendall(ws.send(events.TextMessage(data="echo: " + event.data)))
-                elif isinstance(event, events.CloseConnection):
-                    conn.sock.sendall(ws.send(event.response()))
-                    return
 
     adapter = poolwatch.HTTPXTransport()
     with raw_server(websocket_echo) as server, httpx.Client(transport=adapter) as client:
@@ -211,3 +229,20 @@ def test_a_switch_through_requests_is_closed_with_the_response() -> None:
         assert echo.ended.wait(WAIT)
         stats = assert_at_rest(adapter.transport)
         assert (stats.bodies_without_content, stats.open_connections) == (1, 0)
+
+
+@pytest.mark.usefixtures("event_loop_kind")
+def test_an_async_websocket_client_over_the_httpx_adapter() -> None:
+    httpx_ws = pytest.importorskip("httpx_ws")
+
+    async def main() -> None:
+        adapter = poolwatch.AsyncHTTPXTransport()
+        async with httpx.AsyncClient(transport=adapter) as client:
+            async with httpx_ws.aconnect_ws(server.origin + "/ws", client) as ws:
+                await ws.send_text("hi")
+                assert await ws.receive_text() == "echo: hi"
+            stats = await async_support.assert_at_rest(adapter.transport)
+            assert (stats.bodies_without_content, stats.open_connections) == (1, 0)
+
+    with raw_server(websocket_echo) as server:
+        async_support.run(main)

@@ -62,6 +62,7 @@ from .._exceptions import (
 )
 from .._models import Origin
 from .exchange import AsyncExchange, cancel_pending, wait_or_expire, wake, within
+from .upgraded import AsyncUpgradedStream
 
 if TYPE_CHECKING:
     from .._core.stats import Counters
@@ -110,6 +111,9 @@ class AsyncConnection:
         self.closing = False  # pool lock
         self.close_reason = ""  # pool lock
         self._workers_left = 2  # pool lock
+        # After a 101: the streams, handed to the response, which the
+        # workers then leave open (pool lock).
+        self.upgraded: AsyncUpgradedStream | None = None
         self.workers: tuple[asyncio.Task[None], ...] = ()
 
     def start(self) -> None:
@@ -386,7 +390,8 @@ class AsyncConnection:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        self._abort()
+        if self.upgraded is None:
+            self._abort()
         self._inbox.append(None)
         wake(self._inbox_ready)
         if exchange is not None:
@@ -628,6 +633,8 @@ class AsyncConnection:
             return False
         if exchange.head_timer is not None:
             exchange.head_timer.cancel()
+        if head.status_code == 101:
+            return await self._hand_over(exchange, head)
         exchange.head = head  # before the go-ahead, which reads it
         wake(exchange.go_ahead)
         if not no_body:
@@ -645,6 +652,38 @@ class AsyncConnection:
             return True  # nothing left to read for it: back to the stream
         await exchange.park_reader()
         return self._body_released(exchange)
+
+    async def _hand_over(self, exchange: AsyncExchange, head: Head) -> bool:
+        """A ``101 Switching Protocols`` to a request that asked to upgrade:
+        the connection leaves the pool and its workers, its streams handed
+        to the response (see the thread connection's ``_hand_over``)."""
+        written = exchange.has_written_all_now()
+        if written is None:  # still writing: wait a little
+            written = await exchange.has_written_all(WRITE_WAIT_BEFORE_REUSE)
+        if not written:
+            message = "101 Switching Protocols before the request was sent"
+            self._fail_exchange(exchange, self._error(exchange, RemoteProtocolError, message))
+            return False
+        request = exchange.request
+        stream = AsyncUpgradedStream(
+            self._reader,
+            self._writer,
+            self._proto.switched_bytes(),
+            method=request.method,
+            url=request.url,
+        )
+        exchange.head = head
+        wake(exchange.go_ahead)
+        transport = self._transport
+        with transport._lock:
+            if exchange.state != WAITING or self.closing:
+                return False  # the caller gave up, or the transport closed
+            exchange.marks["head"] = self._loop.time()
+            transport._book.delivered_locked(exchange)
+            self.upgraded = stream  # before the close, which then leaves the streams
+        self.end_body_now(exchange, "no_body", "protocol_switched")
+        exchange.head_delivered()
+        return False
 
     def _body_released(self, exchange: AsyncExchange) -> bool:
         """The body owner let go of ``exchange``; whether the connection lives on."""

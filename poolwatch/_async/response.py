@@ -15,6 +15,7 @@ from .._exceptions import PoolwatchError, ReadError, RemoteProtocolError
 from .._response import ResponseHead
 from .connection import AsyncConnection
 from .exchange import AsyncExchange
+from .upgraded import AsyncUpgradedStream
 
 __all__ = ["AsyncResponse"]
 
@@ -121,11 +122,22 @@ class AsyncResponse(ResponseHead):
 
     # -- closing -------------------------------------------------------------
 
+    @property
+    def upgraded(self) -> AsyncUpgradedStream | None:
+        """As :attr:`poolwatch.Response.upgraded`: after ``101 Switching
+        Protocols`` to a request that asked to upgrade, the connection as a
+        stream for the new protocol; ``None`` for any other response."""
+        return self._connection.upgraded if self.status == 101 else None
+
     async def aclose(self) -> None:
         """End the body. Before its end this tears the connection down (R5),
-        unless ``drain_on_close`` saved it; after it, this does nothing."""
+        unless ``drain_on_close`` saved it; after it, this does nothing. A
+        ``101`` response's :attr:`upgraded` stream is its body: this closes
+        it."""
         exchange = self._exchange
         if exchange.state != BODY or exchange.leaked:
+            if self.status == 101 and self._connection.upgraded is not None:
+                await self._connection.upgraded.aclose()
             return
         self._buffer = b""
         conn = self._connection

@@ -207,15 +207,11 @@ class ClientProtocol:
         "_h11_idle",
         "_own_body",
         "_plain_request",
-        "_switches",
         "pending",
     )
 
-    def __init__(self, *, switches: bool = False) -> None:
+    def __init__(self) -> None:
         self._h11 = _new_h11()
-        # Whether a 101 answer to a request that asked to upgrade is taken
-        # (the connection then leaves HTTP), or refused as an error.
-        self._switches = switches
         # Whether h11 has seen nothing of the current exchange (a plain one).
         self._h11_idle = True
         # A plain request sent but not yet answered: h11 must learn of it if
@@ -347,9 +343,9 @@ class ClientProtocol:
             event = self._h11.next_event()
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
-                    if self._switches and self._h11.our_state is h11.SWITCHED_PROTOCOL:
+                    if self._h11.our_state is h11.SWITCHED_PROTOCOL:  # Upgrade asked for
                         return event  # the head; what follows is the new protocol's
-                    raise h11.RemoteProtocolError(self._switch_refused())
+                    raise h11.RemoteProtocolError("101 Switching Protocols to a plain request")
                 if event.status_code == 100 and exchange.request.expects_continue:
                     exchange.continue_received()
                 continue
@@ -358,15 +354,6 @@ class ClientProtocol:
             if isinstance(event, h11.Response):
                 return event
             raise h11.RemoteProtocolError(f"unexpected {event!r} before the response head")
-
-    def _switch_refused(self) -> str:
-        if self._h11.our_state is not h11.SWITCHED_PROTOCOL:  # Upgrade not asked for
-            return "101 Switching Protocols to a plain request"
-        return (
-            "101 Switching Protocols, as the request's Upgrade header asked: "
-            "AsyncTransport does not hand a connection over to another protocol "
-            "(such as WebSocket); Transport does, or use another transport"
-        )
 
     def check_head(self, exchange: Exchange, head: Head) -> bool:
         """Whether ``head`` has no body (R7); for one without, checks that

@@ -216,7 +216,7 @@ class Connection:
         # next blocks (a head delivered with its whole body).
         self._wake: OneShot | None = None
         self._head_wait = NO_TIMEOUT  # owned by the reader: its last wait for bytes
-        self._proto = ClientProtocol(switches=True)
+        self._proto = ClientProtocol()
         self._proto_lock = threading.Lock()
         self._inbox: Inbox[Exchange | None] = Inbox()
         self.created_at = time.monotonic()

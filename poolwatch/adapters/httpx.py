@@ -30,6 +30,7 @@ from .. import _events as pw_events
 from .. import _exceptions as pw
 from .._async.response import AsyncResponse
 from .._async.transport import AsyncTransport
+from .._async.upgraded import AsyncUpgradedStream
 from .._core.stats import PoolStats
 from .._events import Listener
 from .._leaks import skip_module_directory
@@ -285,7 +286,7 @@ class _HTTPXResponse(httpx.Response):
 _NOT_OFFERED = (
     "poolwatch's connections are read and written by their own workers: "
     "network_stream only answers get_extra_info(), unless the response is a "
-    "101 Switching Protocols from poolwatch.Transport"
+    "101 Switching Protocols"
 )
 
 
@@ -341,22 +342,33 @@ _HTTPCORE_ERRORS: dict[type[Exception], type[Exception]] = {
 
 
 class _AsyncNetworkStream(httpcore.AsyncNetworkStream):
-    """As :class:`_NetworkStream`, for the async transport (no 101)."""
+    """As :class:`_NetworkStream`, for the async transport."""
 
     def __init__(self, response: AsyncResponse) -> None:
         self._response = response
 
     def get_extra_info(self, info: str) -> Any:
+        upgraded = self._response.upgraded
+        if upgraded is not None:
+            return upgraded.get_extra_info(info)
         return self._response.get_extra_info(info)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        raise NotImplementedError(_NOT_OFFERED)
+        with _as_httpcore_error():
+            return await self._upgraded().read(max_bytes, timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        raise NotImplementedError(_NOT_OFFERED)
+        with _as_httpcore_error():
+            await self._upgraded().write(buffer, timeout)
 
     async def aclose(self) -> None:
-        raise NotImplementedError(_NOT_OFFERED)
+        await self._upgraded().aclose()
+
+    def _upgraded(self) -> AsyncUpgradedStream:
+        upgraded = self._response.upgraded
+        if upgraded is None:
+            raise NotImplementedError(_NOT_OFFERED)
+        return upgraded
 
 
 def httpx_response(
