@@ -246,3 +246,16 @@ def test_an_async_websocket_client_over_the_httpx_adapter() -> None:
 
     with raw_server(websocket_echo) as server:
         async_support.run(main)
+
+
+def test_a_switched_connection_outlives_its_transport() -> None:
+    """It is no longer the pool's: closing the transport leaves it open."""
+    with echo_server() as (server, echo):
+        t = poolwatch.Transport()
+        resp = t.request("GET", server.origin + "/socket", headers=UPGRADE)
+        t.close()
+        with resp.upgraded as stream:  # type: ignore[union-attr]
+            assert stream.read() == b"hello"
+            stream.write(b"still here")
+            assert stream.read(timeout=WAIT) == b"STILL HERE"
+        assert echo.ended.wait(WAIT)
