@@ -100,7 +100,7 @@ def test_the_connection_is_handed_over(scheme: str, ca: trustme.CA) -> None:
         assert t.stats().connections_opened == 2
 
 
-def test_read_timeout_and_end() -> None:
+def test_read_timeout_end_and_write_error() -> None:
     with echo_server() as (server, echo), poolwatch.Transport() as t:
         url = server.origin + "/socket"
         stream = t.request("GET", url, headers=UPGRADE).upgraded
@@ -113,6 +113,9 @@ def test_read_timeout_and_end() -> None:
             stream.write(b"bye")
             assert echo.ended.wait(WAIT)
             assert stream.read(timeout=WAIT) == b""
+            with pytest.raises(poolwatch.WriteError, match="writing the switched connection"):
+                for _ in range(100):  # the first may fit in the socket's buffer
+                    stream.write(b"x" * 65536, timeout=WAIT)
 
 
 def test_an_unasked_switch_is_still_an_error() -> None:

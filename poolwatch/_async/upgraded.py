@@ -8,17 +8,19 @@ from types import TracebackType
 from typing import Any
 
 from .._core.netinfo import socket_info
-from .._exceptions import ReadError, ReadTimeout, WriteError, WriteTimeout
+from .._core.switched import SwitchedStream
 from .exchange import within
 
 __all__ = ["AsyncUpgradedStream"]
 
 
-class AsyncUpgradedStream:
+class AsyncUpgradedStream(SwitchedStream):
     """The connection a ``101`` response came on, as a byte stream for the
     protocol it switched to: :meth:`read`, :meth:`write`, :meth:`aclose`
     (``async with`` closes it), and :meth:`get_extra_info` as on the
     response. Errors are poolwatch's, naming the request that switched."""
+
+    _timeouts = (TimeoutError, asyncio.TimeoutError)  # distinct on Python 3.10
 
     def __init__(
         self,
@@ -29,43 +31,27 @@ class AsyncUpgradedStream:
         method: str,
         url: str,
     ) -> None:
+        super().__init__(first, method=method, url=url)
         self._reader = reader
         self._writer = writer
-        self._first = first  # what came with the 101 head: the new protocol's
-        self._closed = False
-        self.method = method
-        self.url = url
 
     async def read(self, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
         """Up to ``max_bytes`` bytes, waiting up to ``timeout`` seconds
         (``None``: for ever) for some; ``b""`` once the server has closed."""
         if self._first:
-            data, self._first = self._first[:max_bytes], self._first[max_bytes:]
-            return data
+            return self._take_first(max_bytes)
         try:
             return await within(timeout, self._reader.read(max_bytes))
-        except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct on 3.10
-            raise ReadTimeout(
-                f"nothing to read within {timeout}s", method=self.method, url=self.url
-            ) from exc
-        except OSError as exc:
-            raise ReadError(
-                f"reading the switched connection failed: {exc}", method=self.method, url=self.url
-            ) from exc
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise self._error(False, exc, timeout) from exc
 
     async def write(self, data: bytes, timeout: float | None = None) -> None:
         """Send all of ``data``, within ``timeout`` seconds (``None``: no limit)."""
         try:
             self._writer.write(data)
             await within(timeout, self._writer.drain())
-        except (TimeoutError, asyncio.TimeoutError) as exc:
-            raise WriteTimeout(
-                f"could not write within {timeout}s", method=self.method, url=self.url
-            ) from exc
-        except (OSError, RuntimeError) as exc:  # RuntimeError: written after close
-            raise WriteError(
-                f"writing the switched connection failed: {exc}", method=self.method, url=self.url
-            ) from exc
+        except (OSError, RuntimeError, asyncio.TimeoutError) as exc:  # RuntimeError: closed
+            raise self._error(True, exc, timeout) from exc
 
     def close(self) -> None:
         """Close the connection at once, without waiting (again: nothing)."""
@@ -94,7 +80,3 @@ class AsyncUpgradedStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<AsyncUpgradedStream {state} {self.method} {self.url}>"

@@ -11,13 +11,13 @@ from types import TracebackType
 from typing import Any
 
 from .._core.netinfo import socket_info
-from .._exceptions import ReadError, ReadTimeout, WriteError, WriteTimeout
+from .._core.switched import SwitchedStream
 from .streams import RawSocket
 
 __all__ = ["UpgradedStream"]
 
 
-class UpgradedStream:
+class UpgradedStream(SwitchedStream):
     """The connection a ``101`` response came on, as a byte stream for the
     protocol it switched to: :meth:`read`, :meth:`write`, :meth:`close`
     (``with`` closes it), and :meth:`get_extra_info` as on the response.
@@ -38,45 +38,29 @@ class UpgradedStream:
         method: str,
         url: str,
     ) -> None:
+        super().__init__(first, method=method, url=url)
         self._stream = stream  # the socket, or its TLS session seen as one
         self._sock = sock
         self._ssl_object = ssl_object
-        self._first = first  # what came with the 101 head: the new protocol's
-        self._closed = False
-        self.method = method
-        self.url = url
 
     def read(self, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
         """Up to ``max_bytes`` bytes, waiting up to ``timeout`` seconds
         (``None``: for ever) for some; ``b""`` once the server has closed."""
         if self._first:
-            data, self._first = self._first[:max_bytes], self._first[max_bytes:]
-            return data
+            return self._take_first(max_bytes)
         try:
             self._stream.settimeout(timeout)
             return self._stream.recv(max_bytes)
-        except TimeoutError as exc:
-            raise ReadTimeout(
-                f"nothing to read within {timeout}s", method=self.method, url=self.url
-            ) from exc
-        except OSError as exc:
-            raise ReadError(
-                f"reading the switched connection failed: {exc}", method=self.method, url=self.url
-            ) from exc
+        except OSError as exc:  # TimeoutError among them
+            raise self._error(False, exc, timeout) from exc
 
     def write(self, data: bytes, timeout: float | None = None) -> None:
         """Send all of ``data``, within ``timeout`` seconds (``None``: no limit)."""
         try:
             self._stream.settimeout(timeout)
             self._stream.sendall(data)
-        except TimeoutError as exc:
-            raise WriteTimeout(
-                f"could not write within {timeout}s", method=self.method, url=self.url
-            ) from exc
         except OSError as exc:
-            raise WriteError(
-                f"writing the switched connection failed: {exc}", method=self.method, url=self.url
-            ) from exc
+            raise self._error(True, exc, timeout) from exc
 
     def close(self) -> None:
         """Close the connection (again: nothing)."""
@@ -104,7 +88,3 @@ class UpgradedStream:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<UpgradedStream {state} {self.method} {self.url}>"
