@@ -300,10 +300,7 @@ class _NetworkStream(httpcore.NetworkStream):
         self._response = response
 
     def get_extra_info(self, info: str) -> Any:
-        upgraded = self._response.upgraded
-        if upgraded is not None:
-            return upgraded.get_extra_info(info)
-        return self._response.get_extra_info(info)
+        return (self._response.upgraded or self._response).get_extra_info(info)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         with _as_httpcore_error():
@@ -348,10 +345,7 @@ class _AsyncNetworkStream(httpcore.AsyncNetworkStream):
         self._response = response
 
     def get_extra_info(self, info: str) -> Any:
-        upgraded = self._response.upgraded
-        if upgraded is not None:
-            return upgraded.get_extra_info(info)
-        return self._response.get_extra_info(info)
+        return (self._response.upgraded or self._response).get_extra_info(info)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         with _as_httpcore_error():
