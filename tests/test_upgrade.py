@@ -257,7 +257,9 @@ def test_a_switched_connection_outlives_its_transport() -> None:
         t = poolwatch.Transport()
         resp = t.request("GET", server.origin + "/socket", headers=UPGRADE)
         t.close()
-        with resp.upgraded as stream:  # type: ignore[union-attr]
+        stream = resp.upgraded
+        assert stream is not None
+        with stream:
             assert stream.read() == b"hello"
             stream.write(b"still here")
             assert stream.read(timeout=WAIT) == b"STILL HERE"
