@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import math
 import os
 import socket
 import ssl
@@ -19,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import h11
 
+from ._core.pool import is_duration
 from ._core.socks import SOCKS_SCHEMES
 from ._core.wire import (
     closes_connection,
@@ -179,9 +181,10 @@ class Timeout:
     def __post_init__(self) -> None:
         for name in ("connect", "write", "response_header", "read", "pool"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            if value is not None and not is_duration(value):
                 raise ValueError(
-                    f"{name} timeout must be a positive number or None, not {value!r}"
+                    f"{name} timeout must be a finite number of seconds > 0 or None"
+                    f" (None: no limit), not {value!r}"
                 )
 
     @classmethod
@@ -193,8 +196,11 @@ class Timeout:
         if isinstance(value, Timeout):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if value <= 0:
-                raise ValueError(f"timeout must be positive, not {value!r}")
+            if not is_duration(value):
+                raise ValueError(
+                    f"timeout must be a finite number of seconds > 0 or None"
+                    f" (None: the transport's), not {value!r}"
+                )
             v = float(value)
             return cls(connect=v, write=v, response_header=v, read=v, pool=v)
         raise TypeError(f"timeout must be a number or a Timeout, not {value!r}")
@@ -211,9 +217,10 @@ def check_transport_options(
     :class:`Timeout` and the pool's limits do, rather than at first use."""
     if not _is_int(call_site_depth) or call_site_depth < 0:
         raise ValueError(f"call_site_depth must be an int >= 0, not {call_site_depth!r}")
-    if not (_is_number(expect_continue_timeout) and expect_continue_timeout >= 0):
+    if not (_is_number(expect_continue_timeout) and 0 <= expect_continue_timeout < math.inf):
         raise ValueError(
-            f"expect_continue_timeout must be a number >= 0, not {expect_continue_timeout!r}"
+            "expect_continue_timeout must be a finite number of seconds >= 0,"
+            f" not {expect_continue_timeout!r}"
         )
     if uds is not None and not isinstance(uds, (str, os.PathLike)):
         raise TypeError(f"uds must be the path of a Unix socket, not {uds!r}")

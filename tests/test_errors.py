@@ -249,12 +249,21 @@ def test_headers_of_the_wrong_kind_are_a_type_error(
         pytest.param({"max_idle_per_host": 1.5}, TypeError, "max_idle_per_host", id="float-count"),
         pytest.param({"max_idle": True}, TypeError, "max_idle", id="bool-count"),
         pytest.param({"idle_timeout": "90"}, ValueError, "idle_timeout", id="str-timeout"),
+        pytest.param({"idle_timeout": float("inf")}, ValueError, "idle_timeout", id="inf-idle"),
+        pytest.param({"connect_timeout": True}, ValueError, "connect timeout", id="bool-timeout"),
+        pytest.param({"read_timeout": float("inf")}, ValueError, "read timeout", id="inf-timeout"),
         pytest.param({"call_site_depth": -1}, ValueError, "call_site_depth", id="negative-depth"),
         pytest.param(
             {"expect_continue_timeout": float("nan")},
             ValueError,
             "expect_continue_timeout",
             id="nan-wait",
+        ),
+        pytest.param(
+            {"expect_continue_timeout": float("inf")},
+            ValueError,
+            "expect_continue_timeout",
+            id="inf-wait",
         ),
         pytest.param({"uds": 5}, TypeError, "uds", id="uds-not-a-path"),
     ],
@@ -266,6 +275,20 @@ def test_bad_transport_arguments_are_refused_at_once(
     constructor, naming the argument (not at first use)."""
     with pytest.raises(error, match=names):
         cls(**options)
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), True, 0, -1.0])
+def test_bad_request_timeout_is_refused_before_dialling(
+    transport: poolwatch.Transport, server: HTTPServer, timeout: Any
+) -> None:
+    """A request's timeout that no socket or lock could wait for (infinite,
+    NaN, not above zero) or that is not a number raises at once, naming the
+    value, and no connection is made; ``None`` is how to ask for no limit."""
+    error = TypeError if timeout is True else ValueError
+    with pytest.raises(error, match="timeout must be"):
+        transport.request("GET", server.url(), timeout=timeout)
+    assert transport.stats().connections_opened == 0
+    assert transport.request("GET", server.url()).read() == b"hello world!\n"
 
 
 def test_connection_refused(transport: poolwatch.Transport, server: HTTPServer) -> None:

@@ -26,10 +26,11 @@ Times are plain floats from a clock the caller passes in.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeGuard, TypeVar
 
 __all__ = ["Decision", "Limits", "PoolState", "Waiter"]
 
@@ -67,10 +68,17 @@ class Limits:
             if value < least:
                 raise ValueError(f"{name} must be at least {least} or None, not {value!r}")
         timeout = self.idle_timeout
-        if timeout is not None and not (
-            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
-        ):
-            raise ValueError(f"idle_timeout must be > 0 or None, not {timeout!r}")
+        if timeout is not None and not is_duration(timeout):
+            raise ValueError(
+                f"idle_timeout must be a finite number of seconds > 0 or None, not {timeout!r}"
+            )
+
+
+def is_duration(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a number of seconds a timer can wait for: finite
+    and above zero (``True`` is not a number here, and ``inf`` is refused
+    by the sockets and locks it would reach)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 # The least value of each count limit.
