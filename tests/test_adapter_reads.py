@@ -181,17 +181,17 @@ def _truncated(conn: ServerConnection) -> None:
 
 @pytest.mark.parametrize("stock", [True, False], ids=["HTTPAdapter", "RequestsAdapter"])
 def test_a_body_cut_short_raises_what_urllib3_raises(stock: bool) -> None:
-    """3 of 10 bytes, then the server hangs up: ``raw.read`` raises
-    urllib3's ``ProtocolError``, decoding or not, and ``.content`` requests'
+    """3 of 10 bytes, then the server hangs up: ``raw.read`` returns the
+    bytes that arrived, then raises urllib3's ``ProtocolError``, decoding or
+    not, and ``.content`` requests'
     ``ChunkedEncodingError``, through either adapter."""
     adapter = requests.adapters.HTTPAdapter() if stock else poolwatch.RequestsAdapter()
     with raw_server(_truncated) as srv, requests.Session() as session:
         session.mount("http://", adapter)
         with session.get(srv.url(), stream=True) as resp:
             assert resp.raw.read(2) == b"ab"
+            assert resp.raw.read(8) == b"c"  # what arrived comes first
             with pytest.raises(ProtocolError, match=r"IncompleteRead"):
-                # HTTPAdapter gives b"c" first; poolwatch raises at once.
-                resp.raw.read(8)
                 resp.raw.read(8)
         with (
             session.get(srv.url(), stream=True) as resp,

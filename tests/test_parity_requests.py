@@ -282,13 +282,17 @@ def content_after_stream(s: Session, env: Env, obs: Observation) -> None:
 
 def stall_mid_body(via: str) -> Run[Session]:
     """A body that stops after three of its bytes, read with a short read
-    timeout, through ``raw.read`` or ``iter_content``."""
+    timeout, through ``raw.read`` (of those three bytes, or of more than
+    arrive) or ``iter_content``."""
 
     def run(s: Session, env: Env, obs: Observation) -> None:
         with s.get(env.url("/stall-body"), stream=True, timeout=SHORT) as resp:
             if via == "raw":
                 obs["first"] = resp.raw.read(3)
                 resp.raw.read()
+            elif via == "raw-more":
+                obs["first"] = resp.raw.read(8)  # more than arrives before the stall
+                resp.raw.read(8)
             else:
                 chunks = resp.iter_content(3)
                 obs["first"] = next(chunks)
@@ -697,10 +701,26 @@ CASES: list[Case[Session]] = [
     case(
         "timeout-read-mid-body", fetch("/stall-body", timeout=SHORT), error(rexc.ConnectionError)
     ),
+    *(
+        case(f"timeout-bad-{name}", fetch("/", timeout=value), error(ValueError))
+        for name, value in [
+            ("list", [5, 5]),
+            ("bool", True),
+            ("zero", 0),
+            ("negative", (-1, 5)),
+            ("string", "5"),
+            ("triple", (1, 2, 3)),
+        ]
+    ),
     case(
         "timeout-read-mid-body-raw",
         stall_mid_body("raw"),
         {"first": b"abc", "error": urllib3.exceptions.ReadTimeoutError},
+    ),
+    case(
+        "timeout-read-mid-body-raw-more",
+        stall_mid_body("raw-more"),
+        {"error": urllib3.exceptions.ReadTimeoutError},  # the three bytes go with it
     ),
     case(
         "timeout-read-mid-body-iter",

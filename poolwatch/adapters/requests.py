@@ -90,6 +90,10 @@ class _Body(io.RawIOBase):
         self._offset = 0  # how much of _piece has been read
         # Body bytes still in the response, when its Content-Length says.
         self._unpulled = None if response.is_closed else _content_length(response)
+        # A body found cut short after some bytes of a read were gathered:
+        # those bytes are returned first and the error raised by the next
+        # read, as ``http.client`` does (a timeout raises at once, as there).
+        self._failure: Exception | None = None
 
     def readable(self) -> bool:
         return True
@@ -105,7 +109,13 @@ class _Body(io.RawIOBase):
         pieces = [data] if data else []
         wanted = amt - len(data)
         while wanted and self._unpulled != 0:
-            piece = self._pull(wanted)
+            try:
+                piece = self._pull(wanted)
+            except http.client.IncompleteRead as exc:
+                if not pieces:
+                    raise
+                self._failure = exc
+                break
             if not piece:
                 break
             pieces.append(piece[:wanted] if len(piece) > wanted else piece)
@@ -153,8 +163,11 @@ class _Body(io.RawIOBase):
         self._unpulled = unpulled - len(data)
         return data
 
-    @staticmethod
-    def _translated(read: Callable[[int | None], bytes], amt: int | None) -> bytes:
+    def _translated(self, read: Callable[[int | None], bytes], amt: int | None) -> bytes:
+        failure = self._failure
+        if failure is not None:
+            self._failure = None
+            raise failure
         try:
             return read(amt)
         except ReadTimeout as exc:
@@ -547,22 +560,28 @@ def _timeout(
     value: float | tuple[float | None, float | None] | Urllib3Timeout | None, default: Timeout
 ) -> Timeout:
     """requests' timeout forms: ``None`` (no limit), a number, ``(connect,
-    read)`` or a urllib3 ``Timeout``."""
-    if isinstance(value, Urllib3Timeout):
-        connect, read = value.connect_timeout, value.read_timeout
-    elif isinstance(value, tuple):
-        try:
-            connect, read = value
-        except ValueError:
-            raise ValueError(
-                f"Invalid timeout {value}. Pass a (connect, read) timeout tuple, "
-                f"or a single float to set both timeouts to the same value."
-            ) from None
-    else:
-        connect = read = value
-    connect = connect if isinstance(connect, (int, float)) else None
-    read = read if isinstance(read, (int, float)) else None
-    return default.with_changes(connect=connect, response_header=read, read=read)
+    read)`` or a urllib3 ``Timeout``; anything else raises the
+    ``ValueError`` ``HTTPAdapter`` raises, from urllib3's own checks."""
+    if not isinstance(value, Urllib3Timeout):
+        if isinstance(value, tuple):
+            try:
+                connect, read = value
+            except ValueError:
+                raise ValueError(
+                    f"Invalid timeout {value}. Pass a (connect, read) timeout tuple, "
+                    f"or a single float to set both timeouts to the same value."
+                ) from None
+        else:
+            connect = read = value
+        value = Urllib3Timeout(connect=connect, read=read)
+    connect_limit = _seconds(value.connect_timeout)
+    read_limit = _seconds(value.read_timeout)
+    return default.with_changes(connect=connect_limit, response_header=read_limit, read=read_limit)
+
+
+def _seconds(limit: object) -> float | None:
+    """A urllib3 limit in seconds; its "default" marker means none."""
+    return limit if isinstance(limit, (int, float)) else None
 
 
 def _proxy_for(url: str, proxies: Mapping[str, str]) -> str | None:
