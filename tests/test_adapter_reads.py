@@ -5,6 +5,9 @@ length the head does not give."""
 from __future__ import annotations
 
 import gzip
+import os
+import socket
+import threading
 from collections.abc import Iterator
 
 import h11
@@ -244,3 +247,33 @@ def test_cookie_message_keeps_the_order_received_and_plain_dict_headers_go_out()
         assert items[0] == items[1]
         names = [k for k, _ in items[1]]
         assert names.index("X-Between") == names.index("Set-Cookie") + 1
+
+
+@pytest.mark.parametrize("stock", [True, False], ids=["HTTPAdapter", "RequestsAdapter"])
+def test_raw_fileno_is_the_connection_socket_while_the_body_is_read(stock: bool) -> None:
+    """``resp.raw.fileno()`` is the descriptor of the socket the body comes
+    on (for ``select()``), as with ``HTTPAdapter``; once the body has ended
+    poolwatch's connection may carry another request, so it raises."""
+    client_addresses: list[tuple[str, int]] = []
+    rest = threading.Event()
+
+    def half_then_rest(conn: ServerConnection) -> None:
+        client_addresses.append(conn.sock.getpeername())
+        conn.recv_request_head()
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc")
+        rest.wait(10)
+        conn.sock.sendall(b"def")
+        conn.wait_for_close()
+
+    adapter = requests.adapters.HTTPAdapter() if stock else poolwatch.RequestsAdapter()
+    with raw_server(half_then_rest) as srv, requests.Session() as session:
+        session.mount("http://", adapter)
+        with session.get(srv.url(), stream=True) as resp:
+            fd = resp.raw.fileno()
+            with socket.socket(fileno=os.dup(fd)) as alias:
+                assert alias.getsockname() == client_addresses[0]
+            rest.set()
+            assert resp.content == b"abcdef"
+            if not stock:
+                with pytest.raises(OSError, match="ended"):
+                    resp.raw.fileno()

@@ -183,6 +183,15 @@ class _Body(io.RawIOBase):
     def isclosed(self) -> bool:
         return self._offset >= len(self._piece) and self.response.is_closed
 
+    def fileno(self) -> int:
+        """The connection's socket, as ``http.client`` gives it, while the
+        body is being read (once it ends, the connection may carry another
+        request). Bytes already taken from it do not make it readable."""
+        sock = None if self.response.is_closed else self.response.get_extra_info("socket")
+        if sock is None:
+            raise OSError("the response body has ended: no connection to give the descriptor of")
+        return cast(int, sock.fileno())
+
     def close(self) -> None:
         self._piece, self._offset = b"", 0
         self.response.close()
