@@ -5,9 +5,10 @@ httpx, the ``network_stream`` extension, as httpcore gives it)."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import httpcore
@@ -130,6 +131,75 @@ def test_an_unasked_switch_is_still_an_error() -> None:
         with pytest.raises(poolwatch.RemoteProtocolError, match="bad response"):
             t.request("GET", server.origin + "/")
         assert assert_at_rest(t).connections_closed == 1
+
+
+class SwitchBeforeTheBody:
+    """Answers 101 to the head of a request and reads nothing more until
+    told to (:attr:`done`), then waits for the client to hang up."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+    def __call__(self, conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.sock.sendall(SWITCHED)  # the request's body is still to come
+        self.done.wait(WAIT)
+        conn.wait_for_close()
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "bytes"])
+def test_a_switch_before_the_request_was_sent_is_an_error(streamed: bool) -> None:
+    """A 101 while the upload is still going out cannot be handed over: the
+    new protocol would start in the middle of the request's body. The
+    request fails with a protocol error naming it, the connection is closed
+    (not switched), and the pool keeps working. The upload is held back by
+    the caller (streamed), or by the server not reading it (bytes larger
+    than the sockets' buffers)."""
+    more = threading.Event()
+
+    def upload() -> Iterator[bytes]:
+        yield b"first"
+        more.wait(WAIT)  # held back until the response has been seen
+        yield b"second"
+
+    body = upload() if streamed else b"x" * (64 << 20)
+    log = EventLog()
+    switch = SwitchBeforeTheBody()
+    with raw_server(switch) as server, poolwatch.Transport() as t:
+        t.add_listener(log)
+        with pytest.raises(poolwatch.RemoteProtocolError, match="before the request was sent"):
+            t.request("POST", server.origin + "/socket", headers=UPGRADE, body=body)
+        more.set()
+        switch.done.set()
+        stats = assert_at_rest(t)
+        assert (stats.connections_closed, stats.open_connections) == (1, 0)
+        [closed] = log.named("conn_closed")
+        assert closed["reason"] != "protocol_switched"
+        with echo_server() as (other, _), t.request("GET", other.origin + "/") as after:
+            assert after.read() == b"ok"
+
+
+@pytest.mark.usefixtures("event_loop_kind")
+def test_async_switch_before_the_request_was_sent_is_an_error() -> None:
+    more = asyncio.Event()
+
+    async def upload() -> AsyncIterator[bytes]:
+        yield b"first"
+        await asyncio.wait_for(more.wait(), WAIT)
+        yield b"second"
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t:
+            with pytest.raises(poolwatch.RemoteProtocolError, match="before the request was sent"):
+                await t.request("POST", server.origin + "/socket", headers=UPGRADE, body=upload())
+            more.set()
+            switch.done.set()
+            stats = await async_support.assert_at_rest(t)
+            assert (stats.connections_closed, stats.open_connections) == (1, 0)
+
+    switch = SwitchBeforeTheBody()
+    with raw_server(switch) as server:
+        async_support.run(main)
 
 
 @pytest.mark.usefixtures("event_loop_kind")

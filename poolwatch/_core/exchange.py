@@ -345,6 +345,10 @@ class ClientProtocol:
                 if event.status_code == 101:
                     if self._h11.our_state is h11.SWITCHED_PROTOCOL:  # Upgrade asked for
                         return event  # the head; what follows is the new protocol's
+                    if self._h11.their_state is h11.SWITCHED_PROTOCOL:  # asked, body unsent
+                        raise h11.RemoteProtocolError(
+                            "101 Switching Protocols before the request was sent"
+                        )
                     raise h11.RemoteProtocolError("101 Switching Protocols to a plain request")
                 if event.status_code == 100 and exchange.request.expects_continue:
                     exchange.continue_received()
