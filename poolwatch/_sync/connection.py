@@ -142,7 +142,7 @@ class Exchange(CoreExchange):
         # Set by a worker that fails the exchange and wakes the caller itself,
         # once it has closed the connection (see Connection._fail_exchange).
         self.hold_wake = False
-        self.reader_parked = _locked()  # released once: the reader may go on
+        self.reader_parked = OneShot(events)  # released once: the reader may go on
         self.go_ahead = _locked()  # released by the reader: 100 or a final head
         self.write_done = _locked()  # released once by the writer
 
@@ -159,7 +159,7 @@ class Exchange(CoreExchange):
 
     def release_reader(self) -> None:
         """Let the parked reader go on; harmless if already released."""
-        _release_once(self.reader_parked)
+        self.reader_parked.release()
 
     def has_written_all(self, wait: float) -> bool:
         """Whether the writer finished the request without error, waiting up
@@ -820,9 +820,11 @@ class Connection:
                 return True  # nothing left to read for it: back to the socket
         else:
             exchange.head_ready.release()
-        if not exchange.reader_parked.acquire(blocking=False):
+        parked = exchange.reader_parked
+        if not parked.is_set():
             self._wake_caller()  # never park with the caller asleep
-            exchange.reader_parked.acquire()
+            parked.acquire()
+            parked.done()
         return self._body_released(exchange)
 
     def _hand_over(self, exchange: Exchange, head: Head) -> bool:

@@ -13,8 +13,9 @@ missing, they fall back to a lock and a queue):
 * :class:`OneShot`: set once by one thread and waited for by another, on
   an ``eventfd`` lent by the transport's :class:`EventPool` for the wait
   (as many as threads wait at once; closed with the transport). An
-  exchange's caller waits on one for its head; a parked worker thread, for
-  its next connection. A stale count left by an earlier wait only costs
+  exchange's caller waits on one for its head; its reader, parked while the
+  caller reads the body from the socket, for the body's end; a parked
+  worker thread, for its next connection. A stale count left by an earlier wait only costs
   one more loop.
 * :class:`Inbox`: a writer's queue of exchanges, with one ``eventfd`` per
   connection (its second descriptor, beside the socket both workers share).
@@ -184,6 +185,10 @@ class OneShot:
             event.set()
         elif self._lock is not None:
             self._lock.release()
+
+    def is_set(self) -> bool:
+        """Whether it is set; never waits."""
+        return self._set
 
     def acquire(self, timeout: float = -1) -> bool:
         """Wait up to ``timeout`` seconds (negative: no limit) for it to be
