@@ -504,6 +504,24 @@ def test_expect_continue_timeout_sends_the_body() -> None:
         run(lambda: main(srv.url()))
 
 
+def test_without_an_asyncio_loop_is_a_clear_error(server: HTTPServer) -> None:
+    """Driven by something other than asyncio (trio, or a coroutine run by
+    hand), a request says that it needs an asyncio loop, before any
+    connection is made; the transport still works on a loop afterwards."""
+    t = poolwatch.AsyncTransport()
+    request = t.request("GET", server.url())
+    with pytest.raises(RuntimeError, match="runs on an asyncio event loop"):
+        request.send(None)
+    request.close()
+
+    async def get() -> bytes:
+        async with t:
+            assert t.stats().connections_opened == 0
+            return await (await t.request("GET", server.url())).read()
+
+    assert run_bare(get()) == b"hello world!\n"
+
+
 def test_bound_to_its_event_loop(server: HTTPServer) -> None:
     """A transport belongs to the loop of its first request while that loop
     is open: another loop gets a clear RuntimeError."""

@@ -146,7 +146,14 @@ class AsyncTransport:
     def _loop_now(self) -> asyncio.AbstractEventLoop:
         """The running loop, which must be the transport's own while that
         one lives (its connections' tasks and futures belong to it)."""
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "poolwatch.AsyncTransport runs on an asyncio event loop (uvloop"
+                " included), and none is running here: under trio or another"
+                " library, use poolwatch.Transport from a worker thread"
+            ) from None
         if self._loop is not loop:
             if self._loop is not None and not self._loop.is_closed():
                 raise RuntimeError("this AsyncTransport belongs to another event loop, still open")
