@@ -385,7 +385,22 @@ class Request:
             return iter((body,))
         if hasattr(body, "read"):
             return _read_file(cast("IO[bytes]", body))
-        return iter(body)
+        return map(body_chunk_bytes, body)
+
+
+def body_chunk_bytes(chunk: object) -> bytes:
+    """A piece of a streamed request body as bytes: ``str`` is sent UTF-8
+    encoded, as a ``str`` body is (and as urllib3 sends text pieces);
+    anything but bytes-like objects and ``str`` is a TypeError naming it."""
+    if isinstance(chunk, bytes):
+        return chunk
+    if isinstance(chunk, str):
+        return chunk.encode("utf-8")
+    if isinstance(chunk, (bytearray, memoryview)):
+        return bytes(chunk)
+    raise TypeError(
+        f"a request body's pieces must be bytes or str, not {type(chunk).__name__}: {chunk!r:.60}"
+    )
 
 
 class PreparedRequests:
@@ -605,7 +620,9 @@ def _prepare_body(
     declared = _declared_length(headers)
     if hasattr(body, "read"):
         file = cast("IO[bytes]", body)
-        return file, declared if declared is not None else _file_length(file)
+        if declared is not None or isinstance(file, io.TextIOBase):
+            return file, declared  # text: its length in bytes is known once sent
+        return file, _file_length(file)
     if isinstance(body, Iterable):
         return body, declared
     raise TypeError(f"request body must be bytes, an iterable or a file, not {body!r}")
@@ -636,6 +653,4 @@ def _file_length(file: IO[bytes]) -> int | None:
 
 def _read_file(file: IO[bytes]) -> Iterator[bytes]:
     while chunk := file.read(_FILE_CHUNK):
-        if isinstance(chunk, str):
-            raise TypeError("request body file must be opened in binary mode")
-        yield chunk
+        yield body_chunk_bytes(chunk)  # a text file's, UTF-8 encoded

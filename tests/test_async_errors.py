@@ -189,3 +189,33 @@ def test_idle_connection_ends_at_once(
         run(lambda: main(srv.url()))
     logged = [r for r in caplog.records if "unsolicited" in r.getMessage()]
     assert len(logged) == (1 if reason == "unsolicited_response" else 0)
+
+
+def test_async_body_pieces_str_and_of_the_wrong_kind(server: HTTPServer) -> None:
+    """An async iterable body's ``str`` pieces are sent UTF-8 encoded, as
+    the sync transport sends them; a piece that is neither bytes-like nor
+    ``str`` raises TypeError naming its kind (an int is not sent as that
+    many zero bytes), the connection is closed and the pool works on."""
+
+    async def pieces(*items: Any) -> AsyncIterator[Any]:
+        for item in items:
+            yield item
+
+    def until_closed(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.wait_for_close(10)
+
+    async def main(upload_url: str) -> None:
+        async with poolwatch.AsyncTransport() as t:
+            body = pieces("h\u00e9", bytearray(b"l"), memoryview(b"lo"))
+            async with await t.request("POST", server.url("/echo"), body=body) as resp:
+                assert await resp.read() == "h\u00e9llo".encode()
+            with pytest.raises(TypeError, match="pieces must be bytes or str, not int"):
+                await t.request("POST", upload_url, body=pieces(b"ok", 5))
+            stats = await assert_at_rest(t)
+            assert stats.open_connections == 1  # the echo server's, idle
+            async with await t.request("GET", server.url()) as resp:
+                assert await resp.read() == b"hello world!\n"
+
+    with raw_server(until_closed) as upload_server:
+        run(lambda: main(upload_server.url()))

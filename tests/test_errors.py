@@ -559,6 +559,18 @@ BodyFactory = Callable[[Path], Any]
             lambda _: (c for c in (b"he", b"llo")), {}, (None, "chunked", "hello"), id="generator"
         ),
         pytest.param(
+            lambda _: ["h\u00e9", bytearray(b"l"), memoryview(b"lo")],
+            {},
+            (None, "chunked", "h\u00e9llo"),
+            id="str-and-bytes-like-pieces",
+        ),
+        pytest.param(
+            lambda _: io.StringIO("h\u00e9llo"),
+            {},
+            (None, "chunked", "h\u00e9llo"),
+            id="text-file-chunked-as-utf8",
+        ),
+        pytest.param(
             lambda _: iter([b"he", b"llo"]),
             {"Content-Length": "5"},
             ("5", None, "hello"),
@@ -583,8 +595,9 @@ def test_request_body_framing(
     expected: tuple[str | None, str | None, str],
 ) -> None:
     """R16: bytes and files are sent with a Content-Length (a file's from
-    its size and position), iterables chunked unless the caller declared a
-    length; the server receives exactly the body."""
+    its size and position), iterables and text files chunked unless the
+    caller declared a length; ``str`` is sent UTF-8 encoded, whole or in
+    pieces; the server receives exactly the body."""
     body = make_body(tmp_path)
     with http_server({"/inspect": _inspect}) as server:
         try:
@@ -596,6 +609,31 @@ def test_request_body_framing(
         assert (seen["content-length"], seen["transfer-encoding"], seen["body"]) == expected
         # The connection went back to the pool: the body was framed right.
         assert transport.stats().idle_connections == 1
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [pytest.param([b"ok", 5], id="int"), pytest.param([b"ok", None], id="none")],
+)
+def test_a_body_piece_of_the_wrong_kind_is_a_type_error(
+    transport: poolwatch.Transport, server: HTTPServer, pieces: list[Any]
+) -> None:
+    """A streamed body's piece that is neither bytes-like nor str raises
+    TypeError naming its kind (an int is not sent as that many zero bytes);
+    the connection it was going out on is closed and the pool works on."""
+
+    def until_closed(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.wait_for_close(WAIT)
+
+    with (
+        raw_server(until_closed) as upload_server,
+        pytest.raises(TypeError, match="pieces must be bytes or str, not"),
+    ):
+        transport.request("POST", upload_server.url(), body=iter(pieces))
+    stats = assert_at_rest(transport)
+    assert stats.open_connections == 0
+    assert transport.request("GET", server.url()).read() == b"hello world!\n"
 
 
 def test_unsupported_body_type_is_rejected(transport: poolwatch.Transport) -> None:

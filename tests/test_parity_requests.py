@@ -647,6 +647,12 @@ CASES: list[Case[Session]] = [
     case("upload-json", fetch("/echo", "POST", json={"k": [1, 2]}), ok(b'{"k": [1, 2]}')),
     case("upload-generator-chunked", upload(generator(b"ab", b"", b"cd")), ok(b"abcd")),
     case("upload-generator-empty", upload(generator()), ok(b"")),
+    case(
+        "upload-generator-str-pieces",
+        upload(lambda env: iter([b"ab", "c\u00e9"])),
+        ok("abc\u00e9".encode()),
+    ),
+    case("upload-text-file", upload(lambda env: io.StringIO("text file")), ok(b"text file")),
     case("upload-file", upload(a_file()), ok(b"file body, sent by length\n")),
     case("upload-file-from-position", upload(a_file(10)), ok(b" sent by length\n")),
     case("upload-bytesio", upload(lambda env: io.BytesIO(b"in memory")), ok(b"in memory")),

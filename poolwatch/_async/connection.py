@@ -60,7 +60,7 @@ from .._exceptions import (
     RemoteProtocolError,
     ResponseHeaderTimeout,
 )
-from .._models import Origin
+from .._models import Origin, body_chunk_bytes
 from .exchange import AsyncExchange, cancel_pending, wait_or_expire, wake, within
 from .upgraded import AsyncUpgradedStream
 
@@ -503,8 +503,8 @@ class AsyncConnection:
         body = exchange.request.body
         if isinstance(body, AsyncIterable):
             async for chunk in body:
-                if chunk:
-                    await self._send(exchange, proto.body_chunk(bytes(chunk)))
+                if data := body_chunk_bytes(chunk):
+                    await self._send(exchange, proto.body_chunk(data))
         elif hasattr(body, "read"):
             # A file: each read may block on the disk, so it runs in a thread.
             chunks = exchange.request.body_chunks()
