@@ -15,8 +15,8 @@ missing, they fall back to a lock and a queue):
   (as many as threads wait at once; closed with the transport). An
   exchange's caller waits on one for its head; its reader, parked while the
   caller reads the body from the socket, for the body's end; a parked
-  worker thread, for its next connection. A stale count left by an earlier wait only costs
-  one more loop.
+  worker thread, for its next connection. A stale count left by an earlier
+  wait only costs one more loop.
 * :class:`Inbox`: a writer's queue of exchanges, with one ``eventfd`` per
   connection (its second descriptor, beside the socket both workers share).
 
