@@ -90,9 +90,10 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 JOIN_LIMIT = 900.0  # seconds: a run still going after this has hung
-# Cancellations land within this many seconds of a call's start: most calls
-# take 5 to 50 ms, so pool waits, connects, writes, head waits and body reads
-# are all hit; the stalls and early 413s run longer and are hit early.
+# Cancellations land within this many seconds of a call's start by default:
+# most calls take 5 to 50 ms, so pool waits, connects, writes, head waits and
+# body reads are all hit; the stalls and early 413s run longer and are hit
+# early. A smaller window makes more of them land on fast calls.
 CANCEL_WINDOW = 0.06
 
 
@@ -131,6 +132,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--cancel", type=float, default=0.03, help="with --async: share of calls cancelled (0.03)"
+    )
+    p.add_argument(
+        "--cancel-window",
+        type=float,
+        default=CANCEL_WINDOW,
+        help=f"with --async: seconds after its start within which a call is cancelled"
+        f" ({CANCEL_WINDOW})",
     )
     add_run_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="JSON report (benchmarks/results/)")
@@ -245,7 +253,7 @@ async def _drive_async(
 ) -> tuple[list[Call], list[str]]:
     """Run the caller tasks; their calls, and violations about hanging or
     failed tasks. A share (``--cancel``) of the calls is cancelled at a
-    random point within ``CANCEL_WINDOW`` seconds of its start."""
+    random point within ``--cancel-window`` seconds of its start."""
     limits = time_limits(args.read_timeout)
     numbers = itertools.count()
     calls: list[Call] = []
@@ -260,7 +268,9 @@ async def _drive_async(
             if close_idle:
                 await transport.close_idle_connections()
             op = pick(ctx.rng, OPERATIONS)
-            cancel = ctx.rng.uniform(0, CANCEL_WINDOW) if ctx.rng.random() < args.cancel else None
+            cancel = None
+            if ctx.rng.random() < args.cancel:
+                cancel = ctx.rng.uniform(0, args.cancel_window)
             if client is None:
                 calls.append(await acall_once(ctx, op, cancel))
             else:
