@@ -263,6 +263,9 @@ class Request:
         proxy: str | Proxy | None = None,
         uds: str | None = None,
     ) -> None:
+        for name, value in (("method", method), ("url", url)):
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be str, not {type(value).__name__}: {value!r}")
         self.method = method.upper()
         self.url = url
         try:
@@ -474,8 +477,12 @@ def _request_key(
         return None
     if headers is None:
         fields: tuple[object, ...] = ()
+    elif isinstance(headers, Mapping):
+        fields = tuple(headers.items())
+    elif isinstance(headers, (list, tuple)):
+        fields = tuple(headers)
     else:
-        fields = tuple(headers.items() if isinstance(headers, Mapping) else headers)
+        return None  # an iterator would be used up here, or not headers at all
     key = (method, url, fields, None if body is None else len(body), options)
     try:
         hash(key)
@@ -583,6 +590,8 @@ def _header_pairs(headers: HeaderTypes | None) -> list[tuple[bytes, bytes]]:
     if headers is None:
         return []
     items = headers.items() if isinstance(headers, Mapping) else headers
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise TypeError(f"headers must be a mapping or (name, value) pairs, not {headers!r}")
     pairs = []
     for item in items:
         try:
@@ -623,9 +632,12 @@ def _prepare_body(
         if declared is not None or isinstance(file, io.TextIOBase):
             return file, declared  # text: its length in bytes is known once sent
         return file, _file_length(file)
-    if isinstance(body, Iterable):
+    if isinstance(body, Iterable) and not isinstance(body, Mapping):
         return body, declared
-    raise TypeError(f"request body must be bytes, an iterable or a file, not {body!r}")
+    raise TypeError(
+        f"request body must be bytes, str, an iterable of bytes or a file, not {body!r}"
+        + (" (encode a form or JSON yourself)" if isinstance(body, Mapping) else "")
+    )
 
 
 def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:

@@ -227,6 +227,7 @@ def test_bad_request_rejected_before_sending(
         pytest.param([("X-Note",)], id="not-a-pair"),
         pytest.param([("X-Note", "a", "b")], id="a-triple"),
         pytest.param("X-Note: a", id="a-string"),
+        pytest.param(5, id="an-int"),
     ],
 )
 def test_headers_of_the_wrong_kind_are_a_type_error(
@@ -239,6 +240,50 @@ def test_headers_of_the_wrong_kind_are_a_type_error(
         transport.request("GET", server.url(), headers=headers)
     assert transport.stats().connections_opened == 0
     assert transport.request("GET", server.url()).read() == b"hello world!\n"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "match"),
+    [
+        pytest.param(b"GET", "server", None, "method must be str, not bytes", id="bytes-method"),
+        pytest.param(
+            "GET", b"http://127.0.0.1/", None, "url must be str, not bytes", id="bytes-url"
+        ),
+        pytest.param("GET", None, None, "url must be str, not NoneType", id="no-url"),
+        pytest.param("POST", "server", {"a": "1"}, "encode a form or JSON yourself", id="dict"),
+        pytest.param("POST", "server", 5, "request body must be", id="int-body"),
+    ],
+)
+def test_request_arguments_of_the_wrong_kind_are_a_type_error(
+    transport: poolwatch.Transport,
+    server: HTTPServer,
+    method: Any,
+    url: Any,
+    body: Any,
+    match: str,
+) -> None:
+    """A method or URL that is not a str, or a body that is not one (a
+    dict is not form-encoded: that is the caller's choice), raises
+    TypeError saying what was given, before any connection is made."""
+    with pytest.raises(TypeError, match=match):
+        transport.request(method, server.url() if url == "server" else url, body=body)
+    assert transport.stats().connections_opened == 0
+    assert transport.request("GET", server.url()).read() == b"hello world!\n"
+
+
+def test_headers_as_an_iterator_are_all_sent(transport: poolwatch.Transport) -> None:
+    """Headers given as a generator of pairs are sent, every one (a
+    generator can be read only once, and is not taken for a repeated
+    request)."""
+
+    def echo_headers(request: h11.Request, received: bytes) -> Reply:
+        sent = dict(request.headers)
+        return Reply(body=sent.get(b"x-one", b"-") + sent.get(b"x-two", b"-"))
+
+    with http_server({"/h": echo_headers}) as echo:
+        for _ in range(2):
+            pairs = ((name, value) for name, value in [("X-One", "1"), ("X-Two", "2")])
+            assert transport.request("GET", echo.url("/h"), headers=pairs).read() == b"12"
 
 
 @pytest.mark.parametrize("cls", [poolwatch.Transport, poolwatch.AsyncTransport])
