@@ -13,7 +13,7 @@ import math
 import os
 import socket
 import ssl
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, NamedTuple, TypeAlias, TypeGuard, cast
 from urllib.parse import unquote, urlsplit
@@ -42,9 +42,11 @@ __all__ = [
 ]
 
 HeaderTypes: TypeAlias = (
-    "Mapping[str, str] | Mapping[bytes, bytes] | Sequence[tuple[str | bytes, str | bytes]]"
+    "Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[str | bytes, str | bytes]]"
 )
-BodyTypes: TypeAlias = "bytes | bytearray | memoryview | str | Iterable[bytes] | IO[bytes] | None"
+BodyTypes: TypeAlias = (
+    "bytes | bytearray | memoryview | str | Iterable[bytes | str] | IO[bytes] | IO[str] | None"
+)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SUPPORTED_SCHEMES = ("http", "https")
@@ -616,7 +618,7 @@ def _as_bytes(value: str | bytes) -> bytes:
 
 def _prepare_body(
     body: BodyTypes, headers: list[tuple[bytes, bytes]]
-) -> tuple[bytes | Iterable[bytes] | IO[bytes] | None, int | None]:
+) -> tuple[bytes | Iterable[bytes | str] | IO[bytes] | IO[str] | None, int | None]:
     """Normalise the body and find its length (``None`` means unknown, R16)."""
     if body is None:
         return None, 0

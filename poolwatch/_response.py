@@ -12,7 +12,7 @@ from ._core.exchange import BODY, Exchange
 from ._core.timings import Timings
 from ._exceptions import LeakWarning
 
-__all__ = ["ResponseHead"]
+__all__ = ["ResponseHead", "check_size"]
 
 
 class ResponseHead:
@@ -140,3 +140,15 @@ class ResponseHead:
     def _let_go(self) -> None:
         """Hand a leaked body to its connection (each transport's way)."""
         raise NotImplementedError
+
+
+def check_size(name: str, value: object, *, positive: bool = False) -> None:
+    """Refuse a read size that is not an int (or ``None``) with a
+    TypeError, before the body is touched; with ``positive``, one below 1
+    with a ValueError."""
+    if value is None:
+        return
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, not {type(value).__name__}: {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be positive, not {value!r}")

@@ -18,6 +18,7 @@ import h11
 import pytest
 
 import poolwatch
+from tests import async_support
 from tests.conftest import assert_at_rest
 from tests.eventlog import EventLog
 from tests.servers import HTTPServer, RawServer, Reply, ServerConnection, http_server, raw_server
@@ -269,6 +270,36 @@ def test_request_arguments_of_the_wrong_kind_are_a_type_error(
         transport.request(method, server.url() if url == "server" else url, body=body)
     assert transport.stats().connections_opened == 0
     assert transport.request("GET", server.url()).read() == b"hello world!\n"
+
+
+@pytest.mark.parametrize("size", ["5", 5.0])
+def test_a_read_size_of_the_wrong_kind_leaves_the_body_alone(
+    transport: poolwatch.Transport, server: HTTPServer, size: Any
+) -> None:
+    """``read()``, ``read1()`` and ``iter_bytes()`` given a size that is not
+    an int raise TypeError naming it, and the body is still there to read:
+    the connection is not torn down as for an interrupted read."""
+    with transport.request("GET", server.url()) as resp:
+        for call in (resp.read, resp.read1, lambda size: next(resp.iter_bytes(size))):
+            with pytest.raises(TypeError, match="must be an int or None, not"):
+                call(size)
+        assert resp.read() == b"hello world!\n"
+        assert resp.outcome == "drained"
+    assert transport.stats().idle_connections == 1
+
+
+def test_async_read_size_of_the_wrong_kind_leaves_the_body_alone(server: HTTPServer) -> None:
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t, await t.request("GET", server.url()) as resp:
+            for call in (resp.read, resp.read1):
+                with pytest.raises(TypeError, match="amt must be an int or None, not str"):
+                    await call("5")  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="chunk_size must be an int or None"):
+                await anext(resp.aiter_bytes("5"))  # type: ignore[arg-type]
+            assert await resp.read() == b"hello world!\n"
+            assert resp.outcome == "drained"
+
+    async_support.run(main)
 
 
 def test_headers_as_an_iterator_are_all_sent(transport: poolwatch.Transport) -> None:

@@ -12,7 +12,7 @@ import h11
 from .._core.exchange import BODY
 from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS
 from .._exceptions import PoolwatchError, ReadError, RemoteProtocolError
-from .._response import ResponseHead
+from .._response import ResponseHead, check_size
 from .connection import AsyncConnection
 from .exchange import AsyncExchange
 from .upgraded import AsyncUpgradedStream
@@ -46,6 +46,7 @@ class AsyncResponse(ResponseHead):
     async def read(self, amt: int | None = None) -> bytes:
         """Read up to ``amt`` bytes of the body, or all of it. Reading the
         last byte returns the connection to the pool before this returns."""
+        check_size("amt", amt)
         if amt is None or amt < 0:
             chunks = [self._buffer]
             self._buffer = b""
@@ -64,6 +65,7 @@ class AsyncResponse(ResponseHead):
     async def read1(self, amt: int | None = None) -> bytes:
         """Read what has arrived, up to ``amt`` bytes, waiting only if nothing
         has (``b""`` at the end)."""
+        check_size("amt", amt)
         if not self._buffer and not self._end_seen:
             self._buffer = await self._next_chunk()
         if amt is None or amt < 0 or amt >= len(self._buffer):
@@ -77,8 +79,7 @@ class AsyncResponse(ResponseHead):
     async def aiter_bytes(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
         """Iterate over the body, in chunks of ``chunk_size`` bytes (the last
         may be shorter) or as they arrive."""
-        if chunk_size is not None and chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, not {chunk_size!r}")
+        check_size("chunk_size", chunk_size, positive=True)
         while True:
             data = await (self.read(chunk_size) if chunk_size else self.read1())
             if not data:

@@ -12,7 +12,7 @@ import h11
 from .._core.exchange import BODY, RECV_SIZE
 from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
 from .._exceptions import PoolwatchError, ReadError, RemoteProtocolError
-from .._response import ResponseHead
+from .._response import ResponseHead, check_size
 from .connection import Connection, Exchange
 from .upgraded import UpgradedStream
 
@@ -53,6 +53,7 @@ class Response(ResponseHead):
     def read(self, amt: int | None = None) -> bytes:
         """Read up to ``amt`` bytes of the body, or all of it. Reading the
         last byte returns the connection to the pool before this returns."""
+        check_size("amt", amt)
         try:
             if amt is None or amt < 0:
                 chunks = [self._buffer]
@@ -79,8 +80,7 @@ class Response(ResponseHead):
     def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Iterate over the body, in chunks of ``chunk_size`` bytes (the last
         may be shorter) or as they arrive."""
-        if chunk_size is not None and chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, not {chunk_size!r}")
+        check_size("chunk_size", chunk_size, positive=True)
         while True:
             data = self.read(chunk_size) if chunk_size else self.read1()
             if not data:
@@ -90,6 +90,7 @@ class Response(ResponseHead):
     def read1(self, amt: int | None = None) -> bytes:
         """Read what has arrived, up to ``amt`` bytes, waiting only if nothing
         has: at most one read from the socket (``b""`` at the end)."""
+        check_size("amt", amt)
         try:
             if not self._buffer and not self._end_seen:
                 self._buffer = self._next_chunk()
