@@ -44,6 +44,7 @@ __all__ = [
 HeaderTypes: TypeAlias = (
     "Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[str | bytes, str | bytes]]"
 )
+SocketOption: TypeAlias = "tuple[int, int, int | bytes]"
 BodyTypes: TypeAlias = (
     "bytes | bytearray | memoryview | str | Iterable[bytes | str] | IO[bytes] | IO[str] | None"
 )
@@ -213,10 +214,26 @@ class Timeout:
 
 
 def check_transport_options(
-    *, call_site_depth: object, expect_continue_timeout: object, uds: object
-) -> None:
+    *,
+    call_site_depth: object,
+    expect_continue_timeout: object,
+    uds: object,
+    ssl_context: object,
+    local_address: object,
+    socket_options: object,
+) -> tuple[SocketOption, ...]:
     """Refuse a transport's arguments of the wrong kind at once, as
-    :class:`Timeout` and the pool's limits do, rather than at first use."""
+    :class:`Timeout` and the pool's limits do, rather than at first use;
+    the socket options, as a tuple."""
+    check_ssl_context(ssl_context)
+    if local_address is not None and not isinstance(local_address, str):
+        raise TypeError(f"local_address must be an IP address as a str, not {local_address!r}")
+    options = tuple(socket_options) if isinstance(socket_options, Iterable) else None
+    if options is None or not all(_is_socket_option(option) for option in options):
+        raise TypeError(
+            "socket_options must be (level, option, value) tuples of two ints and an int"
+            f" or bytes, as setsockopt() takes, not {socket_options!r}"
+        )
     if not _is_int(call_site_depth) or call_site_depth < 0:
         raise ValueError(f"call_site_depth must be an int >= 0, not {call_site_depth!r}")
     if not (_is_number(expect_continue_timeout) and 0 <= expect_continue_timeout < math.inf):
@@ -226,6 +243,32 @@ def check_transport_options(
         )
     if uds is not None and not isinstance(uds, (str, os.PathLike)):
         raise TypeError(f"uds must be the path of a Unix socket, not {uds!r}")
+    return cast("tuple[SocketOption, ...]", options)
+
+
+def _is_socket_option(option: object) -> bool:
+    return (
+        isinstance(option, tuple)
+        and len(option) == 3
+        and _is_int(option[0])
+        and _is_int(option[1])
+        and isinstance(option[2], (int, bytes))
+    )
+
+
+def check_ssl_context(context: object) -> None:
+    """Refuse a TLS context that is not an ``ssl.SSLContext`` (or ``None``)."""
+    if context is not None and not isinstance(context, ssl.SSLContext):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext or None, not {context!r}")
+
+
+def check_request_options(*, ssl_context: object, proxy: object, listener: object) -> None:
+    """Refuse a request's options of the wrong kind before it is sent."""
+    check_ssl_context(ssl_context)
+    if proxy is not None and not isinstance(proxy, (str, Proxy)):
+        raise TypeError(f"proxy must be a URL str, a poolwatch.Proxy or None, not {proxy!r}")
+    if listener is not None and not callable(listener):
+        raise TypeError(f"listener must be callable (it is given each event), not {listener!r}")
 
 
 def _is_int(value: object) -> TypeGuard[int]:

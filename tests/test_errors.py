@@ -302,6 +302,34 @@ def test_async_read_size_of_the_wrong_kind_leaves_the_body_alone(server: HTTPSer
     async_support.run(main)
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        pytest.param({"ssl_context": "x"}, "ssl_context must be", id="context"),
+        pytest.param({"proxy": 5}, "proxy must be", id="proxy"),
+        pytest.param({"listener": 5}, "listener must be callable", id="listener"),
+    ],
+)
+def test_request_options_of_the_wrong_kind_are_a_type_error(
+    transport: poolwatch.Transport, server: HTTPServer, options: dict[str, Any], match: str
+) -> None:
+    """A request's TLS context, proxy or listener of the wrong kind raises
+    TypeError naming it before any connection is made (a context was
+    ignored for http, a listener failed only at its first event)."""
+    with pytest.raises(TypeError, match=match):
+        transport.request("GET", server.url(), **options)
+    assert transport.stats().connections_opened == 0
+    assert transport.request("GET", server.url()).read() == b"hello world!\n"
+
+
+def test_socket_options_from_an_iterator_are_kept() -> None:
+    """Socket options given as a generator are all applied (checking them
+    does not use them up)."""
+    options = (option for option in [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    with poolwatch.Transport(socket_options=options) as t:
+        assert t.socket_options == ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
 def test_headers_as_an_iterator_are_all_sent(transport: poolwatch.Transport) -> None:
     """Headers given as a generator of pairs are sent, every one (a
     generator can be read only once, and is not taken for a repeated
@@ -342,6 +370,10 @@ def test_headers_as_an_iterator_are_all_sent(transport: poolwatch.Transport) -> 
             id="inf-wait",
         ),
         pytest.param({"uds": 5}, TypeError, "uds", id="uds-not-a-path"),
+        pytest.param({"ssl_context": "x"}, TypeError, "ssl_context", id="context-not-a-context"),
+        pytest.param({"local_address": 5}, TypeError, "local_address", id="address-not-a-str"),
+        pytest.param({"socket_options": [(1,)]}, TypeError, "socket_options", id="short-option"),
+        pytest.param({"socket_options": 5}, TypeError, "socket_options", id="options-not-a-list"),
     ],
 )
 def test_bad_transport_arguments_are_refused_at_once(

@@ -40,6 +40,7 @@ from .._models import (
     PreparedRequests,
     Proxy,
     Timeout,
+    check_request_options,
     check_transport_options,
     ip_family,
 )
@@ -117,14 +118,17 @@ class AsyncTransport:
         )
         self.keep_alive = keep_alive
         self.drain_on_close = drain_on_close
-        check_transport_options(
+        # Set on each new socket with setsockopt().
+        self.socket_options = check_transport_options(
             call_site_depth=call_site_depth,
             expect_continue_timeout=expect_continue_timeout,
             uds=uds,
+            ssl_context=ssl_context,
+            local_address=local_address,
+            socket_options=socket_options,
         )
         self.call_site_depth = call_site_depth
         self.expect_continue_timeout = expect_continue_timeout
-        self.socket_options = tuple(socket_options)
         self._local_address = local_address
         self.uds = uds  # connect to this Unix socket instead of each origin's host
         self._tls_context = ssl_context  # made on the first https dial if None
@@ -180,6 +184,8 @@ class AsyncTransport:
         of bytes. Read the body to its end or close the response
         (``async with`` does): otherwise its connection stays checked out (R6).
         """
+        if ssl_context is not None or proxy is not None or listener is not None:
+            check_request_options(ssl_context=ssl_context, proxy=proxy, listener=listener)
         loop = self._loop_now()
         request = self._prepared.prepare(
             method,

@@ -41,6 +41,7 @@ from .._models import (
     PreparedRequests,
     Proxy,
     Timeout,
+    check_request_options,
     check_transport_options,
     ip_family,
 )
@@ -135,14 +136,17 @@ class Transport:
         )
         self.keep_alive = keep_alive
         self.drain_on_close = drain_on_close
-        check_transport_options(
+        # Set on each new socket with setsockopt().
+        self.socket_options = check_transport_options(
             call_site_depth=call_site_depth,
             expect_continue_timeout=expect_continue_timeout,
             uds=uds,
+            ssl_context=ssl_context,
+            local_address=local_address,
+            socket_options=socket_options,
         )
         self.call_site_depth = call_site_depth
         self.expect_continue_timeout = expect_continue_timeout  # Go's default
-        self.socket_options = tuple(socket_options)  # setsockopt() each new socket
         self._source_address = None if local_address is None else (local_address, 0)
         self.uds = uds  # connect to this Unix socket instead of each origin's host
         self._tls_context = ssl_context  # made on the first https dial if None
@@ -196,14 +200,16 @@ class Transport:
     ) -> Response:
         """Send a request and return the response once its head has arrived.
 
-        ``headers`` is a mapping or a list of pairs; ``body`` is bytes, str
-        (sent as UTF-8), an iterable of bytes or a binary file (sent chunked
-        when its length is unknown, R16). ``timeout`` is a number (every
+        ``headers`` is a mapping or pairs; ``body`` is bytes, str (sent as
+        UTF-8), an iterable of bytes (or str pieces, sent as UTF-8) or a file
+        (sent chunked when its length is unknown, R16). ``timeout`` is a number (every
         limit) or a :class:`Timeout`; by default the transport's.
 
         Read the body to its end or close the response (``with`` does):
         otherwise its connection stays checked out (R6).
         """
+        if ssl_context is not None or proxy is not None or listener is not None:
+            check_request_options(ssl_context=ssl_context, proxy=proxy, listener=listener)
         request = self._prepared.prepare(
             method,
             url,
