@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 import socket
 import threading
+from typing import Any
 
 import httpx
 import pytest
@@ -60,6 +61,26 @@ def test_httpx_refuses_what_it_cannot_do() -> None:
         poolwatch.HTTPXTransport(http2=True)
     with pytest.raises(ValueError, match="scheme"):
         poolwatch.HTTPXTransport(proxy="socks4://127.0.0.1:1080")  # as httpx says
+
+
+@pytest.mark.parametrize("cls", [poolwatch.HTTPXTransport, poolwatch.AsyncHTTPXTransport])
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        pytest.param({"verify": 5}, "verify must be", id="verify"),
+        pytest.param({"local_address": 5}, "local_address", id="local-address"),
+        pytest.param({"socket_options": [(1,)]}, "socket_options", id="socket-options"),
+        pytest.param({"uds": 5}, "uds", id="uds"),
+    ],
+)
+def test_httpx_transports_refuse_wrong_kinds_at_once(
+    cls: type[Any], options: dict[str, Any], match: str
+) -> None:
+    """Arguments of the wrong kind raise TypeError naming them when the
+    transport is made (httpx's own transport takes them and fails at the
+    first connection, or later)."""
+    with pytest.raises(TypeError, match=match):
+        cls(**options)
 
 
 def test_leak_is_logged_with_its_call_site(

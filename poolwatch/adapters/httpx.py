@@ -127,6 +127,11 @@ def transport_options(
         context = verify
     else:
         context = httpx.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+    if not isinstance(context, ssl.SSLContext):  # httpx hands back what it does not know
+        raise TypeError(
+            f"verify must be True, False, the path of CA certificates or an ssl.SSLContext,"
+            f" not {verify!r}"
+        )
     keepalive = limits.max_keepalive_connections
     return {
         "max_connections": limits.max_connections,
