@@ -97,3 +97,11 @@ def test_leak_is_logged_with_its_call_site(
             assert closed.wait(10)
         assert t.stats().bodies_leaked == 1
     assert any("test_adapters.py" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("name", ["pool_connections", "pool_maxsize"])
+def test_requests_adapter_pool_sizes_must_be_ints(name: str) -> None:
+    """A pool size that is not an int raises TypeError naming it (it was
+    multiplied into a limit of another name first)."""
+    with pytest.raises(TypeError, match=f"{name} must be an int, not 'x'"):
+        poolwatch.RequestsAdapter(**{name: "x"})

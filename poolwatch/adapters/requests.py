@@ -335,6 +335,10 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         transport: Transport | None = None,
     ) -> None:
         super().__init__()
+        sizes = {"pool_connections": pool_connections, "pool_maxsize": pool_maxsize}
+        for name, value in sizes.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, not {value!r}")
         self.max_retries = requests_retry(max_retries)
         self._pool_connections = pool_connections
         self._pool_maxsize = pool_maxsize
