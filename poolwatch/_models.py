@@ -267,7 +267,13 @@ def check_request_options(*, ssl_context: object, proxy: object, listener: objec
     check_ssl_context(ssl_context)
     if proxy is not None and not isinstance(proxy, (str, Proxy)):
         raise TypeError(f"proxy must be a URL str, a poolwatch.Proxy or None, not {proxy!r}")
-    if listener is not None and not callable(listener):
+    if listener is not None:
+        check_listener(listener)
+
+
+def check_listener(listener: object) -> None:
+    """Refuse a listener that cannot be called with each event."""
+    if not callable(listener):
         raise TypeError(f"listener must be callable (it is given each event), not {listener!r}")
 
 

@@ -322,6 +322,17 @@ def test_request_options_of_the_wrong_kind_are_a_type_error(
     assert transport.request("GET", server.url()).read() == b"hello world!\n"
 
 
+@pytest.mark.parametrize("cls", [poolwatch.Transport, poolwatch.AsyncTransport])
+def test_a_listener_that_cannot_be_called_is_refused(cls: type[Any]) -> None:
+    """``add_listener`` refuses what cannot be called with each event."""
+    transport = cls()
+    with pytest.raises(TypeError, match="listener must be callable"):
+        transport.add_listener(5)
+    assert transport._listeners == ()
+    if isinstance(transport, poolwatch.Transport):
+        transport.close()  # the asyncio one has opened nothing: no loop to close it on
+
+
 def test_socket_options_from_an_iterator_are_kept() -> None:
     """Socket options given as a generator are all applied (checking them
     does not use them up)."""

@@ -40,6 +40,7 @@ from .._models import (
     PreparedRequests,
     Proxy,
     Timeout,
+    check_listener,
     check_request_options,
     check_transport_options,
     ip_family,
@@ -552,6 +553,7 @@ class AsyncTransport:
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every :class:`~poolwatch.Event` (R19),
         on the event loop."""
+        check_listener(listener)
         self._listeners = (*self._listeners, listener)
 
     def remove_listener(self, listener: Listener) -> None:

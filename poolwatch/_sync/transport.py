@@ -41,6 +41,7 @@ from .._models import (
     PreparedRequests,
     Proxy,
     Timeout,
+    check_listener,
     check_request_options,
     check_transport_options,
     ip_family,
@@ -478,6 +479,7 @@ class Transport:
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every :class:`~poolwatch.Event` (R19)."""
+        check_listener(listener)
         self._listeners = (*self._listeners, listener)
 
     def remove_listener(self, listener: Listener) -> None:
