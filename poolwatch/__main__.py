@@ -48,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = stats.add_mutually_exclusive_group(required=True)
     load.add_argument("script", nargs="?", help="a Python script to run")
     load.add_argument("--demo", action="store_true", help="run the seed demo's load")
-    stats.add_argument("--interval", type=float, default=0.5, help="seconds between tables")
+    stats.add_argument(
+        "--interval", type=_seconds, default=0.5, help="seconds between tables (> 0)"
+    )
     stats.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     if args.command == "stats":
@@ -73,6 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return 0 if run_demo(sys.stdout, args.client) else 1
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text!r}")
+    return value
 
 
 if __name__ == "__main__":

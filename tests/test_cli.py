@@ -111,3 +111,15 @@ def test_stats_snapshots_are_not_split_by_other_output(server: HTTPServer, as_js
         rows = ours[1:-1]
         assert any(row.startswith(server.origin) for row in rows)
         assert all(row.startswith(("http://", "https://")) for row in rows)
+
+
+@pytest.mark.parametrize("interval", ["-1", "0", "nan", "inf", "soon"])
+def test_stats_refuses_an_interval_that_is_not_a_time(
+    interval: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--interval`` must be a finite number of seconds above 0: a negative
+    or zero one printed tables without pause."""
+    with pytest.raises(SystemExit) as info:
+        main(["stats", "--demo", "--interval", interval])
+    assert info.value.code == 2
+    assert "not a number of seconds above 0" in capsys.readouterr().err
