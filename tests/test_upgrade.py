@@ -173,7 +173,7 @@ def test_a_switch_before_the_request_was_sent_is_an_error(streamed: bool) -> Non
         switch.done.set()
         stats = assert_at_rest(t)
         assert (stats.connections_closed, stats.open_connections) == (1, 0)
-        [closed] = log.named("conn_closed")
+        [closed] = log.wait_for("conn_closed")
         assert closed["reason"] != "protocol_switched"
         with echo_server() as (other, _), t.request("GET", other.origin + "/") as after:
             assert after.read() == b"ok"
