@@ -437,3 +437,38 @@ def test_connection_close_is_never_pooled(
         assert "put_idle_conn" not in log.names
     assert server.accepted == 2
     assert client_closed == ([] if hangs_up else [True, True])
+
+
+def test_settle_returns_once_each_close_is_announced() -> None:
+    """When ``settle()`` returns, every connection it waited for has also
+    announced its close (``conn_closed``) to the listeners, not only left
+    the stats. Here the server ends an idle connection and ``settle()`` is
+    called while the listener is inside that announcement: it must wait
+    for it to finish (the listener gives up waiting for ``settle()`` after
+    a moment, so a wrong order fails instead of hanging)."""
+    announcing = threading.Event()
+    settled = threading.Event()
+    closed: list[str] = []
+
+    def listener(event: poolwatch.Event) -> None:
+        if event.name == "conn_closed":
+            announcing.set()
+            settled.wait(0.2)  # never set first when settle() waits, as it must
+            closed.append(str(event["reason"]))
+
+    hang_up = threading.Event()
+
+    def answer_then_hang_up(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        hang_up.wait(10)
+
+    with raw_server(answer_then_hang_up) as server, poolwatch.Transport() as t:
+        t.add_listener(listener)
+        assert t.request("GET", server.url()).read() == b"ok"  # back in the pool
+        hang_up.set()
+        assert announcing.wait(10)  # the reader saw the hang-up
+        t.settle()
+        assert closed == ["server_closed_idle"]
+        settled.set()
+        assert t.stats().connections_closed == 1

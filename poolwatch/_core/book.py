@@ -180,10 +180,18 @@ class Book(Generic[C]):
         ]
 
     def worker_exited_locked(self, conn: C, last: bool) -> None:
-        """One of ``conn``'s workers exited; ``last`` if it was the second."""
+        """One of ``conn``'s workers exited; ``last`` if it was the second
+        and ``conn`` is settled with it (see :meth:`settled_locked`)."""
         conn.counters.workers_alive -= 1
         if last:
-            self.unsettled.pop(conn, None)
+            self.settled_locked(conn)
+
+    def settled_locked(self, conn: C) -> None:
+        """Nothing of ``conn`` runs any more: ``settle()`` need not wait for
+        it. The sync transport calls this once the last worker has also
+        announced the close (``conn_closed``), so that a listener has heard
+        of it when ``settle()`` returns."""
+        self.unsettled.pop(conn, None)
 
     def arrived_locked(self, conn: C, data: bytes | OSError) -> tuple[Any, bool]:
         """The reader of ``conn`` got ``data`` (bytes, ``b""`` for EOF, or

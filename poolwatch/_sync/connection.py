@@ -528,12 +528,14 @@ class Connection:
         with transport._lock:
             self._workers_left -= 1
             last = self._workers_left == 0
-            transport._book.worker_exited_locked(self, last)
-        if last and self._shared and self.upgraded is None:
-            # Only now: a descriptor closed under a running worker could be
-            # reused by another connection and written to.
-            self._rsock.close()
-        if last:
+            transport._book.worker_exited_locked(self, last=False)  # settled below
+        if not last:
+            return
+        try:
+            if self._shared and self.upgraded is None:
+                # Only now: a descriptor closed under a running worker could
+                # be reused by another connection and written to.
+                self._rsock.close()
             transport._emit(
                 "conn_closed",
                 self,
@@ -541,6 +543,9 @@ class Connection:
                 age=time.monotonic() - self.created_at,
                 requests=self.requests_served,
             )
+        finally:
+            with transport._lock:
+                transport._book.settled_locked(self)
 
     # -- the writer ----------------------------------------------------------
 

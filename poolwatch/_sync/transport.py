@@ -534,8 +534,9 @@ class Transport:
         return f"<{state}Transport {summary}>"
 
     def settle(self) -> None:
-        """Wait until the workers of every closed connection have exited, so
-        that :meth:`stats` describes the transport at rest (R18); also those
+        """Wait until the workers of every closed connection have exited
+        (and told the listeners, ``conn_closed``), so that :meth:`stats`
+        describes the transport at rest (R18); also those
         of a connection whose response was just garbage-collected unclosed,
         once they have counted the leak (R6)."""
         with self._lock:
