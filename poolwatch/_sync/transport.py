@@ -536,9 +536,9 @@ class Transport:
     def settle(self) -> None:
         """Wait until the workers of every closed connection have exited
         (and told the listeners, ``conn_closed``), so that :meth:`stats`
-        describes the transport at rest (R18); also those
-        of a connection whose response was just garbage-collected unclosed,
-        once they have counted the leak (R6)."""
+        describes the transport at rest (R18); also those of a connection
+        whose response was just garbage-collected unclosed, once they have
+        counted the leak (R6)."""
         with self._lock:
             closing = self._book.settling_locked()
         for conn in closing:
