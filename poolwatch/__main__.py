@@ -79,11 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _seconds(text: str) -> float:
     """A positive, finite number of seconds, for argparse."""
+    from ._core.pool import is_duration
+
     try:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not 0 < value < float("inf"):
+    if not is_duration(value):
         raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text!r}")
     return value
 
