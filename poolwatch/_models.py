@@ -568,8 +568,8 @@ def parse_url(url: str) -> tuple[Origin, bytes, bytes]:
     if port is None:
         port = default_port
     target = parts.path or "/"
-    if parts.query:
-        target = f"{target}?{parts.query}"
+    if parts.query or "?" in url.partition("#")[0]:
+        target = f"{target}?{parts.query}"  # an empty query is sent as given
     try:
         host.encode("ascii")
         target_bytes = target.encode("ascii")

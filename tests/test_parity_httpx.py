@@ -661,6 +661,13 @@ CASES: list[Case[Client]] = [
         {"second": httpx.PoolTimeout, "first": b"x" * 10, "connections": 1},
         options=lambda env: {"limits": httpx.Limits(max_connections=1)},
     ),
+    case(
+        "limits-keepalive-expiry-zero",
+        steps("/inspect", "/inspect"),
+        {"steps": [(200, JSON_GET)] * 2, "connections": 2},
+        options=lambda env: {"limits": httpx.Limits(keepalive_expiry=0)},
+    ),
+    case("empty-query-sent", fetch("/inspect?"), ok(inspected("GET", target="/inspect?"))),
     # -- refused
     case("refused", fetch("/"), error(httpx.ConnectError), serve=serve_refused),
     case(
@@ -700,6 +707,14 @@ CASES: list[Case[Client]] = [
         options=trusting,
     ),
     case("tls-default-cas-reject", fetch("/"), error(httpx.ConnectError), serve=serve_tls("good")),
+    case(
+        "tls-client-cert-with-context",
+        fetch("/inspect"),
+        ok(JSON_GET),
+        serve=serve_tls("client-cert"),
+        # ``cert`` is loaded into the given context, as httpx's transport does.
+        options=lambda env: {**trusting(env), "cert": env.certs.client_cert},
+    ),
     case(
         "tls-verify-false",
         fetch("/"),

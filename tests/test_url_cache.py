@@ -23,3 +23,19 @@ def test_bad_url_is_refused_every_time() -> None:
         with pytest.raises(poolwatch.InvalidURL, match="no host") as info:
             Request("GET", "http:///nohost")
         assert info.value.url == "http:///nohost"
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("http://127.0.0.1:8080/p?", b"/p?"),
+        ("http://127.0.0.1:8080?", b"/?"),
+        ("http://127.0.0.1:8080/p", b"/p"),
+        ("http://127.0.0.1:8080/p?a=1#f", b"/p?a=1"),
+        ("http://127.0.0.1:8080/p#f?x", b"/p"),
+    ],
+)
+def test_request_target_keeps_the_query_as_given(url: str, target: bytes) -> None:
+    """An empty query is sent as the URL has it (``/p?``), as httpx and
+    http.client send it; a ``?`` in the fragment is not a query."""
+    assert Request("GET", url).event.target == target

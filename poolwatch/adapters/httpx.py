@@ -123,9 +123,10 @@ def transport_options(
     """``HTTPTransport``'s arguments as :class:`Transport` options."""
     if http2:
         raise ValueError("poolwatch speaks HTTP/1.1 only: http2=True is not supported")
-    if isinstance(verify, ssl.SSLContext):
+    if isinstance(verify, ssl.SSLContext) and cert is None:
         context = verify
     else:
+        # As httpx's transport: a given context gets ``cert`` loaded into it.
         context = httpx.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
     if not isinstance(context, ssl.SSLContext):  # httpx hands back what it does not know
         raise TypeError(
@@ -133,11 +134,14 @@ def transport_options(
             f" not {verify!r}"
         )
     keepalive = limits.max_keepalive_connections
+    expiry = limits.keepalive_expiry
+    if expiry == 0:  # httpcore: a connection expires as soon as it is idle
+        keepalive, expiry = 0, None
     return {
         "max_connections": limits.max_connections,
         "max_idle": keepalive,
         "max_idle_per_host": keepalive,
-        "idle_timeout": limits.keepalive_expiry,
+        "idle_timeout": expiry,
         "connect_timeout": None,
         "ssl_context": context,
         "local_address": local_address,
