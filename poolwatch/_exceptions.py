@@ -102,7 +102,9 @@ class ReadError(NetworkError):
 
 
 class RemoteDisconnected(ReadError):
-    """The server closed the connection without sending any response."""
+    """The server closed the connection before the whole response head
+    arrived (``http.client.RemoteDisconnected``; httpx's
+    ``RemoteProtocolError``)."""
 
 
 class WriteError(NetworkError):

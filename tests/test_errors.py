@@ -18,6 +18,7 @@ import h11
 import pytest
 
 import poolwatch
+from poolwatch._core.exchange import MAX_HEAD_SIZE
 from tests import async_support
 from tests.conftest import assert_at_rest
 from tests.eventlog import EventLog
@@ -25,8 +26,7 @@ from tests.servers import HTTPServer, RawServer, Reply, ServerConnection, http_s
 
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
 OK = OK_HEAD + b"ok"
-# poolwatch's limit on a response head (connection.MAX_HEAD_SIZE).
-HEAD_LIMIT = 64 * 1024
+HEAD_LIMIT = MAX_HEAD_SIZE  # poolwatch's limit on a response head
 # Generous for a loopback round trip, short enough to keep the suite fast.
 WAIT = 10.0
 
@@ -438,7 +438,7 @@ def test_connection_refused_frees_the_per_host_slot(server: HTTPServer) -> None:
 
 # -- R10 framing errors --------------------------------------------------------
 
-BIG_HEADERS = b"".join(b"X-Filler-%05d: %s\r\n" % (i, b"f" * 100) for i in range(700))
+BIG_HEADERS = b"".join(b"X-Filler-%05d: %s\r\n" % (i, b"f" * 100) for i in range(2400))
 assert len(BIG_HEADERS) > HEAD_LIMIT
 
 
@@ -492,12 +492,12 @@ def _framing_case(case_id: str, response: bytes, phase: str, *, hangs_up: bool =
             "head",
         ),
         _framing_case(
-            "headers-over-64k",
+            "headers-over-the-limit",
             b"HTTP/1.1 200 OK\r\n" + BIG_HEADERS + b"Content-Length: 2\r\n\r\nok",
             "head",
         ),
         _framing_case(
-            "unterminated-head-over-64k",
+            "unterminated-head-over-the-limit",
             b"HTTP/1.1 200 OK\r\n" + BIG_HEADERS,
             "head",
         ),
@@ -561,12 +561,15 @@ def test_framing_error_closes_connection(response: bytes, hangs_up: bool, phase:
 
 def test_head_cut_off_is_a_read_error() -> None:
     """R10/R13: a server that hangs up in the middle of the response head
-    causes a ReadError naming method and URL (a network failure, not
-    retried since response bytes arrived); the pool stays usable."""
+    causes a RemoteDisconnected (a ReadError, as when nothing came) naming
+    method and URL (a network failure, not retried since response bytes
+    arrived); the pool stays usable."""
     fault = reply_then_hang_up(b"HTTP/1.1 200 OK\r\nContent-Le")
     with scripted(fault) as (server, _), watched_transport() as (t, log):
         url = server.url("/cut")
-        with pytest.raises(poolwatch.ReadError, match="middle of the response head") as info:
+        with pytest.raises(
+            poolwatch.RemoteDisconnected, match="middle of the response head"
+        ) as info:
             t.request("GET", url)
         assert_names_request(info.value, "GET", url)
         log.wait_for("conn_closed")
@@ -574,11 +577,11 @@ def test_head_cut_off_is_a_read_error() -> None:
         assert_pool_still_works(t, server.url("/next"))
 
 
-@pytest.mark.parametrize("size", [16 * 1024 + 1, 32 * 1024, HEAD_LIMIT - 1024])
+@pytest.mark.parametrize("size", [16 * 1024 + 1, 80 * 1024, HEAD_LIMIT - 1024])
 def test_large_head_within_limit_is_accepted(size: int) -> None:
-    """R10 boundary: a response head larger than h11's default 16 KiB but
-    under poolwatch's 64 KiB limit is a normal response; the connection is
-    reused."""
+    """R10 boundary: a response head larger than h11's default 16 KiB (and
+    than http.client's 64 KiB per line) but under poolwatch's 256 KiB limit
+    is a normal response; the connection is reused."""
     filler = b"X-Filler: " + b"f" * (size - 64) + b"\r\n"
     response = b"HTTP/1.1 200 OK\r\n" + filler + b"Content-Length: 2\r\n\r\nok"
 
@@ -592,6 +595,16 @@ def test_large_head_within_limit_is_accepted(size: int) -> None:
                 assert len(resp.headers["x-filler"]) == size - 64
                 assert resp.read() == b"ok"
         assert t.stats().connections_opened == 1
+
+
+@pytest.mark.parametrize("end", [b"Content-Length: 2\r\n\r\nok", b""], ids=["whole", "unended"])
+def test_head_over_the_limit_says_so(end: bytes) -> None:
+    """R10: a head over the limit is refused in those words, whether it
+    ends or not (h11 has its own words for the second)."""
+    response = b"HTTP/1.1 200 OK\r\n" + BIG_HEADERS + end
+    with scripted(reply_then_wait(response)) as (server, _), watched_transport() as (t, _):
+        with pytest.raises(poolwatch.RemoteProtocolError, match="response head larger than"):
+            t.request("GET", server.url())
 
 
 # -- R9 / scenario 9: an early answer to an upload -----------------------------

@@ -771,6 +771,12 @@ CASES: list[Case[Client]] = [
         serve=serve_raw(reply_and_close(b"")),
     ),
     case(
+        "bad-head-cut-short",
+        fetch("/"),
+        error(httpx.RemoteProtocolError),
+        serve=serve_raw(reply_and_close(b"HTTP/1.1 200 OK\r\nContent-Le")),
+    ),
+    case(
         "bad-truncated-content-length",
         fetch("/"),
         error(httpx.RemoteProtocolError),

@@ -76,7 +76,9 @@ __all__ = [
 RECV_SIZE = 256 * 1024
 # Limit on the status line plus headers (h11's default is 16 KiB; browsers
 # and Go allow more). A larger head is a protocol error (R10).
-MAX_HEAD_SIZE = 64 * 1024
+# Larger than httpcore's 100 KiB and http.client's 64 KiB per line, so that
+# what they read is read here too; bounded, as a head is held whole.
+MAX_HEAD_SIZE = 256 * 1024
 
 # Exchange states.
 WAITING = "waiting"  # for the response head
@@ -302,7 +304,11 @@ class ClientProtocol:
             ):
                 raise h11.RemoteProtocolError(f"response head larger than {MAX_HEAD_SIZE} bytes")
         except h11.RemoteProtocolError as exc:
-            error = request_error(exchange.request, RemoteProtocolError, f"bad response: {exc}")
+            # h11 says "Receive buffer too long" of a head still incomplete.
+            reason = f"response head larger than {MAX_HEAD_SIZE} bytes"
+            if received <= MAX_HEAD_SIZE:
+                reason = str(exc)
+            error = request_error(exchange.request, RemoteProtocolError, f"bad response: {reason}")
             raise error from exc
         if event is None:
             return None

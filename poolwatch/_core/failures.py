@@ -67,16 +67,10 @@ def no_response_error(
     if isinstance(data, OSError):
         return read_failed(exchange, data)
     if nothing_received:
-        return request_error(
-            exchange.request,
-            RemoteDisconnected,
-            "server closed the connection without sending a response",
-        )
-    return request_error(
-        exchange.request,
-        ReadError,
-        "server closed the connection in the middle of the response head",
-    )
+        reason = "server closed the connection without sending a response"
+    else:
+        reason = "server closed the connection in the middle of the response head"
+    return request_error(exchange.request, RemoteDisconnected, reason)
 
 
 def write_error(exchange: Exchange, exc: BaseException, timed_out: bool) -> BaseException:
