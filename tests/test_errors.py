@@ -602,9 +602,12 @@ def test_head_over_the_limit_says_so(end: bytes) -> None:
     """R10: a head over the limit is refused in those words, whether it
     ends or not (h11 has its own words for the second)."""
     response = b"HTTP/1.1 200 OK\r\n" + BIG_HEADERS + end
-    with scripted(reply_then_wait(response)) as (server, _), watched_transport() as (t, _):
-        with pytest.raises(poolwatch.RemoteProtocolError, match="response head larger than"):
-            t.request("GET", server.url())
+    with (
+        scripted(reply_then_wait(response)) as (server, _),
+        watched_transport() as (t, _),
+        pytest.raises(poolwatch.RemoteProtocolError, match="response head larger than"),
+    ):
+        t.request("GET", server.url())
 
 
 # -- R9 / scenario 9: an early answer to an upload -----------------------------
