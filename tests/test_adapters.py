@@ -13,6 +13,7 @@ import pytest
 import requests
 
 import poolwatch
+from tests import async_support
 from tests.servers import HTTPServer
 
 
@@ -105,3 +106,49 @@ def test_requests_adapter_pool_sizes_must_be_ints(name: str) -> None:
     multiplied into a limit of another name first)."""
     with pytest.raises(TypeError, match=f"{name} must be an int, not 'x'"):
         poolwatch.RequestsAdapter(**{name: "x"})
+
+
+def test_httpx_transport_outlives_its_clients(server: HTTPServer) -> None:
+    """As httpx's own transport: one shared by clients in turn (each closes
+    it on its way out) opens new connections for the next; until then its
+    stats tell of the closed transport. One passed in is not made again."""
+    transport = poolwatch.HTTPXTransport()
+    for _ in range(2):
+        with httpx.Client(transport=transport) as client:
+            assert client.get(server.url()).text == "hello world!\n"
+        stats = transport.stats()
+        assert (stats.requests, stats.connections_closed, stats.workers_alive) == (1, 1, 0)
+    assert server.accepted == 2
+    given = poolwatch.HTTPXTransport(transport=poolwatch.Transport())
+    given.close()
+    with pytest.raises(httpx.TransportError, match="closed"):
+        httpx.Client(transport=given).get(server.url())
+
+
+def test_async_httpx_transport_outlives_its_clients(server: HTTPServer) -> None:
+    """The same for the async transport."""
+
+    async def main() -> None:
+        transport = poolwatch.AsyncHTTPXTransport()
+        for _ in range(2):
+            async with httpx.AsyncClient(transport=transport) as client:
+                assert (await client.get(server.url())).text == "hello world!\n"
+            stats = transport.stats()
+            assert (stats.requests, stats.connections_closed, stats.workers_alive) == (1, 1, 0)
+
+    async_support.run(main)
+    assert server.accepted == 2
+
+
+def test_requests_adapter_works_again_after_close(server: HTTPServer) -> None:
+    """As ``HTTPAdapter``: a closed session can be used again, and its stats
+    tell of the closed transport until then."""
+    with requests.Session() as session:
+        adapter = poolwatch.RequestsAdapter()
+        session.mount("http://", adapter)
+        for _ in range(2):
+            assert session.get(server.url()).text == "hello world!\n"
+            session.close()
+            stats = adapter.stats()
+            assert (stats.requests, stats.connections_closed, stats.workers_alive) == (1, 1, 0)
+    assert server.accepted == 2

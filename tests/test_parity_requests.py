@@ -71,6 +71,7 @@ from tests.parity_support import (
     table,
     visible_headers,
 )
+from tests.servers import ServerConnection
 
 Session = requests.Session
 
@@ -271,6 +272,37 @@ def read_all_unclosed(s: Session, env: Env, obs: Observation) -> None:
             obs["next"] = second.content
     finally:
         resp.close()
+
+
+def read_after_session_close(path: str) -> Run[Session]:
+    """A streamed response read after its session was closed (as a helper
+    that returns it from ``with Session() as s:`` does): ``close()`` leaves
+    a response being read alone, and the session works again after it."""
+
+    def run(s: Session, env: Env, obs: Observation) -> None:
+        resp = s.get(env.url(path), stream=True)
+        s.close()
+        obs["size"] = len(resp.content)
+        obs["again"] = s.get(env.url("/")).content
+        s.close()
+
+    return run
+
+
+def raw_stream_cut_short(s: Session, env: Env, obs: Observation) -> None:
+    """``raw.stream()``, as download helpers read: a body cut short raises
+    (the bytes that came are not taken for the whole)."""
+    with s.get(env.url("/"), stream=True) as resp:
+        obs["read"] = b"".join(resp.raw.stream(1024, decode_content=False))
+
+
+def redirect_cut_short(server: ScriptedServer, conn: ServerConnection) -> None:
+    """A redirect whose body is cut short, then the page it points to."""
+    head = server.read_head(conn)
+    if head.startswith(b"GET /start"):
+        conn.sock.sendall(b"HTTP/1.1 302 Found\r\nLocation: /end\r\nContent-Length: 50\r\n\r\nabc")
+    elif head:
+        conn.sock.sendall(OK)
 
 
 def content_after_stream(s: Session, env: Env, obs: Observation) -> None:
@@ -639,6 +671,28 @@ CASES: list[Case[Session]] = [
         {"chunks": [True] * 3, "connections": 2},
     ),
     case("stream-read-all-unclosed", read_all_unclosed, {"size": 5000, "connections": 1}),
+    case(
+        "stream-read-after-session-close",
+        read_after_session_close("/bytes/100000"),
+        {"size": 100000, "again": b"hello world!\n", "connections": 2},
+    ),
+    case(
+        "stream-chunked-read-after-session-close",
+        read_after_session_close("/chunked/70000"),
+        {"size": 70000, "again": b"hello world!\n", "connections": 2},
+    ),
+    case(
+        "stream-raw-cut-short",
+        raw_stream_cut_short,
+        error(urllib3.exceptions.ProtocolError),
+        serve=serve_raw(reply_and_close(TRUNCATED_STREAM)),
+    ),
+    case(
+        "redirect-body-cut-short",
+        fetch("/start"),
+        {"status": 200, "history": [(302, "http://127.0.0.1:PORT/start")]},
+        serve=serve_raw(redirect_cut_short),
+    ),
     case("stream-content-after-stream", content_after_stream, {"content": b"x" * 3000}),
     # -- uploads
     case("upload-bytes", upload(lambda env: b"some bytes"), ok(b"some bytes")),

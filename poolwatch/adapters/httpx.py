@@ -468,8 +468,12 @@ class HTTPXTransport(httpx.BaseTransport):
                 local_address=local_address,
                 socket_options=socket_options,
             )
+            self._options: dict[str, Any] | None = options
             transport = Transport(**options)
+        else:
+            self._options = None  # not this adapter's to make again
         self.transport = transport
+        self._closed = False  # by close(): the next request gets a new transport
         self.retries = retries
         self.proxy = _proxy_url(proxy)
 
@@ -479,6 +483,9 @@ class HTTPXTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the response body streams from the connection."""
+        if self._closed and self._options is not None:
+            self._closed = False
+            self.transport = Transport(**self._options)
         trace = request.extensions.get("trace")
         listener = trace_listener(trace, request) if trace is not None else None
         options = request_options(request, self.transport.timeout, self.proxy, listener)
@@ -500,7 +507,10 @@ class HTTPXTransport(httpx.BaseTransport):
         return httpx_response(response, _ResponseStream(response, request, trace))
 
     def close(self) -> None:
-        """Close the poolwatch transport."""
+        """Close the poolwatch transport. As with httpx's transport, a later
+        request opens new connections: on a new transport, if this adapter
+        made the first (:meth:`stats` tells of the closed one until then)."""
+        self._closed = True
         self.transport.close()
 
     def __enter__(self) -> HTTPXTransport:
@@ -610,8 +620,12 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
                 local_address=local_address,
                 socket_options=socket_options,
             )
+            self._options: dict[str, Any] | None = options
             transport = AsyncTransport(**options)
+        else:
+            self._options = None  # not this adapter's to make again
         self.transport = transport
+        self._closed = False  # by close(): the next request gets a new transport
         self.retries = retries
         self.proxy = _proxy_url(proxy)
 
@@ -621,6 +635,9 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the response body streams from the connection."""
+        if self._closed and self._options is not None:
+            self._closed = False
+            self.transport = AsyncTransport(**self._options)
         given = request.extensions.get("trace")
         trace = _TraceBuffer(given, request) if given is not None else None
         listener = trace.listener if trace is not None else None
@@ -641,7 +658,9 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
         return httpx_response(response, _AsyncResponseStream(response, request, trace))
 
     async def aclose(self) -> None:
-        """Close the poolwatch transport."""
+        """Close the poolwatch transport; a later request opens new
+        connections, as :meth:`HTTPXTransport.close` says."""
+        self._closed = True
         await self.transport.aclose()
 
     async def __aenter__(self) -> AsyncHTTPXTransport:

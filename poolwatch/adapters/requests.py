@@ -181,7 +181,15 @@ class _Body(io.RawIOBase):
         return len(data)
 
     def isclosed(self) -> bool:
-        return self._offset >= len(self._piece) and self.response.is_closed
+        """Whether reading is over: closed here, or the body read to its
+        end. A body cut short, or ended by the transport's close, is not
+        over until a read has raised for it (urllib3 stops at the first
+        ``isclosed()``, and would take the bytes so far for the whole)."""
+        if self.closed:
+            return True
+        if self._failure is not None or self._offset < len(self._piece):
+            return False
+        return self.response.outcome in _COMPLETE
 
     def fileno(self) -> int:
         """The connection's socket, as ``http.client`` gives it, while the
@@ -196,6 +204,9 @@ class _Body(io.RawIOBase):
         self._piece, self._offset = b"", 0
         self.response.close()
         super().close()
+
+
+_COMPLETE = frozenset({"drained", "no_body"})  # outcomes of a body read whole
 
 
 def _content_length(response: Response) -> int | None:
@@ -284,9 +295,12 @@ class _HTTPResponse(HTTPResponse):
 
 
 class _OriginalResponse:
-    """What cookie extraction reads: ``msg`` with the response headers."""
+    """What cookie extraction reads: ``msg`` with the response headers.
+    urllib3 closes it after an error, and then reads nothing more from the
+    body, as ``http.client``'s response is its body file."""
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: Response, body: _Body) -> None:
+        self._body = body
         message = http.client.HTTPMessage()
         # What ``message[name] = value`` stores for each header under the
         # compat32 policy http.client parses with (names and values as
@@ -301,7 +315,7 @@ class _OriginalResponse:
         return True
 
     def close(self) -> None:
-        pass  # the body (_Body) is what urllib3 closes
+        self._body.close()
 
 
 class RequestsAdapter(requests.adapters.BaseAdapter):
@@ -345,6 +359,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         self._pool_block = pool_block
         self._own_transport = transport is None
         self.transport = transport if transport is not None else self._make_transport()
+        self._closed = False  # by close(): the next request gets a new transport
         self._contexts: dict[tuple[Any, Any], ssl.SSLContext] = {}
         self._timeouts: dict[tuple[Any, Timeout], Timeout] = {}
 
@@ -364,6 +379,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
             setattr(self, name, value)
         self._own_transport = True
         self.transport = self._make_transport()
+        self._closed = False
         self._contexts = {}
         self._timeouts = {}
 
@@ -372,11 +388,25 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         return self.transport.stats()
 
     def close(self) -> None:
-        """Close the transport if this adapter made it."""
-        if self._own_transport:
-            self.transport.close()
+        """As ``HTTPAdapter.close()``: close the idle connections; responses
+        still being read are read to their end, and the adapter can be used
+        again (with a new transport: :meth:`stats` tells of the closed one
+        until then).
+
+        A transport this adapter made is closed; one with responses still
+        being read closes once they are dropped (a transport closes itself
+        when garbage-collected). A transport passed in is left open, its
+        idle connections closed.
+        """
+        transport = self.transport
+        if not self._own_transport:
+            transport.close_idle_connections()
+            return
+        self._closed = True
+        if transport.open_bodies():
+            transport.close_idle_connections()
         else:
-            self.transport.close_idle_connections()
+            transport.close()
 
     def send(
         self,
@@ -388,6 +418,9 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Send a prepared request, as ``HTTPAdapter.send`` does."""
+        if self._closed:
+            self._closed = False
+            self.transport = self._make_transport()
         limits = self._limits(timeout)
         url = request.url or ""
         proxy = _proxy_for(url, proxies) if proxies else None
@@ -480,8 +513,9 @@ def _raw_response(
 ) -> _HTTPResponse:
     """poolwatch's response as the urllib3 response ``HTTPAdapter`` builds
     on; ``target`` is what urllib3 was asked for (its ``url``)."""
+    body = _Body(response)
     raw = _HTTPResponse(
-        body=_Body(response),
+        body=body,
         headers=response.headers,
         status=response.status,
         version=int(response.http_version[5:].replace(".", "")),
@@ -489,7 +523,7 @@ def _raw_response(
         reason=response.reason,
         preload_content=False,
         decode_content=False,
-        original_response=_OriginalResponse(response),  # type: ignore[arg-type]
+        original_response=_OriginalResponse(response, body),  # type: ignore[arg-type]
         request_method=request.method,
         request_url=target,
         enforce_content_length=True,
