@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pickle
 import socket
+import ssl
 import threading
 from typing import Any
 
 import httpx
 import pytest
 import requests
+import trustme
 
 import poolwatch
 from tests import async_support
@@ -152,3 +154,56 @@ def test_requests_adapter_works_again_after_close(server: HTTPServer) -> None:
             stats = adapter.stats()
             assert (stats.requests, stats.connections_closed, stats.workers_alive) == (1, 1, 0)
     assert server.accepted == 2
+
+
+def _refuse_without_client_certificate(
+    listener: socket.socket, context: ssl.SSLContext, done: threading.Event
+) -> None:
+    """Accept one connection and fail its TLS handshake for want of a client
+    certificate; under TLS 1.3 the client hears of it only when it reads
+    (the alert follows its finished handshake). Then wait for the client to
+    hang up, so that its request is written whole and never reset."""
+    conn, _ = listener.accept()
+    with conn:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_side=True)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                conn.sendall(outgoing.read())
+                incoming.write(conn.recv(65536))
+            except ssl.SSLError:
+                conn.sendall(outgoing.read())  # the alert
+                break
+        while conn.recv(65536):
+            pass
+    done.set()
+
+
+def test_requests_tls_alert_after_handshake_is_ssl_error(tmp_path: Any) -> None:
+    """As with ``HTTPAdapter``: a server that wants a client certificate
+    (none given) raises ``requests.exceptions.SSLError``, though the alert
+    comes when the response is read, not during the handshake."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    done = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        server = threading.Thread(
+            target=_refuse_without_client_certificate, args=(listener, context, done)
+        )
+        server.start()
+        with requests.Session() as session:
+            session.mount("https://", poolwatch.RequestsAdapter())
+            with pytest.raises(requests.exceptions.SSLError, match="CERTIFICATE_REQUIRED"):
+                session.get(f"https://127.0.0.1:{port}/", verify=str(bundle))
+        assert done.wait(10)
+        server.join()

@@ -14,6 +14,7 @@ connection (R13) happens first, inside the transport, and is not counted.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -84,7 +85,9 @@ def as_urllib3_error(exc: pw.PoolwatchError, pool: PoolName, target: str) -> Exc
         reached = not isinstance(exc.__cause__, OSError)
         original = OSError(message) if reached else _new_connection_error(message)
         return Urllib3ProxyError("Unable to connect to proxy", original)
-    if isinstance(exc, pw.TLSError):
+    if isinstance(exc, pw.TLSError) or isinstance(exc.__cause__, ssl.SSLError):
+        # A TLS alert read after the handshake, as a server that wants a
+        # client certificate sends under TLS 1.3: urllib3's SSLError too.
         return Urllib3SSLError(message)
     if isinstance(exc, pw.ConnectTimeout):
         return ConnectTimeoutError(message)
