@@ -4,6 +4,7 @@ constructor options that reach the sockets, proxies through requests."""
 from __future__ import annotations
 
 import pickle
+import re
 import socket
 import ssl
 import threading
@@ -16,7 +17,7 @@ import trustme
 
 import poolwatch
 from tests import async_support
-from tests.servers import HTTPServer
+from tests.servers import HTTPServer, ServerConnection, raw_server
 
 
 def test_requests_adapter_pickles_like_http_adapter(server: HTTPServer) -> None:
@@ -207,3 +208,37 @@ def test_requests_tls_alert_after_handshake_is_ssl_error(tmp_path: Any) -> None:
                 session.get(f"https://127.0.0.1:{port}/", verify=str(bundle))
         assert done.wait(10)
         server.join()
+
+
+def test_requests_messages_name_the_pool(tmp_path: Any) -> None:
+    """As ``HTTPAdapter``'s: a read timeout mid-body and a refused connection
+    name the pool (not ``None``); a CA bundle or certificate file that does
+    not exist is named before anything is sent."""
+    stop = threading.Event()
+
+    def stalled(conn: ServerConnection) -> None:
+        if conn.recv_request_head():
+            conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+            stop.wait(10)
+
+    pool = r"HTTPConnectionPool\(host='127\.0\.0\.1', port=\d+\)"
+    with raw_server(stalled) as server, requests.Session() as session:
+        session.mount("http://", poolwatch.RequestsAdapter())
+        session.mount("https://", poolwatch.RequestsAdapter())
+        resp = session.get(server.url(), stream=True, timeout=0.2)
+        with pytest.raises(requests.exceptions.ConnectionError, match=pool + ": Read timed out"):
+            resp.content  # noqa: B018
+        stop.set()
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            refused = f"http://127.0.0.1:{unused.getsockname()[1]}/"
+        with pytest.raises(
+            requests.exceptions.ConnectionError, match="NewConnectionError"
+        ) as info:
+            session.get(refused)
+        assert re.search(r'NewConnectionError\("' + pool + ": GET ", str(info.value))
+        missing = str(tmp_path / "missing.pem")
+        with pytest.raises(OSError, match=r"CA certificate bundle, invalid path: .*missing\.pem"):
+            session.get(server.url().replace("http:", "https:"), verify=missing)
+        with pytest.raises(OSError, match=r"certificate file, invalid path: .*missing\.pem"):
+            session.get(server.url().replace("http:", "https:"), cert=missing)

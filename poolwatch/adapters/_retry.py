@@ -83,7 +83,7 @@ def as_urllib3_error(exc: pw.PoolwatchError, pool: PoolName, target: str) -> Exc
         # Failing to reach the proxy counts as a connect error, a refusal
         # by the proxy as another error (urllib3's _wrap_proxy_error).
         reached = not isinstance(exc.__cause__, OSError)
-        original = OSError(message) if reached else _new_connection_error(message)
+        original = OSError(message) if reached else _new_connection_error(message, pool)
         return Urllib3ProxyError("Unable to connect to proxy", original)
     if isinstance(exc, pw.TLSError) or isinstance(exc.__cause__, ssl.SSLError):
         # A TLS alert read after the handshake, as a server that wants a
@@ -92,7 +92,7 @@ def as_urllib3_error(exc: pw.PoolwatchError, pool: PoolName, target: str) -> Exc
     if isinstance(exc, pw.ConnectTimeout):
         return ConnectTimeoutError(message)
     if isinstance(exc, pw.ConnectError):
-        return _new_connection_error(message)
+        return _new_connection_error(message, pool)
     if isinstance(exc, pw.ReadTimeout):
         return ReadTimeoutError(pool.as_pool(), target, message)
     if isinstance(exc, pw.NetworkError | pw.WriteTimeout | pw.RemoteProtocolError):
@@ -102,8 +102,9 @@ def as_urllib3_error(exc: pw.PoolwatchError, pool: PoolName, target: str) -> Exc
     return None
 
 
-def _new_connection_error(message: str) -> NewConnectionError:
-    return NewConnectionError(cast("Any", None), message)
+def _new_connection_error(message: str, pool: PoolName) -> NewConnectionError:
+    """urllib3's error naming the pool where it names its connection."""
+    return NewConnectionError(cast("Any", pool), message)
 
 
 def max_retries_error(error: MaxRetryError, request: requests.PreparedRequest) -> Exception:

@@ -30,7 +30,7 @@ import requests.adapters
 import requests.exceptions as rexc
 import urllib3
 from requests.structures import CaseInsensitiveDict
-from urllib3 import HTTPResponse
+from urllib3 import HTTPConnectionPool, HTTPResponse
 from urllib3.exceptions import InsecureRequestWarning, MaxRetryError
 from urllib3.util import Timeout as Urllib3Timeout
 from urllib3.util.request import rewind_body, set_file_position
@@ -464,7 +464,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 if response.status == 101:
                     # requests gives no way to a switched connection: close it.
                     response.close()
-                raw = _raw_response(response, request, target)
+                raw = _raw_response(response, request, target, pool)
                 retry_after = bool(raw.headers.get("Retry-After"))
                 if not retries.is_retry(request.method or "GET", raw.status, retry_after):
                     break
@@ -509,10 +509,11 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
 
 
 def _raw_response(
-    response: Response, request: requests.PreparedRequest, target: str
+    response: Response, request: requests.PreparedRequest, target: str, pool: PoolName
 ) -> _HTTPResponse:
     """poolwatch's response as the urllib3 response ``HTTPAdapter`` builds
-    on; ``target`` is what urllib3 was asked for (its ``url``)."""
+    on; ``target`` is what urllib3 was asked for (its ``url``), ``pool``
+    what its messages name (it holds no connection to give back)."""
     body = _Body(response)
     raw = _HTTPResponse(
         body=body,
@@ -527,6 +528,7 @@ def _raw_response(
         request_method=request.method,
         request_url=target,
         enforce_content_length=True,
+        pool=cast("HTTPConnectionPool", pool),
     )
     raw._poolwatch = response
     raw._as_sent = "content-encoding" not in response.headers
@@ -593,12 +595,21 @@ def _make_context(verify: bool | str, cert: str | tuple[str, str] | None) -> ssl
         context.verify_mode = ssl.CERT_NONE
     else:
         bundle = DEFAULT_CA_BUNDLE_PATH if verify is True else verify
+        if not bundle or not os.path.exists(bundle):
+            # HTTPAdapter.cert_verify's words, before any connection is made.
+            raise OSError(
+                f"Could not find a suitable TLS CA certificate bundle, invalid path: {bundle}"
+            )
         if os.path.isdir(bundle):
             context = ssl.create_default_context(capath=bundle)
         else:
             context = ssl.create_default_context(cafile=bundle)
     if cert:
         certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
+        if certfile and not os.path.exists(certfile):
+            raise OSError(f"Could not find the TLS certificate file, invalid path: {certfile}")
+        if keyfile and not os.path.exists(keyfile):
+            raise OSError(f"Could not find the TLS key file, invalid path: {keyfile}")
         context.load_cert_chain(certfile, keyfile)
     return context
 
