@@ -2,7 +2,9 @@
 
 One tree, rooted at :class:`PoolwatchError`, with pool, network, timeout and
 protocol branches. Every error raised for a request names the method and URL
-it happened on, and keeps the lower-level cause as ``__cause__``.
+it happened on, and keeps the lower-level cause as ``__cause__``. A URL's
+password never appears in a message or an exception's ``url``: see
+:func:`redact_url`.
 
     PoolwatchError
     +-- InvalidURL (also ValueError)
@@ -50,6 +52,7 @@ __all__ = [
     "TimeoutException",
     "WriteError",
     "WriteTimeout",
+    "redact_url",
 ]
 
 
@@ -62,10 +65,44 @@ class PoolwatchError(Exception):
 
     def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
         if url:
-            message = f"{method} {url}: {message}" if method else f"{url}: {message}"
+            url = redact_url(url)
+            # A URL that would break a log line (or hide where it ends) is
+            # shown quoted, its control characters escaped.
+            shown = url if url.isprintable() and " " not in url else repr(url)
+            message = f"{method} {shown}: {message}" if method else f"{shown}: {message}"
         super().__init__(message)
         self.method = method
         self.url = url
+
+
+def redact_url(url: str) -> str:
+    """``url`` as poolwatch shows it (in messages, events, ``open_bodies()``,
+    reprs and leak warnings): the password of its userinfo replaced by
+    ``***`` (``http://alice:***@host/``, as Go's ``url.Redacted`` and its
+    client's errors show it), or a user name given without a password
+    replaced (``http://***@host/``: that is how tokens are often passed,
+    as in ``https://TOKEN@host/``). Any other URL is returned as is.
+
+    Works on the string, so that a URL that does not parse, or a proxy
+    given as ``user:password@host:port``, is redacted too."""
+    if "@" not in url:
+        return url
+    scheme, slashes, rest = url.partition("://")
+    if slashes:
+        # The authority ends at the path, query or fragment (RFC 3986
+        # section 3.2), as urlsplit() ends it.
+        end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    else:
+        # No authority to find: hide everything up to the last "@" before
+        # a query or fragment, which covers "user:password@host:port".
+        scheme, slashes, rest = "", "", url
+        end = min((i for i in map(rest.find, "?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    if at < 0:
+        return url
+    user, colon, _ = rest[:at].partition(":")
+    userinfo = f"{user}:***" if colon else "***"
+    return f"{scheme}{slashes}{userinfo}{rest[at:]}"
 
 
 class InvalidURL(PoolwatchError, ValueError):

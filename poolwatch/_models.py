@@ -11,12 +11,13 @@ import functools
 import io
 import math
 import os
+import re
 import socket
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import IO, NamedTuple, TypeAlias, TypeGuard, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 import h11
 
@@ -29,7 +30,7 @@ from ._core.wire import (
     is_token,
     plain_request_head,
 )
-from ._exceptions import InvalidURL, LocalProtocolError
+from ._exceptions import InvalidURL, LocalProtocolError, redact_url
 
 __all__ = [
     "Origin",
@@ -286,7 +287,13 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 
 class Request:
-    """A validated request, ready to hand to a connection's writer."""
+    """A validated request, ready to hand to a connection's writer.
+
+    ``url`` is the URL as poolwatch shows it (in errors, events, responses
+    and leak reports): as given, but with the password of its userinfo
+    replaced (see :func:`~poolwatch._exceptions.redact_url`). The userinfo
+    itself is sent as ``Authorization: Basic`` unless the caller gave one.
+    """
 
     __slots__ = (
         "_event",
@@ -318,11 +325,11 @@ class Request:
             if not isinstance(value, str):
                 raise TypeError(f"{name} must be str, not {type(value).__name__}: {value!r}")
         self.method = method.upper()
-        self.url = url
         try:
-            self.origin, target, host_header = parse_url(url)
+            parsed = parse_url(url)
         except InvalidURL as exc:
-            raise InvalidURL(str(exc).split(": ", 1)[1], method=self.method, url=url) from exc
+            raise InvalidURL(str(exc), method=self.method, url=url) from exc
+        self.origin, target, host_header, authorization, self.url = parsed
         if ssl_context is not None and self.origin.scheme == "https":
             self.origin = self.origin._replace(ssl_context=ssl_context)
         if proxy is not None:
@@ -337,10 +344,21 @@ class Request:
             raise LocalProtocolError(
                 f"header not encodable as Latin-1 (encode it yourself): {exc}",
                 method=self.method,
-                url=url,
+                url=self.url,
             ) from exc
         self.body, self.content_length = _prepare_body(body, pairs)
         names = {name.lower() for name, _ in pairs}
+        if names >= _FRAMING_HEADERS:
+            # RFC 9112 section 6.1: a sender must not send both. A server
+            # and a proxy in front of it may each frame the body by a
+            # different one, the shape of request smuggling (and poolwatch
+            # refuses a response with both, R10).
+            raise LocalProtocolError(
+                "request has both Transfer-Encoding and Content-Length"
+                " (RFC 9112 section 6.1 forbids it: send one)",
+                method=self.method,
+                url=self.url,
+            )
         if b"content-length" in names and isinstance(self.body, bytes):
             declared = _declared_length(pairs)
             if declared is not None and declared != self.content_length:
@@ -349,7 +367,7 @@ class Request:
                     f"request body does not match its framing: Content-Length "
                     f"is {declared}, the body has {self.content_length} bytes",
                     method=self.method,
-                    url=url,
+                    url=self.url,
                 )
         self.idempotency_key = bool(names & _IDEMPOTENCY_KEYS)
         # R15: headers first, the body after a 100 Continue.
@@ -362,11 +380,15 @@ class Request:
             extra.append((b"Host", host_header))
         if b"user-agent" not in names:
             extra.append((b"User-Agent", _USER_AGENT))
-        if not names & {b"content-length", b"transfer-encoding"}:
+        if not names & _FRAMING_HEADERS:
             if self.content_length is None:
                 extra.append((b"Transfer-Encoding", b"chunked"))
             elif self.content_length or self.method in _METHODS_WITH_BODY:
                 extra.append((b"Content-Length", str(self.content_length).encode()))
+        if authorization is not None and b"authorization" not in names:
+            # A URL's userinfo is sent as Basic credentials unless the
+            # caller gave an Authorization (Go's Client.send does the same).
+            extra.append((b"Authorization", authorization))
         if not keep_alive and b"connection" not in names:
             extra.append((b"Connection", b"close"))
         if proxy is not None and self.origin.scheme == "http" and not proxy.is_socks():
@@ -385,7 +407,7 @@ class Request:
             method_bytes = self.method.encode("ascii")
         except UnicodeEncodeError as exc:
             raise LocalProtocolError(
-                f"invalid request: {exc}", method=self.method, url=url
+                f"invalid request: {exc}", method=self.method, url=self.url
             ) from exc
         #: The request line and headers, ready to send, for a request simple
         #: enough to go without h11 (see _plain_head); else ``None``.
@@ -545,25 +567,47 @@ def _request_key(
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _IDEMPOTENCY_KEYS = frozenset({b"idempotency-key", b"x-idempotency-key"})
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+
+
+class ParsedURL(NamedTuple):
+    """A URL as a request needs it (see :func:`parse_url`)."""
+
+    origin: Origin
+    target: bytes  # the request target: path and query
+    host_header: bytes
+    authorization: bytes | None  # from the URL's userinfo, if any
+    shown: str  # the URL as poolwatch shows it: without the password
+
+
+# C0 controls, space and DEL may not appear in a URL (RFC 3986 section 2;
+# RFC 9112 section 3.2). urlsplit() drops TAB, CR and LF anywhere, and C0
+# controls and spaces before the scheme (the WHATWG URL rules), so such a
+# URL would otherwise request another resource than the one it names.
+_NOT_IN_URL = re.compile(r"[\x00-\x20\x7f]")
 
 
 @functools.lru_cache(maxsize=512)
-def parse_url(url: str) -> tuple[Origin, bytes, bytes]:
-    """Split ``url`` into its origin, request target and Host header value.
+def parse_url(url: str) -> ParsedURL:
+    """Split ``url`` into its origin, request target, Host header value,
+    the Authorization its userinfo gives and the form it is shown in.
     Remembers the last 512 URLs (the answer is immutable; errors are not
-    remembered)."""
+    remembered). Raises :class:`InvalidURL` with the reason only: the
+    caller names the request."""
+    if _NOT_IN_URL.search(url):
+        raise InvalidURL("URL contains a control character or space (percent-encode it)")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURL(f"invalid URL: {exc}", url=url) from exc
+        raise InvalidURL(f"invalid URL: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme not in _SUPPORTED_SCHEMES:
         what = f"unsupported scheme {scheme!r}" if scheme else "no scheme"
-        raise InvalidURL(f"{what}; poolwatch speaks http:// and https://", url=url)
+        raise InvalidURL(f"{what}; poolwatch speaks http:// and https://")
     host = parts.hostname
     if not host:
-        raise InvalidURL("the URL has no host", url=url)
+        raise InvalidURL("the URL has no host")
     default_port = _DEFAULT_PORTS[scheme]
     if port is None:
         port = default_port
@@ -574,10 +618,30 @@ def parse_url(url: str) -> tuple[Origin, bytes, bytes]:
         host.encode("ascii")
         target_bytes = target.encode("ascii")
     except UnicodeEncodeError as exc:
-        raise InvalidURL("URL must be ASCII (percent-encode it)", url=url) from exc
+        raise InvalidURL("URL must be ASCII (percent-encode it)") from exc
     bracketed = f"[{host}]" if ":" in host else host
     host_header = bracketed if port == default_port else f"{bracketed}:{port}"
-    return Origin(scheme, host, port), target_bytes, host_header.encode("ascii")
+    origin = Origin(scheme, host, port)
+    if "@" not in parts.netloc:
+        return ParsedURL(origin, target_bytes, host_header.encode("ascii"), None, url)
+    return ParsedURL(
+        origin,
+        target_bytes,
+        host_header.encode("ascii"),
+        _basic_authorization(parts.username or "", parts.password or ""),
+        redact_url(url),
+    )
+
+
+def _basic_authorization(username: str, password: str) -> bytes | None:
+    """The ``Authorization`` a URL's userinfo gives: Basic, with the user
+    name and password percent-decoded (RFC 7617), as curl, httpx and Go's
+    client send it; ``None`` for an empty userinfo (``http://@host/``), as
+    httpx does."""
+    if not username and not password:
+        return None
+    credentials = unquote_to_bytes(username) + b":" + unquote_to_bytes(password)
+    return b"Basic " + base64.b64encode(credentials)
 
 
 def _says_close(headers: list[tuple[bytes, bytes]]) -> bool:
