@@ -378,6 +378,24 @@ def tls_upload(c: Client, env: Env, obs: Observation) -> None:
     obs["status"] = resp.status_code
 
 
+def traced(c: Client, env: Env, obs: Observation) -> None:
+    """The ``trace`` extension: the head it reports, and the phase that
+    failed, if one did (httpcore's ``<phase>.failed``)."""
+    heads: list[Any] = []
+    failed: list[str] = []
+
+    def trace(name: str, info: dict[str, Any]) -> None:
+        if name.endswith("receive_response_headers.complete"):
+            heads.append(info["return_value"])
+        elif name.endswith(".failed"):
+            failed.append(name)
+
+    try:
+        c.get(env.url("/inspect"), extensions={"trace": trace}).read()
+    finally:
+        obs["trace"] = {"heads": heads, "failed": failed}
+
+
 # -- the table -------------------------------------------------------------------
 
 JSON_GET = inspected("GET")
@@ -771,6 +789,29 @@ CASES: list[Case[Client]] = [
         serve=serve_raw(reply_and_close(b"")),
     ),
     case(
+        "trace-head",
+        traced,
+        {"trace": {"heads": [(b"HTTP/1.0", 200, b"OK", [(b"X-A", b"1")])], "failed": []}},
+        serve=serve_raw(reply_and_close(b"HTTP/1.0 200 OK\r\nX-A: 1\r\n\r\n")),
+    ),
+    case(
+        "trace-failed-connect",
+        traced,
+        {"trace": {"heads": [], "failed": ["connection.connect_tcp.failed"]}},
+        serve=serve_refused,
+    ),
+    case(
+        "trace-failed-body",
+        traced,
+        {
+            "trace": {
+                "heads": [(b"HTTP/1.1", 200, b"OK", [(b"Content-Length", b"10")])],
+                "failed": ["http11.receive_response_body.failed"],
+            }
+        },
+        serve=serve_raw(reply_and_close(TRUNCATED_LENGTH)),
+    ),
+    case(
         "bad-head-cut-short",
         fetch("/"),
         error(httpx.RemoteProtocolError),
@@ -948,6 +989,23 @@ async def async_generator_upload(c: httpx.AsyncClient, env: Env, obs: Observatio
     obs.update(seen(await c.post(env.url("/echo"), content=chunks())))
 
 
+async def async_traced(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
+    """As :func:`traced`, with an async ``trace``."""
+    heads: list[Any] = []
+    failed: list[str] = []
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        if name.endswith("receive_response_headers.complete"):
+            heads.append(info["return_value"])
+        elif name.endswith(".failed"):
+            failed.append(name)
+
+    try:
+        await (await c.get(env.url("/inspect"), extensions={"trace": trace})).aread()
+    finally:
+        obs["trace"] = {"heads": heads, "failed": failed}
+
+
 async def async_trace(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
     """The async ``trace`` extension hears the request's phases in order."""
     names: list[str] = []
@@ -1015,6 +1073,11 @@ ASYNC_CASES: list[Case[AsyncBridge]] = [
         "async-upload-async-generator",
         native(async_generator_upload),
         ok(b"async chunks"),
+    ),
+    *(
+        Case[AsyncBridge](f"async-{c.name}", native(async_traced), c.expect, c.serve)
+        for c in CASES
+        if c.name.startswith("trace-")
     ),
     Case[AsyncBridge](
         "async-trace-extension",

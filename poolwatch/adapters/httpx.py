@@ -199,14 +199,26 @@ _TRACE_NAMES: dict[str, tuple[str, ...]] = {
 Trace = Callable[[str, dict[str, Any]], None]
 
 
-def trace_listener(trace: Trace, request: httpx.Request) -> Listener:
-    """A poolwatch listener that reports to httpx's ``trace`` extension."""
+class Tracer:
+    """A poolwatch listener that reports to httpx's ``trace`` extension,
+    keeping which phase is under way so that a failure can be reported as
+    httpcore reports it (``<phase>.failed``)."""
 
-    def listener(event: pw_events.Event) -> None:
+    def __init__(self, trace: Trace, request: httpx.Request) -> None:
+        self.trace = trace
+        self.request = request
+        self.phase: str | None = None  # the last phase started and not complete
+
+    def __call__(self, event: pw_events.Event) -> None:
         for name in _TRACE_NAMES.get(event.name, ()):
-            trace(name, {"request": request, **event.data})
+            self.trace(name, {"request": self.request, **event.data})
+            self.phase = name if name.endswith(".started") else None
 
-    return listener
+    def failed(self, exc: BaseException) -> None:
+        """The phase under way failed with ``exc``."""
+        if self.phase is not None:
+            self.trace(self.phase.replace(".started", ".failed"), {"exception": exc})
+            self.phase = None
 
 
 def request_options(
@@ -234,9 +246,12 @@ def may_retry_connect(exc: pw.PoolwatchError, attempts: int) -> bool:
     )
 
 
-def response_head(response: Response | AsyncResponse) -> tuple[bytes, int, bytes, list[Any]]:
+def response_head(
+    response: Response | AsyncResponse,
+) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
     """The ``return_value`` of httpcore's ``receive_response_headers.complete``."""
-    return (b"HTTP/1.1", response.status, response.reason.encode("latin-1"), [])
+    version = response.http_version.encode("ascii")
+    return (version, response.status, response.reason.encode("latin-1"), response.raw_headers)
 
 
 class _HTTPXResponse(httpx.Response):
@@ -415,7 +430,10 @@ class _ResponseStream(httpx.SyncByteStream):
             else:
                 yield from self._response.iter_bytes()
         except pw.PoolwatchError as exc:
-            raise translate_error(exc, self._request) from exc
+            error = translate_error(exc, self._request)
+            if trace is not None:
+                trace("http11.receive_response_body.failed", {"exception": error})
+            raise error from exc
         if trace is not None:
             trace("http11.receive_response_body.complete", {"request": self._request})
 
@@ -487,8 +505,8 @@ class HTTPXTransport(httpx.BaseTransport):
             self._closed = False
             self.transport = Transport(**self._options)
         trace = request.extensions.get("trace")
-        listener = trace_listener(trace, request) if trace is not None else None
-        options = request_options(request, self.transport.timeout, self.proxy, listener)
+        tracer = Tracer(trace, request) if trace is not None else None
+        options = request_options(request, self.transport.timeout, self.proxy, tracer)
         attempts = self.retries
         while True:
             try:
@@ -498,7 +516,10 @@ class HTTPXTransport(httpx.BaseTransport):
                 if may_retry_connect(exc, attempts):
                     attempts -= 1
                     continue
-                raise translate_error(exc, request) from exc
+                error = translate_error(exc, request)
+                if tracer is not None:
+                    tracer.failed(error)
+                raise error from exc
         if trace is not None:
             trace(
                 "http11.receive_response_headers.complete",
@@ -535,9 +556,7 @@ class _TraceBuffer:
     def __init__(self, trace: AsyncTrace, request: httpx.Request) -> None:
         self.trace = trace
         self.pending: list[tuple[str, dict[str, Any]]] = []
-        self.listener = trace_listener(
-            lambda name, info: self.pending.append((name, info)), request
-        )
+        self.listener = Tracer(lambda name, info: self.pending.append((name, info)), request)
 
     async def flush(self, *extra: tuple[str, dict[str, Any]]) -> None:
         """Pass on the buffered events, then ``extra`` ones."""
@@ -568,7 +587,10 @@ class _AsyncResponseStream(httpx.AsyncByteStream):
                 async for chunk in self._response.aiter_bytes():
                     yield chunk
         except pw.PoolwatchError as exc:
-            raise translate_error(exc, self._request) from exc
+            error = translate_error(exc, self._request)
+            if trace is not None:
+                await trace.flush(("http11.receive_response_body.failed", {"exception": error}))
+            raise error from exc
         if trace is not None:
             await trace.flush(("http11.receive_response_body.complete", request))
 
@@ -651,7 +673,11 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
                 if may_retry_connect(exc, attempts):
                     attempts -= 1
                     continue
-                raise translate_error(exc, request) from exc
+                error = translate_error(exc, request)
+                if trace is not None:
+                    trace.listener.failed(error)
+                    await trace.flush()
+                raise error from exc
         if trace is not None:
             head = {"return_value": response_head(response)}
             await trace.flush(("http11.receive_response_headers.complete", head))
