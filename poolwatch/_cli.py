@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from ._exceptions import PoolwatchError
+from ._exceptions import PoolwatchError, redact_url
 from ._sync.response import Timings
 from ._sync.transport import Transport, live_transports
 
@@ -52,8 +52,9 @@ def get_urls(
 
 
 def _fetch(transport: Transport, url: str) -> dict[str, Any]:
+    given, url = url, redact_url(url)  # printed without its password
     try:
-        resp = transport.request("GET", url)
+        resp = transport.request("GET", given)
     except PoolwatchError as exc:
         return {"url": url, "error": f"{type(exc).__name__}: {exc}"}
     with resp:

@@ -587,6 +587,16 @@ class ParsedURL(NamedTuple):
 _NOT_IN_URL = re.compile(r"[\x00-\x20\x7f]")
 
 
+def without_userinfo(url: str) -> str:
+    """``url`` without the user name and password of its authority: what
+    the adapters send once requests or httpx has made its own ``auth`` of
+    them (so a digest auth, say, is not joined by a Basic one)."""
+    scheme, slashes, rest = url.partition("://")
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end) if slashes else -1
+    return url if at < 0 else f"{scheme}://{rest[at + 1 :]}"
+
+
 @functools.lru_cache(maxsize=512)
 def parse_url(url: str) -> ParsedURL:
     """Split ``url`` into its origin, request target, Host header value,

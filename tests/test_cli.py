@@ -39,6 +39,18 @@ def test_get_json_and_failure_status(server: HTTPServer) -> None:
     assert data["stats"]["connections_opened"] == 1
 
 
+def test_get_never_prints_a_password(server: HTTPServer) -> None:
+    """A URL's password is sent (as Basic auth) but shown as ``***``, in
+    text and JSON, for a request that succeeds and for one that fails."""
+    good = server.url("/").replace("://", "://alice:s3cr3t@")
+    refused = "http://alice:s3cr3t@127.0.0.1:1/"
+    for as_json in (False, True):
+        out = io.StringIO()
+        assert get_urls([good, refused], out, as_json=as_json) == 1
+        assert "s3cr3t" not in out.getvalue()
+        assert "alice:***@127.0.0.1" in out.getvalue()
+
+
 def test_main_dispatches_get(server: HTTPServer, capsys: object) -> None:
     """The command line parses ``get`` and its flags."""
     assert main(["get", server.url("/")]) == 0

@@ -11,6 +11,7 @@ import base64
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import h11
 import pytest
@@ -231,3 +232,54 @@ def test_async_password_not_shown(
 
     run(main)
     assert urls - {None} == {shown}
+
+
+# -- through the adapters ------------------------------------------------------
+
+
+class _TokenAuth:
+    """An auth that sends no Authorization (an API key header instead)."""
+
+    def __call__(self, request: Any) -> Any:
+        request.headers["X-Token"] = "t"
+        return request
+
+
+def test_requests_adapter_sends_url_credentials_as_requests_decides(
+    auth_server: HTTPServer,
+) -> None:
+    """requests turns a URL's credentials into its ``auth`` only when none
+    is given; the adapter must not add them back (as urllib3 never sends
+    them), so the server sees what it sees with ``HTTPAdapter``."""
+    import requests
+
+    url = with_userinfo(auth_server, f"alice:{SECRET}")
+    for adapter in (requests.adapters.HTTPAdapter(), poolwatch.RequestsAdapter()):
+        with requests.Session() as session:
+            session.mount("http://", adapter)
+            assert session.get(url).content == basic(f"alice:{SECRET}".encode())
+            assert session.get(url, auth=_TokenAuth()).content == b""
+
+
+def test_httpx_adapters_send_url_credentials_as_httpx_decides(auth_server: HTTPServer) -> None:
+    """The same through httpx, sync and async."""
+    import httpx
+
+    url = with_userinfo(auth_server, f"alice:{SECRET}")
+
+    def token(request: httpx.Request) -> httpx.Request:
+        request.headers["X-Token"] = "t"
+        return request
+
+    for transport in (httpx.HTTPTransport(), poolwatch.HTTPXTransport()):
+        with httpx.Client(transport=transport) as client:
+            assert client.get(url).content == basic(f"alice:{SECRET}".encode())
+            assert client.get(url, auth=token).content == b""
+
+    async def main() -> None:
+        for transport in (httpx.AsyncHTTPTransport(), poolwatch.AsyncHTTPXTransport()):
+            async with httpx.AsyncClient(transport=transport) as client:
+                assert (await client.get(url)).content == basic(f"alice:{SECRET}".encode())
+                assert (await client.get(url, auth=token)).content == b""
+
+    run(main)

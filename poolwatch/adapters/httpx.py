@@ -34,7 +34,7 @@ from .._async.upgraded import AsyncUpgradedStream
 from .._core.stats import PoolStats
 from .._events import Listener
 from .._leaks import skip_module_directory
-from .._models import BodyTypes, Proxy, Timeout, parse_proxy
+from .._models import BodyTypes, Proxy, Timeout, parse_proxy, without_userinfo
 from .._sync.response import Response
 from .._sync.transport import Transport
 from .._sync.upgraded import UpgradedStream
@@ -225,9 +225,12 @@ def request_options(
     request: httpx.Request, default: Timeout, proxy: Proxy | None, listener: Listener | None
 ) -> dict[str, Any]:
     """The arguments of ``transport.request()`` for an httpx request."""
+    url = str(request.url)
+    if "@" in url:
+        url = without_userinfo(url)  # httpx made its auth of them
     return {
         "method": request.method,
-        "url": str(request.url),
+        "url": url,
         "headers": request.headers.raw,
         "body": request_body(request),
         "timeout": request_timeout(request, default),

@@ -49,7 +49,7 @@ from .._exceptions import (
     WriteTimeout,
 )
 from .._leaks import skip_module_directory
-from .._models import BodyTypes, Proxy, Timeout, parse_proxy
+from .._models import BodyTypes, Proxy, Timeout, parse_proxy, without_userinfo
 from .._sync.response import Response
 from .._sync.transport import Transport
 from ._retry import (
@@ -423,6 +423,8 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
             self.transport = self._make_transport()
         limits = self._limits(timeout)
         url = request.url or ""
+        if "@" in url:
+            url = without_userinfo(url)  # requests made its auth of them
         proxy = _proxy_for(url, proxies) if proxies else None
         context = self._context(url, verify, cert) if url.startswith("https:") else None
         if context is not None and context.verify_mode == ssl.CERT_NONE:
