@@ -77,6 +77,9 @@ class Proxy(NamedTuple):
     password: str | None = None
     # How an https proxy's certificate is checked; None: as the origin's.
     ssl_context: ssl.SSLContext | None = None
+    # Sent to an http(s) proxy with each CONNECT and each request it
+    # forwards (as httpx's Proxy(headers=...)); never shown.
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -106,10 +109,16 @@ _PROXY_PORTS = {
 }
 
 
-def parse_proxy(url: str, ssl_context: ssl.SSLContext | None = None) -> Proxy:
+def parse_proxy(
+    url: str,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: HeaderTypes | None = None,
+) -> Proxy:
     """A :class:`Proxy` from ``scheme://[user:password@]host[:port]``, where
     the scheme is ``http`` (the default), ``https``, ``socks5``, ``socks5h``,
-    ``socks4`` or ``socks4a``. ``ssl_context`` checks an https proxy."""
+    ``socks4`` or ``socks4a``. ``ssl_context`` checks an https proxy;
+    ``headers`` go to an http(s) proxy with each CONNECT and each request
+    it forwards."""
     try:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         port = parts.port
@@ -128,7 +137,14 @@ def parse_proxy(url: str, ssl_context: ssl.SSLContext | None = None) -> Proxy:
         credentials = f"{username}:{password}"
         authorization = b"Basic " + base64.b64encode(credentials.encode("utf-8"))
     port = port or _PROXY_PORTS[scheme]
-    return Proxy(parts.hostname, port, authorization, scheme, username, password, ssl_context)
+    pairs = tuple(_header_pairs(headers)) if headers is not None else ()
+    for name, value in pairs:
+        if not is_token(name) or not is_field_value(value):
+            # The value may be a secret: only the name is shown.
+            raise LocalProtocolError(f"invalid header for the proxy: {name!r}", url=url)
+    return Proxy(
+        parts.hostname, port, authorization, scheme, username, password, ssl_context, pairs
+    )
 
 
 class Origin(NamedTuple):
@@ -146,6 +162,9 @@ class Origin(NamedTuple):
     ssl_context: ssl.SSLContext | None = None
     proxy: Proxy | None = None  # connections go through this proxy
     uds: str | None = None  # or to this Unix socket
+    # The name TLS asks for (SNI) and checks the certificate against, when
+    # not the host's; connections made for another name pool apart.
+    server_hostname: str | None = None
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -263,13 +282,24 @@ def check_ssl_context(context: object) -> None:
         raise TypeError(f"ssl_context must be an ssl.SSLContext or None, not {context!r}")
 
 
-def check_request_options(*, ssl_context: object, proxy: object, listener: object) -> None:
+def check_request_options(
+    *,
+    ssl_context: object,
+    proxy: object,
+    listener: object,
+    server_hostname: object = None,
+    target: object = None,
+) -> None:
     """Refuse a request's options of the wrong kind before it is sent."""
     check_ssl_context(ssl_context)
     if proxy is not None and not isinstance(proxy, (str, Proxy)):
         raise TypeError(f"proxy must be a URL str, a poolwatch.Proxy or None, not {proxy!r}")
     if listener is not None:
         check_listener(listener)
+    if server_hostname is not None and not isinstance(server_hostname, str):
+        raise TypeError(f"server_hostname must be a str or None, not {server_hostname!r}")
+    if target is not None and not isinstance(target, (str, bytes)):
+        raise TypeError(f"target must be a str, bytes or None, not {target!r}")
 
 
 def check_listener(listener: object) -> None:
@@ -284,6 +314,25 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _request_target(target: str | bytes, method: str, url: str) -> bytes:
+    """A request target given in place of the URL's (``*`` for a server-wide
+    ``OPTIONS``, or a path sent exactly as given), checked as the URL is."""
+    try:
+        raw = target.encode("ascii") if isinstance(target, str) else target
+    except UnicodeEncodeError:
+        raw = b""
+    if not raw or _NOT_IN_TARGET.search(raw):
+        raise LocalProtocolError(
+            f"invalid request target {target!r}: ASCII without spaces or control characters",
+            method=method,
+            url=url,
+        )
+    return raw
+
+
+_NOT_IN_TARGET = re.compile(rb"[\x00-\x20\x7f-\xff]")
 
 
 class Request:
@@ -320,6 +369,8 @@ class Request:
         ssl_context: ssl.SSLContext | None = None,
         proxy: str | Proxy | None = None,
         uds: str | None = None,
+        server_hostname: str | None = None,
+        target: str | bytes | None = None,
     ) -> None:
         for name, value in (("method", method), ("url", url)):
             if not isinstance(value, str):
@@ -329,9 +380,14 @@ class Request:
             parsed = parse_url(url)
         except InvalidURL as exc:
             raise InvalidURL(str(exc), method=self.method, url=url) from exc
-        self.origin, target, host_header, authorization, self.url = parsed
-        if ssl_context is not None and self.origin.scheme == "https":
-            self.origin = self.origin._replace(ssl_context=ssl_context)
+        self.origin, url_target, host_header, authorization, self.url = parsed
+        if target is not None:
+            url_target = _request_target(target, self.method, self.url)
+        if self.origin.scheme == "https":
+            if ssl_context is not None:
+                self.origin = self.origin._replace(ssl_context=ssl_context)
+            if server_hostname is not None and server_hostname != self.origin.host:
+                self.origin = self.origin._replace(server_hostname=server_hostname)
         if proxy is not None:
             if isinstance(proxy, str):
                 proxy = parse_proxy(proxy)
@@ -395,9 +451,10 @@ class Request:
             # Through an http proxy a plain request names its whole URL (RFC
             # 9112 section 3.2.2); https goes through a CONNECT tunnel instead,
             # and a SOCKS proxy connects to the origin itself.
-            target = b"http://" + host_header + target
+            url_target = b"http://" + host_header + url_target
             if proxy.authorization and b"proxy-authorization" not in names:
                 extra.append((b"Proxy-Authorization", proxy.authorization))
+            extra.extend(pair for pair in proxy.headers if pair[0].lower() not in names)
         headers = extra + pairs
         if b"connection" in names:
             self.wants_close = _says_close(pairs)
@@ -411,9 +468,9 @@ class Request:
             ) from exc
         #: The request line and headers, ready to send, for a request simple
         #: enough to go without h11 (see _plain_head); else ``None``.
-        self.plain_head = _plain_head(method_bytes, target, headers, self)
+        self.plain_head = _plain_head(method_bytes, url_target, headers, self)
         self._event: h11.Request | None = None
-        self._event_parts = (method_bytes, target, headers)
+        self._event_parts = (method_bytes, url_target, headers)
         if self.plain_head is None:
             self._event = self._make_event()  # h11 checks it now: errors come early
 
@@ -512,9 +569,11 @@ class PreparedRequests:
         ssl_context: ssl.SSLContext | None = None,
         proxy: str | Proxy | None = None,
         uds: str | None = None,
+        server_hostname: str | None = None,
+        target: str | bytes | None = None,
     ) -> Request:
         """The request, as :class:`Request` makes it (and raising as it does)."""
-        options = (keep_alive, ssl_context, proxy, uds)
+        options = (keep_alive, ssl_context, proxy, uds, server_hostname, target)
         key = _request_key(method, url, headers, body, options)
         known = None if key is None else self._known.get(key)
         if known is not None:
@@ -528,6 +587,8 @@ class PreparedRequests:
             ssl_context=ssl_context,
             proxy=proxy,
             uds=uds,
+            server_hostname=server_hostname,
+            target=target,
         )
         if key is not None:
             if len(self._known) >= self.MAX:

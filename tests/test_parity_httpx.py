@@ -686,6 +686,11 @@ CASES: list[Case[Client]] = [
         options=lambda env: {"limits": httpx.Limits(keepalive_expiry=0)},
     ),
     case("empty-query-sent", fetch("/inspect?"), ok(inspected("GET", target="/inspect?"))),
+    case(
+        "extension-target",
+        fetch("/elsewhere", extensions={"target": b"/inspect?x=/../y"}),
+        ok(inspected("GET", target="/inspect?x=/../y")),
+    ),
     # -- refused
     case("refused", fetch("/"), error(httpx.ConnectError), serve=serve_refused),
     case(
@@ -725,6 +730,13 @@ CASES: list[Case[Client]] = [
         options=trusting,
     ),
     case("tls-default-cas-reject", fetch("/"), error(httpx.ConnectError), serve=serve_tls("good")),
+    case(
+        "tls-sni-hostname",
+        fetch("/inspect", extensions={"sni_hostname": "other.parity.test"}),
+        ok(JSON_GET),
+        serve=serve_tls("wrong-host"),
+        options=trusting,
+    ),
     case(
         "tls-client-cert-with-context",
         fetch("/inspect"),

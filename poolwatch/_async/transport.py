@@ -178,6 +178,8 @@ class AsyncTransport:
         ssl_context: ssl.SSLContext | None = None,
         proxy: str | Proxy | None = None,
         listener: Listener | None = None,
+        server_hostname: str | None = None,
+        target: str | bytes | None = None,
     ) -> AsyncResponse:
         """Send a request and return the response once its head has arrived.
 
@@ -185,8 +187,20 @@ class AsyncTransport:
         of bytes. Read the body to its end or close the response
         (``async with`` does): otherwise its connection stays checked out (R6).
         """
-        if ssl_context is not None or proxy is not None or listener is not None:
-            check_request_options(ssl_context=ssl_context, proxy=proxy, listener=listener)
+        if (
+            ssl_context is not None
+            or proxy is not None
+            or listener is not None
+            or server_hostname is not None
+            or target is not None
+        ):
+            check_request_options(
+                ssl_context=ssl_context,
+                proxy=proxy,
+                listener=listener,
+                server_hostname=server_hostname,
+                target=target,
+            )
         loop = self._loop_now()
         request = self._prepared.prepare(
             method,
@@ -197,6 +211,8 @@ class AsyncTransport:
             ssl_context=ssl_context,
             proxy=proxy,
             uds=self.uds,
+            server_hostname=server_hostname,
+            target=target,
         )
         if request.body is _ASYNC_PLACEHOLDER:
             request.body = body  # type: ignore[assignment]
@@ -403,7 +419,7 @@ class AsyncTransport:
                     sock,
                     self._recv_buffer,
                     ssl_context=context,
-                    server_hostname=origin.host,
+                    server_hostname=origin.server_hostname or origin.host,
                     ssl_handshake_timeout=limit,
                 )
             elif sys.version_info >= (3, 11):  # TLS inside the TLS session with the proxy
@@ -411,7 +427,7 @@ class AsyncTransport:
                     limit,
                     streams[1].start_tls(
                         context,
-                        server_hostname=origin.host,
+                        server_hostname=origin.server_hostname or origin.host,
                         ssl_handshake_timeout=NO_HANDSHAKE_TIMER,
                     ),
                 )
@@ -502,7 +518,7 @@ class AsyncTransport:
 
     async def _tunnel(self, sock: socket.socket, origin: Origin, proxy: Proxy) -> None:
         loop = self._loop_now()
-        handshake = TunnelHandshake(origin.host, origin.port, proxy.authorization)
+        handshake = TunnelHandshake(origin.host, origin.port, proxy.authorization, proxy.headers)
         await loop.sock_sendall(sock, handshake.request)
         while not handshake.receive(await loop.sock_recv(sock, _TUNNEL_RECV)):
             pass
@@ -665,7 +681,7 @@ async def _tunnel_over_streams(streams: Streams, origin: Origin, proxy: Proxy) -
     """Ask the proxy at the other end of ``streams`` (a TLS session to it)
     for a tunnel to ``origin``."""
     reader, writer = streams
-    handshake = TunnelHandshake(origin.host, origin.port, proxy.authorization)
+    handshake = TunnelHandshake(origin.host, origin.port, proxy.authorization, proxy.headers)
     writer.write(handshake.request)
     while not handshake.receive(await reader.read(_TUNNEL_RECV)):
         pass

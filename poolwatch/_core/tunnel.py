@@ -20,11 +20,18 @@ class TunnelRefused(Exception):
 class TunnelHandshake:
     """Asks a proxy for a tunnel to ``host:port``."""
 
-    def __init__(self, host: str, port: int, authorization: bytes | None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        authorization: bytes | None,
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         headers = [(b"Host", authority.encode("ascii"))]
         if authorization:
             headers.append((b"Proxy-Authorization", authorization))
+        headers.extend(extra)  # the proxy's own headers (Proxy.headers)
         self._proto = h11.Connection(h11.CLIENT)
         request = h11.Request(method=b"CONNECT", target=authority.encode("ascii"), headers=headers)
         #: The bytes to send to the proxy first.

@@ -133,10 +133,10 @@ class RawSocket(Protocol):
     def dup(self) -> RawSocket: ...
 
 
-def open_tunnel(sock: RawSocket, host: str, port: int, authorization: bytes | None) -> None:
-    """Ask the proxy on ``sock`` for a tunnel to ``host:port`` (RFC 9110
-    section 9.3.6); on return the socket speaks to the origin."""
-    handshake = TunnelHandshake(host, port, authorization)
+def open_tunnel(sock: RawSocket, host: str, port: int, proxy: Proxy) -> None:
+    """Ask the http(s) ``proxy`` on ``sock`` for a tunnel to ``host:port``
+    (RFC 9110 section 9.3.6); on return the socket speaks to the origin."""
+    handshake = TunnelHandshake(host, port, proxy.authorization, proxy.headers)
     sock.sendall(handshake.request)
     while not handshake.receive(sock.recv(_RECV_SIZE)):
         pass

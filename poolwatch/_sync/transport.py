@@ -198,6 +198,8 @@ class Transport:
         ssl_context: ssl.SSLContext | None = None,
         proxy: str | Proxy | None = None,
         listener: Listener | None = None,
+        server_hostname: str | None = None,
+        target: str | bytes | None = None,
     ) -> Response:
         """Send a request and return the response once its head has arrived.
 
@@ -205,12 +207,29 @@ class Transport:
         UTF-8), an iterable of bytes (or str pieces, sent as UTF-8) or a file
         (sent chunked when its length is unknown, R16). ``timeout`` is a number (every
         limit) or a :class:`Timeout`; by default the transport's.
+        ``ssl_context`` and ``proxy`` replace the transport's for this
+        request, and ``listener`` hears its events. ``server_hostname`` is
+        the name TLS asks for and checks the certificate against, when not
+        the URL's host (httpcore's ``sni_hostname``); ``target`` is sent in
+        the request line in place of the URL's path and query (``*``).
 
         Read the body to its end or close the response (``with`` does):
         otherwise its connection stays checked out (R6).
         """
-        if ssl_context is not None or proxy is not None or listener is not None:
-            check_request_options(ssl_context=ssl_context, proxy=proxy, listener=listener)
+        if (
+            ssl_context is not None
+            or proxy is not None
+            or listener is not None
+            or server_hostname is not None
+            or target is not None
+        ):
+            check_request_options(
+                ssl_context=ssl_context,
+                proxy=proxy,
+                listener=listener,
+                server_hostname=server_hostname,
+                target=target,
+            )
         request = self._prepared.prepare(
             method,
             url,
@@ -220,6 +239,8 @@ class Transport:
             ssl_context=ssl_context,
             proxy=proxy,
             uds=self.uds,
+            server_hostname=server_hostname,
+            target=target,
         )
         limits = Timeout.coerce(timeout, self.timeout)
         call_site = capture_call_site(self.call_site_depth)
@@ -414,11 +435,12 @@ class Transport:
                 return open_plain(sock), None, sock
             if proxy is not None and not proxy.is_socks():
                 stage = f"CONNECT through proxy {proxy} failed"
-                open_tunnel(raw, origin.host, origin.port, proxy.authorization)
+                open_tunnel(raw, origin.host, origin.port, proxy)
             stage = "TLS handshake failed"
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or self._ssl_context()
-            reader, writer, session = open_tls(raw, context, origin.host)
+            name = origin.server_hostname or origin.host
+            reader, writer, session = open_tls(raw, context, name)
             exchange.marks["tls_done"] = time.monotonic()
             self._emit("tls_handshake_done", None, exchange, version=session.version)
             return (reader, writer), session, sock

@@ -175,7 +175,8 @@ def _proxy_url(proxy: Any) -> Proxy | None:
     context = proxy.ssl_context
     if scheme == "https" and context is None:
         context = httpx.create_ssl_context()  # httpcore's default for the proxy
-    return parse_proxy(f"{scheme}://{userinfo}{url.host}{port}", ssl_context=context)
+    url_text = f"{scheme}://{userinfo}{url.host}{port}"
+    return parse_proxy(url_text, ssl_context=context, headers=proxy.headers.raw)
 
 
 # poolwatch's events under the names httpcore gives them in the request's
@@ -236,6 +237,8 @@ def request_options(
         "timeout": request_timeout(request, default),
         "proxy": proxy,
         "listener": listener,
+        "server_hostname": request.extensions.get("sni_hostname"),
+        "target": request.extensions.get("target"),
     }
 
 
@@ -456,9 +459,10 @@ class HTTPXTransport(httpx.BaseTransport):
     (``verify``, ``cert``, ``trust_env``, ``limits``, ``retries``,
     ``local_address``, ``socket_options``, ``uds``, and a ``proxy``:
     ``http://``, ``https://`` (TLS to the proxy), ``socks5://`` or
-    ``socks5h://``); HTTP/2 raises ``ValueError``. The request's ``timeout``
-    and ``trace`` extensions are honoured (``trace`` hears httpcore's event
-    names). Or pass an existing poolwatch ``transport``.
+    ``socks5h://``, with ``httpx.Proxy``'s ``headers`` for an http(s) proxy);
+    HTTP/2 raises ``ValueError``. The request's ``timeout``, ``trace``
+    (which hears httpcore's event names), ``sni_hostname`` and ``target``
+    extensions are honoured. Or pass an existing poolwatch ``transport``.
     """
 
     def __init__(
@@ -611,10 +615,11 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
     :class:`~poolwatch.AsyncTransport`.
 
     Takes ``httpx.AsyncHTTPTransport``'s arguments with the same meaning, as
-    :class:`HTTPXTransport` does. The ``timeout`` extension is honoured; an
-    async ``trace`` hears httpcore's event names, in order, each passed on at
-    the adapter's next ``await`` (poolwatch's listeners are synchronous). Or
-    pass an existing poolwatch ``transport``.
+    :class:`HTTPXTransport` does. The ``timeout``, ``sni_hostname`` and
+    ``target`` extensions are honoured; an async ``trace`` hears httpcore's
+    event names, in order, each passed on at the adapter's next ``await``
+    (poolwatch's listeners are synchronous). Or pass an existing poolwatch
+    ``transport``.
     """
 
     def __init__(
