@@ -621,11 +621,14 @@ class AsyncTransport:
 
     # -- closing -------------------------------------------------------------
 
-    async def close_idle_connections(self) -> None:
+    async def close_idle_connections(self, *, retire_active: bool = False) -> None:
         """Close every idle connection and wait for its workers; active ones
-        are left alone (R14)."""
+        are left alone (R14), or with ``retire_active`` closed once their
+        responses end, as :meth:`Transport.close_idle_connections` says."""
         with self._lock:
             conns = self._pool.take_all_idle_locked()
+            if retire_active:
+                self._pool.retire_locked(self._book.live)
         for conn in conns:
             conn.close("close_idle")
         for conn in conns:
@@ -646,6 +649,19 @@ class AsyncTransport:
             unsettled = list(self._book.unsettled)
         for conn in unsettled:
             await conn.wait_closed()
+
+    def reopen(self) -> bool:
+        """After :meth:`aclose`, take requests again, on new connections, as
+        :meth:`Transport.reopen` does; not while a closed connection's worker
+        tasks are still exiting (an ``aclose()`` cut short)."""
+        with self._lock:
+            if not self._closed or self._book.live or self._book.unsettled:
+                return False
+            self._pool = PoolState(self.limits)
+            self._book.pool = self._pool
+            self._waiters = {}
+            self._closed = False
+            return True
 
     async def __aenter__(self) -> AsyncTransport:
         return self

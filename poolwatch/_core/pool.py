@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeGuard, TypeVar
 
@@ -136,6 +136,8 @@ class PoolState(Generic[C]):
         self._slots: dict[Hashable, int] = {}  # dialling + active + idle + leaked
         self._total_slots = 0
         self._waiters: deque[Waiter[C]] = deque()
+        # In use when the pool was told to let them go: closed on release.
+        self._retired: set[C] = set()
 
     # -- queries ---------------------------------------------------------
 
@@ -204,7 +206,8 @@ class PoolState(Generic[C]):
         """Take back a checked-out connection: keep it idle if ``reusable``
         (or give it to a waiter), otherwise close it and free its slot."""
         decision: Decision[C] = Decision()
-        if not reusable:
+        if not reusable or (self._retired and conn in self._retired):
+            self._retired.discard(conn)
             self._evict(conn, decision)
             return decision
         for waiter in self._waiters:
@@ -242,6 +245,7 @@ class PoolState(Generic[C]):
         (if the pool has not already), serving waiters."""
         decision: Decision[C] = Decision()
         self.remove_idle_locked(conn)
+        self._retired.discard(conn)
         if conn.holds_slot:
             conn.holds_slot = False
             self._free_slot(conn.origin)
@@ -256,6 +260,11 @@ class PoolState(Generic[C]):
         del self._idle_lru[conn]
         del self._idle[conn.origin][conn]
         return True
+
+    def retire_locked(self, conns: Iterable[C]) -> None:
+        """Close each of ``conns`` that is in use when it is released,
+        instead of keeping it idle."""
+        self._retired.update(conn for conn in conns if conn not in self._idle_lru)
 
     def take_all_idle_locked(self) -> list[C]:
         """Empty the idle pool; the caller closes and discards what it gets."""

@@ -569,10 +569,15 @@ class Transport:
 
     # -- closing -------------------------------------------------------------
 
-    def close_idle_connections(self) -> None:
-        """Close every idle connection; active ones are left alone (R14)."""
+    def close_idle_connections(self, *, retire_active: bool = False) -> None:
+        """Close every idle connection; active ones are left alone (R14), or
+        with ``retire_active`` closed once their responses end instead of
+        going back to the pool (as a requests session's ``close()`` leaves
+        the connections in use)."""
         with self._lock:
             conns = self._pool.take_all_idle_locked()
+            if retire_active:
+                self._pool.retire_locked(self._book.live)
         for conn in conns:
             conn.close("close_idle")
 
@@ -598,6 +603,23 @@ class Transport:
         self._events.close()
         self._settle_late_leaks()
         self._close_finished = True
+
+    def reopen(self) -> bool:
+        """After :meth:`close`, take requests again, on new connections;
+        settings, listeners and the stats' totals carry on. Whether it
+        reopened: not if it was open, or if its close did not finish (an
+        interrupted one: call :meth:`close` again first)."""
+        with self._lock:
+            if not self._closed or not self._close_finished:
+                return False
+            self._pool = PoolState(self.limits)
+            self._book.pool = self._pool
+            self._waiter_locks = {}
+            self._events = EventPool()
+            self._workers = WorkerPool(events=self._events)
+            self._close_finished = False
+            self._closed = False
+            return True
 
     def __enter__(self) -> Transport:
         return self

@@ -493,12 +493,9 @@ class HTTPXTransport(httpx.BaseTransport):
                 local_address=local_address,
                 socket_options=socket_options,
             )
-            self._options: dict[str, Any] | None = options
             transport = Transport(**options)
-        else:
-            self._options = None  # not this adapter's to make again
         self.transport = transport
-        self._closed = False  # by close(): the next request gets a new transport
+        self._closed = False  # by close(): the next request reopens the transport
         self.retries = retries
         self.proxy = _proxy_url(proxy)
 
@@ -508,9 +505,9 @@ class HTTPXTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the response body streams from the connection."""
-        if self._closed and self._options is not None:
+        if self._closed:
             self._closed = False
-            self.transport = Transport(**self._options)
+            self.transport.reopen()
         trace = request.extensions.get("trace")
         tracer = Tracer(trace, request) if trace is not None else None
         options = request_options(request, self.transport.timeout, self.proxy, tracer)
@@ -536,8 +533,8 @@ class HTTPXTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         """Close the poolwatch transport. As with httpx's transport, a later
-        request opens new connections: on a new transport, if this adapter
-        made the first (:meth:`stats` tells of the closed one until then)."""
+        request opens new connections: it reopens the transport (see
+        :meth:`poolwatch.Transport.reopen`; stats and listeners carry on)."""
         self._closed = True
         self.transport.close()
 
@@ -650,12 +647,9 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
                 local_address=local_address,
                 socket_options=socket_options,
             )
-            self._options: dict[str, Any] | None = options
             transport = AsyncTransport(**options)
-        else:
-            self._options = None  # not this adapter's to make again
         self.transport = transport
-        self._closed = False  # by close(): the next request gets a new transport
+        self._closed = False  # by close(): the next request reopens the transport
         self.retries = retries
         self.proxy = _proxy_url(proxy)
 
@@ -665,9 +659,9 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the response body streams from the connection."""
-        if self._closed and self._options is not None:
+        if self._closed:
             self._closed = False
-            self.transport = AsyncTransport(**self._options)
+            self.transport.reopen()
         given = request.extensions.get("trace")
         trace = _TraceBuffer(given, request) if given is not None else None
         listener = trace.listener if trace is not None else None

@@ -359,7 +359,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         self._pool_block = pool_block
         self._own_transport = transport is None
         self.transport = transport if transport is not None else self._make_transport()
-        self._closed = False  # by close(): the next request gets a new transport
+        self._closed = False  # by close(): the next request reopens the transport
         self._contexts: dict[tuple[Any, Any], ssl.SSLContext] = {}
         self._timeouts: dict[tuple[Any, Timeout], Timeout] = {}
 
@@ -390,13 +390,14 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
     def close(self) -> None:
         """As ``HTTPAdapter.close()``: close the idle connections; responses
         still being read are read to their end, and the adapter can be used
-        again (with a new transport: :meth:`stats` tells of the closed one
-        until then).
+        again (its next request reopens the transport: stats and listeners
+        carry on, see :meth:`poolwatch.Transport.reopen`).
 
-        A transport this adapter made is closed; one with responses still
-        being read closes once they are dropped (a transport closes itself
-        when garbage-collected). A transport passed in is left open, its
-        idle connections closed.
+        A transport this adapter made is closed, unless responses are still
+        being read: then its idle connections are, and those responses'
+        connections when they end (see ``retire_active`` of
+        :meth:`poolwatch.Transport.close_idle_connections`). A transport
+        passed in is left open, its idle connections closed.
         """
         transport = self.transport
         if not self._own_transport:
@@ -404,7 +405,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
             return
         self._closed = True
         if transport.open_bodies():
-            transport.close_idle_connections()
+            transport.close_idle_connections(retire_active=True)
         else:
             transport.close()
 
@@ -420,7 +421,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         """Send a prepared request, as ``HTTPAdapter.send`` does."""
         if self._closed:
             self._closed = False
-            self.transport = self._make_transport()
+            self.transport.reopen()
         limits = self._limits(timeout)
         url = request.url or ""
         if "@" in url:

@@ -1,0 +1,85 @@
+"""What the adapters' ``close()`` needs, as the stock transports behave:
+``reopen()``, a closed transport taking requests again (R14 holds until
+then: a closed transport refuses requests), and
+``close_idle_connections(retire_active=True)``, connections in use closed
+when their responses end instead of going back to the pool."""
+
+from __future__ import annotations
+
+import pytest
+
+import poolwatch
+from tests import async_support
+from tests.conftest import assert_at_rest
+from tests.servers import HTTPServer
+
+
+def test_reopen_takes_requests_again(server: HTTPServer) -> None:
+    """Closed, it refuses (R14); reopened, it dials anew, with its listeners
+    and the stats' totals carried on; reopening an open one does nothing."""
+    names: list[str] = []
+    t = poolwatch.Transport()
+    t.add_listener(lambda event: names.append(event.name))
+    assert t.reopen() is False
+    assert t.request("GET", server.url()).read() == b"hello world!\n"
+    t.close()
+    with pytest.raises(poolwatch.PoolClosed):
+        t.request("GET", server.url())
+    assert t.reopen() is True
+    assert t.request("GET", server.url()).read() == b"hello world!\n"
+    stats = assert_at_rest(t)
+    assert (stats.requests, stats.connections_opened, stats.connections_closed) == (2, 2, 1)
+    assert names.count("connect_done") == 2
+    t.close()
+    assert t.stats().workers_alive == 0
+    assert server.accepted == 2
+
+
+def test_async_reopen_takes_requests_again(server: HTTPServer) -> None:
+    """The same with the async transport."""
+
+    async def main() -> None:
+        t = poolwatch.AsyncTransport()
+        assert t.reopen() is False
+        await (await t.request("GET", server.url())).read()
+        await t.aclose()
+        with pytest.raises(poolwatch.PoolClosed):
+            await t.request("GET", server.url())
+        assert t.reopen() is True
+        assert await (await t.request("GET", server.url())).read() == b"hello world!\n"
+        stats = await async_support.assert_at_rest(t)
+        assert (stats.requests, stats.connections_opened, stats.connections_closed) == (2, 2, 1)
+        await t.aclose()
+
+    async_support.run(main)
+    assert server.accepted == 2
+
+
+def test_retired_connections_close_when_their_responses_end(server: HTTPServer) -> None:
+    """A response being read is read to its end, then its connection is
+    closed (R14 leaves it alone without ``retire_active``)."""
+    with poolwatch.Transport() as t:
+        resp = t.request("GET", server.url("/bytes/100000"))
+        idle = t.request("GET", server.url())
+        idle.read()
+        t.close_idle_connections(retire_active=True)
+        assert len(resp.read()) == 100000 and resp.outcome == "drained"
+        stats = assert_at_rest(t)
+        assert (stats.connections_closed, stats.idle_connections) == (2, 0)
+        assert t.request("GET", server.url()).read() == b"hello world!\n"
+        assert assert_at_rest(t).idle_connections == 1
+    assert server.accepted == 3
+
+
+def test_async_retired_connections_close_when_their_responses_end(server: HTTPServer) -> None:
+    """The same with the async transport."""
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t:
+            resp = await t.request("GET", server.url("/bytes/100000"))
+            await t.close_idle_connections(retire_active=True)
+            assert len(await resp.read()) == 100000 and resp.outcome == "drained"
+            stats = await async_support.assert_at_rest(t)
+            assert (stats.connections_closed, stats.idle_connections) == (1, 0)
+
+    async_support.run(main)
