@@ -8,6 +8,7 @@ pool lock held; one that raises is logged once and otherwise ignored.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -61,7 +62,10 @@ class Event:
 
 Listener = Callable[[Event], object]
 
-_failed_listeners: set[int] = set()
+# Listeners whose failure was logged; held weakly, so that a listener made
+# later at a freed one's address is still logged.
+_failed_listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+_failed_ids: set[int] = set()  # those that cannot be held weakly
 
 
 def dispatch(listeners: tuple[Listener, ...], event: Event) -> None:
@@ -70,6 +74,18 @@ def dispatch(listeners: tuple[Listener, ...], event: Event) -> None:
         try:
             listener(event)
         except Exception:
-            if id(listener) not in _failed_listeners:
-                _failed_listeners.add(id(listener))
+            if _first_failure(listener):
                 logger.exception("poolwatch listener %r raised; ignored", listener)
+
+
+def _first_failure(listener: Listener) -> bool:
+    """Whether ``listener`` fails for the first time (and remember it)."""
+    try:
+        if listener in _failed_listeners:
+            return False
+        _failed_listeners.add(listener)
+    except TypeError:  # no weak reference to be had
+        if id(listener) in _failed_ids:
+            return False
+        _failed_ids.add(id(listener))
+    return True

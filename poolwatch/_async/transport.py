@@ -573,8 +573,9 @@ class AsyncTransport:
         self._listeners = (*self._listeners, listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener``."""
-        self._listeners = tuple(x for x in self._listeners if x is not listener)
+        """Stop calling ``listener`` (one equal to it: ``obj.method`` makes a
+        new bound method each time, equal to the one added)."""
+        self._listeners = tuple(x for x in self._listeners if x != listener)
 
     def stats(self) -> PoolStats:
         """An immutable snapshot: totals and a per-origin breakdown (R18);

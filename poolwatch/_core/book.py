@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Generic, Protocol, TypeVar
 
 from .._events import Event, Listener, dispatch
@@ -96,7 +97,8 @@ def emit(
     else:
         origin = str(exchange.request.origin) if exchange is not None else ""
     url = None if exchange is None else exchange.request.url
-    event = Event(name, origin, None if conn is None else conn.id, url, data)
+    # Read-only: every listener gets the same details.
+    event = Event(name, origin, None if conn is None else conn.id, url, MappingProxyType(data))
     dispatch(listeners, event)
 
 

@@ -505,8 +505,9 @@ class Transport:
         self._listeners = (*self._listeners, listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener``."""
-        self._listeners = tuple(x for x in self._listeners if x is not listener)
+        """Stop calling ``listener`` (one equal to it: ``obj.method`` makes a
+        new bound method each time, equal to the one added)."""
+        self._listeners = tuple(x for x in self._listeners if x != listener)
 
     def _settle_late_leaks(self) -> None:
         """Count the queued leaks whose connection is closing: its reader may

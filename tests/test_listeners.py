@@ -1,0 +1,97 @@
+"""Listeners (R19): removed as added, even as bound methods; each failing
+listener logged once, without hiding another; details every listener
+reads alike, as no listener can change them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+import poolwatch
+from tests import async_support
+from tests.servers import HTTPServer
+
+
+class Recorder:
+    """Records event names through a bound method, as the exporters do."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def observe(self, event: poolwatch.Event) -> None:
+        self.names.append(event.name)
+
+
+def test_bound_method_listener_is_removed(server: HTTPServer) -> None:
+    """``remove_listener(obj.method)`` removes what ``add_listener(obj.method)``
+    added, though each access makes a new bound method."""
+    recorder = Recorder()
+    with poolwatch.Transport() as t:
+        t.add_listener(recorder.observe)
+        t.request("GET", server.url()).read()
+        heard = len(recorder.names)
+        t.remove_listener(recorder.observe)
+        t.request("GET", server.url()).read()
+    assert heard > 0 and len(recorder.names) == heard
+
+
+def test_async_bound_method_listener_is_removed(server: HTTPServer) -> None:
+    """The same with the async transport."""
+    recorder = Recorder()
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t:
+            t.add_listener(recorder.observe)
+            await (await t.request("GET", server.url())).read()
+            heard = len(recorder.names)
+            t.remove_listener(recorder.observe)
+            await (await t.request("GET", server.url())).read()
+            assert heard > 0 and len(recorder.names) == heard
+
+    async_support.run(main)
+
+
+def test_each_failing_listener_is_logged_once(
+    server: HTTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener that raises is logged once, and the request goes on; one
+    made later (perhaps at the address of a freed one) is logged too."""
+    with poolwatch.Transport() as t, caplog.at_level(logging.ERROR, "poolwatch"):
+        for round_ in range(3):
+
+            def broken(event: poolwatch.Event, round_: int = round_) -> None:
+                raise RuntimeError(f"listener {round_}")
+
+            t.add_listener(broken)
+            for _ in range(2):
+                assert t.request("GET", server.url()).read() == b"hello world!\n"
+            t.remove_listener(broken)
+            del broken
+    logged = [r for r in caplog.records if "raised; ignored" in r.getMessage()]
+    assert [str(r.exc_info[1]) for r in logged if r.exc_info] == [
+        "listener 0",
+        "listener 1",
+        "listener 2",
+    ]
+
+
+def test_event_details_are_read_only(server: HTTPServer) -> None:
+    """A listener cannot change what the next listener reads."""
+    seen: list[Any] = []
+
+    def meddler(event: poolwatch.Event) -> None:
+        if event.name == "got_conn":
+            with pytest.raises(TypeError):
+                event.data["wait"] = 1e6  # type: ignore[index]
+
+    def reader(event: poolwatch.Event) -> None:
+        if event.name == "got_conn":
+            seen.append(event.data["wait"])
+
+    with poolwatch.Transport() as t:
+        t.add_listener(meddler)
+        t.add_listener(reader)
+        t.request("GET", server.url()).read()
+    assert len(seen) == 1 and seen[0] < 1e6
