@@ -31,10 +31,10 @@ def main() -> None:
     with local_server() as base:
         print(poolwatch("get", "-v", base + "/", base + "/bytes/100"))
     lines = poolwatch("stats", "--json", "--interval", "0.05", str(HERE / "stats_tour.py"))
-    snapshots = [json.loads(line) for line in lines.splitlines() if line.startswith('{"')]
-    for origin, stats in snapshots[-1].items():
-        opened = stats["connections_opened"]
-        print(f"{origin}: {stats['requests']} requests on {opened} connection")
+    snapshots = [json.loads(line) for line in lines.splitlines() if line.startswith('[{"')]
+    for row in snapshots[-1]:  # one row per transport and origin
+        where, opened = f"#{row['transport']} {row['origin']}", row["connections_opened"]
+        print(f"{where}: {row['requests']} requests on {opened} connection")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -46,12 +47,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "every poolwatch transport's stats per origin while it runs.",
     )
     load = stats.add_mutually_exclusive_group(required=True)
-    load.add_argument("script", nargs="?", help="a Python script to run")
+    load.add_argument(
+        "script", nargs="?", help="a Python script to run (poolwatch's options come first)"
+    )
     load.add_argument("--demo", action="store_true", help="run the seed demo's load")
     stats.add_argument(
         "--interval", type=_seconds, default=0.5, help="seconds between tables (> 0)"
     )
-    stats.add_argument("--json", action="store_true", help="one JSON object per line")
+    stats.add_argument("--json", action="store_true", help="one JSON array per line")
+    stats.add_argument(
+        "script_args", nargs=argparse.REMAINDER, help="arguments for the script (its sys.argv)"
+    )
     args = parser.parse_args(argv)
     if args.command == "stats":
         import io
@@ -63,7 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         def target() -> object:
             if args.demo:
                 return run_demo(io.StringIO())
-            return runpy.run_path(args.script, run_name="__main__")
+            # As ``python SCRIPT ARG...``: its own argv, its folder importable.
+            saved, sys.argv = sys.argv, [args.script, *args.script_args]
+            sys.path.insert(0, os.path.dirname(os.path.abspath(args.script)))
+            try:
+                return runpy.run_path(args.script, run_name="__main__")
+            finally:
+                sys.argv = saved
+                del sys.path[0]
 
         return watch_stats(target, sys.stdout, interval=args.interval, as_json=args.json)
     if args.command == "get":

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeAlias
 
 from ._exceptions import PoolwatchError, redact_url
 from ._sync.response import Timings
@@ -111,7 +112,10 @@ def watch_stats(
     target: Callable[[], object], out: TextIO, *, interval: float = 0.5, as_json: bool = False
 ) -> int:
     """Run ``target`` in a thread and print every live transport's stats per
-    origin each ``interval`` seconds until it returns, then once more."""
+    origin each ``interval`` seconds until it returns, then once more. The
+    exit status is the load's: 0, the code it passed to ``sys.exit()``, 1 if
+    it raised, 130 after Ctrl-C (the load, in a daemon thread, ends with
+    the process)."""
     done = threading.Event()
     failure: list[BaseException] = []
 
@@ -123,18 +127,33 @@ def watch_stats(
         finally:
             done.set()
 
-    thread = threading.Thread(target=run, name="poolwatch-stats-target")
+    numbers: Numbers = weakref.WeakKeyDictionary()
+    thread = threading.Thread(target=run, name="poolwatch-stats-target", daemon=True)
     thread.start()
-    while not done.wait(interval):
-        _print_stats(out, as_json)
+    try:
+        while not done.wait(interval):
+            _print_stats(out, as_json, numbers)
+    except KeyboardInterrupt:
+        _print_stats(out, as_json, numbers)
+        print("* interrupted", file=out)
+        return 130
     thread.join()
-    _print_stats(out, as_json)
-    if failure:
-        print(f"* the load failed: {failure[0]!r}", file=out)
+    _print_stats(out, as_json, numbers)
+    if not failure:
+        return 0
+    error = failure[0]
+    if isinstance(error, SystemExit):  # the script's own exit status
+        if error.code is None or isinstance(error.code, int):
+            return error.code or 0
+        print(f"* the load exited: {error.code}", file=out)
         return 1
-    return 0
+    print(f"* the load failed: {error!r}", file=out)
+    return 1
 
 
+# The number each transport is shown with, given on first sight.
+Numbers: TypeAlias = "weakref.WeakKeyDictionary[object, int]"
+_ORIGIN_WIDTH = 30  # with the transport's number and the columns: 80 wide
 _COLUMNS = (
     ("open_connections", "open"),
     ("idle_connections", "idle"),
@@ -148,19 +167,27 @@ _COLUMNS = (
 )
 
 
-def _print_stats(out: TextIO, as_json: bool) -> None:
-    rows = [
-        (origin, stats)
-        for transport in live_transports()
-        for origin, stats in transport.stats().per_origin.items()
-    ]
+def _print_stats(out: TextIO, as_json: bool, numbers: Numbers) -> None:
+    """One snapshot: a row per transport and origin, the transport named by
+    a number that stays its own (two may serve one origin)."""
+    rows = []
+    for transport in live_transports():
+        number = numbers.setdefault(transport, len(numbers) + 1)
+        for origin, stats in transport.stats().per_origin.items():
+            rows.append((number, origin, stats))
     # Each snapshot goes out in one write: the program being watched prints
     # from its own threads, and print() writes a line and its end apart.
     if as_json:
-        out.write(json.dumps({origin: stats.as_dict() for origin, stats in rows}) + "\n")
+        records = [
+            {"transport": number, "origin": origin, **stats.as_dict()}
+            for number, origin, stats in rows
+        ]
+        out.write(json.dumps(records) + "\n")
         return
-    lines = [f"{'origin':<34}" + "".join(f"{label:>5}" for _, label in _COLUMNS)]
-    for origin, stats in rows:
+    header = f"{'tr':>2} {'origin':<{_ORIGIN_WIDTH}} "
+    lines = [header + "".join(f"{label:>5}" for _, label in _COLUMNS)]
+    for number, origin, stats in rows:
         values = "".join(f"{getattr(stats, name):>5}" for name, _ in _COLUMNS)
-        lines.append(f"{origin[:33]:<34}{values}")
+        shown = origin if len(origin) <= _ORIGIN_WIDTH else origin[: _ORIGIN_WIDTH - 1] + "~"
+        lines.append(f"{number:>2} {shown:<{_ORIGIN_WIDTH}} {values}")
     out.write("\n".join(lines) + "\n\n")

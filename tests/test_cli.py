@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,12 +76,13 @@ def test_stats_watches_a_load(server: HTTPServer) -> None:
     try:
         assert watch_stats(load, out, interval=0.01, as_json=True) == 0
         last = json.loads(out.getvalue().splitlines()[-1])
-        assert last[server.origin]["requests"] == 3
+        mine = [row for row in last if row["origin"] == server.origin]
+        assert [row["requests"] for row in mine] == [3]
         table = io.StringIO()
         watch_stats(lambda: None, table, interval=0.01)
         lines = table.getvalue().splitlines()
-        assert lines[0].startswith("origin") and "reus" in lines[0]
-        assert any(line.startswith(server.origin) for line in lines)
+        assert lines[0].split()[:2] == ["tr", "origin"] and "reus" in lines[0]
+        assert any(server.origin in line for line in lines)
         assert all(len(line) <= 80 for line in lines)
     finally:
         transport.close()
@@ -117,12 +122,13 @@ def test_stats_snapshots_are_not_split_by_other_output(server: HTTPServer, as_js
         assert watch_stats(lambda: None, out, interval=0.01, as_json=as_json) == 0
     ours = [line for line in out.getvalue().splitlines() if "watched program" not in line]
     if as_json:
-        assert [json.loads(line)[server.origin]["requests"] for line in ours] == [1]
+        rows = [row for line in ours for row in json.loads(line)]
+        assert [row["requests"] for row in rows if row["origin"] == server.origin] == [1]
     else:
-        assert ours[0].startswith("origin") and ours[-1] == ""
+        assert ours[0].split()[:2] == ["tr", "origin"] and ours[-1] == ""
         rows = ours[1:-1]
-        assert any(row.startswith(server.origin) for row in rows)
-        assert all(row.startswith(("http://", "https://")) for row in rows)
+        assert any(server.origin in row for row in rows)
+        assert all(row.split()[1].startswith(("http://", "https://")) for row in rows)
 
 
 @pytest.mark.parametrize("interval", ["-1", "0", "nan", "inf", "soon"])
@@ -135,3 +141,58 @@ def test_stats_refuses_an_interval_that_is_not_a_time(
         main(["stats", "--demo", "--interval", interval])
     assert info.value.code == 2
     assert "not a number of seconds above 0" in capsys.readouterr().err
+
+
+def test_stats_tells_transports_of_one_origin_apart(server: HTTPServer) -> None:
+    """Two transports to one origin are two rows, each with its number."""
+    from poolwatch._cli import watch_stats
+
+    with poolwatch.Transport() as first, poolwatch.Transport() as second:
+        for transport, count in ((first, 3), (second, 1)):
+            for _ in range(count):
+                transport.request("GET", server.url()).read()
+        out = io.StringIO()
+        assert watch_stats(lambda: None, out, interval=0.01, as_json=True) == 0
+    rows = [row for row in json.loads(out.getvalue().splitlines()[-1])]
+    mine = sorted(
+        (row["requests"], row["transport"]) for row in rows if row["origin"] == server.origin
+    )
+    assert [requests for requests, _ in mine] == [1, 3]
+    assert len({number for _, number in mine}) == 2
+
+
+def _poolwatch_stats(script: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "poolwatch", "stats", "--interval", "0.05", str(script), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_stats_passes_arguments_and_exit_status(tmp_path: Path) -> None:
+    """The script gets its own ``sys.argv``; its ``sys.exit()`` code is the
+    command's (0 is success, not a failed load)."""
+    script = tmp_path / "load.py"
+    script.write_text("import sys\nprint('argv', sys.argv[1:])\nsys.exit(int(sys.argv[1]))\n")
+    for code in ("0", "7"):
+        with _poolwatch_stats(script, code, "--flag") as process:
+            out, _ = process.communicate(timeout=60)
+        assert process.returncode == int(code)
+        assert f"argv ['{code}', '--flag']" in out
+        assert "failed" not in out
+
+
+def test_stats_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """Ctrl-C ends the command at once (status 130), with a last table,
+    though the script would run on."""
+    script = tmp_path / "forever.py"
+    script.write_text("import threading\nprint('started', flush=True)\nthreading.Event().wait()\n")
+    with _poolwatch_stats(script) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("tr "):  # a table: the watcher is watching
+                break
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "* interrupted" in out
