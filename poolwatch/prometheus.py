@@ -15,14 +15,14 @@ connection, ``poolwatch_connection_lifetime_seconds`` and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from ._core.stats import OriginStats
+from ._async.transport import AsyncTransport
 from ._events import Event
 from ._sync.transport import Transport
 
@@ -58,76 +58,95 @@ _LIFETIME_BUCKETS = (0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0)
 _REQUEST_BUCKETS = (1, 2, 5, 10, 50, 100, 500, 1000, 10000)
 
 
-class PoolwatchCollector(Collector):
-    """Collects one transport's stats, labelled by ``origin``."""
+Transports = Transport | AsyncTransport | Mapping[str, Transport | AsyncTransport]
 
-    def __init__(self, transport: Transport, prefix: str = "poolwatch") -> None:
-        self.transport = transport
+
+class PoolwatchCollector(Collector):
+    """Collects transports' stats, labelled by ``origin``; several
+    transports, given as a mapping of names to transports, are told apart by
+    a ``transport`` label too (a registry takes each metric name once, so
+    one collector covers them all)."""
+
+    def __init__(self, transports: Transports, prefix: str = "poolwatch") -> None:
+        if isinstance(transports, Mapping):
+            self.transports = dict(transports)
+            self._labels = ["transport", "origin"]
+        else:
+            self.transports = {"": transports}
+            self._labels = ["origin"]
         self.prefix = prefix
         private = CollectorRegistry(auto_describe=True)
         self.pool_wait = Histogram(
             f"{prefix}_pool_wait_seconds",
             "Time from asking for a connection to getting one.",
-            ["origin"],
+            self._labels,
             buckets=_WAIT_BUCKETS,
             registry=private,
         )
         self.lifetime = Histogram(
             f"{prefix}_connection_lifetime_seconds",
             "How long closed connections lived.",
-            ["origin"],
+            self._labels,
             buckets=_LIFETIME_BUCKETS,
             registry=private,
         )
         self.requests_per_connection = Histogram(
             f"{prefix}_connection_requests",
             "Requests served by each closed connection.",
-            ["origin"],
+            self._labels,
             buckets=_REQUEST_BUCKETS,
             registry=private,
         )
-        transport.add_listener(self._observe)
+        self._observers = {name: self._observer(name) for name in self.transports}
+        for name, transport in self.transports.items():
+            transport.add_listener(self._observers[name])
 
-    def _observe(self, event: Event) -> None:
-        if event.name == "got_conn":
-            self.pool_wait.labels(event.origin).observe(event.data["wait"])
-        elif event.name == "conn_closed":
-            self.lifetime.labels(event.origin).observe(event.data["age"])
-            self.requests_per_connection.labels(event.origin).observe(event.data["requests"])
+    @property
+    def transport(self) -> Transport | AsyncTransport:
+        """The transport, when there is one (the first otherwise)."""
+        return next(iter(self.transports.values()))
+
+    def _observer(self, name: str) -> Callable[[Event], None]:
+        head = [name] if self._labels[0] == "transport" else []
+
+        def observe(event: Event) -> None:
+            if event.name == "got_conn":
+                self.pool_wait.labels(*head, event.origin).observe(event.data["wait"])
+            elif event.name == "conn_closed":
+                labels = (*head, event.origin)
+                self.lifetime.labels(*labels).observe(event.data["age"])
+                self.requests_per_connection.labels(*labels).observe(event.data["requests"])
+
+        return observe
 
     def collect(self) -> Iterator[Metric]:
-        """The metric families, read from a fresh stats snapshot."""
-        per_origin = self.transport.stats().per_origin
-        for name, doc in _GAUGES.items():
-            gauge = GaugeMetricFamily(f"{self.prefix}_{name}", doc, labels=["origin"])
-            _add_samples(gauge, per_origin, name)
-            yield gauge
-        for name, doc in _COUNTERS.items():
-            counter = CounterMetricFamily(f"{self.prefix}_{name}", doc, labels=["origin"])
-            _add_samples(counter, per_origin, name)
-            yield counter
+        """The metric families, read from a fresh stats snapshot of each
+        transport."""
+        snapshots = [(name, t.stats().per_origin) for name, t in self.transports.items()]
+        for kind, fields in ((GaugeMetricFamily, _GAUGES), (CounterMetricFamily, _COUNTERS)):
+            for field, doc in fields.items():
+                family = kind(f"{self.prefix}_{field}", doc, labels=self._labels)
+                for name, per_origin in snapshots:
+                    head = [name] if self._labels[0] == "transport" else []
+                    for origin, stats in per_origin.items():
+                        family.add_metric([*head, origin], getattr(stats, field))
+                yield family
         for histogram in (self.pool_wait, self.lifetime, self.requests_per_connection):
             yield from histogram.collect()
 
     def close(self) -> None:
-        """Stop observing the transport."""
-        self.transport.remove_listener(self._observe)
-
-
-def _add_samples(
-    family: GaugeMetricFamily | CounterMetricFamily,
-    per_origin: Mapping[str, OriginStats],
-    name: str,
-) -> None:
-    for origin, stats in per_origin.items():
-        family.add_metric([origin], getattr(stats, name))
+        """Stop observing the transports."""
+        for name, transport in self.transports.items():
+            transport.remove_listener(self._observers[name])
 
 
 def register(
-    transport: Transport, registry: CollectorRegistry = REGISTRY, prefix: str = "poolwatch"
+    transports: Transports, registry: CollectorRegistry = REGISTRY, prefix: str = "poolwatch"
 ) -> PoolwatchCollector:
-    """Register a collector for ``transport`` in ``registry``; returns it
-    (unregister it with ``registry.unregister(collector)``)."""
-    collector = PoolwatchCollector(transport, prefix)
+    """Register a collector for a transport, or for several given as a
+    mapping of names to transports (each name becomes the ``transport``
+    label), in ``registry``; returns it (unregister it with
+    ``registry.unregister(collector)``)."""
+    collector = PoolwatchCollector(transports, prefix)
     registry.register(collector)
     return collector

@@ -68,3 +68,29 @@ def test_scrape_shows_stats_per_origin(
         registry.unregister(collector)
         collector.close()
     assert "poolwatch_requests_total" not in _scrape(port)
+
+
+def test_several_transports_in_one_registry(
+    exposition: tuple[CollectorRegistry, int], server: HTTPServer
+) -> None:
+    """Transports given by name are told apart by a ``transport`` label in
+    one collector (a registry takes each metric name once); after
+    ``close()`` the collector hears no more events."""
+    registry, port = exposition
+    with poolwatch.Transport() as api, poolwatch.Transport() as auth:
+        collector = register({"api": api, "auth": auth}, registry)
+        for transport, count in ((api, 3), (auth, 1)):
+            for _ in range(count):
+                transport.request("GET", server.url()).read()
+        samples = _scrape(port)
+        for name, count in (("api", 3), ("auth", 1)):
+            labels = (("origin", server.origin), ("transport", name))
+            assert samples["poolwatch_requests_total"][labels] == count
+            assert samples["poolwatch_pool_wait_seconds_count"][labels] == count
+        collector.close()
+        api.request("GET", server.url()).read()
+        labels = (("origin", server.origin), ("transport", "api"))
+        after = _scrape(port)
+        assert after["poolwatch_requests_total"][labels] == 4  # read from stats
+        assert after["poolwatch_pool_wait_seconds_count"][labels] == 3  # not heard
+        registry.unregister(collector)
