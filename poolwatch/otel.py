@@ -70,7 +70,8 @@ class Instrumentation:
             "http.client.active_requests",
             callbacks=[self._active_requests],
             unit="{request}",
-            description="Requests with a body checked out or waiting for a connection.",
+            description="Requests in flight (on a connection: waiting for the head or"
+            " with a body open) or waiting for a connection.",
         )
         transport.add_listener(self._observe)
 
@@ -97,7 +98,7 @@ class Instrumentation:
 
     def _active_requests(self, options: CallbackOptions) -> Iterable[Observation]:
         for origin, stats in self.transport.stats().per_origin.items():
-            active = stats.open_bodies + stats.waiting_requests
+            active = stats.active_connections + stats.waiting_requests
             yield Observation(active, _server_attributes(origin))
 
     def close(self) -> None:

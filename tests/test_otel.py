@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -9,7 +10,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import poolwatch
 from poolwatch.otel import instrument
-from tests.servers import HTTPServer
+from tests.servers import HTTPServer, Reply, http_server
 
 
 def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
@@ -64,4 +65,45 @@ def test_connection_duration_recorded_on_close(server: HTTPServer) -> None:
         points = _points(reader)
         assert sum(p.count for p in points["http.client.connection.duration"]) == 1
     finally:
+        provider.shutdown()
+
+
+def test_requests_waiting_for_their_heads_are_active() -> None:
+    """A request waiting for its head is in flight: counted in
+    ``http.client.active_requests`` and in the repr's active requests."""
+    release = threading.Event()
+
+    def slow(request: object, body: bytes) -> Reply:
+        release.wait(10)
+        return Reply(body=b"late")
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    written = threading.Semaphore(0)
+    try:
+        with http_server({"/slow": slow}) as server, poolwatch.Transport() as t:
+            instrumentation = instrument(t, provider)
+            t.add_listener(lambda e: written.release() if e.name == "wrote_request" else None)
+            bodies: list[bytes] = []
+            callers = [
+                threading.Thread(
+                    target=lambda: bodies.append(t.request("GET", server.url("/slow")).read())
+                )
+                for _ in range(2)
+            ]
+            for caller in callers:
+                caller.start()
+            for _ in callers:
+                assert written.acquire(timeout=10)
+            assert "Requests: 2 active" in repr(t)
+            active = _points(reader)["http.client.active_requests"]
+            assert sum(p.value for p in active) == 2
+            release.set()
+            for caller in callers:
+                caller.join()
+            assert bodies == [b"late", b"late"]
+            assert "Requests: 0 active" in repr(t)
+            instrumentation.close()
+    finally:
+        release.set()
         provider.shutdown()

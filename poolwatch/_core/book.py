@@ -321,9 +321,11 @@ class Book(Generic[C]):
     def summary_locked(self) -> str:
         """The ``[Requests ... | Connections ... | Workers ...]`` part of a
         transport's repr."""
-        active = len(self.open)
-        queued = self.pool.waiting()
         idle = self.pool.idle_count()
+        # In flight: a connection dialled or checked out for it (waiting for
+        # the head, or its body open), as httpcore counts them.
+        active = self.pool.slots() - idle
+        queued = self.pool.waiting()
         conns = len(self.live)
         workers = sum(c.workers_alive for c in self.counters.values())
         return (
