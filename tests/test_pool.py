@@ -8,6 +8,8 @@ server gates and barriers, never with sleeps.
 
 from __future__ import annotations
 
+import copy
+import pickle
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -441,3 +443,17 @@ def test_scenario_12_many_204s_then_close_idle() -> None:
         stats = assert_at_rest(t)
         assert (stats.connections_opened, stats.bodies_without_content) == (count, count)
         assert (stats.workers_alive, stats.open_connections) == (0, 0)
+
+
+def test_stats_snapshot_pickles_and_copies(server: HTTPServer) -> None:
+    """R18 snapshots go to another process (pickle) or a deep copy whole,
+    totals and per-origin breakdown, and stay read-only."""
+    with poolwatch.Transport() as t:
+        for _ in range(2):
+            t.request("GET", server.url()).read()
+        stats = t.stats()
+    for copied in (pickle.loads(pickle.dumps(stats)), copy.deepcopy(stats)):
+        assert copied == stats
+        assert copied.per_origin[server.origin].requests == 2
+        with pytest.raises(TypeError):
+            copied.per_origin["x"] = stats  # type: ignore[index]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
+from typing import Any
 
 __all__ = ["Counters", "OriginStats", "PoolStats"]
 
@@ -132,3 +133,8 @@ class PoolStats(OriginStats):
             for name, value in stats.as_dict().items():
                 totals[name] += value
         return cls(**totals, per_origin=MappingProxyType(per_origin))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A read-only mapping cannot be pickled or deep-copied: the snapshot
+        # is rebuilt from its origins' (to send it to another process).
+        return (PoolStats.build, (dict(self.per_origin),))
