@@ -519,3 +519,54 @@ def test_plugin_module_imports_no_client_library() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+SCOPED = """
+import requests
+import pytest
+
+@pytest.fixture(scope="module")
+def shared(base):
+    with requests.Session() as s:
+        s.get(base + "/ok")
+        yield s
+
+def test_first(shared, base, poolwatch_stats):
+    shared.get(base + "/ok")
+    assert poolwatch_stats().requests == 0  # the module's session is no test's
+    assert poolwatch_stats.everywhere().requests == 2
+
+def test_second(shared, base, poolwatch_stats):
+    session = requests.Session()
+    session.get(base + "/ok").close()
+    assert poolwatch_stats().requests == 1
+"""
+
+
+@pytest.mark.parametrize("only", [None, "test_second"])
+def test_stats_fixture_leaves_out_broader_fixtures(
+    suite: pytest.Pytester, only: str | None
+) -> None:
+    """``poolwatch_stats()`` counts the transports a test made (and its
+    function-scoped fixtures), whichever test first set up a module-scoped
+    fixture, run alone or not."""
+    suite.makepyfile(test_scoped=SCOPED)
+    result = run(suite, "--poolwatch", *(["-k", only] if only else []))
+    result.assert_outcomes(passed=1 if only else 2)
+
+
+def test_misspelled_marker_mode_is_a_usage_error(suite: pytest.Pytester) -> None:
+    """A marker mode that does not exist stops the run before any test, not
+    only when its test leaks."""
+    suite.makepyfile(
+        test_marker="""
+import pytest
+
+@pytest.mark.poolwatch(mode="wran")
+def test_clean():
+    pass
+"""
+    )
+    result = run(suite, "--poolwatch")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "mode='wran'" in result.stderr.str()

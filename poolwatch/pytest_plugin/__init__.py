@@ -126,6 +126,12 @@ class ActivePlugin:
         self._ended_fixtures: list[Record] = []  # their records, checked at teardown
         self.patcher.patch()
 
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Refuse a misspelled marker mode before any test runs (a test
+        that never leaks would never read it)."""
+        for item in items:
+            _marker_mode(item, self.mode)
+
     # -- scopes ---------------------------------------------------------------
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -162,9 +162,12 @@ class Tracker:
         """Remember a transport made for a session or a client."""
         inner = getattr(source, "transport", None)
         inner_ref = weakref.ref(inner) if isinstance(inner, Transport) else None
+        # One made by a broader fixture is no single test's, whichever test
+        # first asked for that fixture.
+        made_in = OUTSIDE_TESTS if self._fixtures else self.current_test
         with self._lock:
             self.transports_created += 1
-            self._transports.append((self.current_test, weakref.ref(source), inner_ref))
+            self._transports.append((made_in, weakref.ref(source), inner_ref))
 
     def transports(self, test: str | None = None) -> list[StatsSource]:
         """Live transports, all or those created while ``test`` ran."""
