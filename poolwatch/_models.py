@@ -283,19 +283,12 @@ def check_ssl_context(context: object) -> None:
 
 
 def check_request_options(
-    *,
-    ssl_context: object,
-    proxy: object,
-    listener: object,
-    server_hostname: object = None,
-    target: object = None,
+    *, ssl_context: object, proxy: object, server_hostname: object, target: object
 ) -> None:
     """Refuse a request's options of the wrong kind before it is sent."""
     check_ssl_context(ssl_context)
     if proxy is not None and not isinstance(proxy, (str, Proxy)):
         raise TypeError(f"proxy must be a URL str, a poolwatch.Proxy or None, not {proxy!r}")
-    if listener is not None:
-        check_listener(listener)
     if server_hostname is not None and not isinstance(server_hostname, str):
         raise TypeError(f"server_hostname must be a str or None, not {server_hostname!r}")
     if target is not None and not isinstance(target, (str, bytes)):
@@ -375,6 +368,13 @@ class Request:
         for name, value in (("method", method), ("url", url)):
             if not isinstance(value, str):
                 raise TypeError(f"{name} must be str, not {type(value).__name__}: {value!r}")
+        if any(x is not None for x in (ssl_context, proxy, server_hostname, target)):
+            check_request_options(
+                ssl_context=ssl_context,
+                proxy=proxy,
+                server_hostname=server_hostname,
+                target=target,
+            )
         self.method = method.upper()
         try:
             parsed = parse_url(url)

@@ -41,7 +41,6 @@ from .._models import (
     Proxy,
     Timeout,
     check_listener,
-    check_request_options,
     check_transport_options,
     ip_family,
 )
@@ -187,20 +186,8 @@ class AsyncTransport:
         of bytes. Read the body to its end or close the response
         (``async with`` does): otherwise its connection stays checked out (R6).
         """
-        if (
-            ssl_context is not None
-            or proxy is not None
-            or listener is not None
-            or server_hostname is not None
-            or target is not None
-        ):
-            check_request_options(
-                ssl_context=ssl_context,
-                proxy=proxy,
-                listener=listener,
-                server_hostname=server_hostname,
-                target=target,
-            )
+        if listener is not None:
+            check_listener(listener)  # the other options: when first prepared
         loop = self._loop_now()
         request = self._prepared.prepare(
             method,
