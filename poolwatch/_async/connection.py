@@ -46,6 +46,7 @@ from .._core.exchange import (
     request_error,
 )
 from .._core.failures import (
+    closed_while_reading,
     is_peer_gone,
     leak_message,
     no_response_error,
@@ -115,6 +116,10 @@ class AsyncConnection:
         # workers then leave open (pool lock).
         self.upgraded: AsyncUpgradedStream | None = None
         self.workers: tuple[asyncio.Task[None], ...] = ()
+        # Owned by the writer: it is sending a streamed request body, whose
+        # iterator (the caller's code) may wait as long as it likes; a close
+        # cancels the writer then (see close()).
+        self._in_body = False
 
     def start(self) -> None:
         """Start both workers (R1)."""
@@ -255,6 +260,13 @@ class AsyncConnection:
         except PoolwatchError:
             return False
 
+    def closed_error(self, exchange: AsyncExchange) -> PoolwatchError | None:
+        """If this side closed the connection (the transport closing, say),
+        the error for a body read that failed since: it was not the
+        server's doing. ``None`` if the connection is open."""
+        reason = self.close_reason if self.closing else ""
+        return closed_while_reading(exchange, reason) if reason else None
+
     def peek_end_of_body(self) -> bool:
         """Whether the body's end is already buffered (no I/O)."""
         return self._proto.peek_end_of_body()
@@ -377,7 +389,11 @@ class AsyncConnection:
 
     def close(self, reason: str) -> None:
         """Tear the connection down: abort the stream, stop both workers and
-        free its pool slot. Idempotent; never waits (see :meth:`wait_closed`)."""
+        free its pool slot. Idempotent; never waits (see :meth:`wait_closed`).
+        A writer in the middle of a streamed request body is cancelled: its
+        iterator is the caller's code, which may wait for as long as it
+        likes, and neither a response's read or close nor the transport's
+        close should wait for it."""
         transport = self._transport
         with transport._lock:
             if self.closing:
@@ -394,6 +410,10 @@ class AsyncConnection:
             self._abort()
         self._inbox.append(None)
         wake(self._inbox_ready)
+        if self._in_body:
+            writer = self.workers[1]
+            if writer is not asyncio.current_task():
+                writer.cancel()
         if exchange is not None:
             if leaked and reason == "loop_shutdown":
                 leak_logger.warning(
@@ -499,6 +519,13 @@ class AsyncConnection:
             self._transport._emit("wrote_request", self, exchange)
 
     async def _send_body(self, exchange: AsyncExchange) -> None:
+        self._in_body = True
+        try:
+            await self._send_body_chunks(exchange)
+        finally:
+            self._in_body = False
+
+    async def _send_body_chunks(self, exchange: AsyncExchange) -> None:
         proto = self._proto
         body = exchange.request.body
         if isinstance(body, AsyncIterable):

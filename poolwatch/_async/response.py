@@ -10,8 +10,9 @@ from types import TracebackType
 import h11
 
 from .._core.exchange import BODY
+from .._core.failures import body_closed_error
 from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS
-from .._exceptions import PoolwatchError, ReadError, RemoteProtocolError
+from .._exceptions import PoolwatchError, RemoteProtocolError
 from .._response import ResponseHead, check_size
 from .connection import AsyncConnection
 from .exchange import AsyncExchange
@@ -87,16 +88,13 @@ class AsyncResponse(ResponseHead):
             yield data
 
     async def _next_chunk(self) -> bytes:
-        """The next piece of the body. An error ends the body as errored; a
-        cancellation ends it as closed early and closes the connection."""
+        """The next piece of the body. An error ends the body as errored (a
+        :class:`~poolwatch.ReadError` saying so after a close on this side,
+        such as the transport closing); a cancellation ends it as closed
+        early and closes the connection."""
         exchange = self._exchange
         if exchange.state != BODY:
-            raise ReadError(
-                f"the response body is closed ({exchange.outcome}); "
-                f"connection {self._connection.close_reason or 'released'}",
-                method=self.method,
-                url=self.url,
-            )
+            raise body_closed_error(exchange, self._connection.close_reason)
         conn = self._connection
         try:
             event = conn.buffered_body_event(exchange)
@@ -113,8 +111,12 @@ class AsyncResponse(ResponseHead):
                 raise RemoteProtocolError(
                     "bytes after the end of the response body", method=self.method, url=self.url
                 )
-        except PoolwatchError:
+        except PoolwatchError as error:
+            # Before end_body_now, whose close would give a reason of its own.
+            closed = conn.closed_error(exchange)
             conn.end_body_now(exchange, "errored")
+            if closed is not None:  # not the server's doing
+                raise closed from error
             raise
         except asyncio.CancelledError:
             conn.end_body_now(exchange, "closed_early", "cancelled")

@@ -28,6 +28,8 @@ from .socks import SocksError
 from .tunnel import TunnelRefused
 
 __all__ = [
+    "body_closed_error",
+    "closed_while_reading",
     "connect_error",
     "dial_error",
     "idle_end_reason",
@@ -55,6 +57,37 @@ def read_failed(exchange: Exchange, exc: OSError) -> PoolwatchError:
     error = request_error(exchange.request, ReadError, f"reading the response failed: {exc}")
     error.__cause__ = exc
     return error
+
+
+def closed_while_reading(exchange: Exchange, reason: str) -> PoolwatchError:
+    """The error for a body read that failed, or found the body ended,
+    because its connection was closed on this side (for ``reason``: the
+    transport closing, say) before the body's end: a
+    :class:`~poolwatch.ReadError`, not the ``RemoteProtocolError`` the
+    cut-short body would suggest, for the server did nothing wrong."""
+    if reason == "transport_closed":
+        what = "the transport was closed"
+    else:
+        what = f"the connection was closed ({reason})"
+    return request_error(
+        exchange.request, ReadError, f"{what} before the whole response body was read"
+    )
+
+
+def body_closed_error(exchange: Exchange, close_reason: str) -> PoolwatchError:
+    """The error for a read of a body that has ended (``close_reason``: its
+    connection's, if closed). A body that the transport's close ended
+    (outcome ``errored``, connection closed for ``transport_closed``: had
+    the body ended before, its connection would have closed or been
+    released then) says so, as it does when the close comes during a read."""
+    outcome = exchange.outcome
+    if close_reason == "transport_closed" and outcome == "errored":
+        return closed_while_reading(exchange, close_reason)
+    return request_error(
+        exchange.request,
+        ReadError,
+        f"the response body is closed ({outcome}); connection {close_reason or 'released'}",
+    )
 
 
 def no_response_error(

@@ -54,6 +54,7 @@ proto lock may be taken before the pool lock, never the other way round.
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import logging
@@ -78,6 +79,7 @@ from .._core.exchange import (
 )
 from .._core.exchange import Exchange as CoreExchange
 from .._core.failures import (
+    closed_while_reading,
     is_peer_gone,
     leak_message,
     no_response_error,
@@ -120,6 +122,12 @@ WRITE_WAIT_BEFORE_REUSE = 0.05
 # whole, small enough that little of a large body passes through h11 (a
 # Content-Length body's rest is read past it, see read_body_direct).
 HEAD_RECV_SIZE = READ_SIZE
+# The most a read of a whole Content-Length body allocates before its bytes
+# arrive. A larger body is read in pieces that grow with what has come (and
+# joined, one more copy), so that a huge or hostile Content-Length costs
+# memory only as its bytes arrive instead of a MemoryError up front. Far
+# above S2's 1 MiB, which is read straight into the one object returned.
+MAX_READ_AHEAD = 16 * 1024 * 1024
 
 
 class Exchange(CoreExchange):
@@ -232,6 +240,15 @@ class Connection:
         self._workers_left = 2  # pool lock
         self._reader: Job | None = None
         self._writer: Job | None = None
+        # Owned by the writer: it is inside the request body's iterator or
+        # file, the caller's code, which may block as long as it likes (see
+        # join()).
+        self._in_body = False
+        # The body owner is inside a read of _rsock (set by it), and the
+        # workers are done with _rsock, whose close is then left to it (set
+        # by the worker that would close it): see _close_rsock().
+        self._owner_reading = False
+        self._rsock_doomed = False
 
     def start(self) -> None:
         """Start both workers (R1), on threads parked by an earlier
@@ -308,10 +325,17 @@ class Connection:
         with lock:
             event = proto.next_body_event(exchange)
         while event is None:
+            self._owner_reading = True  # before the check: see _close_rsock()
             try:
+                if self._rsock_doomed:
+                    raise OSError(errno.EBADF, "the connection is closed")
                 data = self._rsock.recv(RECV_SIZE)
             except OSError as exc:
                 raise self._body_read_error(exchange, exc) from exc
+            finally:
+                self._owner_reading = False
+                if self._rsock_doomed:
+                    self._rsock.close()
             with lock:
                 proto.receive_data(data)
                 event = proto.next_body_event(exchange)
@@ -343,7 +367,10 @@ class Connection:
         # One byte more on the last read: a byte after the body (R10).
         extra = 1 if want == left else 0
         more = False
+        self._owner_reading = True  # before the check: see _close_rsock()
         try:
+            if self._rsock_doomed:
+                raise OSError(errno.EBADF, "the connection is closed")
             if size < 0:
                 data = _recv_exactly(sock, want, prefix)
                 if len(data) - len(prefix) == want and _readable_now(sock):
@@ -352,6 +379,10 @@ class Connection:
                 data = sock.recv(want + extra)  # at most one read, as read1()
         except OSError as exc:
             raise self._body_read_error(exchange, exc) from exc
+        finally:
+            self._owner_reading = False
+            if self._rsock_doomed:
+                sock.close()
         got = len(data) - len(prefix) if size < 0 else len(data)
         if got > want:
             got = want
@@ -365,6 +396,14 @@ class Connection:
                 raise proto.cut_short(exchange)
             proto.direct_body_received(got)
         return data
+
+    def closed_error(self, exchange: Exchange) -> PoolwatchError | None:
+        """If this side closed the connection (the transport closing, say),
+        the error for a body read that failed since: it was not the
+        server's doing. ``None`` if the connection is open."""
+        with self._transport._lock:
+            reason = self.close_reason if self.closing else ""
+        return closed_while_reading(exchange, reason) if reason else None
 
     def _body_read_error(self, exchange: Exchange, exc: OSError) -> PoolwatchError:
         """The error for a failed read of the body: a timeout, or the cause."""
@@ -461,7 +500,10 @@ class Connection:
     def close(self, reason: str, *, join: bool = True) -> None:
         """Tear the connection down: shut the socket, stop both workers and
         free its pool slot. Idempotent. Joins the workers unless called from
-        one of them (workers never wait for each other) or ``join`` is false."""
+        one of them (workers never wait for each other) or ``join`` is false;
+        never a writer inside the request body's iterator (see :meth:`join`),
+        so that a response is read and closed without waiting for the
+        caller's upload source."""
         transport = self._transport
         with transport._lock:
             if not self.closing:
@@ -482,7 +524,21 @@ class Connection:
                 exchange.release_reader()
             transport._act(decision)
         if join and not self._on_worker():
-            self.join()
+            self.join(body_writer=False)
+
+    def _close_rsock(self) -> None:
+        """Close the read socket, as the last worker using it exits; or, if
+        the body owner is inside a read of it (the transport closing under
+        a body read), leave that to the owner, whose read ends at once on
+        the shut socket. Closed under the owner, the descriptor's number
+        could be reused (by an eventfd, another connection) before the
+        owner's ``poll()`` used it, which would then wait on the wrong file
+        past every timeout. The flags are set before they are checked on
+        both sides, so that at least one side closes it (twice is
+        harmless) and neither while the other is inside a read."""
+        self._rsock_doomed = True
+        if not self._owner_reading:
+            self._rsock.close()
 
     def _on_worker(self) -> bool:
         """Whether the calling thread is one of this connection's workers."""
@@ -494,12 +550,21 @@ class Connection:
             return socket_info(name, None, None)
         return socket_info(name, self._sock, None if self.tls is None else self.tls.tls)
 
-    def join(self) -> None:
+    def join(self, *, body_writer: bool = True) -> None:
         """Wait for both workers to finish this connection (never from a
-        worker)."""
-        for job in (self._reader, self._writer):
-            if job is not None and not job.is_current():
-                job.join()
+        worker). With ``body_writer`` false, not for a writer that is inside
+        the request body's iterator or file: a thread cannot be stopped in
+        the caller's code, so it exits when that next returns (it calls it
+        no more once the connection is closing, see :meth:`_send_body`)."""
+        writer = self._writer
+        for job in (self._reader, writer):
+            if job is None or job.is_current():
+                continue
+            # Read after ``closing`` was set: if the writer is not inside the
+            # body yet, it sees ``closing`` before it goes in.
+            if job is writer and not body_writer and self._in_body:
+                continue
+            job.join()
 
     def forget_after_fork(self) -> None:
         """In a forked child, where this connection's workers do not exist:
@@ -535,7 +600,7 @@ class Connection:
             if self._shared and self.upgraded is None:
                 # Only now: a descriptor closed under a running worker could
                 # be reused by another connection and written to.
-                self._rsock.close()
+                self._close_rsock()
             transport._emit(
                 "conn_closed",
                 self,
@@ -579,14 +644,7 @@ class Connection:
             if request.expects_continue and not self._may_send_body(exchange):
                 more = False  # the server answered and will close: skip it
             if more:
-                for chunk in request.body_chunks():
-                    if chunk:
-                        with self._proto_lock:
-                            data = proto.body_chunk(chunk)
-                        self._send(data)
-                with self._proto_lock:
-                    data = proto.end_request()
-                self._send(data)
+                self._send_body(request)
         except BaseException as exc:
             self._write_failed(exchange, exc)
             return
@@ -594,6 +652,32 @@ class Connection:
         exchange.write_finished = True
         exchange.write_done.release()
         self._transport._emit("wrote_request", self, exchange)
+
+    def _send_body(self, request: Request) -> None:
+        """Send the request body as its iterator or file yields it, then its
+        end. Those are the caller's code and may block for as long as they
+        like: ``_in_body`` says the writer is inside them, so that a close
+        does not wait for it (see :meth:`join`); once the connection is
+        closing they are not called again."""
+        proto = self._proto
+        chunks = request.body_chunks()
+        while True:
+            self._in_body = True  # before the check: see join()
+            try:
+                if self.closing:
+                    raise BrokenPipeError(errno.EPIPE, "the connection was closed")
+                chunk = next(chunks, None)
+            finally:
+                self._in_body = False
+            if chunk is None:
+                break
+            if chunk:
+                with self._proto_lock:
+                    data = proto.body_chunk(chunk)
+                self._send(data)
+        with self._proto_lock:
+            data = proto.end_request()
+        self._send(data)
 
     def _send(self, data: bytes) -> None:
         """Send ``data`` (the writer's). On plain TCP, as much as the socket
@@ -672,7 +756,7 @@ class Connection:
             finally:
                 self._wake_caller()  # a caller failed, or given a last head
             if not self._shared and self.upgraded is None:
-                self._rsock.close()
+                self._close_rsock()
             self._worker_exited()
 
     def _reader_close_reason(self) -> str:
@@ -914,6 +998,26 @@ class Connection:
 
 
 def _recv_exactly(sock: socket.socket, size: int, prefix: bytes) -> bytes:
+    """``prefix`` and then ``size`` bytes read from ``sock`` (fewer at EOF).
+    Up to :data:`MAX_READ_AHEAD`, read by the kernel straight into the one
+    ``bytes`` object returned; a larger size is read in pieces, each as large
+    as what has arrived so far, then joined, so that memory is taken only as
+    bytes come (a Content-Length may be huge, or a lie)."""
+    if size <= MAX_READ_AHEAD:
+        return _recv_into_one(sock, size, prefix)
+    first = _recv_into_one(sock, MAX_READ_AHEAD, prefix)
+    got = len(first) - len(prefix)
+    pieces = [first]
+    want = MAX_READ_AHEAD
+    while got == want and got < size:  # not at EOF, not at the end yet
+        piece = _recv_into_one(sock, min(got, size - got), b"")
+        pieces.append(piece)
+        want = got + min(got, size - got)
+        got += len(piece)
+    return first if len(pieces) == 1 else b"".join(pieces)
+
+
+def _recv_into_one(sock: socket.socket, size: int, prefix: bytes) -> bytes:
     """``prefix`` and then ``size`` bytes read from ``sock`` (fewer at EOF),
     read by the kernel straight into the one ``bytes`` object returned. A
     list of chunks and a join, or a ``bytearray`` and a conversion, would

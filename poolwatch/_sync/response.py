@@ -10,8 +10,9 @@ from types import TracebackType
 import h11
 
 from .._core.exchange import BODY, RECV_SIZE
+from .._core.failures import body_closed_error
 from .._core.timings import DRAIN_MAX_BYTES, DRAIN_MAX_SECONDS, Timings
-from .._exceptions import PoolwatchError, ReadError, RemoteProtocolError
+from .._exceptions import PoolwatchError, RemoteProtocolError
 from .._response import ResponseHead, check_size
 from .connection import Connection, Exchange
 from .upgraded import UpgradedStream
@@ -121,15 +122,11 @@ class Response(ResponseHead):
         read past h11, after ``prefix`` (see
         :meth:`Connection.read_body_direct`). An error ends the body as
         errored, unless it happens while ``close()`` drains (then it is
-        closed early)."""
+        closed early). After a close on this side (the transport closing),
+        the error is a :class:`~poolwatch.ReadError` saying so."""
         exchange = self._exchange
         if exchange.state != BODY:
-            raise ReadError(
-                f"the response body is closed ({exchange.outcome}); "
-                f"connection {self._connection.close_reason or 'released'}",
-                method=self.method,
-                url=self.url,
-            )
+            raise body_closed_error(exchange, self._connection.close_reason)
         conn = self._connection
         if exchange.bytes_read == 0 and not exchange.body_buffered:
             conn.prepare_body_read(exchange)
@@ -148,9 +145,13 @@ class Response(ResponseHead):
                     method=self.method,
                     url=self.url,
                 )
-        except PoolwatchError:
+        except PoolwatchError as error:
+            # Before finish_body, whose close would give a reason of its own.
+            closed = conn.closed_error(exchange)
             if not closing:
                 conn.finish_body(exchange, "errored")
+            if closed is not None:  # not the server's doing
+                raise closed from error
             raise
         return data
 
