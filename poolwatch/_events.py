@@ -37,6 +37,7 @@ EVENT_NAMES = frozenset(
         "pool_wait_start",
         "pool_wait_done",
         "leak_detected",
+        "request_failed",
     }
 )
 

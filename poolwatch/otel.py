@@ -82,6 +82,13 @@ class Instrumentation:
             attributes["http.request.method"] = event.data["method"]
             attributes["http.response.status_code"] = event.data["status"]
             self.request_duration.record(event.data["elapsed"], attributes)
+        elif name == "request_failed":
+            # Raised before a response (connect, timeouts, a bad head): the
+            # conventions' error.type, the exception's name.
+            attributes = _server_attributes(event.origin)
+            attributes["http.request.method"] = event.data["method"]
+            attributes["error.type"] = type(event.data["error"]).__name__
+            self.request_duration.record(event.data["elapsed"], attributes)
         elif name == "conn_closed":
             self.connection_duration.record(event.data["age"], _server_attributes(event.origin))
         elif name == "got_conn":

@@ -48,6 +48,7 @@ _COUNTERS = {
     "bodies_errored": "Bodies ended by an error.",
     "bodies_without_content": "Responses without a body.",
     "retries": "Requests retried after a stale reused connection.",
+    "request_errors": "Calls that raised an error before a response.",
     "idle_closed_by_server": "Idle connections the server closed.",
     "idle_expired": "Idle connections closed by the idle timeout.",
     "pool_waits": "Requests that had to wait for a connection.",

@@ -5,6 +5,7 @@ reads alike, as no listener can change them."""
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -95,3 +96,43 @@ def test_event_details_are_read_only(server: HTTPServer) -> None:
         t.add_listener(reader)
         t.request("GET", server.url()).read()
     assert len(seen) == 1 and seen[0] < 1e6
+
+
+def _refused_url() -> str:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{unused.getsockname()[1]}/"
+
+
+def test_a_call_that_raises_is_counted_and_heard() -> None:
+    """A call that raises before its response counts in ``request_errors``
+    (R18: not in ``requests``) and emits ``request_failed``."""
+    failed: list[poolwatch.Event] = []
+    url = _refused_url()
+    with poolwatch.Transport() as t:
+        t.add_listener(lambda e: failed.append(e) if e.name == "request_failed" else None)
+        with pytest.raises(poolwatch.ConnectError):
+            t.request("POST", url, body=b"x")
+        stats = t.stats()
+    assert (stats.request_errors, stats.requests) == (1, 0)
+    assert stats.per_origin[url.rstrip("/")].request_errors == 1
+    [event] = failed
+    assert event.url == url and event.data["method"] == "POST"
+    assert isinstance(event.data["error"], poolwatch.ConnectError)
+    assert event.data["elapsed"] >= 0
+
+
+def test_async_call_that_raises_is_counted_and_heard() -> None:
+    """The same with the async transport."""
+    failed: list[poolwatch.Event] = []
+    url = _refused_url()
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t:
+            t.add_listener(lambda e: failed.append(e) if e.name == "request_failed" else None)
+            with pytest.raises(poolwatch.ConnectError):
+                await t.request("GET", url)
+            assert (t.stats().request_errors, t.stats().requests) == (1, 0)
+
+    async_support.run(main)
+    assert [e.data["method"] for e in failed] == ["GET"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -106,4 +108,27 @@ def test_requests_waiting_for_their_heads_are_active() -> None:
             instrumentation.close()
     finally:
         release.set()
+        provider.shutdown()
+
+
+def test_a_call_that_raises_is_recorded_with_its_error_type() -> None:
+    """A refused connect is a request duration with ``error.type``, so an
+    error rate can be read off the conventions' metric."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}/"
+    try:
+        with poolwatch.Transport() as t:
+            instrumentation = instrument(t, provider)
+            with pytest.raises(poolwatch.ConnectError):
+                t.request("GET", url)
+            [point] = _points(reader)["http.client.request.duration"]
+            assert point.count == 1
+            assert point.attributes["error.type"] == "ConnectError"
+            assert point.attributes["http.request.method"] == "GET"
+            assert "http.response.status_code" not in point.attributes
+            instrumentation.close()
+    finally:
         provider.shutdown()

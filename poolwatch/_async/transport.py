@@ -30,6 +30,7 @@ from .._exceptions import (
     NetworkError,
     PoolClosed,
     PoolTimeout,
+    PoolwatchError,
     ProxyError,
 )
 from .._leaks import OpenBody, capture_call_site
@@ -206,23 +207,39 @@ class AsyncTransport:
         limits = Timeout.coerce(timeout, self.timeout)
         call_site = capture_call_site(self.call_site_depth)
         retries = 0
-        while True:
-            exchange = AsyncExchange(request, limits, call_site, listener, loop)
-            conn = await self._get_connection(exchange, loop)
-            exchange.marks["got_conn"] = loop.time()
-            if self._listeners or listener is not None:
-                self._emit_got_conn(exchange, conn)
-            try:
-                await conn.round_trip(exchange)
-            except NetworkError as exc:
-                if retries >= MAX_RETRIES or not can_retry(exchange, exc):
-                    raise
-                retries += 1
-                with self._lock:
-                    conn.counters.retries += 1
-                self._emit("retry", conn, exchange, error=exc)
-                continue
-            return AsyncResponse(exchange, drain_on_close=self.drain_on_close, owner=self)
+        try:
+            while True:
+                exchange = AsyncExchange(request, limits, call_site, listener, loop)
+                conn = await self._get_connection(exchange, loop)
+                exchange.marks["got_conn"] = loop.time()
+                if self._listeners or listener is not None:
+                    self._emit_got_conn(exchange, conn)
+                try:
+                    await conn.round_trip(exchange)
+                except NetworkError as exc:
+                    if retries >= MAX_RETRIES or not can_retry(exchange, exc):
+                        raise
+                    retries += 1
+                    with self._lock:
+                        conn.counters.retries += 1
+                    self._emit("retry", conn, exchange, error=exc)
+                    continue
+                return AsyncResponse(exchange, drain_on_close=self.drain_on_close, owner=self)
+        except PoolwatchError as exc:
+            self._request_failed(exchange, exc, loop.time())
+            raise
+
+    def _request_failed(self, exchange: AsyncExchange, error: PoolwatchError, now: float) -> None:
+        """Count a call that raised before its response (R18's errors) and
+        tell the listeners, with the error and how long the call took."""
+        with self._lock:
+            self._book.counters_for(exchange.request.origin).request_errors += 1
+        if self._listeners or exchange.listener is not None:
+            elapsed = now - exchange.marks["start"]
+            method = exchange.request.method
+            self._emit(
+                "request_failed", None, exchange, error=error, method=method, elapsed=elapsed
+            )
 
     def _emit_got_conn(self, exchange: AsyncExchange, conn: AsyncConnection) -> None:
         was_idle = exchange.was_idle

@@ -38,6 +38,7 @@ class Counters:
     bodies_errored: int = 0
     bodies_without_content: int = 0
     retries: int = 0
+    request_errors: int = 0
     idle_closed_by_server: int = 0
     idle_expired: int = 0
     pool_waits: int = 0
@@ -74,6 +75,7 @@ class OriginStats:
     bodies_without_content: int = 0
     open_bodies: int = 0
     retries: int = 0
+    request_errors: int = 0
     idle_closed_by_server: int = 0
     idle_expired: int = 0
     pool_waits: int = 0

@@ -234,28 +234,44 @@ class Transport:
         if not self._late_leaks.empty():
             self._settle_late_leaks()
         retries = 0
-        while True:
-            exchange = Exchange(request, limits, call_site, listener, self._events)
-            conn = self._get_connection(exchange)
-            try:
-                exchange.marks["got_conn"] = time.monotonic()
-                if self._listeners or listener is not None:
-                    self._emit_got_conn(exchange, conn)
-                conn.round_trip(exchange)
-            except NetworkError as exc:
-                if retries >= MAX_RETRIES or not self._can_retry(exchange, exc):
+        try:
+            while True:
+                exchange = Exchange(request, limits, call_site, listener, self._events)
+                conn = self._get_connection(exchange)
+                try:
+                    exchange.marks["got_conn"] = time.monotonic()
+                    if self._listeners or listener is not None:
+                        self._emit_got_conn(exchange, conn)
+                    conn.round_trip(exchange)
+                except NetworkError as exc:
+                    if retries >= MAX_RETRIES or not self._can_retry(exchange, exc):
+                        raise
+                    retries += 1
+                    with self._lock:
+                        conn.counters.retries += 1
+                    self._emit("retry", conn, exchange, error=exc)
+                    continue
+                except PoolwatchError:
                     raise
-                retries += 1
-                with self._lock:
-                    conn.counters.retries += 1
-                self._emit("retry", conn, exchange, error=exc)
-                continue
-            except PoolwatchError:
-                raise
-            except BaseException:  # KeyboardInterrupt, a signal handler's exception
-                conn.interrupted(exchange)
-                raise
-            return Response(exchange, drain_on_close=self.drain_on_close, owner=self)
+                except BaseException:  # KeyboardInterrupt, a signal handler's exception
+                    conn.interrupted(exchange)
+                    raise
+                return Response(exchange, drain_on_close=self.drain_on_close, owner=self)
+        except PoolwatchError as exc:
+            self._request_failed(exchange, exc, time.monotonic())
+            raise
+
+    def _request_failed(self, exchange: Exchange, error: PoolwatchError, now: float) -> None:
+        """Count a call that raised before its response (R18's errors) and
+        tell the listeners, with the error and how long the call took."""
+        with self._lock:
+            self._book.counters_for(exchange.request.origin).request_errors += 1
+        if self._listeners or exchange.listener is not None:
+            elapsed = now - exchange.marks["start"]
+            method = exchange.request.method
+            self._emit(
+                "request_failed", None, exchange, error=error, method=method, elapsed=elapsed
+            )
 
     def _emit_got_conn(self, exchange: Exchange, conn: Connection) -> None:
         was_idle = exchange.was_idle
