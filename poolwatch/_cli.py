@@ -3,11 +3,12 @@ phase, its timing, and whether the connection was reused."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO, TypeAlias
+from typing import Any, TextIO
 
 from ._exceptions import PoolwatchError, redact_url
 from ._sync.response import Timings
@@ -127,7 +128,7 @@ def watch_stats(
         finally:
             done.set()
 
-    numbers: Numbers = weakref.WeakKeyDictionary()
+    numbers = Numbers()
     thread = threading.Thread(target=run, name="poolwatch-stats-target", daemon=True)
     thread.start()
     try:
@@ -151,8 +152,22 @@ def watch_stats(
     return 1
 
 
-# The number each transport is shown with, given on first sight.
-Numbers: TypeAlias = "weakref.WeakKeyDictionary[object, int]"
+class Numbers:
+    """The number each transport is shown with, given on first sight and
+    never given again (not even once the transport is gone)."""
+
+    def __init__(self) -> None:
+        self._given: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+        self._next = itertools.count(1)
+
+    def of(self, transport: object) -> int:
+        """``transport``'s number."""
+        number = self._given.get(transport)
+        if number is None:
+            number = self._given[transport] = next(self._next)
+        return number
+
+
 _ORIGIN_WIDTH = 30  # with the transport's number and the columns: 80 wide
 _COLUMNS = (
     ("open_connections", "open"),
@@ -172,7 +187,7 @@ def _print_stats(out: TextIO, as_json: bool, numbers: Numbers) -> None:
     a number that stays its own (two may serve one origin)."""
     rows = []
     for transport in live_transports():
-        number = numbers.setdefault(transport, len(numbers) + 1)
+        number = numbers.of(transport)
         for origin, stats in transport.stats().per_origin.items():
             rows.append((number, origin, stats))
     # Each snapshot goes out in one write: the program being watched prints

@@ -60,6 +60,19 @@ class Event:
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Its read-only details cannot be pickled as they are: an event goes
+        # to another process (a multiprocessing queue) rebuilt from a copy.
+        fields = (self.name, self.origin, self.connection_id, self.url, dict(self.data))
+        return (_rebuilt, fields)
+
+
+def _rebuilt(
+    name: str, origin: str, connection_id: int | None, url: str | None, data: dict[str, Any]
+) -> Event:
+    """An event unpickled, its details read-only again."""
+    return Event(name, origin, connection_id, url, MappingProxyType(data))
+
 
 Listener = Callable[[Event], object]
 

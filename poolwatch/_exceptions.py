@@ -98,6 +98,13 @@ def redact_url(url: str) -> str:
         scheme, slashes, rest = "", "", url
         end = min((i for i in map(rest.find, "?#") if i >= 0), default=len(rest))
     at = rest.rfind("@", 0, end)
+    if at < 0 and slashes:
+        # A password with a "#" or "?" not percent-encoded ends the
+        # authority early for urlsplit(): take "user:...@" up to the path.
+        path = rest.find("/")
+        at = rest.rfind("@", 0, path if path >= 0 else len(rest))
+        if ":" not in rest[: max(at, 0)]:
+            at = -1
     if at < 0:
         return url
     user, colon, _ = rest[:at].partition(":")

@@ -123,7 +123,9 @@ def parse_proxy(
         parts = urlsplit(url if "://" in url else f"http://{url}")
         port = parts.port
     except ValueError as exc:
-        raise InvalidURL(f"invalid proxy URL: {exc}", url=url) from exc
+        cut = _cut_credentials(url)
+        reason = f"invalid proxy URL: {_parse_error(exc, cut)}"
+        raise InvalidURL(reason, url=_unparsable(url) if cut else url) from exc
     scheme = parts.scheme.lower()
     if scheme not in _PROXY_PORTS or not parts.hostname:
         raise InvalidURL(
@@ -379,7 +381,9 @@ class Request:
         try:
             parsed = parse_url(url)
         except InvalidURL as exc:
-            raise InvalidURL(str(exc), method=self.method, url=url) from exc
+            cut = exc.__cause__ is not None and _cut_credentials(url)
+            shown = _unparsable(url) if cut else url
+            raise InvalidURL(str(exc), method=self.method, url=shown) from exc
         self.origin, url_target, host_header, authorization, self.url = parsed
         if target is not None:
             url_target = _request_target(target, self.method, self.url)
@@ -648,6 +652,35 @@ class ParsedURL(NamedTuple):
 _NOT_IN_URL = re.compile(r"[\x00-\x20\x7f]")
 
 
+def _cut_credentials(url: str) -> bool:
+    """Whether a URL that does not parse has an ``@`` past where urlsplit()
+    ends its authority: credentials with a ``/``, ``?`` or ``#`` not
+    percent-encoded, whose pieces its error may quote (as a port)."""
+    try:
+        netloc = urlsplit(url if "://" in url else f"http://{url}").netloc
+    except ValueError:
+        return "@" in url
+    return "@" in url and "@" not in netloc
+
+
+def _parse_error(exc: ValueError, cut: bool) -> str:
+    """What urlsplit() found wrong, unless credentials were cut (``cut``)."""
+    if cut:
+        return "its authority does not parse (percent-encode '/', '?' and '#' in credentials)"
+    return str(exc)
+
+
+def _unparsable(url: str) -> str:
+    """A URL that does not parse, as shown: all up to its last ``@`` hidden,
+    since where its credentials end cannot be known (a ``/`` in a password
+    not percent-encoded would end them early for :func:`redact_url`)."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, slashes, _ = head.partition("://")
+    return f"{scheme}://***@{tail}" if slashes else f"***@{tail}"
+
+
 def without_userinfo(url: str) -> str:
     """``url`` without the user name and password of its authority: what
     the adapters send once requests or httpx has made its own ``auth`` of
@@ -671,7 +704,7 @@ def parse_url(url: str) -> ParsedURL:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURL(f"invalid URL: {exc}") from exc
+        raise InvalidURL(f"invalid URL: {_parse_error(exc, _cut_credentials(url))}") from exc
     scheme = parts.scheme.lower()
     if scheme not in _SUPPORTED_SCHEMES:
         what = f"unsupported scheme {scheme!r}" if scheme else "no scheme"

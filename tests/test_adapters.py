@@ -247,3 +247,31 @@ def test_requests_messages_name_the_pool(tmp_path: Any) -> None:
             session.get(server.url().replace("http:", "https:"), verify=missing)
         with pytest.raises(OSError, match=r"certificate file, invalid path: .*missing\.pem"):
             session.get(server.url().replace("http:", "https:"), cert=missing)
+
+
+def test_requests_session_close_lets_a_request_in_flight_finish() -> None:
+    """As ``HTTPAdapter``: ``Session.close()`` while a request waits for its
+    head lets it finish; its connection is closed after it."""
+    release = threading.Event()
+    arrived = threading.Event()
+
+    def slow(conn: ServerConnection) -> None:
+        if conn.recv_request_head():
+            arrived.set()
+            release.wait(10)
+            conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+
+    results: list[Any] = []
+    with raw_server(slow) as server, requests.Session() as session:
+        adapter = poolwatch.RequestsAdapter()
+        session.mount("http://", adapter)
+        caller = threading.Thread(target=lambda: results.append(session.get(server.url()).text))
+        caller.start()
+        assert arrived.wait(10)
+        session.close()
+        release.set()
+        caller.join(10)
+        assert results == ["late"]
+        adapter.transport.settle()
+        stats = adapter.stats()
+        assert (stats.connections_closed, stats.open_connections) == (1, 0)

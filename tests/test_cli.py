@@ -196,3 +196,23 @@ def test_stats_stops_on_ctrl_c(tmp_path: Path) -> None:
         out, _ = process.communicate(timeout=30)
     assert process.returncode == 130
     assert "* interrupted" in out
+
+
+def test_stats_numbers_are_never_given_twice(server: HTTPServer) -> None:
+    """A transport's number stays its own, even once others are gone."""
+    import gc
+
+    from poolwatch._cli import Numbers
+
+    numbers = Numbers()
+    first, second = poolwatch.Transport(), poolwatch.Transport()
+    given = [numbers.of(first), numbers.of(second)]
+    first.close()
+    del first
+    gc.collect()
+    third = poolwatch.Transport()
+    given.append(numbers.of(third))
+    assert numbers.of(second) == given[1]
+    assert len(set(given)) == 3
+    second.close()
+    third.close()

@@ -4,7 +4,9 @@ reads alike, as no listener can change them."""
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 import socket
 from typing import Any
 
@@ -136,3 +138,18 @@ def test_async_call_that_raises_is_counted_and_heard() -> None:
 
     async_support.run(main)
     assert [e.data["method"] for e in failed] == ["GET"]
+
+
+def test_events_pickle_and_copy(server: HTTPServer) -> None:
+    """An event goes to another process (a multiprocessing queue) or a deep
+    copy whole, its details read-only again."""
+    events: list[poolwatch.Event] = []
+    with poolwatch.Transport() as t:
+        t.add_listener(events.append)
+        t.request("GET", server.url()).read()
+    assert events
+    for event in events:
+        for copied in (pickle.loads(pickle.dumps(event)), copy.deepcopy(event)):
+            assert copied == event
+            with pytest.raises(TypeError):
+                copied.data["x"] = 1  # type: ignore[index]

@@ -6,21 +6,23 @@ when their responses end instead of going back to the pool."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import poolwatch
 from tests import async_support
 from tests.conftest import assert_at_rest
-from tests.servers import HTTPServer
+from tests.servers import HTTPServer, ServerConnection, raw_server
 
 
 def test_reopen_takes_requests_again(server: HTTPServer) -> None:
     """Closed, it refuses (R14); reopened, it dials anew, with its listeners
-    and the stats' totals carried on; reopening an open one does nothing."""
+    and the stats' totals carried on; an open one is left as it is."""
     names: list[str] = []
     t = poolwatch.Transport()
     t.add_listener(lambda event: names.append(event.name))
-    assert t.reopen() is False
+    assert t.reopen() is True  # open: nothing to do
     assert t.request("GET", server.url()).read() == b"hello world!\n"
     t.close()
     with pytest.raises(poolwatch.PoolClosed):
@@ -40,7 +42,7 @@ def test_async_reopen_takes_requests_again(server: HTTPServer) -> None:
 
     async def main() -> None:
         t = poolwatch.AsyncTransport()
-        assert t.reopen() is False
+        assert t.reopen() is True
         await (await t.request("GET", server.url())).read()
         await t.aclose()
         with pytest.raises(poolwatch.PoolClosed):
@@ -83,3 +85,39 @@ def test_async_retired_connections_close_when_their_responses_end(server: HTTPSe
             assert (stats.connections_closed, stats.idle_connections) == (1, 0)
 
     async_support.run(main)
+
+
+def test_no_reopen_while_a_cut_short_dial_runs(server: HTTPServer) -> None:
+    """A dial the close cut short still holds its pool slot: the transport
+    reopens only once that dial has ended, so the slot goes back to the
+    pool it came from."""
+    handshaking = threading.Event()
+    hang_up = threading.Event()
+
+    def silent(conn: ServerConnection) -> None:
+        hang_up.wait(10)  # no TLS handshake answer, then a hang-up
+
+    t = poolwatch.Transport()
+    t.add_listener(lambda e: handshaking.set() if e.name == "tls_handshake_start" else None)
+    errors: list[BaseException] = []
+
+    def dial(url: str) -> None:
+        try:
+            t.request("GET", url)
+        except poolwatch.PoolwatchError as exc:
+            errors.append(exc)
+
+    with raw_server(silent) as tls_server:
+        caller = threading.Thread(target=dial, args=(f"https://127.0.0.1:{tls_server.port}/",))
+        caller.start()
+        assert handshaking.wait(10)
+        t.close()
+        assert t.reopen() is False  # the dial still holds its slot
+        hang_up.set()
+        caller.join(10)
+    assert len(errors) == 1
+    assert t.reopen() is True
+    assert t.request("GET", server.url()).read() == b"hello world!\n"
+    stats = assert_at_rest(t)
+    assert stats.open_connections == stats.idle_connections == 1
+    t.close()

@@ -657,10 +657,14 @@ class AsyncTransport:
 
     def reopen(self) -> bool:
         """After :meth:`aclose`, take requests again, on new connections, as
-        :meth:`Transport.reopen` does; not while a closed connection's worker
-        tasks are still exiting (an ``aclose()`` cut short)."""
+        :meth:`Transport.reopen` does. Whether the transport takes requests
+        now: not while a closed connection's worker tasks are still exiting
+        (an ``aclose()`` cut short), nor while a connection the close cut
+        short is still being dialled."""
         with self._lock:
-            if not self._closed or self._book.live or self._book.unsettled:
+            if not self._closed:
+                return True
+            if self._book.live or self._book.unsettled or self._pool.slots():
                 return False
             self._pool = PoolState(self.limits)
             self._book.pool = self._pool

@@ -610,11 +610,14 @@ class Transport:
 
     def reopen(self) -> bool:
         """After :meth:`close`, take requests again, on new connections;
-        settings, listeners and the stats' totals carry on. Whether it
-        reopened: not if it was open, or if its close did not finish (an
-        interrupted one: call :meth:`close` again first)."""
+        settings, listeners and the stats' totals carry on. Whether the
+        transport takes requests now: not while a close is still under way
+        (or was interrupted: call :meth:`close` again), nor while a
+        connection it cut short is still being dialled."""
         with self._lock:
-            if not self._closed or not self._close_finished:
+            if not self._closed:
+                return True
+            if not self._close_finished or self._pool.slots():
                 return False
             self._pool = PoolState(self.limits)
             self._book.pool = self._pool
@@ -624,6 +627,12 @@ class Transport:
             self._close_finished = False
             self._closed = False
             return True
+
+    def _busy(self) -> bool:
+        """Whether a request is in flight: a connection being dialled or
+        checked out, or a caller waiting for one."""
+        with self._lock:
+            return self._pool.slots() > self._pool.idle_count() or self._pool.waiting() > 0
 
     def __enter__(self) -> Transport:
         return self

@@ -505,9 +505,8 @@ class HTTPXTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the response body streams from the connection."""
-        if self._closed:
+        if self._closed and self.transport.reopen():
             self._closed = False
-            self.transport.reopen()
         trace = request.extensions.get("trace")
         tracer = Tracer(trace, request) if trace is not None else None
         options = request_options(request, self.transport.timeout, self.proxy, tracer)
@@ -659,9 +658,8 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the response body streams from the connection."""
-        if self._closed:
+        if self._closed and self.transport.reopen():
             self._closed = False
-            self.transport.reopen()
         given = request.extensions.get("trace")
         trace = _TraceBuffer(given, request) if given is not None else None
         listener = trace.listener if trace is not None else None

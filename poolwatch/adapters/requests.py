@@ -393,18 +393,19 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         again (its next request reopens the transport: stats and listeners
         carry on, see :meth:`poolwatch.Transport.reopen`).
 
-        A transport this adapter made is closed, unless responses are still
-        being read: then its idle connections are, and those responses'
-        connections when they end (see ``retire_active`` of
-        :meth:`poolwatch.Transport.close_idle_connections`). A transport
-        passed in is left open, its idle connections closed.
+        A transport this adapter made is closed, unless requests are in
+        flight: then its idle connections are, and those requests'
+        connections when their responses end (see ``retire_active`` of
+        :meth:`poolwatch.Transport.close_idle_connections`; one still being
+        dialled is kept idle after its response). A transport passed in is
+        left open, its idle connections closed.
         """
         transport = self.transport
         if not self._own_transport:
             transport.close_idle_connections()
             return
         self._closed = True
-        if transport.open_bodies():
+        if transport._busy():
             transport.close_idle_connections(retire_active=True)
         else:
             transport.close()
@@ -419,9 +420,8 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Send a prepared request, as ``HTTPAdapter.send`` does."""
-        if self._closed:
+        if self._closed and self.transport.reopen():
             self._closed = False
-            self.transport.reopen()
         limits = self._limits(timeout)
         url = request.url or ""
         if "@" in url:
