@@ -5,6 +5,7 @@ servers and expectations as the sync tests of each."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import trustme
@@ -161,10 +162,11 @@ def test_untrusted_https_proxy_is_a_tls_error(tls_proxy_port: int, server: HTTPS
 
 
 def test_unix_socket(unix_server: UnixHTTPServer) -> None:
-    """Every request goes to the socket; the Host header from the URL."""
+    """Every request goes to the socket (given as a path object); the Host
+    header from the URL."""
 
     async def main() -> None:
-        async with poolwatch.AsyncTransport(uds=unix_server.path) as t:
+        async with poolwatch.AsyncTransport(uds=Path(unix_server.path)) as t:
             for path in ("/a", "/b"):
                 resp = await t.request("GET", f"http://example.invalid{path}")
                 assert await resp.read() == f"host=example.invalid path={path}\n".encode()
@@ -173,5 +175,31 @@ def test_unix_socket(unix_server: UnixHTTPServer) -> None:
             assert list(stats.per_origin) == [
                 f"http://example.invalid:80 via unix:{unix_server.path}"
             ]
+
+    run(main)
+
+
+@TLS_IN_TLS
+def test_untrusted_origin_inside_the_tunnel_is_a_tls_error(
+    tls_proxy_port: int, https_server: TLSServer, ca: trustme.CA
+) -> None:
+    """An origin whose certificate fails inside the https proxy's tunnel:
+    TLSError with the handshake's reason (asyncio's TLS-over-TLS transport
+    fails its own clean-up there with a TypeError, which must not reach the
+    caller); the pool goes on working."""
+    proxy = poolwatch.parse_proxy(
+        f"https://user:secret@127.0.0.1:{tls_proxy_port}", ssl_context=client_context(ca)
+    )
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t:  # the system's CAs for the origin
+            with pytest.raises(poolwatch.TLSError, match="CERTIFICATE_VERIFY_FAILED"):
+                await t.request("GET", https_server.url("/a"), proxy=proxy)
+            resp = await t.request(
+                "GET", https_server.url("/a"), proxy=proxy, ssl_context=client_context(ca)
+            )
+            assert await resp.read() == b"hello world!\n"
+            stats = await assert_at_rest(t)
+            assert (stats.request_errors, stats.requests) == (1, 1)
 
     run(main)

@@ -108,6 +108,7 @@ def test_https_proxy_authentication_required(
         assert_at_rest(t)
 
 
+@pytest.mark.parametrize("scheme", ["https", "HTTPS"])
 @pytest.mark.parametrize("target", ["http", "https"])
 def test_requests_through_https_proxy(
     tls_proxy_port: int,
@@ -115,12 +116,15 @@ def test_requests_through_https_proxy(
     https_server: TLSServer,
     ca_bundle: str,
     target: str,
+    scheme: str,
 ) -> None:
-    """RequestsAdapter as HTTPAdapter: the same response. poolwatch checks
-    the proxy's certificate with ``verify`` for http targets too, where
-    HTTPAdapter leaves it unchecked and warns."""
+    """RequestsAdapter as HTTPAdapter: the same response, whatever the case
+    of the proxy's scheme. poolwatch checks the proxy's certificate with
+    ``verify`` for http targets too, where HTTPAdapter leaves it unchecked
+    and warns."""
     url = server.url("/r") if target == "http" else https_server.url("/r")
-    proxies = {"http": _proxy(tls_proxy_port), "https": _proxy(tls_proxy_port)}
+    proxy = _proxy(tls_proxy_port).replace("https://", f"{scheme}://")
+    proxies = {"http": proxy, "https": proxy}
     seen = []
     adapters: list[requests.adapters.BaseAdapter] = [
         requests.adapters.HTTPAdapter(),

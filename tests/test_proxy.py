@@ -4,15 +4,18 @@ and pooling per proxy and origin."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 import trustme
 
 import poolwatch
+from tests import async_support
 from tests.conftest import assert_at_rest
 from tests.proxy_support import CREDENTIALS, free_port, proxy_py
-from tests.servers import HTTPServer
+from tests.servers import HTTPServer, ServerConnection, raw_server
 from tests.tls_support import TLSServer, client_context
 
 
@@ -84,3 +87,47 @@ def test_proxy_url_scheme_must_be_known(server: HTTPServer) -> None:
     with poolwatch.Transport() as t, pytest.raises(poolwatch.InvalidURL, match="socks5://"):
         t.request("GET", server.url(), proxy="ftp://127.0.0.1:1080")
     assert server.accepted == 0
+
+
+def _answer_connect_with(
+    answer: bytes, done: threading.Event
+) -> Callable[[ServerConnection], None]:
+    """A proxy that answers CONNECT with ``answer``, then waits (an empty
+    answer: it hangs up at once)."""
+
+    def serve(conn: ServerConnection) -> None:
+        if conn.recv_request_head() and answer:
+            conn.sock.sendall(answer)
+            done.wait(10)
+
+    return serve
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"SSH-2.0-OpenSSH_9.0\r\n", "answered b'SSH-2'..., not HTTP"),
+        (b"", "closed the connection without an answer"),
+    ],
+    ids=["not-http", "no-answer"],
+)
+def test_connect_answered_with_no_http_fails_at_once(answer: bytes, reason: str) -> None:
+    """A proxy that answers CONNECT with another protocol (and keeps the
+    connection open) or hangs up: ProxyError saying so, at once, with no
+    time limit set; sync and async."""
+    done = threading.Event()
+    with raw_server(_answer_connect_with(answer, done)) as proxy:
+        url = "https://127.0.0.1:9/tunnelled"
+        via = f"http://127.0.0.1:{proxy.port}"
+        with poolwatch.Transport(connect_timeout=None) as t:
+            with pytest.raises(poolwatch.ProxyError, match=re.escape(reason)):
+                t.request("GET", url, proxy=via)
+            assert_at_rest(t)
+
+        async def main() -> None:
+            async with poolwatch.AsyncTransport(connect_timeout=None) as t:
+                with pytest.raises(poolwatch.ProxyError, match=re.escape(reason)):
+                    await t.request("GET", url, proxy=via)
+
+        async_support.run(main)
+        done.set()

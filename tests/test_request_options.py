@@ -187,3 +187,21 @@ def test_httpx_proxy_headers_as_httpx_sends_them() -> None:
         ours = seen(poolwatch.HTTPXTransport(proxy=proxy), heads)
     assert ours == stock
     assert all(b"X-Proxy-Token: t" in lines for lines in ours) and len(ours) == 2
+
+
+def test_httpx_retries_leave_a_proxys_refusal_alone() -> None:
+    """``retries=N`` tries a failed connect again, but not a proxy that
+    answered CONNECT with a refusal: its credentials would go again, as
+    httpcore never sends them twice."""
+    import httpx
+
+    with recording(OK) as (server, heads):
+        proxy = f"http://127.0.0.1:{server.port}"
+        for transport in (
+            httpx.HTTPTransport(proxy=proxy, retries=3),
+            poolwatch.HTTPXTransport(proxy=proxy, retries=3),
+        ):
+            with httpx.Client(transport=transport) as client, pytest.raises(httpx.ProxyError):
+                client.get("https://127.0.0.1:9/tunnelled")
+            assert [head.split(b" ")[0] for head in heads] == [b"CONNECT"]
+            heads.clear()

@@ -68,10 +68,13 @@ def unix_server(tmp_path: Path) -> Iterator[UnixHTTPServer]:
         server.server_close()
 
 
-def test_transport_over_unix_socket(unix_server: UnixHTTPServer) -> None:
-    """Requests go to the socket whatever the URL's host; the Host header
-    comes from the URL; one connection is reused; stats name the socket."""
-    with poolwatch.Transport(uds=unix_server.path) as t:
+@pytest.mark.parametrize("as_path", [False, True], ids=["str", "Path"])
+def test_transport_over_unix_socket(unix_server: UnixHTTPServer, as_path: bool) -> None:
+    """Requests go to the socket (given as a str or a path object) whatever
+    the URL's host; the Host header comes from the URL; one connection is
+    reused; stats name the socket."""
+    uds = Path(unix_server.path) if as_path else unix_server.path
+    with poolwatch.Transport(uds=uds) as t:
         for path in ("/a", "/b"):
             resp = t.request("GET", f"http://example.invalid{path}")
             assert resp.read() == f"host=example.invalid path={path}\n".encode()

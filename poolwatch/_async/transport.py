@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import sys
@@ -101,7 +102,7 @@ class AsyncTransport:
         expect_continue_timeout: float = 1.0,
         local_address: str | None = None,
         socket_options: Sequence[tuple[int, int, int | bytes]] = (),
-        uds: str | None = None,
+        uds: str | os.PathLike[str] | None = None,
     ) -> None:
         self.limits = Limits(
             max_connections=max_connections,
@@ -131,7 +132,8 @@ class AsyncTransport:
         self.call_site_depth = call_site_depth
         self.expect_continue_timeout = expect_continue_timeout
         self._local_address = local_address
-        self.uds = uds  # connect to this Unix socket instead of each origin's host
+        # Connect to this Unix socket instead of each origin's host.
+        self.uds = None if uds is None else os.fspath(uds)
         self._tls_context = ssl_context  # made on the first https dial if None
         # Held only for bookkeeping, never across an await: stats() may be
         # called from another thread (the command line's watcher).
@@ -427,14 +429,8 @@ class AsyncTransport:
                     ssl_handshake_timeout=limit,
                 )
             elif sys.version_info >= (3, 11):  # TLS inside the TLS session with the proxy
-                await within(
-                    limit,
-                    streams[1].start_tls(
-                        context,
-                        server_hostname=origin.server_hostname or origin.host,
-                        ssl_handshake_timeout=NO_HANDSHAKE_TIMER,
-                    ),
-                )
+                name = origin.server_hostname or origin.host
+                await within(limit, _start_tls_in_tunnel(streams[1], context, name))
             else:
                 raise ProxyError(
                     f"https through the https proxy {proxy} needs Python 3.11 or newer",
@@ -700,6 +696,26 @@ def _as_sync_body(body: Any) -> Any:
     if hasattr(body, "__aiter__"):
         return _ASYNC_PLACEHOLDER
     return body
+
+
+async def _start_tls_in_tunnel(
+    writer: asyncio.StreamWriter, context: ssl.SSLContext, server_hostname: str
+) -> None:
+    """TLS with the origin inside the TLS session with the proxy. When that
+    handshake fails, asyncio's TLS-over-TLS transport (CPython 3.11) fails
+    its own clean-up with a ``TypeError`` (``SSLProtocol._abort()`` given an
+    argument): the handshake's own error is raised instead."""
+    if sys.version_info < (3, 11):  # pragma: no cover - refused before this on 3.10
+        raise RuntimeError("StreamWriter.start_tls() needs Python 3.11")
+    try:
+        await writer.start_tls(
+            context, server_hostname=server_hostname, ssl_handshake_timeout=NO_HANDSHAKE_TIMER
+        )
+    except TypeError as exc:
+        failure = exc.__context__
+        if isinstance(failure, OSError):
+            raise failure from None
+        raise ssl.SSLError(f"the TLS handshake in the proxy's tunnel failed ({exc})") from None
 
 
 async def _tunnel_over_streams(streams: Streams, origin: Origin, proxy: Proxy) -> None:

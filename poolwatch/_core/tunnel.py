@@ -9,6 +9,9 @@ import h11
 __all__ = ["TunnelHandshake", "TunnelRefused"]
 
 
+_HTTP = b"HTTP/"
+
+
 class TunnelRefused(Exception):
     """The proxy answered CONNECT with something other than 2xx."""
 
@@ -36,12 +39,23 @@ class TunnelHandshake:
         request = h11.Request(method=b"CONNECT", target=authority.encode("ascii"), headers=headers)
         #: The bytes to send to the proxy first.
         self.request = self._proto.send(request) + self._proto.send(h11.EndOfMessage())
+        self._start: bytes | None = b""  # the answer's first bytes, until shown HTTP
 
     def receive(self, data: bytes) -> bool:
         """Feed the proxy's bytes (``b""``: EOF); whether the tunnel is open.
         Raises :class:`TunnelRefused` for a non-2xx answer and
         ``h11.RemoteProtocolError`` for a bad one."""
         proto = self._proto
+        if not data and proto.their_state is h11.SEND_RESPONSE:
+            raise h11.RemoteProtocolError("the proxy closed the connection without an answer")
+        if self._start is not None:
+            # h11 waits for a whole head: something else (a proxy that
+            # speaks another protocol) is told at once.
+            start = self._start = (self._start + data)[:5]
+            if not _HTTP.startswith(start):
+                raise h11.RemoteProtocolError(f"the proxy answered {start!r}..., not HTTP")
+            if start == _HTTP:
+                self._start = None
         proto.receive_data(data)
         while True:
             event = proto.next_event()

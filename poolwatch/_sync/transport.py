@@ -148,7 +148,8 @@ class Transport:
         self.call_site_depth = call_site_depth
         self.expect_continue_timeout = expect_continue_timeout  # Go's default
         self._source_address = None if local_address is None else (local_address, 0)
-        self.uds = uds  # connect to this Unix socket instead of each origin's host
+        # Connect to this Unix socket instead of each origin's host.
+        self.uds = None if uds is None else os.fspath(uds)
         self._tls_context = ssl_context  # made on the first https dial if None
         self._closed = False  # pool lock
         self._close_finished = False  # close() ran to its end

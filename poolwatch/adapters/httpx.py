@@ -243,13 +243,14 @@ def request_options(
 
 
 def may_retry_connect(exc: pw.PoolwatchError, attempts: int) -> bool:
-    """httpx's ``retries``: a failed connect (not a TLS failure) is tried
-    again while attempts are left."""
-    return (
-        attempts > 0
-        and isinstance(exc, pw.ConnectError | pw.ConnectTimeout)
-        and not isinstance(exc, pw.TLSError)
-    )
+    """httpx's ``retries``: a failed connect is tried again while attempts
+    are left; not a TLS failure, nor a proxy's refusal (a 407, SOCKS
+    credentials refused), which would only send the same again."""
+    if attempts <= 0 or isinstance(exc, pw.TLSError):
+        return False
+    if isinstance(exc, pw.ProxyError):
+        return isinstance(exc.__cause__, OSError)  # the proxy was not reached
+    return isinstance(exc, pw.ConnectError | pw.ConnectTimeout)
 
 
 def response_head(

@@ -437,7 +437,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 stacklevel=2,
             )
         proxy_with_context: Proxy | str | None = proxy
-        if proxy is not None and proxy.startswith("https:"):
+        if proxy is not None and proxy[:6].lower() == "https:":
             # The proxy's certificate is checked as ``verify`` says, for http
             # targets too (HTTPAdapter leaves it unchecked then, and warns).
             proxy_context = self._context(url, verify, cert)
@@ -445,7 +445,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         pool = PoolName(url)
         # What urllib3 names in its messages: the absolute URL through an
         # http proxy, the path otherwise.
-        proxied = proxy is not None and proxy.startswith("http:") and url.startswith("http:")
+        proxied = proxy is not None and proxy[:5].lower() == "http:" and url.startswith("http:")
         target = url if proxied else request.path_url
         body_position = set_file_position(request.body, None)
         retries = self.max_retries
