@@ -275,3 +275,24 @@ def test_requests_session_close_lets_a_request_in_flight_finish() -> None:
         adapter.transport.settle()
         stats = adapter.stats()
         assert (stats.connections_closed, stats.open_connections) == (1, 0)
+
+
+def test_requests_cut_short_body_counts_as_http_client_does() -> None:
+    """A body cut short names the bytes read and those still expected, as
+    ``HTTPAdapter``'s message does."""
+
+    def cut(conn: ServerConnection) -> None:
+        while conn.recv_request_head():
+            conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + b"x" * 25)
+            return
+
+    messages = []
+    with raw_server(cut) as server:
+        for adapter in (requests.adapters.HTTPAdapter(), poolwatch.RequestsAdapter()):
+            with requests.Session() as session:
+                session.mount("http://", adapter)
+                with pytest.raises(requests.exceptions.ChunkedEncodingError) as info:
+                    session.get(server.url())
+                messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert "IncompleteRead(25 bytes read, 475 more expected)" in messages[1]

@@ -173,7 +173,13 @@ class _Body(io.RawIOBase):
         except ReadTimeout as exc:
             raise TimeoutError(str(exc)) from exc
         except PoolwatchError as exc:
-            raise http.client.IncompleteRead(b"", None) from exc
+            raise self._cut_short() from exc
+
+    def _cut_short(self) -> _IncompleteRead:
+        """http.client's error for the body cut short, with its counts."""
+        received = self.response._exchange.bytes_read - (len(self._piece) - self._offset)
+        length = _content_length(self.response)
+        return _IncompleteRead(received, None if length is None else length - received)
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
@@ -207,6 +213,21 @@ class _Body(io.RawIOBase):
 
 
 _COMPLETE = frozenset({"drained", "no_body"})  # outcomes of a body read whole
+
+
+class _IncompleteRead(http.client.IncompleteRead):
+    """``http.client``'s error for a body cut short, counting the bytes read
+    (as its message does) without holding them."""
+
+    def __init__(self, received: int, expected: int | None) -> None:
+        super().__init__(b"", expected)
+        self.received = received
+
+    def __repr__(self) -> str:
+        more = "" if self.expected is None else f", {self.expected} more expected"
+        return f"IncompleteRead({self.received} bytes read{more})"
+
+    __str__ = __repr__
 
 
 def _content_length(response: Response) -> int | None:
