@@ -227,6 +227,8 @@ def test_async_transport_hands_the_connection_over(scheme: str, ca: trustme.CA) 
             assert (stream.get_extra_info("ssl_object") is not None) == (scheme == "https")
             await resp.aclose()  # the stream is its body: closed with it
             assert stream.get_extra_info("server_addr") is None
+            with pytest.raises(poolwatch.ReadError, match="closed"):
+                await stream.read()  # as the sync stream: not an end of stream
             async with await t.request("GET", url) as after:
                 assert await after.read() == b"ok"
                 assert after.upgraded is None

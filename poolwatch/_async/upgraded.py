@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from types import TracebackType
 from typing import Any
 
@@ -37,9 +38,13 @@ class AsyncUpgradedStream(SwitchedStream):
 
     async def read(self, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
         """Up to ``max_bytes`` bytes, waiting up to ``timeout`` seconds
-        (``None``: for ever) for some; ``b""`` once the server has closed."""
+        (``None``: for ever) for some; ``b""`` once the server has closed.
+        Raises :class:`~poolwatch.ReadError` once closed here, as the sync
+        stream does (asyncio's reader would say end of stream)."""
         if self._first:
             return self._take_first(max_bytes)
+        if self._closed:
+            raise self._error(False, OSError(errno.EBADF, "the stream is closed"), timeout)
         try:
             return await within(timeout, self._reader.read(max_bytes))
         except (OSError, asyncio.TimeoutError) as exc:
