@@ -85,8 +85,19 @@ def redact_url(url: str) -> str:
 
     Works on the string, so that a URL that does not parse, or a proxy
     given as ``user:password@host:port``, is redacted too."""
-    if "@" not in url:
+    parts = split_userinfo(url)
+    if parts is None:
         return url
+    head, userinfo, tail = parts
+    user, colon, _ = userinfo.partition(":")
+    return f"{head}{user}:***@{tail}" if colon else f"{head}***@{tail}"
+
+
+def split_userinfo(url: str) -> tuple[str, str, str] | None:
+    """``url`` as what precedes its userinfo, the userinfo, and what
+    follows its ``@``; ``None`` if it has none."""
+    if "@" not in url:
+        return None
     scheme, slashes, rest = url.partition("://")
     if slashes:
         # The authority ends at the path, query or fragment (RFC 3986
@@ -106,10 +117,8 @@ def redact_url(url: str) -> str:
         if ":" not in rest[: max(at, 0)]:
             at = -1
     if at < 0:
-        return url
-    user, colon, _ = rest[:at].partition(":")
-    userinfo = f"{user}:***" if colon else "***"
-    return f"{scheme}{slashes}{userinfo}{rest[at:]}"
+        return None
+    return f"{scheme}{slashes}", rest[:at], rest[at + 1 :]
 
 
 class InvalidURL(PoolwatchError, ValueError):

@@ -30,7 +30,7 @@ from ._core.wire import (
     is_token,
     plain_request_head,
 )
-from ._exceptions import InvalidURL, LocalProtocolError, redact_url
+from ._exceptions import InvalidURL, LocalProtocolError, redact_url, split_userinfo
 
 __all__ = [
     "Origin",
@@ -685,10 +685,8 @@ def without_userinfo(url: str) -> str:
     """``url`` without the user name and password of its authority: what
     the adapters send once requests or httpx has made its own ``auth`` of
     them (so a digest auth, say, is not joined by a Basic one)."""
-    scheme, slashes, rest = url.partition("://")
-    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    at = rest.rfind("@", 0, end) if slashes else -1
-    return url if at < 0 else f"{scheme}://{rest[at + 1 :]}"
+    parts = split_userinfo(url)
+    return url if parts is None else parts[0] + parts[2]
 
 
 @functools.lru_cache(maxsize=512)
