@@ -7,10 +7,12 @@ Needs ``opentelemetry-api`` (the ``otel`` extra) and a ``MeterProvider``::
     instrumentation = instrument(transport, meter_provider)
 
 Recorded: ``http.client.request.duration`` (from the call to the end of the
-body), ``http.client.connection.duration`` (each closed connection's
-life), ``http.client.open_connections`` (by ``http.connection.state``,
-``idle`` or ``active``), ``http.client.active_requests`` (bodies checked out
-and requests queued for a connection), and ``poolwatch.pool.wait_duration``
+body; with ``error.type``, the exception's name, for a request or body that
+raised, or the status code for a 4xx or 5xx answer),
+``http.client.connection.duration`` (each closed connection's life),
+``http.client.open_connections`` (by ``http.connection.state``, ``idle`` or
+``active``), ``http.client.active_requests`` (bodies checked out and
+requests queued for a connection), and ``poolwatch.pool.wait_duration``
 (asking for a connection to getting one, dial included).
 """
 
@@ -80,7 +82,13 @@ class Instrumentation:
         if name == "body_done":
             attributes = _server_attributes(event.origin)
             attributes["http.request.method"] = event.data["method"]
-            attributes["http.response.status_code"] = event.data["status"]
+            status = event.data["status"]
+            attributes["http.response.status_code"] = status
+            error = event.data.get("error")
+            if error is not None:  # the body ended in an error
+                attributes["error.type"] = type(error).__name__
+            elif status >= 400:  # the conventions' error for a client
+                attributes["error.type"] = str(status)
             self.request_duration.record(event.data["elapsed"], attributes)
         elif name == "request_failed":
             # Raised before a response (connect, timeouts, a bad head): the

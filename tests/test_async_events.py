@@ -140,3 +140,50 @@ def test_scenario_13_server_hangs_up_at_random() -> None:
 
     with http_server({"/flaky": maybe_close}) as srv:
         run(lambda: main(srv.url("/flaky")))
+
+
+def _cut_short(conn: ServerConnection) -> None:
+    conn.recv_request_head()
+    conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+
+
+def test_an_errored_body_done_carries_its_exception() -> None:
+    """A body cut short ends ``errored``; its ``body_done`` holds the very
+    exception the read raised, on both transports."""
+
+    async def read_async(url: str) -> tuple[BaseException, list[poolwatch.Event]]:
+        seen: list[poolwatch.Event] = []
+        async with poolwatch.AsyncTransport() as t:
+            t.add_listener(lambda e: seen.append(e) if e.name == "body_done" else None)
+            resp = await t.request("GET", url)
+            with pytest.raises(poolwatch.RemoteProtocolError) as raised:
+                await resp.read()
+            await assert_at_rest(t)
+        return raised.value, seen
+
+    with raw_server(_cut_short) as srv:
+        url = f"http://127.0.0.1:{srv.port}/"
+        seen: list[poolwatch.Event] = []
+        with poolwatch.Transport() as t:
+            t.add_listener(lambda e: seen.append(e) if e.name == "body_done" else None)
+            resp = t.request("GET", url)
+            with pytest.raises(poolwatch.RemoteProtocolError) as raised:
+                resp.read()
+            assert_sync_at_rest(t)
+        async_error, async_seen = run(lambda: read_async(url))
+    for error, events in ((raised.value, seen), (async_error, async_seen)):
+        [event] = events
+        assert event.data["outcome"] == "errored"
+        assert event.data["error"] is error
+        assert event.data["bytes"] == 3
+        assert event.data["status"] == 200
+
+
+def test_a_drained_body_done_has_no_error(server: HTTPServer) -> None:
+    seen: list[poolwatch.Event] = []
+    with poolwatch.Transport() as t:
+        t.add_listener(lambda e: seen.append(e) if e.name == "body_done" else None)
+        t.request("GET", server.url("/bytes/10")).read()
+    [event] = seen
+    assert event.data["outcome"] == "drained"
+    assert "error" not in event.data

@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import poolwatch
 from poolwatch.otel import instrument
-from tests.servers import HTTPServer, Reply, http_server
+from tests.servers import HTTPServer, Reply, ServerConnection, http_server, raw_server
 
 
 def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
@@ -130,5 +130,36 @@ def test_a_call_that_raises_is_recorded_with_its_error_type() -> None:
             assert point.attributes["http.request.method"] == "GET"
             assert "http.response.status_code" not in point.attributes
             instrumentation.close()
+    finally:
+        provider.shutdown()
+
+
+def test_an_errored_body_and_an_error_status_carry_error_type(server: HTTPServer) -> None:
+    """A body cut short is recorded with its status and the exception's name
+    as ``error.type``; a 404 with ``"404"``; a 200 read whole with none."""
+
+    def cut_short(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        with raw_server(cut_short) as srv, poolwatch.Transport() as t:
+            instrumentation = instrument(t, provider)
+            resp = t.request("GET", f"http://127.0.0.1:{srv.port}/")
+            with pytest.raises(poolwatch.RemoteProtocolError):
+                resp.read()
+            missing = Reply(status=404, body=b"no")
+            with http_server({"/missing": lambda request, body: missing}) as other:
+                t.request("GET", other.url("/missing")).read()
+                t.request("GET", other.url("/")).read()
+            instrumentation.close()
+        points = _points(reader)["http.client.request.duration"]
+        by_error = {
+            (p.attributes.get("error.type"), p.attributes["http.response.status_code"]): p.count
+            for p in points
+        }
+        assert by_error == {("RemoteProtocolError", 200): 1, ("404", 404): 1, (None, 200): 1}
     finally:
         provider.shutdown()

@@ -334,14 +334,8 @@ class AsyncConnection:
     def _emit_body_done(self, exchange: AsyncExchange, outcome: str, reused: bool) -> None:
         transport = self._transport
         if self._listening(exchange):
-            transport._emit(
-                "body_done",
-                self,
-                exchange,
-                outcome=outcome,
-                reused=reused,
-                **exchange.timings_data(),
-            )
+            data = exchange.body_done_data(outcome, reused)
+            transport._emit("body_done", self, exchange, **data)
 
     def body_leaked(self, exchange: AsyncExchange) -> None:
         """On the loop, after the garbage collector found the response

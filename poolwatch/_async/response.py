@@ -114,6 +114,7 @@ class AsyncResponse(ResponseHead):
         except PoolwatchError as error:
             # Before end_body_now, whose close would give a reason of its own.
             closed = conn.closed_error(exchange)
+            exchange.error = error if closed is None else closed
             conn.end_body_now(exchange, "errored")
             if closed is not None:  # not the server's doing
                 raise closed from error

@@ -145,7 +145,9 @@ class Exchange:
         self.state = WAITING  # pool lock
         self.outcome: str | None = None  # pool lock
         self.head: Head | None = None  # set by the reader, then read-only
-        self.error: BaseException | None = None  # set before the head is delivered
+        # Set before the head is delivered, or by the body owner as the body
+        # errors (for the body_done event).
+        self.error: BaseException | None = None
         self.write_finished = False  # set by the writer
         self.write_error: BaseException | None = None  # set by the writer
         self.written_at: float | None = None  # set by the writer
@@ -175,15 +177,21 @@ class Exchange:
         self.head_delivered()
         return True
 
-    def timings_data(self) -> dict[str, Any]:
-        """The ``body_done`` event's details."""
+    def body_done_data(self, outcome: str, reused: bool) -> dict[str, Any]:
+        """The ``body_done`` event's details; an errored body's carry the
+        exception it raised."""
         head = self.head
-        return {
+        data = {
+            "outcome": outcome,
+            "reused": reused,
             "bytes": self.bytes_read,
             "method": self.request.method,
             "status": head.status_code if head is not None else 0,
             "elapsed": self.marks["body_done"] - self.marks["start"],
         }
+        if outcome == "errored" and self.error is not None:
+            data["error"] = self.error
+        return data
 
 
 class ClientProtocol:

@@ -478,9 +478,8 @@ class Connection:
             transport._emit("put_idle_conn", self, exchange)
 
     def _emit_body_done(self, exchange: Exchange, outcome: str, reused: bool) -> None:
-        self._transport._emit(
-            "body_done", self, exchange, outcome=outcome, reused=reused, **exchange.timings_data()
-        )
+        data = exchange.body_done_data(outcome, reused)
+        self._transport._emit("body_done", self, exchange, **data)
 
     def _can_reuse(self, exchange: Exchange) -> bool:
         """Both sides finished cleanly with keep-alive, and nothing follows

@@ -149,6 +149,7 @@ class Response(ResponseHead):
             # Before finish_body, whose close would give a reason of its own.
             closed = conn.closed_error(exchange)
             if not closing:
+                exchange.error = error if closed is None else closed
                 conn.finish_body(exchange, "errored")
             if closed is not None:  # not the server's doing
                 raise closed from error
