@@ -38,6 +38,7 @@ from .. import _exceptions as pw
 __all__ = [
     "PoolName",
     "as_urllib3_error",
+    "conflicting_lengths",
     "max_retries_error",
     "requests_retry",
     "reraised_error",
@@ -56,10 +57,13 @@ def requests_retry(max_retries: Retry | int | None) -> Retry:
 
 class PoolName:
     """Stands in for the urllib3 pool that names the origin in a
-    ``MaxRetryError`` message: ``HTTPConnectionPool(host='h', port=80)``."""
+    ``MaxRetryError`` message: ``HTTPConnectionPool(host='h', port=80)``.
+    With ``forwarding``, ``url`` is an http proxy's, to which urllib3 sends
+    an http URL's requests whole (its pool is the proxy's)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, forwarding: bool = False) -> None:
         self.url = url  # split only when a message needs it: most requests never do
+        self.forwarding = forwarding
 
     def __str__(self) -> str:
         parts = urlsplit(self.url)
@@ -76,7 +80,7 @@ def as_urllib3_error(exc: pw.PoolwatchError, pool: PoolName, target: str) -> Exc
     """The exception urllib3's ``urlopen`` would count against the
     ``Retry`` for ``exc``, or ``None`` for an error it raises at once (a
     bad URL or header, a pool timeout)."""
-    if isinstance(exc.__cause__, UnicodeEncodeError):
+    if isinstance(exc.__cause__, UnicodeEncodeError) or conflicting_lengths(exc):
         return None
     message = str(exc)
     if isinstance(exc, pw.ProxyError):
@@ -95,11 +99,22 @@ def as_urllib3_error(exc: pw.PoolwatchError, pool: PoolName, target: str) -> Exc
         return _new_connection_error(message, pool)
     if isinstance(exc, pw.ReadTimeout):
         return ReadTimeoutError(pool.as_pool(), target, message)
+    if pool.forwarding and isinstance(exc, pw.NetworkError):
+        # A forwarding proxy that reset or closed the connection without an
+        # answer: urlopen takes it for a failure to reach the proxy.
+        return Urllib3ProxyError("Unable to connect to proxy", exc)
     if isinstance(exc, pw.NetworkError | pw.WriteTimeout | pw.RemoteProtocolError):
         # A reset, an early close, a failed write or an unreadable head:
         # http.client's errors, which urlopen calls "Connection aborted.".
         return ProtocolError("Connection aborted.", exc)
     return None
+
+
+def conflicting_lengths(exc: pw.PoolwatchError) -> bool:
+    """Whether the response declared two different Content-Lengths, which
+    urllib3 raises at once as ``InvalidHeader`` (h11's words, found by
+    poolwatch's head parser)."""
+    return isinstance(exc, pw.RemoteProtocolError) and "conflicting Content-Length" in str(exc)
 
 
 def _new_connection_error(message: str, pool: PoolName) -> NewConnectionError:

@@ -55,6 +55,7 @@ from .._sync.transport import Transport
 from ._retry import (
     PoolName,
     as_urllib3_error,
+    conflicting_lengths,
     max_retries_error,
     requests_retry,
     reraised_error,
@@ -463,11 +464,14 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
             # targets too (HTTPAdapter leaves it unchecked then, and warns).
             proxy_context = self._context(url, verify, cert)
             proxy_with_context = parse_proxy(proxy, ssl_context=proxy_context)
-        pool = PoolName(url)
-        # What urllib3 names in its messages: the absolute URL through an
-        # http proxy, the path otherwise.
+        # What urllib3 names in its messages: through an http proxy that
+        # forwards the request, the proxy's pool and the absolute URL; the
+        # origin's pool and the path otherwise.
         proxied = proxy is not None and proxy[:5].lower() == "http:" and url.startswith("http:")
-        target = url if proxied else request.path_url
+        if proxied:
+            pool, target = PoolName(cast(str, proxy), forwarding=True), url
+        else:
+            pool, target = PoolName(url), request.path_url
         body_position = set_file_position(request.body, None)
         retries = self.max_retries
         while True:
@@ -690,7 +694,7 @@ def _translate(exc: PoolwatchError, request: requests.PreparedRequest) -> Except
         if "scheme" in str(exc):
             return rexc.InvalidSchema(exc, request=request)
         return rexc.InvalidURL(exc, request=request)
-    if isinstance(exc, LocalProtocolError):
+    if isinstance(exc, LocalProtocolError) or conflicting_lengths(exc):
         return rexc.InvalidHeader(exc, request=request)
     if isinstance(exc, TimeoutException):
         return rexc.Timeout(exc, request=request)
