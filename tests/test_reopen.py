@@ -6,6 +6,7 @@ when their responses end instead of going back to the pool."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -121,3 +122,71 @@ def test_no_reopen_while_a_cut_short_dial_runs(server: HTTPServer) -> None:
     stats = assert_at_rest(t)
     assert stats.open_connections == stats.idle_connections == 1
     t.close()
+
+
+def test_a_connection_being_dialled_is_retired_too(server: HTTPServer) -> None:
+    """Retiring while a request's connection is being dialled: the request
+    is answered, then that connection closes instead of going idle."""
+    with poolwatch.Transport() as t:
+
+        def retire_during_dial(event: poolwatch.Event) -> None:
+            if event.name == "connect_start":
+                t.close_idle_connections(retire_active=True)
+
+        resp = t.request("GET", server.url(), listener=retire_during_dial)
+        assert resp.read() == b"hello world!\n"
+        stats = assert_at_rest(t)
+        assert (stats.connections_closed, stats.idle_connections) == (1, 0)
+        # Requests made afterwards keep their connections as usual.
+        assert t.request("GET", server.url()).read() == b"hello world!\n"
+        assert assert_at_rest(t).idle_connections == 1
+
+
+def test_a_request_queued_before_retiring_dials_a_retired_connection(server: HTTPServer) -> None:
+    """A request waiting for a connection when the pool is told to retire
+    its connections dials once a slot frees, and that connection closes
+    after its response too."""
+    queued = threading.Event()
+    with poolwatch.Transport(max_connections_per_host=1) as t:
+        first = t.request("GET", server.url("/bytes/10"))
+        bodies: list[bytes] = []
+
+        def second() -> None:
+            def on_event(event: poolwatch.Event) -> None:
+                if event.name == "pool_wait_start":
+                    queued.set()
+
+            bodies.append(t.request("GET", server.url(), listener=on_event).read())
+
+        caller = threading.Thread(target=second)
+        caller.start()
+        assert queued.wait(10)
+        t.close_idle_connections(retire_active=True)
+        assert len(first.read()) == 10
+        caller.join(10)
+        assert bodies == [b"hello world!\n"]
+        stats = assert_at_rest(t)
+        assert (stats.connections_opened, stats.connections_closed) == (2, 2)
+        assert stats.idle_connections == 0
+
+
+def test_async_a_connection_being_dialled_is_retired_too(server: HTTPServer) -> None:
+    """The same with the async transport: the retiring runs while the dial
+    waits for its connection."""
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport() as t:
+            tasks: list[asyncio.Task[None]] = []
+
+            def retire_during_dial(event: poolwatch.Event) -> None:
+                if event.name == "connect_start":
+                    retire = t.close_idle_connections(retire_active=True)
+                    tasks.append(asyncio.get_running_loop().create_task(retire))
+
+            resp = await t.request("GET", server.url(), listener=retire_during_dial)
+            assert tasks and tasks[0].done()
+            assert await resp.read() == b"hello world!\n"
+            stats = await async_support.assert_at_rest(t)
+            assert (stats.connections_closed, stats.idle_connections) == (1, 0)
+
+    async_support.run(main)

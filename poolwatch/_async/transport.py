@@ -263,12 +263,15 @@ class AsyncTransport:
     ) -> AsyncConnection:
         origin = exchange.request.origin
         deadline: float | None = None
+        retirements: int | None = None  # the pool's, when this request began
         if self._listeners or exchange.listener is not None:
             self._emit("get_conn", None, exchange)
         while True:
             with self._lock:
                 if self._closed:
                     raise self._closed_error(exchange)
+                if retirements is None:
+                    retirements = self._pool.retirements
                 decision = self._pool.checkout_locked(origin, loop.time())
                 conn = decision.connection
                 if conn is not None:
@@ -281,16 +284,20 @@ class AsyncTransport:
             if conn is not None:
                 return conn
             if decision.dial:
-                return await self._dial(exchange)
+                return await self._dial(exchange, retirements)
             assert waiter is not None
             if deadline is None and exchange.timeout.pool is not None:
                 deadline = loop.time() + exchange.timeout.pool
-            conn = await self._wait_in_queue(exchange, waiter, deadline)
+            conn = await self._wait_in_queue(exchange, waiter, deadline, retirements)
             if conn is not None:
                 return conn
 
     async def _wait_in_queue(
-        self, exchange: AsyncExchange, waiter: Waiter[AsyncConnection], deadline: float | None
+        self,
+        exchange: AsyncExchange,
+        waiter: Waiter[AsyncConnection],
+        deadline: float | None,
+        retirements: int,
     ) -> AsyncConnection | None:
         """Wait for the pool to serve ``waiter`` (R12). Returns a connection,
         or ``None`` to try the checkout again. Cancelled, it leaves the queue
@@ -326,16 +333,17 @@ class AsyncTransport:
                 url=exchange.request.url,
             )
         if waiter.may_dial:
-            return await self._dial(exchange)
+            return await self._dial(exchange, retirements)
         handed: AsyncConnection | None = waiter.connection
         if handed is None:
             raise self._closed_error(exchange)
         # None: handed a connection that closed meanwhile: again.
         return handed if exchange.connection is handed else None
 
-    async def _dial(self, exchange: AsyncExchange) -> AsyncConnection:
-        """Open a connection for ``exchange`` in the slot reserved for it (R1).
-        Cancelled or failed, the slot is given back."""
+    async def _dial(self, exchange: AsyncExchange, retirements: int) -> AsyncConnection:
+        """Open a connection for ``exchange`` in the slot reserved for it (R1);
+        ``retirements``: the pool's when the request began. Cancelled or
+        failed, the slot is given back."""
         origin = exchange.request.origin
         try:
             streams, tls_version = await self._open_streams(exchange)
@@ -349,6 +357,7 @@ class AsyncTransport:
             closed = self._closed
             if not closed:
                 self._book.opened_locked(conn)
+                self._pool.opened_locked(conn, retirements)
                 self._book.assign_locked(exchange, conn, was_idle=False)
             else:
                 decision = self._pool.forget_locked(conn)

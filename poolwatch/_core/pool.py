@@ -138,6 +138,9 @@ class PoolState(Generic[C]):
         self._waiters: deque[Waiter[C]] = deque()
         # In use when the pool was told to let them go: closed on release.
         self._retired: set[C] = set()
+        # How many times it was told: a connection dialled for a request
+        # made before the last time is retired as it is opened.
+        self.retirements = 0
 
     # -- queries ---------------------------------------------------------
 
@@ -264,7 +267,14 @@ class PoolState(Generic[C]):
     def retire_locked(self, conns: Iterable[C]) -> None:
         """Close each of ``conns`` that is in use when it is released,
         instead of keeping it idle."""
+        self.retirements += 1
         self._retired.update(conn for conn in conns if conn not in self._idle_lru)
+
+    def opened_locked(self, conn: C, retirements: int) -> None:
+        """``conn`` was dialled for a request made when :attr:`retirements`
+        was ``retirements``: retire it if the pool was told to since."""
+        if retirements != self.retirements:
+            self._retired.add(conn)
 
     def take_all_idle_locked(self) -> list[C]:
         """Empty the idle pool; the caller closes and discards what it gets."""

@@ -296,11 +296,14 @@ class Transport:
     def _get_connection(self, exchange: Exchange) -> Connection:
         origin = exchange.request.origin
         deadline: float | None = None
+        retirements: int | None = None  # the pool's, when this request began
         self._emit("get_conn", None, exchange)
         while True:
             with self._lock:
                 if self._closed:
                     raise self._closed_error(exchange)
+                if retirements is None:
+                    retirements = self._pool.retirements
                 decision = self._pool.checkout_locked(origin, time.monotonic())
                 conn = decision.connection
                 if conn is not None:
@@ -313,11 +316,11 @@ class Transport:
             if conn is not None:
                 return conn
             if decision.dial:
-                return self._dial(exchange)
+                return self._dial(exchange, retirements)
             assert waiter is not None
             if deadline is None and exchange.timeout.pool is not None:
                 deadline = time.monotonic() + exchange.timeout.pool
-            conn = self._wait_in_queue(exchange, waiter, waiter_lock, deadline)
+            conn = self._wait_in_queue(exchange, waiter, waiter_lock, deadline, retirements)
             if conn is not None:
                 return conn
 
@@ -327,6 +330,7 @@ class Transport:
         waiter: Waiter[Connection],
         waiter_lock: threading.Lock,
         deadline: float | None,
+        retirements: int,
     ) -> Connection | None:
         """Wait for the pool to serve ``waiter`` (R12). Returns a connection,
         or ``None`` to try the checkout again."""
@@ -356,15 +360,16 @@ class Transport:
                 url=exchange.request.url,
             )
         if waiter.may_dial:
-            return self._dial(exchange)
+            return self._dial(exchange, retirements)
         handed: Connection | None = waiter.connection
         if handed is None:
             raise self._closed_error(exchange)
         # None: handed a connection that closed meanwhile: again.
         return handed if exchange.connection is handed else None
 
-    def _dial(self, exchange: Exchange) -> Connection:
-        """Open a connection for ``exchange`` in the slot reserved for it (R1)."""
+    def _dial(self, exchange: Exchange, retirements: int) -> Connection:
+        """Open a connection for ``exchange`` in the slot reserved for it (R1);
+        ``retirements``: the pool's when the request began."""
         request = exchange.request
         origin = request.origin
         try:
@@ -379,6 +384,7 @@ class Transport:
             closed = self._closed
             if not closed:
                 self._book.opened_locked(conn)
+                self._pool.opened_locked(conn, retirements)
                 self._assign_locked(exchange, conn, was_idle=False)
             else:
                 decision = self._pool.forget_locked(conn)
@@ -577,8 +583,9 @@ class Transport:
     def close_idle_connections(self, *, retire_active: bool = False) -> None:
         """Close every idle connection; active ones are left alone (R14), or
         with ``retire_active`` closed once their responses end instead of
-        going back to the pool (as a requests session's ``close()`` leaves
-        the connections in use)."""
+        going back to the pool, as a requests session's ``close()`` leaves
+        the connections in use (so are those being dialled, or that
+        requests already waiting for a connection will dial)."""
         with self._lock:
             conns = self._pool.take_all_idle_locked()
             if retire_active:

@@ -418,8 +418,8 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         A transport this adapter made is closed, unless requests are in
         flight: then its idle connections are, and those requests'
         connections when their responses end (see ``retire_active`` of
-        :meth:`poolwatch.Transport.close_idle_connections`; one still being
-        dialled is kept idle after its response). A transport passed in is
+        :meth:`poolwatch.Transport.close_idle_connections`; those still
+        being dialled too). A transport passed in is
         left open, its idle connections closed.
         """
         transport = self.transport
