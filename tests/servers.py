@@ -316,3 +316,13 @@ def raw_server(
         yield server
     finally:
         server.stop()
+
+
+def answering(data: bytes) -> Callable[[ServerConnection], None]:
+    """A raw server handler: read one request head, send ``data``, hang up."""
+
+    def handler(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.sock.sendall(data)
+
+    return handler

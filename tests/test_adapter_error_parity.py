@@ -16,7 +16,7 @@ import requests.exceptions as rexc
 
 import poolwatch
 from tests.conftest import assert_at_rest
-from tests.servers import ServerConnection, raw_server
+from tests.servers import ServerConnection, answering, raw_server
 
 ADAPTERS = pytest.mark.parametrize("stock", [True, False], ids=["HTTPAdapter", "RequestsAdapter"])
 # Never resolved: a forwarding proxy receives the whole URL and answers.
@@ -39,18 +39,13 @@ def _reset(conn: ServerConnection) -> None:
     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-def _garbage(conn: ServerConnection) -> None:
-    conn.recv_request_head()
-    conn.sock.sendall(b"SSH-2.0-OpenSSH\r\n\r\n")
-
-
 @ADAPTERS
 @pytest.mark.parametrize(
     ("behaviour", "expected"),
     [
         (_hang_up, rexc.ProxyError),
         (_reset, rexc.ProxyError),
-        (_garbage, rexc.ConnectionError),
+        (answering(b"SSH-2.0-OpenSSH\r\n\r\n"), rexc.ConnectionError),
     ],
     ids=["hangs-up", "resets", "answers-garbage"],
 )
@@ -91,14 +86,8 @@ def test_a_silent_forwarding_proxy_times_out_naming_its_pool(stock: bool) -> Non
         release.set()
 
 
-def _conflicting_lengths(conn: ServerConnection) -> None:
-    conn.recv_request_head()
-    conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde")
-
-
-def _same_lengths(conn: ServerConnection) -> None:
-    conn.recv_request_head()
-    conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc")
+_CONFLICTING_LENGTHS = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde"
+_SAME_LENGTHS = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
 
 
 @ADAPTERS
@@ -106,9 +95,9 @@ def test_two_different_content_lengths_are_an_invalid_header(stock: bool) -> Non
     """urllib3 refuses them as InvalidHeader; two equal ones are one."""
     session, adapter = _mounted(stock)
     with session:
-        with raw_server(_conflicting_lengths) as srv, pytest.raises(rexc.InvalidHeader):
+        with raw_server(answering(_CONFLICTING_LENGTHS)) as srv, pytest.raises(rexc.InvalidHeader):
             session.get(srv.url(), timeout=10)
-        with raw_server(_same_lengths) as srv:
+        with raw_server(answering(_SAME_LENGTHS)) as srv:
             assert session.get(srv.url(), timeout=10).content == b"abc"
         if isinstance(adapter, poolwatch.RequestsAdapter):
             assert_at_rest(adapter.transport)

@@ -13,7 +13,7 @@ import pytest
 import poolwatch
 from tests.async_support import assert_at_rest, run
 from tests.conftest import assert_at_rest as assert_sync_at_rest
-from tests.servers import HTTPServer, Reply, ServerConnection, http_server, raw_server
+from tests.servers import HTTPServer, Reply, ServerConnection, answering, http_server, raw_server
 
 pytestmark = pytest.mark.usefixtures("event_loop_kind")
 
@@ -142,11 +142,6 @@ def test_scenario_13_server_hangs_up_at_random() -> None:
         run(lambda: main(srv.url("/flaky")))
 
 
-def _cut_short(conn: ServerConnection) -> None:
-    conn.recv_request_head()
-    conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-
-
 def test_an_errored_body_done_carries_its_exception() -> None:
     """A body cut short ends ``errored``; its ``body_done`` holds the very
     exception the read raised, on both transports."""
@@ -161,7 +156,7 @@ def test_an_errored_body_done_carries_its_exception() -> None:
             await assert_at_rest(t)
         return raised.value, seen
 
-    with raw_server(_cut_short) as srv:
+    with raw_server(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")) as srv:
         url = f"http://127.0.0.1:{srv.port}/"
         seen: list[poolwatch.Event] = []
         with poolwatch.Transport() as t:

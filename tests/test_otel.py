@@ -12,7 +12,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import poolwatch
 from poolwatch.otel import instrument
-from tests.servers import HTTPServer, Reply, ServerConnection, http_server, raw_server
+from tests.servers import HTTPServer, Reply, answering, http_server, raw_server
+
+CUT_SHORT = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"  # then a hang-up
 
 
 def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
@@ -138,14 +140,10 @@ def test_an_errored_body_and_an_error_status_carry_error_type(server: HTTPServer
     """A body cut short is recorded with its status and the exception's name
     as ``error.type``; a 404 with ``"404"``; a 200 read whole with none."""
 
-    def cut_short(conn: ServerConnection) -> None:
-        conn.recv_request_head()
-        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     try:
-        with raw_server(cut_short) as srv, poolwatch.Transport() as t:
+        with raw_server(answering(CUT_SHORT)) as srv, poolwatch.Transport() as t:
             instrumentation = instrument(t, provider)
             resp = t.request("GET", f"http://127.0.0.1:{srv.port}/")
             with pytest.raises(poolwatch.RemoteProtocolError):
