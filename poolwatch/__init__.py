@@ -9,6 +9,7 @@ closed early, or leaked, and the pool's state is readable at any time with
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ._async.response import AsyncResponse
 from ._async.transport import AsyncTransport
@@ -46,6 +47,10 @@ from ._models import Origin, Proxy, Timeout, parse_proxy
 from ._sync.response import Response
 from ._sync.transport import Transport
 from ._sync.upgraded import UpgradedStream
+
+if TYPE_CHECKING:  # at run time, imported on first use by __getattr__
+    from .adapters.httpx import AsyncHTTPXTransport, HTTPXTransport
+    from .adapters.requests import RequestsAdapter
 
 __version__ = "0.1.0"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import inspect
 import io
 import math
 import os
@@ -43,7 +44,8 @@ __all__ = [
 ]
 
 HeaderTypes: TypeAlias = (
-    "Mapping[str, str] | Mapping[bytes, bytes] | Iterable[tuple[str | bytes, str | bytes]]"
+    "Mapping[str, str | bytes] | Mapping[bytes, str | bytes]"
+    " | Iterable[tuple[str | bytes, str | bytes]]"
 )
 SocketOption: TypeAlias = "tuple[int, int, int | bytes]"
 BodyTypes: TypeAlias = (
@@ -301,6 +303,14 @@ def check_listener(listener: object) -> None:
     """Refuse a listener that cannot be called with each event."""
     if not callable(listener):
         raise TypeError(f"listener must be callable (it is given each event), not {listener!r}")
+    if inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(
+        type(listener).__call__  # an instance with an async __call__
+    ):
+        raise TypeError(
+            f"listener must be a plain function: listeners are called, never awaited, "
+            f"so {listener!r} would only make coroutines (start a task from a plain "
+            f"function instead)"
+        )
 
 
 def _is_int(value: object) -> TypeGuard[int]:

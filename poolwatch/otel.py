@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
+from ._async.transport import AsyncTransport
 from ._events import Event
 from ._sync.transport import Transport
 
@@ -44,7 +45,9 @@ def _server_attributes(origin: str) -> dict[str, Any]:
 class Instrumentation:
     """The instruments recording one transport; :meth:`close` stops it."""
 
-    def __init__(self, transport: Transport, meter_provider: MeterProvider) -> None:
+    def __init__(
+        self, transport: Transport | AsyncTransport, meter_provider: MeterProvider
+    ) -> None:
         from . import __version__
 
         self.transport = transport
@@ -121,6 +124,8 @@ class Instrumentation:
         self.transport.remove_listener(self._observe)
 
 
-def instrument(transport: Transport, meter_provider: MeterProvider) -> Instrumentation:
+def instrument(
+    transport: Transport | AsyncTransport, meter_provider: MeterProvider
+) -> Instrumentation:
     """Record ``transport``'s metrics with ``meter_provider``."""
     return Instrumentation(transport, meter_provider)

@@ -75,6 +75,7 @@ def test_httpx_refuses_what_it_cannot_do() -> None:
         pytest.param({"local_address": 5}, "local_address", id="local-address"),
         pytest.param({"socket_options": [(1,)]}, "socket_options", id="socket-options"),
         pytest.param({"uds": 5}, "uds", id="uds"),
+        pytest.param({"proxy": 123}, "proxy must be a URL or an httpx.Proxy", id="proxy"),
     ],
 )
 def test_httpx_transports_refuse_wrong_kinds_at_once(

@@ -153,3 +153,27 @@ def test_events_pickle_and_copy(server: HTTPServer) -> None:
             assert copied == event
             with pytest.raises(TypeError):
                 copied.data["x"] = 1  # type: ignore[index]
+
+
+class _AsyncCallable:
+    async def __call__(self, event: poolwatch.Event) -> None:
+        pass
+
+
+async def _async_listener(event: poolwatch.Event) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    "listener", [_async_listener, _AsyncCallable()], ids=["function", "object"]
+)
+def test_a_coroutine_listener_is_refused(server: HTTPServer, listener: Any) -> None:
+    """Listeners are called, never awaited: an async one would only make
+    coroutines that are never run (and a warning for each event). It is
+    refused when added, or given to one request, with a TypeError saying so."""
+    with poolwatch.Transport() as t:
+        with pytest.raises(TypeError, match="never awaited"):
+            t.add_listener(listener)
+        with pytest.raises(TypeError, match="never awaited"):
+            t.request("GET", server.url(), listener=listener)
+        assert t.request("GET", server.url()).read() == b"hello world!\n"

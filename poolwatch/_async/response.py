@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 import h11
+from typing_extensions import Self
 
 from .._core.exchange import BODY
 from .._core.failures import body_closed_error
@@ -154,7 +155,7 @@ class AsyncResponse(ResponseHead):
                 raise
         await conn.finish_body(exchange, "closed_early", saved)
 
-    async def __aenter__(self) -> AsyncResponse:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

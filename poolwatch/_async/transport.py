@@ -10,7 +10,7 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -174,7 +174,7 @@ class AsyncTransport:
         method: str,
         url: str,
         headers: HeaderTypes | None = None,
-        body: BodyTypes | Any = None,
+        body: BodyTypes | AsyncIterable[bytes | str] = None,
         timeout: Timeout | float | None = None,
         *,
         ssl_context: ssl.SSLContext | None = None,
@@ -677,7 +677,7 @@ class AsyncTransport:
             self._closed = False
             return True
 
-    async def __aenter__(self) -> AsyncTransport:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -8,6 +8,8 @@ import errno
 from types import TracebackType
 from typing import Any
 
+from typing_extensions import Self
+
 from .._core.netinfo import socket_info
 from .._core.switched import SwitchedStream
 from .exchange import within
@@ -75,7 +77,7 @@ class AsyncUpgradedStream(SwitchedStream):
         sock = None if self._closed else writer.get_extra_info("socket")
         return socket_info(name, sock, writer.get_extra_info("ssl_object"))
 
-    async def __aenter__(self) -> AsyncUpgradedStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

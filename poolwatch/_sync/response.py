@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from types import TracebackType
 
 import h11
+from typing_extensions import Self
 
 from .._core.exchange import BODY, RECV_SIZE
 from .._core.failures import body_closed_error
@@ -216,7 +217,7 @@ class Response(ResponseHead):
             return False
         return not conn.extra_bytes_after_body()
 
-    def __enter__(self) -> Response:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

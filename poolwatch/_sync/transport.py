@@ -116,7 +116,7 @@ class Transport:
         ssl_context: ssl.SSLContext | None = None,
         expect_continue_timeout: float = 1.0,
         local_address: str | None = None,
-        uds: str | None = None,
+        uds: str | os.PathLike[str] | None = None,
         socket_options: Sequence[tuple[int, int, int | bytes]] = (),
     ) -> None:
         refuse_green_threads()
@@ -642,7 +642,7 @@ class Transport:
         with self._lock:
             return self._pool.slots() > self._pool.idle_count() or self._pool.waiting() > 0
 
-    def __enter__(self) -> Transport:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -10,6 +10,8 @@ import ssl
 from types import TracebackType
 from typing import Any
 
+from typing_extensions import Self
+
 from .._core.netinfo import socket_info
 from .._core.switched import SwitchedStream
 from .streams import RawSocket
@@ -78,7 +80,7 @@ class UpgradedStream(SwitchedStream):
         """As :meth:`poolwatch.Response.get_extra_info`."""
         return socket_info(name, None if self._closed else self._sock, self._ssl_object)
 
-    def __enter__(self) -> UpgradedStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

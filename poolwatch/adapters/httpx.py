@@ -15,16 +15,18 @@ tears it down (R5). Errors are httpx's own exception types.
 
 from __future__ import annotations
 
+import os
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import quote
 
 import httpcore
 import httpx
+from typing_extensions import Self
 
 from .. import _events as pw_events
 from .. import _exceptions as pw
@@ -98,6 +100,11 @@ def request_timeout(request: httpx.Request, default: Timeout) -> Timeout:
 _TIMEOUTS: dict[tuple[Any, ...], Timeout] = {}
 _MAX_TIMEOUTS = 64
 
+# httpx's own argument types, written out (httpx keeps its aliases private).
+CertTypes: TypeAlias = "str | tuple[str, str] | tuple[str, str, str]"
+ProxyTypes: TypeAlias = "str | httpx.URL | httpx.Proxy"
+SocketOptions: TypeAlias = "Iterable[tuple[int, int, int | bytes | bytearray]]"
+
 
 def request_body(request: httpx.Request) -> BodyTypes:
     """Bytes when httpx holds the whole body (so it can be replayed, R13),
@@ -111,14 +118,14 @@ def request_body(request: httpx.Request) -> BodyTypes:
 def transport_options(
     *,
     verify: ssl.SSLContext | str | bool,
-    cert: Any,
+    cert: CertTypes | None,
     trust_env: bool,
     http2: bool,
     limits: httpx.Limits,
-    proxy: Any,
-    uds: str | None,
+    proxy: ProxyTypes | None,
+    uds: str | os.PathLike[str] | None,
     local_address: str | None,
-    socket_options: Any,
+    socket_options: SocketOptions | None,
 ) -> dict[str, Any]:
     """``HTTPTransport``'s arguments as :class:`Transport` options."""
     if http2:
@@ -150,12 +157,14 @@ def transport_options(
     }
 
 
-def _proxy_url(proxy: Any) -> Proxy | None:
+def _proxy_url(proxy: ProxyTypes | None) -> Proxy | None:
     """``HTTPTransport``'s ``proxy`` (a URL or ``httpx.Proxy``) as poolwatch's."""
     if proxy is None:
         return None
     if isinstance(proxy, str | httpx.URL):
         proxy = httpx.Proxy(proxy)
+    elif not isinstance(proxy, httpx.Proxy):
+        raise TypeError(f"proxy must be a URL or an httpx.Proxy, not {proxy!r}")
     url = proxy.url
     # httpcore always hands the SOCKS5 proxy the host name to resolve, so
     # httpx's socks5:// is poolwatch's socks5h://.
@@ -469,16 +478,16 @@ class HTTPXTransport(httpx.BaseTransport):
     def __init__(
         self,
         verify: ssl.SSLContext | str | bool = True,
-        cert: Any = None,
+        cert: CertTypes | None = None,
         trust_env: bool = True,
         http1: bool = True,
         http2: bool = False,
         limits: httpx.Limits = DEFAULT_LIMITS,
-        proxy: Any = None,
-        uds: str | None = None,
+        proxy: ProxyTypes | None = None,
+        uds: str | os.PathLike[str] | None = None,
         local_address: str | None = None,
         retries: int = 0,
-        socket_options: Any = None,
+        socket_options: SocketOptions | None = None,
         *,
         transport: Transport | None = None,
     ) -> None:
@@ -538,7 +547,7 @@ class HTTPXTransport(httpx.BaseTransport):
         self._closed = True
         self.transport.close()
 
-    def __enter__(self) -> HTTPXTransport:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -622,16 +631,16 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
     def __init__(
         self,
         verify: ssl.SSLContext | str | bool = True,
-        cert: Any = None,
+        cert: CertTypes | None = None,
         trust_env: bool = True,
         http1: bool = True,
         http2: bool = False,
         limits: httpx.Limits = DEFAULT_LIMITS,
-        proxy: Any = None,
-        uds: str | None = None,
+        proxy: ProxyTypes | None = None,
+        uds: str | os.PathLike[str] | None = None,
         local_address: str | None = None,
         retries: int = 0,
-        socket_options: Any = None,
+        socket_options: SocketOptions | None = None,
         *,
         transport: AsyncTransport | None = None,
     ) -> None:
@@ -690,7 +699,7 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
         self._closed = True
         await self.transport.aclose()
 
-    async def __aenter__(self) -> AsyncHTTPXTransport:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

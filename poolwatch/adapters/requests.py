@@ -36,6 +36,7 @@ from urllib3.util import Timeout as Urllib3Timeout
 from urllib3.util.request import rewind_body, set_file_position
 from urllib3.util.retry import Retry
 
+from .._core.stats import PoolStats
 from .._exceptions import (
     ConnectTimeout,
     InvalidURL,
@@ -405,7 +406,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         self._contexts = {}
         self._timeouts = {}
 
-    def stats(self) -> Any:
+    def stats(self) -> PoolStats:
         """The transport's :class:`~poolwatch.PoolStats`."""
         return self.transport.stats()
 
