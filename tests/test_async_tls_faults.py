@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -168,17 +169,19 @@ def test_server_closes_idle_connection(
     ca: trustme.CA, action: Callable[[ServerConnection], None]
 ) -> None:
     """R3: the server ends an idle TLS connection: out of the pool at once."""
+    idle = threading.Event()
 
     async def main(origin: str) -> None:
         async with _transport(ca) as t:
             closes = _Closes(t)
             assert await (await t.request("GET", origin + "/first")).read() == b"ok"
+            idle.set()
             assert await closes.first() == "server_closed_idle"
             stats = await assert_at_rest(t)
             assert (stats.open_connections, stats.idle_closed_by_server) == (0, 1)
             await _pool_still_works(t, origin + "/next")
 
-    with tls_scripted(ca, serve_one_then(action)) as origin:
+    with tls_scripted(ca, serve_one_then(action, idle)) as origin:
         run(lambda: main(origin))
 
 

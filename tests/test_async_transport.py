@@ -159,15 +159,18 @@ def test_scenario_6_idle_timeout(server: HTTPServer) -> None:
 
 def test_scenario_7_server_drops_idle_connection() -> None:
     """Scenario 7 (R3): the reader task notices the server's close at once."""
+    idle = threading.Event()
 
     def one_request(conn: ServerConnection) -> None:
         conn.recv_request_head()
         conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        idle.wait(10)  # the body read: the connection is idle in the pool
 
     async def main(url: str) -> None:
         async with poolwatch.AsyncTransport() as t:
             closed = event_seen(t, "conn_closed")
             assert await (await t.request("GET", url)).read() == b"ok"
+            idle.set()
             await asyncio.wait_for(closed.wait(), 10)
             stats = await assert_at_rest(t)
             assert stats.idle_connections == 0

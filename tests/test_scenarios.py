@@ -155,13 +155,17 @@ def test_scenario_7_server_drops_idle_connection() -> None:
     """Scenario 7 (R3): the server closes an idle connection; the reader
     notices with no request made, and the next request dials anew."""
 
+    idle = threading.Event()
+
     def one_request(conn: ServerConnection) -> None:
         conn.recv_request_head()
         conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        idle.wait(10)  # the body read: the connection is idle in the pool
 
     with raw_server(one_request) as srv, poolwatch.Transport() as t:
         closed = _events(t, "conn_closed")
         assert t.request("GET", srv.url()).read() == b"ok"
+        idle.set()
         assert closed.wait(10)
         stats = assert_at_rest(t)
         assert stats.idle_connections == 0

@@ -168,11 +168,16 @@ def test_write_timeout_on_unread_upload(ca: trustme.CA) -> None:
         assert_pool_still_works(t, origin + "/next")
 
 
-def serve_one_then(action: Callable[[ServerConnection], object]) -> Fault:
-    """Answer one request, then do ``action`` to the connection."""
+def serve_one_then(
+    action: Callable[[ServerConnection], object], idle: threading.Event | None = None
+) -> Fault:
+    """Answer one request, then (once ``idle`` is set, if given: the body
+    read, the connection idle) do ``action`` to the connection."""
 
     def fault(script: Script, conn: ServerConnection) -> None:
         script.serve_ok(conn, count=1)
+        if idle is not None:
+            idle.wait(WAIT)
         action(conn)
 
     return fault
@@ -204,9 +209,11 @@ def test_server_closes_idle_connection(
 ) -> None:
     """R3: when the server ends an idle TLS connection, its reader takes it
     out of the pool at once, with no request involved."""
-    with tls_fault(ca, serve_one_then(action)) as (origin, t, log):
+    idle = threading.Event()
+    with tls_fault(ca, serve_one_then(action, idle)) as (origin, t, log):
         resp = t.request("GET", origin + "/first")
         assert resp.read() == b"ok"
+        idle.set()
         assert log.wait_closed(resp.connection_id) == "server_closed_idle"
         stats = assert_at_rest(t)
         assert (stats.open_connections, stats.idle_closed_by_server) == (0, 1)

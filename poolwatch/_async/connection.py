@@ -46,6 +46,7 @@ from .._core.exchange import (
     request_error,
 )
 from .._core.failures import (
+    SERVER_ENDED_UNDER_BODY,
     closed_while_reading,
     is_peer_gone,
     leak_message,
@@ -265,7 +266,9 @@ class AsyncConnection:
         the error for a body read that failed since: it was not the
         server's doing. ``None`` if the connection is open."""
         reason = self.close_reason if self.closing else ""
-        return closed_while_reading(exchange, reason) if reason else None
+        if not reason or reason in SERVER_ENDED_UNDER_BODY:
+            return None
+        return closed_while_reading(exchange, reason)
 
     def peek_end_of_body(self) -> bool:
         """Whether the body's end is already buffered (no I/O)."""
@@ -393,7 +396,8 @@ class AsyncConnection:
             if self.closing:
                 return
             self.closing = True
-            self.close_reason = reason
+            # A reason found first (by the reader, say) is kept.
+            self.close_reason = self.close_reason or reason
             decision = transport._book.closed_locked(self)
             exchange = self.exchange
             leaked = exchange is not None and exchange.outcome == "leaked"
@@ -601,6 +605,8 @@ class AsyncConnection:
             exchange, over = transport._book.arrived_locked(self, data)
         if self.close_reason == "unsolicited_response":
             self._log_unsolicited(data)
+        elif self.close_reason == "bytes_after_body":
+            self._proto.direct_extra_bytes()  # its owner raises for them (R10)
         if not over:
             assert exchange is not None
             return exchange, data

@@ -207,6 +207,11 @@ class Book(Generic[C]):
         if exchange is not None and exchange.state != WAITING and not conn.closing:
             if exchange.leaked:
                 conn.close_reason = "leaked"
+            elif exchange.state == BODY:
+                # Its owner still holds the body: what follows it is the
+                # server's doing (R10), not the end of an idle connection (R3).
+                more = isinstance(data, bytes) and data
+                conn.close_reason = "bytes_after_body" if more else "server_closed"
             else:
                 self.idle_ended_locked(conn, data)
             return exchange, True

@@ -28,6 +28,7 @@ from .socks import SocksError
 from .tunnel import TunnelRefused
 
 __all__ = [
+    "SERVER_ENDED_UNDER_BODY",
     "body_closed_error",
     "closed_while_reading",
     "connect_error",
@@ -50,6 +51,11 @@ def idle_end_reason(data: bytes | OSError) -> str:
     if data.startswith((b"HTTP/1.1 408", b"HTTP/1.0 408")):
         return "server_timeout_408"
     return "unsolicited_response"
+
+
+# Close reasons of a connection the server ended while a body that had
+# arrived whole was still checked out (see Book.arrived_locked).
+SERVER_ENDED_UNDER_BODY = frozenset({"server_closed", "bytes_after_body"})
 
 
 def read_failed(exchange: Exchange, exc: OSError) -> PoolwatchError:

@@ -79,6 +79,7 @@ from .._core.exchange import (
 )
 from .._core.exchange import Exchange as CoreExchange
 from .._core.failures import (
+    SERVER_ENDED_UNDER_BODY,
     closed_while_reading,
     is_peer_gone,
     leak_message,
@@ -403,7 +404,9 @@ class Connection:
         server's doing. ``None`` if the connection is open."""
         with self._transport._lock:
             reason = self.close_reason if self.closing else ""
-        return closed_while_reading(exchange, reason) if reason else None
+        if not reason or reason in SERVER_ENDED_UNDER_BODY:
+            return None
+        return closed_while_reading(exchange, reason)
 
     def _body_read_error(self, exchange: Exchange, exc: OSError) -> PoolwatchError:
         """The error for a failed read of the body: a timeout, or the cause."""
@@ -460,8 +463,8 @@ class Connection:
         with transport._lock:
             if exchange.state == BODY:
                 transport._book.end_body_locked(exchange, outcome)
-            if not reusable or self.closing:
-                decision = None
+            if not reusable or self.closing or self.close_reason:
+                decision = None  # closed, or about to be by its reader
             else:
                 if outcome == "closed_early":
                     self.counters.bodies_drained_on_close += 1
@@ -507,7 +510,8 @@ class Connection:
         with transport._lock:
             if not self.closing:
                 self.closing = True
-                self.close_reason = reason
+                # A reason found first (by the reader, say) is kept.
+                self.close_reason = self.close_reason or reason
                 decision = transport._book.closed_locked(self)
                 exchange = self.exchange
             else:
@@ -783,6 +787,9 @@ class Connection:
                 exchange, over = transport._book.arrived_locked(self, data)
             if self.close_reason == "unsolicited_response":
                 self._log_unsolicited(data)
+            elif self.close_reason == "bytes_after_body":
+                with self._proto_lock:
+                    self._proto.direct_extra_bytes()  # its owner raises for them (R10)
             if not over:
                 assert exchange is not None
                 return exchange, data

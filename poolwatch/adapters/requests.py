@@ -175,6 +175,8 @@ class _Body(io.RawIOBase):
         except ReadTimeout as exc:
             raise TimeoutError(str(exc)) from exc
         except PoolwatchError as exc:
+            if self.response._end_seen:  # whole, but bytes followed it (R10)
+                raise http.client.HTTPException(str(exc)) from exc
             raise self._cut_short() from exc
 
     def _cut_short(self) -> _IncompleteRead:
