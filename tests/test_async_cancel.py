@@ -8,6 +8,7 @@ Each test cancels from a listener at a precise event, so no sleep orders it.
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import threading
 
@@ -225,3 +226,34 @@ def test_cancel_as_a_bodyless_response_is_pooled(server: HTTPServer) -> None:
             assert resp.reused_connection
 
     run(main)
+
+
+def test_anyio_cancel_scopes_catch_their_own_cancellations(server: HTTPServer) -> None:
+    """A body read with a read timeout awaits ``asyncio.wait_for``, which on
+    Python 3.11 can hand back data from a read that completed as the task
+    was cancelled. The cancellation is raised all the same, and when an
+    anyio cancel scope made it, the scope must know it for its own:
+    ``move_on_after`` swallows it, ``fail_after`` makes it a TimeoutError;
+    none escapes to cancel the caller's whole task. Deadlines are spread
+    over the read of a 200 KB body, so that some land as a read completes."""
+    anyio = pytest.importorskip("anyio")
+    rnd = random.Random(5)
+    escaped: list[BaseException] = []
+
+    async def main() -> None:
+        async with poolwatch.AsyncTransport(read_timeout=10) as t:
+            for _ in range(400):
+                try:
+                    with anyio.move_on_after(rnd.uniform(0, 0.003)):
+                        resp = await t.request("GET", server.url("/bytes/200000"))
+                        async with resp:
+                            await resp.read()
+                except asyncio.CancelledError as exc:
+                    escaped.append(exc)
+                    current = asyncio.current_task()
+                    assert current is not None
+                    current.uncancel()  # to go on counting
+            await assert_at_rest(t)
+
+    run(main)
+    assert escaped == []

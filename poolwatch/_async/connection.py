@@ -745,11 +745,16 @@ async def _read_within(reader: asyncio.StreamReader, limit: float) -> bytes:
     """``reader.read()`` within ``limit`` seconds, through ``wait_for``. On
     Python 3.11, ``wait_for`` hands back the data of a read that completed
     as its caller was being cancelled, dropping the cancellation; this
-    raises it instead, so a cancelled task never runs on."""
+    raises it instead, so a cancelled task never runs on. First it yields
+    once to the loop: a canceller that repeats its cancellation until the
+    task stops (anyio's cancel scopes) does so then, with its own message,
+    by which it knows the cancellation for its own (a bare one it would let
+    through, cancelling the caller's whole task)."""
     task = asyncio.current_task()
     before = _cancelling(task)
     data = await asyncio.wait_for(reader.read(RECV_SIZE), limit)
     if _cancelling(task) > before:
+        await asyncio.sleep(0)
         raise asyncio.CancelledError
     return data
 
