@@ -22,7 +22,15 @@ from poolwatch._core.exchange import MAX_HEAD_SIZE
 from tests import async_support
 from tests.conftest import assert_at_rest
 from tests.eventlog import EventLog
-from tests.servers import HTTPServer, RawServer, Reply, ServerConnection, http_server, raw_server
+from tests.servers import (
+    HTTPServer,
+    RawServer,
+    Reply,
+    ServerConnection,
+    answering,
+    http_server,
+    raw_server,
+)
 
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
 OK = OK_HEAD + b"ok"
@@ -557,6 +565,35 @@ def test_framing_error_closes_connection(response: bytes, hangs_up: bool, phase:
         resp = assert_pool_still_works(t, server.url("/next"))
         assert resp.connection_id != closed[0].connection_id
         assert server.accepted == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"zz\r\nabc\r\n0\r\n\r\n", "illegal chunk header"),
+        (b"3\r\nabcdef\r\n0\r\n\r\n", "malformed chunk footer"),
+        (b"2\r\nok\r\n0\r\nNoColon\r\n\r\n", "illegal header line"),
+    ],
+    ids=["chunk-size", "chunk-longer-than-its-size", "trailer-line"],
+)
+def test_a_chunked_framing_error_says_what_was_wrong(body: bytes, reason: str) -> None:
+    """The error names what h11 found wrong with the body (it tells it once:
+    found while the head's reader took what came with it, it is kept for
+    the read), on both transports."""
+    response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+
+    async def read_async(url: str) -> None:
+        async with poolwatch.AsyncTransport() as t:
+            resp = await t.request("GET", url)
+            with pytest.raises(poolwatch.RemoteProtocolError, match=f"bad body: {reason}"):
+                await resp.read()
+
+    with raw_server(answering(response)) as server:
+        with poolwatch.Transport() as t:
+            resp = t.request("GET", server.url())
+            with pytest.raises(poolwatch.RemoteProtocolError, match=f"bad body: {reason}"):
+                resp.read()
+        async_support.run(lambda: read_async(server.url()))
 
 
 def test_head_cut_off_is_a_read_error() -> None:

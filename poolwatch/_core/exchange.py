@@ -216,6 +216,7 @@ class ClientProtocol:
         "_h11",
         "_h11_idle",
         "_own_body",
+        "_peeked_error",
         "_plain_request",
         "pending",
     )
@@ -238,6 +239,10 @@ class ClientProtocol:
         self._body_size = 0  # its declared length
         self._body_left = 0  # bytes of it not yet taken
         self._extra_seen = False  # bytes followed the body (R10)
+        # h11's framing error found before the body owner's read (by the
+        # reader taking what came with the head, or a peek at the end), for
+        # that read to raise: h11 tells it once, then only that it is in error.
+        self._peeked_error: h11.RemoteProtocolError | None = None
 
     # -- writing the request ---------------------------------------------
 
@@ -430,8 +435,9 @@ class ClientProtocol:
         while True:
             try:
                 event = self._h11.next_event()
-            except h11.RemoteProtocolError:
-                return False  # h11 raises it again for the body owner
+            except h11.RemoteProtocolError as exc:
+                self._peeked_error = exc  # for the body owner's read to raise
+                return False
             if isinstance(event, h11.Data | h11.EndOfMessage):
                 pending.append(event)
                 if isinstance(event, h11.EndOfMessage):
@@ -461,6 +467,8 @@ class ClientProtocol:
         if self._own_body:
             return self._next_own_event(exchange)
         try:
+            if self._peeked_error is not None:
+                raise self._peeked_error
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
             error = request_error(exchange.request, RemoteProtocolError, f"bad body: {exc}")
@@ -523,8 +531,9 @@ class ClientProtocol:
             return proto.their_state is h11.DONE
         try:
             event = proto.next_event()
-        except h11.RemoteProtocolError:
-            return False  # the next read raises it
+        except h11.RemoteProtocolError as exc:
+            self._peeked_error = exc  # the next read raises it
+            return False
         if isinstance(event, h11.EndOfMessage):
             return True
         if isinstance(event, h11.Data):
