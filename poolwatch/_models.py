@@ -22,7 +22,7 @@ from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 import h11
 
-from ._core.pool import is_duration
+from ._core.pool import check_duration
 from ._core.socks import SOCKS_SCHEMES
 from ._core.wire import (
     closes_connection,
@@ -207,12 +207,7 @@ class Timeout:
 
     def __post_init__(self) -> None:
         for name in ("connect", "write", "response_header", "read", "pool"):
-            value = getattr(self, name)
-            if value is not None and not is_duration(value):
-                raise ValueError(
-                    f"{name} timeout must be a finite number of seconds > 0 or None"
-                    f" (None: no limit), not {value!r}"
-                )
+            check_duration(getattr(self, name), f"{name} timeout", "None: no limit")
 
     @classmethod
     def coerce(cls, value: Timeout | float | None, default: Timeout) -> Timeout:
@@ -223,11 +218,7 @@ class Timeout:
         if isinstance(value, Timeout):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not is_duration(value):
-                raise ValueError(
-                    f"timeout must be a finite number of seconds > 0 or None"
-                    f" (None: the transport's), not {value!r}"
-                )
+            check_duration(value, "timeout", "None: the transport's")
             v = float(value)
             return cls(connect=v, write=v, response_header=v, read=v, pool=v)
         raise TypeError(f"timeout must be a number or a Timeout, not {value!r}")
@@ -258,9 +249,16 @@ def check_transport_options(
             "socket_options must be (level, option, value) tuples of two ints and an int"
             f" or bytes, as setsockopt() takes, not {socket_options!r}"
         )
-    if not _is_int(call_site_depth) or call_site_depth < 0:
+    if not _is_int(call_site_depth):
+        raise TypeError(f"call_site_depth must be an int >= 0, not {call_site_depth!r}")
+    if call_site_depth < 0:
         raise ValueError(f"call_site_depth must be an int >= 0, not {call_site_depth!r}")
-    if not (_is_number(expect_continue_timeout) and 0 <= expect_continue_timeout < math.inf):
+    if not _is_number(expect_continue_timeout):
+        raise TypeError(
+            "expect_continue_timeout must be a finite number of seconds >= 0,"
+            f" not {expect_continue_timeout!r}"
+        )
+    if not 0 <= expect_continue_timeout < math.inf:
         raise ValueError(
             "expect_continue_timeout must be a finite number of seconds >= 0,"
             f" not {expect_continue_timeout!r}"

@@ -373,11 +373,16 @@ def test_headers_as_an_iterator_are_all_sent(transport: poolwatch.Transport) -> 
         pytest.param({"max_connections": 0}, ValueError, "max_connections", id="no-connections"),
         pytest.param({"max_idle_per_host": 1.5}, TypeError, "max_idle_per_host", id="float-count"),
         pytest.param({"max_idle": True}, TypeError, "max_idle", id="bool-count"),
-        pytest.param({"idle_timeout": "90"}, ValueError, "idle_timeout", id="str-timeout"),
+        pytest.param({"idle_timeout": "90"}, TypeError, "idle_timeout", id="str-timeout"),
+        pytest.param({"read_timeout": "10"}, TypeError, "read timeout", id="str-read-timeout"),
         pytest.param({"idle_timeout": float("inf")}, ValueError, "idle_timeout", id="inf-idle"),
-        pytest.param({"connect_timeout": True}, ValueError, "connect timeout", id="bool-timeout"),
+        pytest.param({"connect_timeout": True}, TypeError, "connect timeout", id="bool-timeout"),
         pytest.param({"read_timeout": float("inf")}, ValueError, "read timeout", id="inf-timeout"),
         pytest.param({"call_site_depth": -1}, ValueError, "call_site_depth", id="negative-depth"),
+        pytest.param({"call_site_depth": "2"}, TypeError, "call_site_depth", id="str-depth"),
+        pytest.param(
+            {"expect_continue_timeout": "1"}, TypeError, "expect_continue_timeout", id="str-wait"
+        ),
         pytest.param(
             {"expect_continue_timeout": float("nan")},
             ValueError,

@@ -284,7 +284,7 @@ def test_each_timeout_extension_gives_its_own_limits() -> None:
     assert limits(connect=1.0, read=2.0, write=3.0, pool=4.0) is first
     other = limits(connect=1.0, read=7.0, write=3.0, pool=None)
     assert (other.read, other.response_header, other.pool) == (7.0, 7.0, None)
-    for bad in (-1.0, [1.0]):
-        with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
+    for bad, error in ((-1.0, ValueError), ([1.0], TypeError)):
+        with pytest.raises(error, match="timeout must be a finite number of seconds > 0"):
             limits(connect=1.0, read=bad, write=None, pool=None)
     assert request_timeout(httpx.Request("GET", "http://127.0.0.1/"), default) is default

@@ -67,11 +67,22 @@ class Limits:
                 raise TypeError(f"{name} must be an int or None, not {value!r}")
             if value < least:
                 raise ValueError(f"{name} must be at least {least} or None, not {value!r}")
-        timeout = self.idle_timeout
-        if timeout is not None and not is_duration(timeout):
-            raise ValueError(
-                f"idle_timeout must be a finite number of seconds > 0 or None, not {timeout!r}"
-            )
+        check_duration(self.idle_timeout, "idle_timeout", "None: no limit")
+
+
+def check_duration(value: object, what: str, none_means: str) -> None:
+    """Refuse a number of seconds a timer cannot wait for, naming ``what``:
+    ``TypeError`` for one that is not a number (``True`` is not one here),
+    ``ValueError`` for one not finite and above zero. ``None`` is let
+    through (``none_means`` says what it stands for)."""
+    if value is None or is_duration(value):
+        return
+    message = (
+        f"{what} must be a finite number of seconds > 0 or None ({none_means}), not {value!r}"
+    )
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(message)
+    raise ValueError(message)
 
 
 def is_duration(value: object) -> TypeGuard[float]:
