@@ -336,6 +336,63 @@ def test_early_close(server: HTTPServer, path: str, drain_on_close: bool, saved:
     assert server.accepted == 2 - saved
 
 
+DRAIN_BUDGET = 256 * 1024  # what drain_on_close may read of the rest (README)
+
+
+@pytest.mark.parametrize(
+    ("rest", "saved"),
+    [
+        pytest.param(DRAIN_BUDGET, True, id="rest-at-the-budget"),
+        pytest.param(DRAIN_BUDGET + 1, False, id="rest-over-the-budget"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_drain_on_close_budget(rest: int, saved: bool, kind: str) -> None:
+    """drain_on_close reads at most 256 KiB of the rest: a rest of that
+    size is read and the connection saved; a rest its Content-Length shows
+    to be larger is not read at all, and the connection is closed."""
+    tail_sent = threading.Event()
+
+    def first_bytes_then_rest(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (10 + rest)
+        conn.sock.sendall(head + b"a" * 10)
+        tail_sent.wait(WAIT)
+        conn.sock.sendall(b"b" * rest)
+        conn.recv_request_head()  # the next request, on a saved connection
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        conn.wait_for_close()
+
+    async def close_async(url: str) -> tuple[int, bool]:
+        async with poolwatch.AsyncTransport(drain_on_close=True) as t:
+            resp = await t.request("GET", url)
+            assert await resp.read(10) == b"a" * 10
+            tail_sent.set()
+            await resp.aclose()
+            received = resp._exchange.bytes_read
+            again = await t.request("GET", url)
+            await again.read()
+            return received, again.reused_connection
+
+    with raw_server(first_bytes_then_rest) as server:
+        if kind == "async":
+            from tests import async_support
+
+            received, reused = async_support.run(lambda: close_async(server.url()))
+        else:
+            with poolwatch.Transport(drain_on_close=True) as t:
+                resp = t.request("GET", server.url())
+                assert resp.read(10) == b"a" * 10
+                tail_sent.set()
+                resp.close()
+                received = resp._exchange.bytes_read
+                again = t.request("GET", server.url())
+                again.read()
+                reused = again.reused_connection
+    assert received == (10 + rest if saved else 10)
+    assert reused is saved
+
+
 # -- R6: leak ----------------------------------------------------------------
 
 

@@ -243,6 +243,9 @@ class AsyncConnection:
         """Read and discard what is left of the body within ``limit`` seconds
         and ``max_bytes`` (drain_on_close, R5); whether the end was reached."""
         proto = self._proto
+        left = exchange.body_left()
+        if left is not None and left > max_bytes:
+            return False  # known to be over the budget: not read at all
         deadline = self._loop.time() + limit
         try:
             while True:
@@ -250,6 +253,7 @@ class AsyncConnection:
                 if isinstance(event, h11.EndOfMessage):
                     return not proto.extra_bytes_after_body()
                 if isinstance(event, h11.Data):
+                    exchange.bytes_read += len(event.data)
                     max_bytes -= len(event.data)
                     if max_bytes < 0:
                         return False

@@ -177,6 +177,14 @@ class Exchange:
         self.head_delivered()
         return True
 
+    def body_left(self) -> int | None:
+        """Bytes of the body not yet received, when its Content-Length says;
+        ``None`` if it does not (chunked, or read until the server closes)."""
+        head = self.head
+        if head is None or head.content_length is None:
+            return None
+        return head.content_length - self.bytes_read
+
     def body_done_data(self, outcome: str, reused: bool) -> dict[str, Any]:
         """The ``body_done`` event's details; an errored body's carry the
         exception it raised."""

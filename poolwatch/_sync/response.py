@@ -201,18 +201,25 @@ class Response(ResponseHead):
         self._connection.finish_body(exchange, "closed_early", reuse=saved)
 
     def _drain(self) -> bool:
-        """Read and discard the rest of the body within the budget."""
+        """Read and discard the rest of the body within the budget: a rest
+        known to be larger is not read at all, one found larger stops the
+        drain after the read that found it."""
         conn = self._connection
         exchange = self._exchange
+        left = exchange.body_left()
+        if left is not None and left > DRAIN_MAX_BYTES:
+            return False
         deadline = time.monotonic() + DRAIN_MAX_SECONDS
         limit = exchange.bytes_read + DRAIN_MAX_BYTES
         try:
             while not self._end_seen:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or exchange.bytes_read > limit:
+                if remaining <= 0:
                     return False
                 conn.set_read_timeout(remaining)
                 self._next_chunk(closing=True)
+                if exchange.bytes_read > limit:
+                    return False
         except PoolwatchError:
             return False
         return not conn.extra_bytes_after_body()
