@@ -1,4 +1,6 @@
 """Export a pool's metrics to Prometheus and OpenTelemetry.
+Needs prometheus-client and the OpenTelemetry SDK (its in-memory reader
+stands in for an exporter): pip install -e ".[prometheus,otel]" opentelemetry-sdk
 Run: python examples/export_metrics.py"""
 
 from __future__ import annotations

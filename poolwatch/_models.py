@@ -152,7 +152,8 @@ def parse_proxy(
 
 
 class Origin(NamedTuple):
-    """Where a connection goes: scheme, host and port (plus a proxy, later).
+    """Where a connection goes: scheme, host and port, and how it is
+    reached (TLS context, proxy, Unix socket, TLS server name).
 
     Pools, limits and stats are kept per origin; ``str(origin)`` is the key
     used in :attr:`PoolStats.per_origin`, e.g. ``"http://127.0.0.1:8080"``.
