@@ -148,3 +148,26 @@ def test_settle_counts_a_leak_just_dropped(server: HTTPServer) -> None:
             assert (stats.bodies_leaked, stats.open_bodies, stats.open_connections) == (1, 0, 0)
 
     run(main)
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_a_leak_just_before_aclose_is_counted(server: HTTPServer, turns: int) -> None:
+    """R6, R18: a response whose body came whole, dropped unread a few loop
+    turns before ``aclose()``: the close leaves the leak to the connection's
+    reader, which counts it; nothing stays open."""
+
+    async def main() -> None:
+        t = poolwatch.AsyncTransport()
+        resp = await t.request("GET", server.url("/bytes/10"))
+        with pytest.warns(poolwatch.LeakWarning):
+            del resp
+            gc.collect()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await t.aclose()
+        await t.settle()
+        stats = t.stats()
+        assert (stats.open_bodies, stats.bodies_leaked) == (0, 1)
+        assert t.open_bodies() == []
+
+    run(main)

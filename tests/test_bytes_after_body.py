@@ -101,3 +101,22 @@ def test_requests_says_what_followed_the_body() -> None:
                 _ = resp.content
         assert "bytes after the end of the response body" in str(raised.value)
         assert "IncompleteRead" not in str(raised.value)
+
+
+def test_drain_on_close_after_the_server_hung_up() -> None:
+    """A body that came whole, the server gone since (its reader closed the
+    socket): close() with drain_on_close takes what came and ends the body
+    closed early, with no error (it set a read timeout on the closed socket)."""
+    go_on = threading.Event()
+    log = EventLog()
+    with (
+        raw_server(_then(b"", go_on)) as server,
+        poolwatch.Transport(drain_on_close=True) as t,
+    ):
+        t.add_listener(log)
+        resp = t.request("GET", server.url())
+        go_on.set()
+        assert log.wait_closed(resp.connection_id) == "server_closed"
+        resp.close()
+        assert resp.outcome == "closed_early"
+        assert assert_at_rest(t).open_connections == 0

@@ -219,3 +219,38 @@ def test_threads_with_concurrent_close_idle_connections(server: HTTPServer) -> N
         stats = assert_at_rest(t)
         assert_outcomes(stats, expected)
         assert stats.connections_closed >= 1
+
+
+def test_close_while_connections_are_being_opened(server: HTTPServer) -> None:
+    """R14: a close() that comes as other threads' dials register their
+    connections raises nothing, and once it returns every worker has
+    exited (the workers of a connection it found have started, so it
+    joins them). Each round closes as soon as the first dial connects."""
+    before = set(threading.enumerate())
+    for _ in range(50):
+        transport = poolwatch.Transport()
+        dialled = threading.Event()
+        transport.add_listener(lambda e, d=dialled: d.set() if e.name == "connect_done" else None)
+        start = threading.Barrier(9)
+
+        def get(t: poolwatch.Transport = transport, s: threading.Barrier = start) -> None:
+            s.wait()
+            try:
+                t.request("GET", server.url()).read()
+            except poolwatch.PoolwatchError:
+                pass  # closed under it: PoolClosed or ReadError
+
+        callers = [threading.Thread(target=get) for _ in range(8)]
+        for caller in callers:
+            caller.start()
+        try:
+            start.wait()
+            assert dialled.wait(WAIT)
+            transport.close()
+            assert transport.stats().workers_alive == 0
+            new = set(threading.enumerate()) - before
+            assert not [t.name for t in new if t.name.startswith("poolwatch")]
+        finally:
+            for caller in callers:
+                caller.join(WAIT)
+            transport.close()

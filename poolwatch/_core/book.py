@@ -215,6 +215,10 @@ class Book(Generic[C]):
             else:
                 self.idle_ended_locked(conn, data)
             return exchange, True
+        if exchange is not None and exchange.state == BODY and exchange.leaked:
+            # Dropped unclosed as its connection was closing, which left the
+            # count to whoever it was handed to: its reader, here (R6).
+            return exchange, True
         if exchange is None or conn.closing:
             self.idle_ended_locked(conn, data)
             return None, True

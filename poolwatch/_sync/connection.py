@@ -444,7 +444,10 @@ class Connection:
         (settimeout costs a system call). Reader or parked reader's body
         owner only."""
         if seconds != self._read_timeout:
-            self._rsock.settimeout(seconds)
+            try:
+                self._rsock.settimeout(seconds)
+            except OSError:  # closed by the reader (the server hung up)
+                return  # the read that follows says so, or has nothing to read
             self._read_timeout = seconds
 
     def finish_body(

@@ -386,13 +386,15 @@ class Transport:
                 self._book.opened_locked(conn)
                 self._pool.opened_locked(conn, retirements)
                 self._assign_locked(exchange, conn, was_idle=False)
+                # Under the lock: a close() finds the connection with its
+                # workers started, and joins them.
+                conn.start()
             else:
                 decision = self._pool.forget_locked(conn)
         if closed:
             conn.discard_unstarted()
             self._act(decision)
             raise self._closed_error(exchange)
-        conn.start()
         return conn
 
     def _open_streams(
