@@ -10,8 +10,10 @@ import pytest
 import trustme
 
 import poolwatch
+from tests import async_support
 from tests.conftest import assert_at_rest
-from tests.tls_support import client_context, server_context, tls_server
+from tests.servers import HTTPServer, ServerConnection
+from tests.tls_support import TLSServer, client_context, server_context, tls_server
 
 
 def test_https_reuses_one_connection(ca: trustme.CA) -> None:
@@ -87,3 +89,44 @@ def test_client_certificate_is_presented(ca: trustme.CA) -> None:
         pytest.raises(poolwatch.NetworkError),  # TLS 1.3: the alert may come after the handshake
     ):
         t.request("GET", srv.url()).read()
+
+
+class _ALPNServer(TLSServer):
+    """Records the protocol each connection's TLS session agreed by ALPN."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.selected: list[str | None] = []
+        super().__init__(context)
+
+    def _serve(self, conn: ServerConnection) -> None:
+        try:
+            conn.sock = self.context.wrap_socket(conn.sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        self.selected.append(conn.sock.selected_alpn_protocol())
+        HTTPServer._serve(self, conn)
+
+
+@pytest.mark.parametrize("offered", [None, ["h2", "http/1.1"]], ids=["default", "h2-too"])
+def test_only_http11_is_offered_by_alpn(ca: trustme.CA, offered: list[str] | None) -> None:
+    """As urllib3 and httpcore: HTTP/1.1 is offered by ALPN, alone, even on a
+    context made to offer h2 too, so that a server able to speak h2 answers
+    in HTTP/1.1 rather than in a protocol poolwatch cannot read."""
+    server_ctx = server_context(ca, "localhost")
+    server_ctx.set_alpn_protocols(["h2", "http/1.1"])
+    context = client_context(ca)
+    if offered is not None:
+        context.set_alpn_protocols(offered)
+
+    async def fetch_async(url: str) -> bytes:
+        async with poolwatch.AsyncTransport(ssl_context=context) as t:
+            return await (await t.request("GET", url)).read()
+
+    server = _ALPNServer(server_ctx)
+    try:
+        with poolwatch.Transport(ssl_context=context) as t:
+            assert t.request("GET", server.url()).read() == b"hello world!\n"
+        assert async_support.run(lambda: fetch_async(server.url())) == b"hello world!\n"
+    finally:
+        server.stop()
+    assert server.selected == ["http/1.1", "http/1.1"]

@@ -21,6 +21,7 @@ import socket
 import ssl
 from typing import cast
 
+from .._core.tls import offer_http11
 from .exchange import within
 
 __all__ = ["NO_HANDSHAKE_TIMER", "RecvBuffer", "open_streams"]
@@ -95,6 +96,7 @@ async def open_streams(
         if ssl_context is None:
             transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
         else:
+            offer_http11(ssl_context)
             connecting = loop.create_connection(
                 lambda: protocol,
                 sock=sock,

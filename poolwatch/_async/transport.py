@@ -23,6 +23,7 @@ from .._core.handle import close_when_dropped, new_handle
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.socks import SocksError, SocksHandshake
 from .._core.stats import PoolStats
+from .._core.tls import offer_http11
 from .._core.tunnel import TunnelHandshake
 from .._events import Listener
 from .._exceptions import (
@@ -716,6 +717,7 @@ async def _start_tls_in_tunnel(
     argument): the handshake's own error is raised instead."""
     if sys.version_info < (3, 11):  # pragma: no cover - refused before this on 3.10
         raise RuntimeError("StreamWriter.start_tls() needs Python 3.11")
+    offer_http11(context)
     try:
         await writer.start_tls(
             context, server_hostname=server_hostname, ssl_handshake_timeout=NO_HANDSHAKE_TIMER

@@ -24,6 +24,7 @@ import threading
 from typing import Protocol, cast
 
 from .._core.socks import SocksError, SocksHandshake
+from .._core.tls import offer_http11
 from .._core.tunnel import TunnelHandshake, TunnelRefused
 from .._models import Proxy
 
@@ -188,6 +189,7 @@ class TLSSession:
         self.sock = sock
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
+        offer_http11(context)
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=server_hostname)
         self.lock = threading.Lock()  # guards tls and both BIOs
         self.send_lock = threading.Lock()  # held from draining outgoing until sent
