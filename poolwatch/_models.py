@@ -171,6 +171,14 @@ class Origin(NamedTuple):
     # not the host's; connections made for another name pool apart.
     server_hostname: str | None = None
 
+    @property
+    def tls_name(self) -> str:
+        """The name TLS sends (SNI) and checks the certificate against: the
+        one given, else the host without the trailing dot of a fully
+        qualified name (certificates never carry it; urllib3 and Go drop it
+        too)."""
+        return self.server_hostname or self.host.rstrip(".")
+
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         via = f" via {self.proxy}" if self.proxy else ""

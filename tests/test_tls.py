@@ -4,15 +4,19 @@ TLS (the reader and writer share one TLS session)."""
 from __future__ import annotations
 
 import datetime
+import socket
 import ssl
+from typing import Any
 
+import h11
 import pytest
+import requests
 import trustme
 
 import poolwatch
 from tests import async_support
 from tests.conftest import assert_at_rest
-from tests.servers import HTTPServer, ServerConnection
+from tests.servers import HTTPServer, Reply, ServerConnection
 from tests.tls_support import TLSServer, client_context, server_context, tls_server
 
 
@@ -130,3 +134,30 @@ def test_only_http11_is_offered_by_alpn(ca: trustme.CA, offered: list[str] | Non
     finally:
         server.stop()
     assert server.selected == ["http/1.1", "http/1.1"]
+
+
+def test_a_fully_qualified_host_name(
+    ca: trustme.CA, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """``https://localhost./``: TLS sends and checks the name without its
+    trailing dot (certificates never carry it), as urllib3 and Go do; through
+    requests, the Host header drops it too, as urllib3's does."""
+    real = socket.getaddrinfo
+
+    def loopback_only(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        assert host == "localhost.", f"looked up {host!r}"
+        return real("127.0.0.1", port, *args, **kwargs)
+
+    def echo_host(request: h11.Request, body: bytes) -> Reply:
+        return Reply(body=dict(request.headers)[b"host"])
+
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with tls_server(server_context(ca, "localhost"), {"/host": echo_host}) as server:
+        monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+        url = f"https://localhost.:{server.port}/host"
+        with poolwatch.Transport(ssl_context=client_context(ca)) as t:
+            assert t.request("GET", url).read() == f"localhost.:{server.port}".encode()
+        with requests.Session() as session:
+            session.mount("https://", poolwatch.RequestsAdapter())
+            assert session.get(url, verify=str(bundle)).text == f"localhost:{server.port}"

@@ -435,11 +435,11 @@ class AsyncTransport:
                     sock,
                     self._recv_buffer,
                     ssl_context=context,
-                    server_hostname=origin.server_hostname or origin.host,
+                    server_hostname=origin.tls_name,
                     ssl_handshake_timeout=limit,
                 )
             elif sys.version_info >= (3, 11):  # TLS inside the TLS session with the proxy
-                name = origin.server_hostname or origin.host
+                name = origin.tls_name
                 await within(limit, _start_tls_in_tunnel(streams[1], context, name))
             else:
                 raise ProxyError(

@@ -451,7 +451,7 @@ class Transport:
             stage = "TLS handshake failed"
             self._emit("tls_handshake_start", None, exchange)
             context = origin.ssl_context or self._ssl_context()
-            name = origin.server_hostname or origin.host
+            name = origin.tls_name
             reader, writer, session = open_tls(raw, context, name)
             exchange.marks["tls_done"] = time.monotonic()
             self._emit("tls_handshake_done", None, exchange, version=session.version)

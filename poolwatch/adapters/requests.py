@@ -482,7 +482,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 response = self.transport.request(
                     request.method or "GET",
                     url,
-                    headers=_header_list(request.headers),
+                    headers=_header_list(request.headers, url),
                     body=cast("BodyTypes", request.body),
                     timeout=limits,
                     ssl_context=context,
@@ -566,12 +566,33 @@ def _raw_response(
     return raw
 
 
-def _header_list(headers: Mapping[str, str | bytes]) -> list[tuple[str, str | bytes]]:
-    """The request's headers as (name, value) pairs, in order."""
+def _header_list(headers: Mapping[str, str | bytes], url: str) -> list[tuple[str, str | bytes]]:
+    """The request's headers as (name, value) pairs, in order; with the
+    ``Host`` urllib3 sends for a fully qualified host name (its trailing dot
+    dropped), unless one is given."""
     if type(headers) is CaseInsensitiveDict:
         # Its store holds each header's (name as last set, value) pair.
-        return list(headers._store.values())
-    return list(headers.items())
+        pairs = list(headers._store.values())
+    else:
+        pairs = list(headers.items())
+    if "./" in url or ".:" in url or url.endswith(".") or ".?" in url:  # cheap first look
+        host = _undotted_host(url)
+        if host is not None and not any(name.lower() == "host" for name, _ in pairs):
+            pairs.insert(0, ("Host", host))
+    return pairs
+
+
+def _undotted_host(url: str) -> str | None:
+    """The Host urllib3 sends for a URL whose host name ends with a dot
+    (fully qualified): the name without it, and the port unless the
+    scheme's; ``None`` for any other URL."""
+    parts = urlsplit(url)
+    name = parts.hostname
+    if not name or not name.endswith("."):
+        return None
+    port = parts.port
+    default = 443 if parts.scheme.lower() == "https" else 80
+    return name.rstrip(".") if port in (None, default) else f"{name.rstrip('.')}:{port}"
 
 
 def _count_error(
