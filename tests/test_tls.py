@@ -161,3 +161,35 @@ def test_a_fully_qualified_host_name(
         with requests.Session() as session:
             session.mount("https://", poolwatch.RequestsAdapter())
             assert session.get(url, verify=str(bundle)).text == f"localhost:{server.port}"
+
+
+@pytest.mark.parametrize("stock", [True, False], ids=["HTTPAdapter", "RequestsAdapter"])
+def test_tls_files_that_do_not_load_are_requests_ssl_errors(
+    ca: trustme.CA, tmp_path: Any, stock: bool
+) -> None:
+    """A client key that does not match its certificate, a certificate file
+    without its key, a CA bundle that is none: requests' SSLError (a
+    RequestException) through either adapter, before anything is sent;
+    poolwatch's names the file."""
+    cert = ca.issue_cert("client@example.org")
+    cert_file, other_key, bundle, not_a_bundle = (
+        str(tmp_path / name) for name in ("c.pem", "k.pem", "ca.pem", "x.pem")
+    )
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    trustme.CA().issue_cert("x@example.org").private_key_pem.write_to_path(other_key)
+    ca.cert_pem.write_to_path(bundle)
+    (tmp_path / "x.pem").write_text("not PEM\n")
+    adapter = requests.adapters.HTTPAdapter() if stock else poolwatch.RequestsAdapter()
+    cases = [
+        ({"verify": bundle, "cert": (cert_file, other_key)}, "k.pem"),
+        ({"verify": bundle, "cert": cert_file}, "c.pem"),
+        ({"verify": not_a_bundle}, "x.pem"),
+    ]
+    with tls_server(server_context(ca, "localhost")) as server, requests.Session() as session:
+        session.mount("https://", adapter)
+        for options, named in cases:
+            with pytest.raises(requests.exceptions.SSLError) as raised:
+                session.get(server.url(), **options)
+            if not stock:
+                assert named in str(raised.value)
+    assert server.requests == []

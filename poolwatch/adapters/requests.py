@@ -452,7 +452,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         if "@" in url:
             url = without_userinfo(url)  # requests made its auth of them
         proxy = _proxy_for(url, proxies) if proxies else None
-        context = self._context(url, verify, cert) if url.startswith("https:") else None
+        context = self._context(request, verify, cert) if url.startswith("https:") else None
         if context is not None and context.verify_mode == ssl.CERT_NONE:
             # As urllib3 warns for each request on an unverified connection.
             warnings.warn(
@@ -465,7 +465,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         if proxy is not None and proxy[:6].lower() == "https:":
             # The proxy's certificate is checked as ``verify`` says, for http
             # targets too (HTTPAdapter leaves it unchecked then, and warns).
-            proxy_context = self._context(url, verify, cert)
+            proxy_context = self._context(request, verify, cert)
             proxy_with_context = parse_proxy(proxy, ssl_context=proxy_context)
         # What urllib3 names in its messages: through an http proxy that
         # forwards the request, the proxy's pool and the absolute URL; the
@@ -530,12 +530,22 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         return limits
 
     def _context(
-        self, url: str, verify: bool | str, cert: str | tuple[str, str] | None
+        self,
+        request: requests.PreparedRequest,
+        verify: bool | str,
+        cert: str | tuple[str, str] | None,
     ) -> ssl.SSLContext:
+        """The TLS context for ``verify`` and ``cert``, made once. Files that
+        do not load (a key not matching its certificate, a bundle that is not
+        one) raise requests' ``SSLError``, as with ``HTTPAdapter``."""
         key = (verify, cert)
         context = self._contexts.get(key)
         if context is None:
-            context = self._contexts[key] = _make_context(verify, cert)
+            try:
+                context = _make_context(verify, cert)
+            except ssl.SSLError as exc:
+                raise rexc.SSLError(exc, request=request) from exc
+            self._contexts[key] = context
         return context
 
 
@@ -652,18 +662,30 @@ def _make_context(verify: bool | str, cert: str | tuple[str, str] | None) -> ssl
             raise OSError(
                 f"Could not find a suitable TLS CA certificate bundle, invalid path: {bundle}"
             )
-        if os.path.isdir(bundle):
-            context = ssl.create_default_context(capath=bundle)
-        else:
-            context = ssl.create_default_context(cafile=bundle)
+        try:
+            if os.path.isdir(bundle):
+                context = ssl.create_default_context(capath=bundle)
+            else:
+                context = ssl.create_default_context(cafile=bundle)
+        except ssl.SSLError as exc:
+            raise _load_error(exc, f"the CA certificates in {bundle}") from exc
     if cert:
         certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
         if certfile and not os.path.exists(certfile):
             raise OSError(f"Could not find the TLS certificate file, invalid path: {certfile}")
         if keyfile and not os.path.exists(keyfile):
             raise OSError(f"Could not find the TLS key file, invalid path: {keyfile}")
-        context.load_cert_chain(certfile, keyfile)
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except ssl.SSLError as exc:
+            key = f" with the key {keyfile}" if keyfile else " (no key file given)"
+            raise _load_error(exc, f"the client certificate {certfile}{key}") from exc
     return context
+
+
+def _load_error(exc: ssl.SSLError, what: str) -> ssl.SSLError:
+    """``exc``, saying what could not be loaded."""
+    return ssl.SSLError(exc.errno, f"could not load {what}: {exc}")
 
 
 def _timeout(
