@@ -13,6 +13,7 @@ import pytest
 import requests
 import requests.adapters
 import requests.exceptions as rexc
+from urllib3.exceptions import NameResolutionError
 
 import poolwatch
 from tests.conftest import assert_at_rest
@@ -101,3 +102,19 @@ def test_two_different_content_lengths_are_an_invalid_header(stock: bool) -> Non
             assert session.get(srv.url(), timeout=10).content == b"abc"
         if isinstance(adapter, poolwatch.RequestsAdapter):
             assert_at_rest(adapter.transport)
+
+
+@ADAPTERS
+def test_a_name_that_does_not_resolve(stock: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """urllib3's NameResolutionError is the reason, through either adapter
+    (the lookup is made to fail here: no resolver is asked)."""
+
+    def no_such_name(host: object, *args: object, **kwargs: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    session, _ = _mounted(stock)
+    with session, pytest.raises(rexc.ConnectionError) as raised:
+        session.get("http://no-such-name.invalid/", timeout=10)
+    assert isinstance(raised.value.args[0].reason, NameResolutionError)
+    assert "Failed to resolve 'no-such-name.invalid'" in str(raised.value)

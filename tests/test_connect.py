@@ -114,15 +114,25 @@ def test_local_address_is_bound() -> None:
 
 
 def test_refused_address() -> None:
-    """Nobody listening at an address: ConnectError naming the URL."""
+    """Nobody listening at an address: ConnectError naming the URL and the
+    system's reason, on both transports (asyncio's own words name only the
+    address)."""
+
+    async def refused_async(url: str) -> str:
+        async with poolwatch.AsyncTransport() as transport:
+            with pytest.raises(poolwatch.ConnectError) as caught:
+                await transport.request("GET", url)
+        return str(caught.value)
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: refused
         url = f"http://127.0.0.1:{port}/"
-        with poolwatch.Transport() as transport:
-            with pytest.raises(poolwatch.ConnectError, match="refused") as caught:
-                transport.request("GET", url)
-            assert url in str(caught.value)
+        with poolwatch.Transport() as transport, pytest.raises(poolwatch.ConnectError) as caught:
+            transport.request("GET", url)
+        for message in (str(caught.value), run(lambda: refused_async(url))):
+            assert url in message
+            assert message.endswith(": Connection refused")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6), "localhost"])

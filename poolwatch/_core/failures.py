@@ -6,6 +6,8 @@ whether it was their timeout; nothing here does I/O or reads a clock.
 
 from __future__ import annotations
 
+import os
+import socket
 import ssl
 
 import h11
@@ -37,6 +39,7 @@ __all__ = [
     "is_peer_gone",
     "leak_message",
     "no_response_error",
+    "os_reason",
     "read_failed",
     "write_error",
 ]
@@ -161,10 +164,19 @@ def connect_error(
             method=request.method,
             url=request.url,
         )
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
     return ConnectError(
-        f"{what} to {request.origin}: {detail}", method=request.method, url=request.url
+        f"{what} to {request.origin}: {os_reason(exc)}", method=request.method, url=request.url
     )
+
+
+def os_reason(exc: BaseException) -> object:
+    """What went wrong, in the system's words: ``Connection refused`` also
+    where asyncio says ``Connect call failed (address)``."""
+    if not isinstance(exc, OSError):
+        return exc
+    if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno)
+    return exc.strerror or exc
 
 
 def dial_error(

@@ -19,7 +19,7 @@ from typing_extensions import Self
 
 from .._core.book import Book, ConnectionInfo, can_retry, emit
 from .._core.exchange import BODY
-from .._core.failures import connect_error, dial_error
+from .._core.failures import connect_error, dial_error, os_reason
 from .._core.handle import close_when_dropped, new_handle
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.stats import Counters, PoolStats
@@ -420,7 +420,7 @@ class Transport:
         except OSError as exc:
             if proxy is not None and not isinstance(exc, TimeoutError):
                 raise ProxyError(
-                    f"could not connect to proxy {proxy} for {origin}: {exc.strerror or exc}",
+                    f"could not connect to proxy {proxy} for {origin}: {os_reason(exc)}",
                     method=request.method,
                     url=request.url,
                 ) from exc

@@ -14,6 +14,7 @@ connection (R13) happens first, inside the transport, and is not counted.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from urllib3.connectionpool import ConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
+    NameResolutionError,
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
@@ -96,6 +98,10 @@ def as_urllib3_error(exc: pw.PoolwatchError, pool: PoolName, target: str) -> Exc
     if isinstance(exc, pw.ConnectTimeout):
         return ConnectTimeoutError(message)
     if isinstance(exc, pw.ConnectError):
+        if isinstance(exc.__cause__, socket.gaierror):
+            # urllib3's own kind for a name that does not resolve.
+            host = urlsplit(pool.url).hostname or ""
+            return NameResolutionError(host, cast("Any", pool), exc.__cause__)
         return _new_connection_error(message, pool)
     if isinstance(exc, pw.ReadTimeout):
         return ReadTimeoutError(pool.as_pool(), target, message)
