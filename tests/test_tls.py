@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 import socket
 import ssl
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -193,3 +195,29 @@ def test_tls_files_that_do_not_load_are_requests_ssl_errors(
             if not stock:
                 assert named in str(raised.value)
     assert server.requests == []
+
+
+@pytest.mark.parametrize("stock", [True, False], ids=["HTTPAdapter", "RequestsAdapter"])
+def test_verify_false_warns_as_urllib3(ca: trustme.CA, stock: bool) -> None:
+    """``verify=False``: urllib3's InsecureRequestWarning, its words and its
+    module's, through either adapter, so that a filter on the module
+    ``urllib3`` silences it, and the default action shows it once."""
+    from urllib3.exceptions import InsecureRequestWarning
+
+    def warned(setup: Callable[[], None]) -> list[warnings.WarningMessage]:
+        adapter = requests.adapters.HTTPAdapter() if stock else poolwatch.RequestsAdapter()
+        with warnings.catch_warnings(record=True) as caught, requests.Session() as session:
+            warnings.resetwarnings()
+            setup()
+            session.mount("https://", adapter)
+            for _ in range(2):
+                assert session.get(server.url(), verify=False).status_code == 200
+        return [w for w in caught if w.category is InsecureRequestWarning]
+
+    with tls_server(server_context(ca, "localhost")) as server:
+        shown = warned(lambda: warnings.simplefilter("default"))
+        silenced = warned(lambda: warnings.filterwarnings("ignore", module="urllib3"))
+    [warning] = shown
+    assert "Adding certificate verification is strongly advised" in str(warning.message)
+    assert "urllib3" in warning.filename
+    assert silenced == []

@@ -455,12 +455,7 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
         context = self._context(request, verify, cert) if url.startswith("https:") else None
         if context is not None and context.verify_mode == ssl.CERT_NONE:
             # As urllib3 warns for each request on an unverified connection.
-            warnings.warn(
-                f"Unverified HTTPS request is being made to host '{urlsplit(url).hostname}'. "
-                "Adding certificate verification is strongly advised.",
-                InsecureRequestWarning,
-                stacklevel=2,
-            )
+            _warn_unverified(urlsplit(url).hostname)
         proxy_with_context: Proxy | str | None = proxy
         if proxy is not None and proxy[:6].lower() == "https:":
             # The proxy's certificate is checked as ``verify`` says, for http
@@ -547,6 +542,24 @@ class RequestsAdapter(requests.adapters.BaseAdapter):
                 raise rexc.SSLError(exc, request=request) from exc
             self._contexts[key] = context
         return context
+
+
+def _warn_unverified(host: str | None) -> None:
+    """urllib3's warning for a request on an unverified connection, with its
+    words and from its module, so that the filters people set for it (by
+    category, or by module ``urllib3``) apply."""
+    import urllib3.connectionpool as pools
+
+    warnings.warn_explicit(
+        f"Unverified HTTPS request is being made to host '{host}'. "
+        "Adding certificate verification is strongly advised. See: "
+        "https://urllib3.readthedocs.io/en/latest/advanced-usage.html#tls-warnings",
+        InsecureRequestWarning,
+        filename=pools.__file__ or "urllib3/connectionpool.py",
+        lineno=pools.HTTPSConnectionPool._validate_conn.__code__.co_firstlineno,
+        module=pools.__name__,
+        registry=pools.__dict__.setdefault("__warningregistry__", {}),
+    )
 
 
 def _raw_response(
