@@ -733,8 +733,12 @@ def parse_url(url: str) -> ParsedURL:
     target = parts.path or "/"
     if parts.query or "?" in url.partition("#")[0]:
         target = f"{target}?{parts.query}"  # an empty query is sent as given
+    if not host.isascii():
+        raise InvalidURL(
+            f"the host name {host!r} must be ASCII: give its IDNA form (xn--...),"
+            " as requests and httpx make it"
+        )
     try:
-        host.encode("ascii")
         target_bytes = target.encode("ascii")
     except UnicodeEncodeError as exc:
         raise InvalidURL("URL must be ASCII (percent-encode it)") from exc

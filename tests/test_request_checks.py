@@ -6,6 +6,7 @@ space, which urlsplit() would quietly drop or rewrite."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,6 +146,24 @@ def test_url_with_leading_control_character_is_refused(
     with pytest.raises(poolwatch.InvalidURL, match=r"control character or space"):
         transport.request("GET", url)
     _assert_nothing_sent(transport, server)
+
+
+@pytest.mark.parametrize(
+    ("url", "advice"),
+    [
+        ("http://bücher.test/", "host name 'bücher.test' must be ASCII: give its IDNA form"),
+        ("http://127.0.0.1/bücher", "URL must be ASCII (percent-encode it)"),
+    ],
+    ids=["host", "path"],
+)
+def test_a_non_ascii_url_says_how_to_write_it(
+    transport: poolwatch.Transport, url: str, advice: str
+) -> None:
+    """A host name is written in its IDNA form, a path percent-encoded:
+    the error says which, before any lookup or connection."""
+    with pytest.raises(poolwatch.InvalidURL, match=re.escape(advice)):
+        transport.request("GET", url)
+    assert transport.stats().connections_opened == 0
 
 
 def test_percent_encoded_control_characters_are_sent_as_given(
