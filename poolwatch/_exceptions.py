@@ -30,6 +30,9 @@ password never appears in a message or an exception's ``url``: see
 
 from __future__ import annotations
 
+import os
+import socket
+
 __all__ = [
     "ConnectError",
     "ConnectTimeout",
@@ -73,6 +76,16 @@ class PoolwatchError(Exception):
         super().__init__(message)
         self.method = method
         self.url = url
+
+
+def os_reason(exc: BaseException) -> object:
+    """What went wrong, in the system's words: ``Connection refused`` also
+    where asyncio says ``Connect call failed (address)``."""
+    if not isinstance(exc, OSError):
+        return exc
+    if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno)
+    return exc.strerror or exc
 
 
 def redact_url(url: str) -> str:

@@ -6,9 +6,8 @@ whether it was their timeout; nothing here does I/O or reads a clock.
 
 from __future__ import annotations
 
-import os
-import socket
 import ssl
+from typing import cast
 
 import h11
 
@@ -23,6 +22,7 @@ from .._exceptions import (
     TLSError,
     WriteError,
     WriteTimeout,
+    os_reason,
 )
 from .._models import Request
 from .exchange import Exchange, request_error
@@ -39,7 +39,6 @@ __all__ = [
     "is_peer_gone",
     "leak_message",
     "no_response_error",
-    "os_reason",
     "read_failed",
     "write_error",
 ]
@@ -103,7 +102,11 @@ def no_response_error(
     exchange: Exchange, data: bytes | OSError, nothing_received: bool
 ) -> BaseException:
     """The error for a connection that ended (``data`` is ``b""`` or the
-    read's error) before the whole response head arrived."""
+    read's error) before the whole response head arrived. The write's error
+    comes first (the request did not go out), unless the read found a TLS
+    alert, which says why."""
+    if is_tls_alert(data):
+        return read_failed(exchange, cast(OSError, data))
     if exchange.write_error is not None:
         return exchange.write_error
     if isinstance(data, OSError):
@@ -136,10 +139,21 @@ def write_error(exchange: Exchange, exc: BaseException, timed_out: bool) -> Base
     return error
 
 
+def is_tls_alert(exc: object) -> bool:
+    """Whether ``exc`` is a TLS error the server sent (an alert), rather
+    than the end of the connection."""
+    return isinstance(exc, ssl.SSLError) and not isinstance(
+        exc, ssl.SSLEOFError | ssl.SSLZeroReturnError
+    )
+
+
 def is_peer_gone(exc: BaseException) -> bool:
     """Whether a write failed because the server is gone or stopped reading:
-    a response it sent first is still readable (R9)."""
-    return isinstance(exc, ConnectionResetError | BrokenPipeError)
+    a response it sent first is still readable (R9), and so is a TLS alert
+    (a server wanting a client certificate sends one, then hangs up)."""
+    return isinstance(
+        exc, ConnectionResetError | BrokenPipeError | ssl.SSLZeroReturnError | ssl.SSLEOFError
+    )
 
 
 def leak_message(exchange: Exchange) -> tuple[str, str, str, str]:
@@ -167,16 +181,6 @@ def connect_error(
     return ConnectError(
         f"{what} to {request.origin}: {os_reason(exc)}", method=request.method, url=request.url
     )
-
-
-def os_reason(exc: BaseException) -> object:
-    """What went wrong, in the system's words: ``Connection refused`` also
-    where asyncio says ``Connect call failed (address)``."""
-    if not isinstance(exc, OSError):
-        return exc
-    if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
-        return os.strerror(exc.errno)
-    return exc.strerror or exc
 
 
 def dial_error(

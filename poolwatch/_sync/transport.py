@@ -19,7 +19,7 @@ from typing_extensions import Self
 
 from .._core.book import Book, ConnectionInfo, can_retry, emit
 from .._core.exchange import BODY
-from .._core.failures import connect_error, dial_error, os_reason
+from .._core.failures import connect_error, dial_error
 from .._core.handle import close_when_dropped, new_handle
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.stats import Counters, PoolStats
@@ -32,6 +32,7 @@ from .._exceptions import (
     PoolTimeout,
     PoolwatchError,
     ProxyError,
+    os_reason,
 )
 from .._leaks import OpenBody, capture_call_site
 from .._models import (
