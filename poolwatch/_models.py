@@ -571,10 +571,14 @@ class PreparedRequests:
     """
 
     MAX = 256
-    __slots__ = ("_known",)
+    # TLS contexts the kept heads may hold: a context made per request (it
+    # holds the CA store, most of a megabyte) must not stay alive here.
+    MAX_CONTEXTS = 4
+    __slots__ = ("_contexts", "_known")
 
     def __init__(self) -> None:
         self._known: dict[tuple[object, ...], Request] = {}
+        self._contexts: set[int] = set()  # ids of those the kept heads hold
 
     def __len__(self) -> int:
         return len(self._known)
@@ -612,8 +616,17 @@ class PreparedRequests:
             target=target,
         )
         if key is not None:
+            contexts = self._contexts
+            if ssl_context is not None and id(ssl_context) not in contexts:
+                if len(contexts) >= self.MAX_CONTEXTS:
+                    self._known.clear()
+                    contexts.clear()
+                contexts.add(id(ssl_context))
             if len(self._known) >= self.MAX:
                 self._known.clear()
+                contexts.clear()
+                if ssl_context is not None:
+                    contexts.add(id(ssl_context))
             # The head only: a body kept here would stay alive.
             self._known[key] = request if body is None else request.with_body(None)
         return request

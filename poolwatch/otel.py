@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from ._async.transport import AsyncTransport
+from ._core.book import OTHER_ORIGINS
+from ._core.stats import OriginStats
 from ._events import Event
 from ._sync.transport import Transport
 
@@ -106,7 +108,7 @@ class Instrumentation:
             self.pool_wait.record(event.data["wait"], _server_attributes(event.origin))
 
     def _open_connections(self, options: CallbackOptions) -> Iterable[Observation]:
-        for origin, stats in self.transport.stats().per_origin.items():
+        for origin, stats in self._origins():
             attributes = _server_attributes(origin)
             for state, value in (
                 ("idle", stats.idle_connections),
@@ -115,9 +117,16 @@ class Instrumentation:
                 yield Observation(value, {**attributes, "http.connection.state": state})
 
     def _active_requests(self, options: CallbackOptions) -> Iterable[Observation]:
-        for origin, stats in self.transport.stats().per_origin.items():
+        for origin, stats in self._origins():
             active = stats.active_connections + stats.waiting_requests
             yield Observation(active, _server_attributes(origin))
+
+    def _origins(self) -> Iterable[tuple[str, OriginStats]]:
+        """Each origin's stats, without the entry that adds up origins long
+        unused (it has no server address, and no connection open)."""
+        for origin, stats in self.transport.stats().per_origin.items():
+            if origin != OTHER_ORIGINS:
+                yield origin, stats
 
     def close(self) -> None:
         """Stop recording (observable instruments then report nothing new)."""

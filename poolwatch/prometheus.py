@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ._async.transport import AsyncTransport
+from ._core.book import MAX_QUIET_ORIGINS, OTHER_ORIGINS
 from ._events import Event
 from ._sync.transport import Transport
 
@@ -109,12 +110,25 @@ class PoolwatchCollector(Collector):
 
     def _observer(self, name: str) -> Callable[[Event], None]:
         head = [name] if self._labels[0] == "transport" else []
+        labelled: set[str] = set()  # origins with histograms of their own
+
+        def origin_label(origin: str) -> str:
+            # As stats().per_origin: a bounded number of origins by name,
+            # the rest together (a label value per origin ever seen would
+            # grow every scrape, and the registry, without end).
+            if origin in labelled:
+                return origin
+            if len(labelled) >= MAX_QUIET_ORIGINS:
+                return OTHER_ORIGINS
+            labelled.add(origin)
+            return origin
 
         def observe(event: Event) -> None:
             if event.name == "got_conn":
-                self.pool_wait.labels(*head, event.origin).observe(event.data["wait"])
+                origin = origin_label(event.origin)
+                self.pool_wait.labels(*head, origin).observe(event.data["wait"])
             elif event.name == "conn_closed":
-                labels = (*head, event.origin)
+                labels = (*head, origin_label(event.origin))
                 self.lifetime.labels(*labels).observe(event.data["age"])
                 self.requests_per_connection.labels(*labels).observe(event.data["requests"])
 

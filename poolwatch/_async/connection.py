@@ -55,6 +55,7 @@ from .._core.failures import (
     write_error,
 )
 from .._core.netinfo import socket_info
+from .._core.stats import Counters
 from .._core.wire import Head
 from .._exceptions import (
     PoolwatchError,
@@ -67,7 +68,6 @@ from .exchange import AsyncExchange, cancel_pending, wait_or_expire, wake, withi
 from .upgraded import AsyncUpgradedStream
 
 if TYPE_CHECKING:
-    from .._core.stats import Counters
     from .transport import AsyncTransport
 
 __all__ = ["AsyncConnection", "AsyncExchange"]
@@ -99,7 +99,7 @@ class AsyncConnection:
         self.tls_version = tls_version
         self._transport = transport
         self._loop = transport._loop_now()
-        self.counters: Counters = transport._book.counters_for(origin)
+        self.counters = Counters()  # its origin's, once open (see Book.opened_locked)
         self._reader, self._writer = streams
         self._proto = ClientProtocol()
         self._inbox: deque[AsyncExchange | None] = deque()

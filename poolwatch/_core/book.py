@@ -67,6 +67,12 @@ class BookConnection(Protocol):
 
 C = TypeVar("C", bound=BookConnection)
 
+# Origins whose totals ``stats().per_origin`` keeps by name once nothing
+# uses them; the older ones are added up under OTHER_ORIGINS.
+MAX_QUIET_ORIGINS = 256
+OTHER_ORIGINS = "(other origins)"
+_FIRST_SWEEP = 16  # origins counted before the first look for quiet ones
+
 
 def can_retry(exchange: Exchange, error: BaseException) -> bool:
     """R13: only a reused connection, only before any response byte, only a
@@ -108,22 +114,56 @@ class Book(Generic[C]):
 
     def __init__(self, pool: PoolState[C]) -> None:
         self.pool = pool
-        self.counters: dict[Origin, Counters] = {}
+        self.counters: dict[Origin, Counters] = {}  # origins that may be in use
+        # The totals of origins nothing uses any more, by their text form
+        # (which drops their TLS context: a context made per request is not
+        # kept alive here), most recently retired last; past
+        # MAX_QUIET_ORIGINS the oldest are added up under OTHER_ORIGINS.
+        self.quiet: dict[str, Counters] = {}
+        self._sweep_at = _FIRST_SWEEP
         self.live: dict[C, None] = {}  # open connections
         self.unsettled: dict[C, None] = {}  # connections whose workers run
         self.open: dict[Exchange, None] = {}  # bodies checked out
 
     def counters_for(self, origin: Origin) -> Counters:
-        """The counters of ``origin``, made on first use."""
+        """The counters of ``origin``, made on first use (pool lock held)."""
         counters = self.counters.get(origin)
         if counters is None:
+            if len(self.counters) >= self._sweep_at:
+                self._retire_quiet_locked()
             counters = self.counters[origin] = Counters()
         return counters
+
+    def _retire_quiet_locked(self) -> None:
+        """Move the counters of origins nothing refers to any more (no
+        connection, slot, waiter or open body) to :attr:`quiet`, so that a
+        transport used for many origins over its life, or given a new TLS
+        context per request, does not keep them all. Run when the origins
+        counted have doubled since the last time: amortised, O(1) a request."""
+        pool = self.pool
+        in_use: set[Hashable] = {c.origin for c in self.live}
+        in_use.update(c.origin for c in self.unsettled)
+        in_use.update(e.request.origin for e in self.open)
+        in_use.update(pool.origins_in_use())
+        quiet = self.quiet
+        for origin in [o for o in self.counters if o not in in_use]:
+            key = str(origin)
+            total = quiet.pop(key, None) or Counters()  # to the end: most recent
+            total.add(self.counters.pop(origin))
+            quiet[key] = total
+            pool.forget_origin_locked(origin)
+        while len(quiet) > MAX_QUIET_ORIGINS:
+            oldest = next(iter(quiet))
+            others = quiet.pop(OTHER_ORIGINS, None) or Counters()
+            others.add(quiet.pop(oldest))
+            quiet[OTHER_ORIGINS] = others
+        self._sweep_at = max(_FIRST_SWEEP, 2 * len(self.counters))
 
     # -- connections ---------------------------------------------------------
 
     def opened_locked(self, conn: C) -> None:
         """A new connection is open and its two workers start (R1)."""
+        conn.counters = self.counters_for(conn.origin)  # its slot keeps it in use
         self.live[conn] = None
         self.unsettled[conn] = None
         conn.counters.connections_opened += 1
@@ -269,11 +309,14 @@ class Book(Generic[C]):
     # -- snapshots ---------------------------------------------------------------
 
     def stats_locked(self) -> list[tuple[str, OriginStats]]:
-        """Each origin's snapshot, keyed by its string form (see :meth:`stats`)."""
-        return [
+        """Each origin's snapshot, keyed by its string form (see :meth:`stats`);
+        the quiet ones' totals too."""
+        snapshots = [(key, OriginStats(**c.as_dict())) for key, c in self.quiet.items()]
+        snapshots.extend(
             (str(origin), self._origin_stats_locked(origin, counters))
             for origin, counters in self.counters.items()
-        ]
+        )
+        return snapshots
 
     @staticmethod
     def merge(snapshots: list[tuple[str, OriginStats]]) -> PoolStats:

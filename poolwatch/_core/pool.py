@@ -171,6 +171,18 @@ class PoolState(Generic[C]):
             return len(self._waiters)
         return sum(1 for waiter in self._waiters if waiter.origin == origin)
 
+    def origins_in_use(self) -> set[Hashable]:
+        """Origins with a slot taken (a connection dialled, in use, idle or
+        leaked) or a request waiting."""
+        in_use: set[Hashable] = set(self._slots)
+        in_use.update(waiter.origin for waiter in self._waiters)
+        return in_use
+
+    def forget_origin_locked(self, origin: Hashable) -> None:
+        """``origin`` has no connection left: drop its empty idle pool."""
+        if not self._idle.get(origin, True):
+            del self._idle[origin]
+
     def slots(self, origin: Hashable | None = None) -> int:
         """Connections counted against the limits, for one or all origins."""
         return self._total_slots if origin is None else self._slots.get(origin, 0)

@@ -47,6 +47,11 @@ class Counters:
         """The counters by name."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def add(self, other: Counters) -> None:
+        """Add ``other``'s counts to these."""
+        for name, value in other.as_dict().items():
+            setattr(self, name, getattr(self, name) + value)
+
 
 @dataclass(frozen=True)
 class OriginStats:

@@ -88,6 +88,7 @@ from .._core.failures import (
     write_error,
 )
 from .._core.netinfo import socket_info
+from .._core.stats import Counters
 from .._core.wire import Head
 from .._events import Listener
 from .._exceptions import (
@@ -104,7 +105,6 @@ from .wakeup import EventPool, Inbox, OneShot
 from .workers import Job
 
 if TYPE_CHECKING:
-    from .._core.stats import Counters
     from .transport import Transport
 
 __all__ = ["Connection", "Exchange"]
@@ -198,7 +198,7 @@ class Connection:
         self.tls = tls
         self._sock = sock  # the TCP socket under the streams, for extra_info()
         self._transport = transport
-        self.counters: Counters = transport._book.counters_for(origin)
+        self.counters = Counters()  # its origin's, once open (see Book.opened_locked)
         # The reader's stream, and the body owner's while the reader is parked.
         self._rsock: ReadStream = streams[0]
         self._wsock: WriteStream = streams[1]  # the writer's; may be the same socket

@@ -22,7 +22,7 @@ from .._core.exchange import BODY
 from .._core.failures import connect_error, dial_error
 from .._core.handle import close_when_dropped, new_handle
 from .._core.pool import Decision, Limits, PoolState, Waiter
-from .._core.stats import Counters, PoolStats
+from .._core.stats import PoolStats
 from .._events import Listener
 from .._exceptions import (
     ConnectError,
@@ -38,7 +38,6 @@ from .._leaks import OpenBody, capture_call_site
 from .._models import (
     BodyTypes,
     HeaderTypes,
-    Origin,
     PreparedRequests,
     Proxy,
     Timeout,
@@ -483,9 +482,6 @@ class Transport:
         return PoolClosed("the transport is closed", method=request.method, url=request.url)
 
     # -- called by connections ------------------------------------------------
-
-    def _counters_for(self, origin: Origin) -> Counters:
-        return self._book.counters_for(origin)
 
     def _act(self, decision: Decision[Connection]) -> None:
         """Carry out a pool decision, with no lock held."""
