@@ -5,6 +5,7 @@ length the head does not give."""
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import socket
 import threading
@@ -277,3 +278,23 @@ def test_raw_fileno_is_the_connection_socket_while_the_body_is_read(stock: bool)
             if not stock:
                 with pytest.raises(OSError, match="ended"):
                     resp.raw.fileno()
+
+
+@pytest.mark.parametrize("stock", [True, False], ids=["HTTPAdapter", "RequestsAdapter"])
+def test_a_chunked_raw_reads_as_text_line_by_line(stock: bool) -> None:
+    """``io.TextIOWrapper(resp.raw)`` over a chunked body: every line comes
+    through. Without a Content-Length, ``raw.closed`` turns true only once a
+    read came back empty, as http.client's, not with the last bytes (the
+    wrapper checks it before each line it hands over)."""
+    lines = [b"line %d\n" % i for i in range(2000)]
+
+    def chunked(request: h11.Request, received: bytes) -> Reply:
+        return Reply(body=iter([b"".join(lines[:1500]), b"".join(lines[1500:])]), chunked=True)
+
+    adapter = requests.adapters.HTTPAdapter() if stock else poolwatch.RequestsAdapter()
+    with http_server({"/text": chunked}) as srv, requests.Session() as session:
+        session.mount("http://", adapter)
+        with session.get(srv.url("/text"), stream=True) as resp:
+            got = list(io.TextIOWrapper(resp.raw, encoding="ascii"))
+            assert resp.raw.closed
+    assert len(got) == 2000 and got[-1] == "line 1999\n"

@@ -96,6 +96,7 @@ class _Body(io.RawIOBase):
         # those bytes are returned first and the error raised by the next
         # read, as ``http.client`` does (a timeout raises at once, as there).
         self._failure: Exception | None = None
+        self._empty_read = False  # a read came back empty: the body is over
 
     def readable(self) -> bool:
         return True
@@ -104,6 +105,7 @@ class _Body(io.RawIOBase):
         if amt is None or amt < 0:
             data = self._taken(len(self._piece)) + self._translated(self.response.read, None)
             self._unpulled = 0 if self._unpulled is not None else None
+            self._empty_read = True  # read to the end, as http.client's read() is
             return data
         data = self._taken(amt)
         if len(data) == amt:
@@ -123,6 +125,9 @@ class _Body(io.RawIOBase):
             pieces.append(piece[:wanted] if len(piece) > wanted else piece)
             self._piece, self._offset = piece, min(wanted, len(piece))
             wanted -= self._offset
+        if not pieces:
+            self._empty_read = True
+            return b""
         if len(pieces) == 1:
             return pieces[0]
         return b"".join(pieces)
@@ -130,9 +135,11 @@ class _Body(io.RawIOBase):
     def read1(self, amt: int | None = -1) -> bytes:
         if self._offset < len(self._piece):
             return self._taken(len(self._piece) if amt is None or amt < 0 else amt)
+        piece = self._pull(None if amt is None or amt < 0 else amt)
+        if not piece:
+            self._empty_read = True
         if amt is None or amt < 0:
-            return self._pull(None)
-        piece = self._pull(amt)
+            return piece
         if len(piece) <= amt:
             return piece
         self._piece, self._offset = piece, amt
@@ -198,6 +205,11 @@ class _Body(io.RawIOBase):
         if self.closed:
             return True
         if self._failure is not None or self._offset < len(self._piece):
+            return False
+        if self._unpulled is None and not self._empty_read:
+            # Without a Content-Length, http.client's file says it is closed
+            # only once a read has come back empty: io.TextIOWrapper checks
+            # before each line it hands over, and would drop what it holds.
             return False
         return self.response.outcome in _COMPLETE
 
