@@ -4,11 +4,13 @@ length the head does not give."""
 
 from __future__ import annotations
 
+import gc
 import gzip
 import io
 import os
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 
 import h11
@@ -298,3 +300,36 @@ def test_a_chunked_raw_reads_as_text_line_by_line(stock: bool) -> None:
             got = list(io.TextIOWrapper(resp.raw, encoding="ascii"))
             assert resp.raw.closed
     assert len(got) == 2000 and got[-1] == "line 1999\n"
+
+
+def _mislabelled(request: h11.Request, received: bytes) -> Reply:
+    # Said to be gzip, and not: larger than requests' 10 KiB content chunk,
+    # so that its first chunk fails to decode with most of it unread.
+    return Reply(body=BODY, headers=[("Content-Encoding", "gzip")])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_body_that_does_not_decode_is_closed_not_leaked(
+    adapter: poolwatch.RequestsAdapter, stream: bool
+) -> None:
+    """requests raises ``ContentDecodingError`` from inside ``Session.send``
+    (the caller never holds the response) or from ``iter_content``: the
+    body is closed there, its connection torn down (R5), and nothing is
+    reported as leaked (R6)."""
+    routes = {"/bad": _mislabelled, "/body": _body}
+    with http_server(routes) as srv:
+        with _session(adapter) as session, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(requests.exceptions.ContentDecodingError):
+                if stream:
+                    session.get(srv.url("/bad"), stream=True).content  # noqa: B018
+                else:
+                    session.get(srv.url("/bad"))
+            stats = adapter.stats()
+            assert (stats.open_bodies, stats.bodies_closed_early) == (0, 1)
+            gc.collect()
+            adapter.transport.settle()
+            assert session.get(srv.url("/body")).content == BODY
+        assert [w.message for w in caught] == []
+        stats = adapter.stats()
+        assert (stats.bodies_leaked, stats.bodies_drained, stats.connections_opened) == (0, 1, 2)

@@ -31,7 +31,7 @@ import requests.exceptions as rexc
 import urllib3
 from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPConnectionPool, HTTPResponse
-from urllib3.exceptions import InsecureRequestWarning, MaxRetryError
+from urllib3.exceptions import DecodeError, InsecureRequestWarning, MaxRetryError
 from urllib3.util import Timeout as Urllib3Timeout
 from urllib3.util.request import rewind_body, set_file_position
 from urllib3.util.retry import Retry
@@ -311,6 +311,19 @@ class _HTTPResponse(HTTPResponse):
         if self.length_remaining is not None:
             self.length_remaining -= len(data)
         return data
+
+    def _decode(self, *args: Any, **kwargs: Any) -> bytes:
+        """As urllib3's; a body that does not decode is closed at once, its
+        connection torn down (R5), as httpx's client closes one. requests
+        raises ``ContentDecodingError`` from inside ``Session.send`` for it
+        when not streaming, and the caller never holds the response to
+        close."""
+        try:
+            return cast(bytes, super()._decode(*args, **kwargs))
+        except DecodeError:
+            if self._fp is not None:
+                self._fp.close()
+            raise
 
     def stream(self, amt: int | None = 2**16, decode_content: bool | None = None) -> Any:
         """As urllib3's: a chunked body comes chunk by chunk as it arrives
