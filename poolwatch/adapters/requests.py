@@ -319,7 +319,7 @@ class _HTTPResponse(HTTPResponse):
         when not streaming, and the caller never holds the response to
         close."""
         try:
-            return cast(bytes, super()._decode(*args, **kwargs))
+            return super()._decode(*args, **kwargs)
         except DecodeError:
             if self._fp is not None:
                 self._fp.close()
