@@ -4,13 +4,19 @@ lookup, a host name still goes through one, and both honour
 
 from __future__ import annotations
 
+import select
 import socket
-from contextlib import AbstractContextManager
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import pytest
 
 import poolwatch
+from poolwatch._core.dialing import interleaved
 from poolwatch._models import ip_family
+from tests.async_support import assert_at_rest as async_assert_at_rest
 from tests.async_support import run
 from tests.conftest import assert_at_rest
 from tests.servers import RawServer, ServerConnection, raw_server
@@ -152,3 +158,109 @@ def test_async_connects_the_same_way(host: str) -> None:
         run(main)
     family = socket.AF_INET6 if host == "::1" else socket.AF_INET
     assert peers == [(family, listen)]
+
+
+def test_addresses_are_tried_with_the_families_taking_turns() -> None:
+    """RFC 8305 section 4: the first address's family first, then the
+    families alternate, each in the order the lookup gave."""
+    v4 = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"192.0.2.{n}", 80)) for n in (1, 2, 3)]
+    v6 = [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (f"2001:db8::{n}", 80, 0, 0)) for n in (1, 2)
+    ]
+    assert interleaved([*v6, *v4]) == [v6[0], v4[0], v6[1], v4[1], v4[2]]
+    assert interleaved([v4[0], *v6, *v4[1:]]) == [v4[0], v6[0], v4[1], v6[1], v4[2]]
+    assert interleaved(v4) == v4
+
+
+@contextmanager
+def _unanswering_port() -> Iterator[int]:
+    """A loopback port that never answers a connect: a listener that accepts
+    nothing, its queue filled, so that the kernel drops further SYNs (the
+    client's connect waits, as for an address that drops every packet)."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        filler.connect(("127.0.0.1", port))
+        with socket.socket() as probe:
+            probe.setblocking(False)
+            probe.connect_ex(("127.0.0.1", port))
+            _, writable, _ = select.select([], [probe], [], 0.2)
+        if writable:
+            pytest.skip("this kernel answers connects to a full listen queue")
+        yield port
+
+
+def _resolving(monkeypatch: pytest.MonkeyPatch, name: str, ports: list[int]) -> None:
+    """Make ``name`` resolve to 127.0.0.1 on each of ``ports``, in order."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real(host, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)) for port in ports]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def _get(kind: str, url: str, connect_timeout: float) -> tuple[bytes, float, int]:
+    """GET ``url`` with a fresh transport of ``kind``: the body, the seconds
+    the request took, and the connections opened (checked at rest, R18)."""
+    if kind == "sync":
+        with poolwatch.Transport(connect_timeout=connect_timeout) as transport:
+            started = time.monotonic()
+            body = transport.request("GET", url).read()
+            took = time.monotonic() - started
+            return body, took, assert_at_rest(transport).connections_opened
+
+    async def main() -> tuple[bytes, float, int]:
+        async with poolwatch.AsyncTransport(connect_timeout=connect_timeout) as transport:
+            started = time.monotonic()
+            body = await (await transport.request("GET", url)).read()
+            took = time.monotonic() - started
+            return body, took, (await async_assert_at_rest(transport)).connections_opened
+
+    return run(main)
+
+
+def _failure(kind: str, url: str, connect_timeout: float = 30.0) -> BaseException:
+    """What a GET of ``url`` raises, with a fresh transport of ``kind``."""
+    with pytest.raises(poolwatch.PoolwatchError) as caught:
+        _get(kind, url, connect_timeout)
+    return caught.value
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_the_addresses_of_a_name_race(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """When a name's first address does not answer, the next is tried a
+    quarter of a second later (RFC 8305), not after the connect timeout;
+    the attempt left waiting is closed."""
+    peers: list[tuple[int, str]] = []
+    with _unanswering_port() as dead, _recording_server("127.0.0.1", peers) as srv:
+        _resolving(monkeypatch, "dual.test", [dead, srv.port])
+        body, took, opened = _get(kind, "http://dual.test/", connect_timeout=20)
+    assert (body, opened) == (b"ok", 1)
+    assert took < 10, took  # not the connect timeout's 20 s
+    assert peers == [(socket.AF_INET, "127.0.0.1")]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_the_last_failure_is_raised_when_no_address_answers(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Every address refused: the error names the URL and the reason. Every
+    address silent: the connect timeout bounds the whole race, and every
+    attempt's socket is closed."""
+    with socket.socket() as one, socket.socket() as two, _unanswering_port() as dead:
+        one.bind(("127.0.0.1", 0))
+        two.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        _resolving(monkeypatch, "refused.test", [p.getsockname()[1] for p in (one, two)])
+        refused = _failure(kind, "http://refused.test/")
+        assert isinstance(refused, poolwatch.ConnectError)
+        assert "http://refused.test/" in str(refused)
+        assert str(refused).endswith(": Connection refused")
+
+        _resolving(monkeypatch, "silent.test", [dead, dead, dead])
+        silent = _failure(kind, "http://silent.test/", connect_timeout=0.6)
+        assert isinstance(silent, poolwatch.ConnectTimeout)
+        assert "http://silent.test/" in str(silent)

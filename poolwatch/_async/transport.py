@@ -17,6 +17,7 @@ from typing import Any
 from typing_extensions import Self
 
 from .._core.book import Book, ConnectionInfo, can_retry, emit
+from .._core.dialing import interleaved
 from .._core.exchange import RECV_SIZE
 from .._core.failures import connect_error, dial_error
 from .._core.handle import close_when_dropped, new_handle
@@ -50,6 +51,7 @@ from .._models import (
 )
 from .._sync.transport import MAX_RETRIES, _live_transports
 from .connection import AsyncConnection
+from .dial import connect_first
 from .exchange import AsyncExchange, wait_or_expire, wake, within
 from .response import AsyncResponse
 from .streams import NO_HANDSHAKE_TIMER, RecvBuffer, open_streams
@@ -499,33 +501,25 @@ class AsyncTransport:
             raise SocksError(f"the connection to the proxy failed: {exc}") from exc
 
     async def _connect(self, host: str, port: int, limit: float | None) -> socket.socket:
-        """A connected non-blocking socket; name resolution off the loop."""
+        """A connected non-blocking socket; name resolution off the loop,
+        and the addresses of a name raced (see :mod:`.dial`)."""
         loop = self._loop_now()
         family = ip_family(host)
-        addresses: list[tuple[Any, ...]]
         if family is not None:
             addresses = [(family, socket.SOCK_STREAM, 0, "", (host, port))]
         else:
-            addresses = list(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        error: BaseException = OSError(f"no address for {host}")
-        for family, kind, proto, _, address in addresses:
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setblocking(False)
-                if self._local_address is not None:
-                    sock.bind((self._local_address, 0))
-                for option in self.socket_options:
-                    sock.setsockopt(*option)
-                await within(limit, loop.sock_connect(sock, address))
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return sock
-            except (OSError, asyncio.TimeoutError) as exc:
-                sock.close()
-                error = exc
-            except BaseException:
-                sock.close()
-                raise
-        raise error
+            found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            addresses = interleaved(found)
+        sock = await within(limit, connect_first(loop, addresses, self._prepare))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _prepare(self, sock: socket.socket) -> None:
+        """Set a new socket up before it connects."""
+        for option in self.socket_options:
+            sock.setsockopt(*option)
+        if self._local_address is not None:
+            sock.bind((self._local_address, 0))
 
     async def _tunnel(self, sock: socket.socket, origin: Origin, proxy: Proxy) -> None:
         loop = self._loop_now()

@@ -10,7 +10,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from typing_extensions import Self
 
 from .._core.book import Book, ConnectionInfo, can_retry, emit
+from .._core.dialing import interleaved
 from .._core.exchange import BODY
 from .._core.failures import connect_error, dial_error
 from .._core.handle import close_when_dropped, new_handle
@@ -46,6 +47,7 @@ from .._models import (
     ip_family,
 )
 from .connection import NO_TIMEOUT, Connection, Exchange
+from .dial import connect_first, connect_one
 from .response import Response
 from .streams import (
     RawSocket,
@@ -413,10 +415,8 @@ class Transport:
                 sock = _connect_unix(origin.uds, NO_TIMEOUT if connect is None else connect)
             else:
                 sock = _connect_tcp(
-                    address, NO_TIMEOUT if connect is None else connect, self._source_address
+                    address, NO_TIMEOUT if connect is None else connect, self._prepare
                 )
-                for option in self.socket_options:
-                    sock.setsockopt(*option)
         except OSError as exc:
             if proxy is not None and not isinstance(exc, TimeoutError):
                 raise ProxyError(
@@ -462,6 +462,13 @@ class Transport:
             if error is exc:
                 raise
             raise error from exc
+
+    def _prepare(self, sock: socket.socket) -> None:
+        """Set a new socket up before it connects."""
+        for option in self.socket_options:
+            sock.setsockopt(*option)
+        if self._source_address is not None:
+            sock.bind(self._source_address)
 
     def _connect_error(
         self, exchange: Exchange, exc: OSError, what: str
@@ -694,34 +701,28 @@ def live_transports() -> list[Transport]:
 
 
 def _connect_tcp(
-    address: tuple[str, int], timeout: float, source_address: tuple[str, int] | None
+    address: tuple[str, int], timeout: float, prepare: Callable[[socket.socket], None]
 ) -> socket.socket:
-    """As :func:`socket.create_connection`, without the name lookup when the
-    host is an IP address: ``getaddrinfo()`` and the conversion of its
-    results cost more than the rest of the connect on loopback."""
-    family = ip_family(address[0])
-    if family is None:
-        return socket.create_connection(address, timeout=timeout, source_address=source_address)
-    return _connect(socket.socket(family, socket.SOCK_STREAM), address, timeout, source_address)
+    """A socket connected to ``address``, within ``timeout`` seconds, with
+    that as its timeout; a name's addresses raced (see :mod:`.dial`). An IP
+    address is connected to without the name lookup: ``getaddrinfo()`` and
+    the conversion of its results cost more than the rest of the connect on
+    loopback."""
+    host, port = address
+    family = ip_family(host)
+    if family is not None:
+        return connect_one((family, socket.SOCK_STREAM, 0, "", address), timeout, prepare)
+    return connect_first(
+        interleaved(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)), timeout, prepare
+    )
 
 
 def _connect_unix(path: str, timeout: float) -> socket.socket:
-    return _connect(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path, timeout)
-
-
-def _connect(
-    sock: socket.socket,
-    address: tuple[str, int] | str,
-    timeout: float,
-    source_address: tuple[str, int] | None = None,
-) -> socket.socket:
-    """Connect ``sock`` to ``address`` within ``timeout`` seconds (from
-    ``source_address`` if given); it is closed if that fails."""
+    """A socket connected to the Unix socket at ``path``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
-        if source_address is not None:
-            sock.bind(source_address)
-        sock.connect(address)
+        sock.connect(path)
     except BaseException:
         sock.close()
         raise
