@@ -33,6 +33,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import AsyncIterable
+from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -523,7 +524,11 @@ class AsyncConnection:
     async def _send_body(self, exchange: AsyncExchange) -> None:
         self._in_body = True
         try:
-            await self._send_body_chunks(exchange)
+            # In a task made in the caller's context: the body's iterator is
+            # the caller's code, and reads its context variables. Cancelling
+            # the writer cancels it too.
+            context = exchange.body_context or copy_context()
+            await context.run(self._loop.create_task, self._send_body_chunks(exchange))
         finally:
             self._in_body = False
 

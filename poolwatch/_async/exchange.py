@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable
+from contextvars import copy_context
 from typing import TypeVar
 
 from .._core.exchange import Exchange as CoreExchange
@@ -100,6 +101,7 @@ class AsyncExchange(CoreExchange):
     parked reader."""
 
     __slots__ = (
+        "body_context",
         "go_ahead",
         "head_ready",
         "head_timer",
@@ -127,6 +129,9 @@ class AsyncExchange(CoreExchange):
         self.write_done: asyncio.Future[None] | None = None
         self.head_timer: asyncio.TimerHandle | None = None  # the response-header limit
         self.write_started = False  # set by the writer before its first byte
+        # A streamed body is produced by a task of its own, in the context
+        # variables of the caller that made the request.
+        self.body_context = None if isinstance(request.body, bytes | None) else copy_context()
 
     def head_delivered(self) -> None:
         """Wake the caller waiting in :meth:`AsyncConnection.round_trip`."""

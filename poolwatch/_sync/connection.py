@@ -64,6 +64,7 @@ import select
 import socket
 import threading
 import time
+from contextvars import copy_context
 from typing import TYPE_CHECKING, Any, cast
 
 import h11
@@ -136,7 +137,14 @@ class Exchange(CoreExchange):
     exchange state plus the one-shot locks that wake the caller, the writer
     and the parked reader."""
 
-    __slots__ = ("go_ahead", "head_ready", "hold_wake", "reader_parked", "write_done")
+    __slots__ = (
+        "body_context",
+        "go_ahead",
+        "head_ready",
+        "hold_wake",
+        "reader_parked",
+        "write_done",
+    )
 
     def __init__(
         self,
@@ -154,6 +162,9 @@ class Exchange(CoreExchange):
         self.reader_parked = OneShot(events)  # released once: the reader may go on
         self.go_ahead = _locked()  # released by the reader: 100 or a final head
         self.write_done = _locked()  # released once by the writer
+        # A streamed body is produced on the writer's thread, in the context
+        # variables of the caller that made the request.
+        self.body_context = None if isinstance(request.body, bytes | None) else copy_context()
 
     def head_delivered(self) -> None:
         """Wake the caller waiting in :meth:`Connection.round_trip`, unless
@@ -650,7 +661,7 @@ class Connection:
             if request.expects_continue and not self._may_send_body(exchange):
                 more = False  # the server answered and will close: skip it
             if more:
-                self._send_body(request)
+                self._send_body(exchange)
         except BaseException as exc:
             self._write_failed(exchange, exc)
             return
@@ -659,20 +670,22 @@ class Connection:
         exchange.write_done.release()
         self._transport._emit("wrote_request", self, exchange)
 
-    def _send_body(self, request: Request) -> None:
+    def _send_body(self, exchange: Exchange) -> None:
         """Send the request body as its iterator or file yields it, then its
-        end. Those are the caller's code and may block for as long as they
-        like: ``_in_body`` says the writer is inside them, so that a close
-        does not wait for it (see :meth:`join`); once the connection is
-        closing they are not called again."""
+        end. Those are the caller's code, run in the caller's context
+        variables, and may block for as long as they like: ``_in_body``
+        says the writer is inside them, so that a close does not wait for
+        it (see :meth:`join`); once the connection is closing they are not
+        called again."""
         proto = self._proto
-        chunks = request.body_chunks()
+        chunks = exchange.request.body_chunks()
+        context = exchange.body_context or copy_context()
         while True:
             self._in_body = True  # before the check: see join()
             try:
                 if self.closing:
                     raise BrokenPipeError(errno.EPIPE, "the connection was closed")
-                chunk = next(chunks, None)
+                chunk = context.run(next, chunks, None)
             finally:
                 self._in_body = False
             if chunk is None:
