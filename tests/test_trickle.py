@@ -1,6 +1,6 @@
 """R17 against a server that trickles its response a byte at a time: the
 read timeout is between body bytes, the response-header timeout is for the
-whole head."""
+whole head (started again by each interim response)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import threading
 import pytest
 
 import poolwatch
+from tests.async_support import assert_at_rest as async_assert_at_rest
+from tests.async_support import run
 from tests.conftest import assert_at_rest
 from tests.servers import ServerConnection, raw_server
 
@@ -61,3 +63,52 @@ def test_response_header_timeout_is_not_reset_by_trickling() -> None:
             assert stats.requests == 0
         finally:
             stop.set()
+
+
+def _processing(stop: threading.Event, interims: int) -> object:
+    """A server that answers ``102 Processing`` ``interims`` times, PACE
+    apart, then 200 (a slow job keeping its client waiting)."""
+
+    def serve(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        for _ in range(interims):
+            if stop.wait(0.1):
+                return
+            conn.sock.sendall(b"HTTP/1.1 102 Processing\r\n\r\n")
+        if stop.wait(0.1):
+            return
+        conn.sock.sendall(HEAD + BODY)
+        conn.recv_request_head()
+
+    return serve
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_interim_response_starts_the_response_header_limit_again(kind: str) -> None:
+    """``102 Processing`` every 0.1 s for 0.6 s, then the response: each
+    interim response starts the 0.25 s limit again (R17), so the request
+    succeeds although the whole head took longer than the limit."""
+    stop = threading.Event()
+    limit = poolwatch.Timeout(response_header=0.25)
+    with raw_server(_processing(stop, interims=5)) as srv:
+        try:
+            if kind == "sync":
+                with poolwatch.Transport() as transport:
+                    response = transport.request("GET", srv.url(), timeout=limit)
+                    assert response.read() == BODY
+                    timings = response.timings
+                    assert_at_rest(transport)
+            else:
+
+                async def main() -> poolwatch.Timings:
+                    async with poolwatch.AsyncTransport() as transport:
+                        response = await transport.request("GET", srv.url(), timeout=limit)
+                        assert await response.read() == BODY
+                        await async_assert_at_rest(transport)
+                        return response.timings
+
+                timings = run(main)
+        finally:
+            stop.set()
+    assert timings.response_head is not None and timings.request_written is not None
+    assert timings.response_head - timings.request_written > 0.5

@@ -201,6 +201,11 @@ class AsyncConnection:
             if exchange.state != WAITING:
                 return
             limit = exchange.timeout.response_header
+            assert limit is not None and exchange.written_at is not None
+            left = exchange.written_at + limit - self._loop.time()
+            if left > 0:  # an interim response came meanwhile
+                exchange.head_timer = self._loop.call_later(left, self._head_timed_out, exchange)
+                return
             exchange.fail_locked(
                 request_error(
                     exchange.request,

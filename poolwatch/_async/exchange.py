@@ -142,6 +142,11 @@ class AsyncExchange(CoreExchange):
         self.marks["got_100"] = self.head_ready.get_loop().time()
         wake(self.go_ahead)
 
+    def interim_received(self) -> None:
+        """Start the response-header limit again: its timer, when it
+        fires, reckons the deadline from ``written_at``."""
+        self.written_at = self.head_ready.get_loop().time()
+
     def release_reader(self) -> None:
         """Let the parked reader go on; harmless if already released, and
         remembered if it has not parked yet."""

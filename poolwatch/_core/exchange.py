@@ -150,7 +150,8 @@ class Exchange:
         self.error: BaseException | None = None
         self.write_finished = False  # set by the writer
         self.write_error: BaseException | None = None  # set by the writer
-        self.written_at: float | None = None  # set by the writer
+        # Set by the writer; moved on by the reader at each interim response.
+        self.written_at: float | None = None
         self.leaked = False  # set by the garbage collector's finaliser
         self.bytes_read = 0  # owned by the body owner
         # Set by the reader: the whole body arrived with the head, so the
@@ -165,6 +166,13 @@ class Exchange:
     def continue_received(self) -> None:
         """A ``100 Continue`` arrived: mark the time and let the writer send
         the body (R15). Each I/O layer says how."""
+        raise NotImplementedError
+
+    def interim_received(self) -> None:
+        """An interim response (``1xx`` but ``101``) arrived after the request
+        was written: the response-header limit starts again from now (R17),
+        as a ``102 Processing`` is sent to keep a client waiting. Each I/O
+        layer says how."""
         raise NotImplementedError
 
     def fail_locked(self, error: BaseException) -> bool:
@@ -379,6 +387,8 @@ class ClientProtocol:
                     raise h11.RemoteProtocolError("101 Switching Protocols to a plain request")
                 if event.status_code == 100 and exchange.request.expects_continue:
                     exchange.continue_received()
+                if exchange.written_at is not None:
+                    exchange.interim_received()
                 continue
             if event is h11.NEED_DATA:
                 return None

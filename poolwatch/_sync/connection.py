@@ -177,6 +177,11 @@ class Exchange(CoreExchange):
         self.marks["got_100"] = time.monotonic()
         _release_once(self.go_ahead)
 
+    def interim_received(self) -> None:
+        """Start the response-header limit again: the waiting caller
+        reckons its deadline from ``written_at``."""
+        self.written_at = time.monotonic()
+
     def release_reader(self) -> None:
         """Let the parked reader go on; harmless if already released."""
         self.reader_parked.release()
