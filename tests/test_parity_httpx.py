@@ -284,12 +284,26 @@ def stall_mid_body(c: Client, env: Env, obs: Observation) -> None:
         list(chunks)
 
 
-def pool_timeout(c: Client, env: Env, obs: Observation) -> None:
+def pool_zero(c: Client, env: Env, obs: Observation) -> None:
+    """``pool=0``: never wait for a connection. A free one is taken; with
+    none free, the pool times out at once."""
+    obs["free"] = c.get(env.url("/bytes/3"), timeout=httpx.Timeout(5, pool=0)).content
+    pool_timeout(c, env, obs, pool=0)
+
+
+async def async_pool_zero(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
+    """``pool=0``, as :func:`pool_zero`."""
+    response = await c.get(env.url("/bytes/3"), timeout=httpx.Timeout(5, pool=0))
+    obs["free"] = response.content
+    await async_pool_timeout(c, env, obs, pool=0)
+
+
+def pool_timeout(c: Client, env: Env, obs: Observation, pool: float = SHORT) -> None:
     """With one connection allowed and held by an open response, a second
     request waits for the pool, then times out."""
     with c.stream("GET", env.url("/bytes/10")) as first:
         try:
-            c.get(env.url("/"), timeout=httpx.Timeout(5, pool=SHORT))
+            c.get(env.url("/"), timeout=httpx.Timeout(5, pool=pool))
         except httpx.HTTPError as exc:
             obs["second"] = type(exc)
         obs["first"] = first.read()
@@ -680,6 +694,12 @@ CASES: list[Case[Client]] = [
         options=lambda env: {"limits": httpx.Limits(max_connections=1)},
     ),
     case(
+        "timeout-pool-zero",
+        pool_zero,
+        {"free": b"xxx", "second": httpx.PoolTimeout, "first": b"x" * 10, "connections": 1},
+        options=lambda env: {"limits": httpx.Limits(max_connections=1)},
+    ),
+    case(
         "limits-keepalive-expiry-zero",
         steps("/inspect", "/inspect"),
         {"steps": [(200, JSON_GET)] * 2, "connections": 2},
@@ -983,11 +1003,13 @@ async def async_joined(c: httpx.AsyncClient, env: Env, obs: Observation) -> None
         obs["status"] = resp.status_code
 
 
-async def async_pool_timeout(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
+async def async_pool_timeout(
+    c: httpx.AsyncClient, env: Env, obs: Observation, pool: float = SHORT
+) -> None:
     """One connection allowed and held: a second request times out in the pool."""
     async with c.stream("GET", env.url("/bytes/10")) as first:
         try:
-            await c.get(env.url("/"), timeout=httpx.Timeout(5, pool=SHORT))
+            await c.get(env.url("/"), timeout=httpx.Timeout(5, pool=pool))
         except httpx.HTTPError as exc:
             obs["second"] = type(exc)
         obs["first"] = await first.aread()
@@ -1079,6 +1101,12 @@ ASYNC_CASES: list[Case[AsyncBridge]] = [
         "async-timeout-pool",
         native(async_pool_timeout),
         {"second": httpx.PoolTimeout, "first": b"x" * 10},
+        options=lambda env: {"limits": httpx.Limits(max_connections=1)},
+    ),
+    Case[AsyncBridge](
+        "async-timeout-pool-zero",
+        native(async_pool_zero),
+        {"free": b"xxx", "second": httpx.PoolTimeout, "first": b"x" * 10},
         options=lambda env: {"limits": httpx.Limits(max_connections=1)},
     ),
     Case[AsyncBridge](

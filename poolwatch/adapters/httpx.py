@@ -15,6 +15,7 @@ tears it down (R5). Errors are httpx's own exception types.
 
 from __future__ import annotations
 
+import math
 import os
 import ssl
 import weakref
@@ -86,13 +87,28 @@ def request_timeout(request: httpx.Request, default: Timeout) -> Timeout:
     except TypeError:  # an unhashable value: checked and refused below
         limits = None
     if limits is None:
-        connect, read, write, pool = key
+        connect, read, write, pool = map(_limit, key)
         limits = Timeout(connect=connect, write=write, response_header=read, read=read, pool=pool)
         if len(_TIMEOUTS) >= _MAX_TIMEOUTS:
             _TIMEOUTS.clear()
         _TIMEOUTS[key] = limits
     return limits
 
+
+def _limit(value: Any) -> Any:
+    """One of httpx's limits as poolwatch takes it: infinity is none (as
+    httpx's asyncio backend has it); zero or less is a limit already
+    reached (``pool=0``: never wait for a connection), which raises
+    httpx's timeout exception for whatever has to wait."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value == math.inf:
+            return None
+        if value <= 0:
+            return _REACHED
+    return value
+
+
+_REACHED = 1e-9  # the least limit poolwatch takes: any wait exceeds it
 
 # The Timeout for each set of values seen: a client passes one or a few, so
 # this spares building one per request. A caller making up a new set per
