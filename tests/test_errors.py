@@ -1030,6 +1030,43 @@ def test_stale_reused_connection(method: str, headers: dict[str, str], replayabl
         assert server.accepted == 2
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_retried_call_is_timed_from_the_call(kind: str) -> None:
+    """R13: the time a request spent on the stale connection before its
+    retry counts in its durations: ``Timings`` and ``body_done``'s
+    ``elapsed`` run from the call, not from the retry."""
+
+    def slow_hang_up(script: Script, conn: ServerConnection) -> None:
+        script.serve_ok(conn, count=1)
+        script.read_head(conn)
+        script.finished.wait(0.3)  # a stale connection slow to fail, then closed
+
+    log = EventLog()
+    with scripted(slow_hang_up) as (server, _):
+        if kind == "sync":
+            with poolwatch.Transport() as t:
+                t.add_listener(log)
+                assert t.request("GET", server.url("/first")).read() == b"ok"
+                with t.request("GET", server.url("/stale")) as resp:
+                    resp.read()
+                timings = resp.timings
+                assert assert_at_rest(t).retries == 1
+        else:
+
+            async def main() -> poolwatch.Timings:
+                async with poolwatch.AsyncTransport() as t:
+                    t.add_listener(log)
+                    assert await (await t.request("GET", server.url("/first"))).read() == b"ok"
+                    resp = await t.request("GET", server.url("/stale"))
+                    await resp.read()
+                    assert (await async_support.assert_at_rest(t)).retries == 1
+                    return resp.timings
+
+            timings = async_support.run(main)
+    assert timings.body_done is not None and timings.body_done >= 0.3
+    assert log.named("body_done")[-1].data["elapsed"] >= 0.3
+
+
 def test_fresh_connection_is_never_retried() -> None:
     """R13: a GET failing on a freshly dialled connection is not retried,
     even though GET is replayable: the failure is raised at once."""

@@ -213,9 +213,13 @@ class AsyncTransport:
         limits = Timeout.coerce(timeout, self.timeout)
         call_site = capture_call_site(self.call_site_depth)
         retries = 0
+        started = 0.0
         try:
             while True:
                 exchange = AsyncExchange(request, limits, call_site, listener, loop)
+                if retries:  # durations run from the call, not from this attempt
+                    exchange.marks["start"] = started
+                started = exchange.marks["start"]
                 conn = await self._get_connection(exchange, loop)
                 exchange.marks["got_conn"] = loop.time()
                 if self._listeners or listener is not None:

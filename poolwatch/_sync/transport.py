@@ -237,9 +237,13 @@ class Transport:
         if not self._late_leaks.empty():
             self._settle_late_leaks()
         retries = 0
+        started = 0.0
         try:
             while True:
                 exchange = Exchange(request, limits, call_site, listener, self._events)
+                if retries:  # durations run from the call, not from this attempt
+                    exchange.marks["start"] = started
+                started = exchange.marks["start"]
                 conn = self._get_connection(exchange)
                 try:
                     exchange.marks["got_conn"] = time.monotonic()
