@@ -60,8 +60,11 @@ sys.path.insert(0, {root!r})
 import poolwatch
 from tests.servers import http_server
 
+heard = []
+
 async def main(url):
     t = poolwatch.AsyncTransport()
+    t.add_listener(lambda event: heard.append(event.name))
     return t, await t.request("GET", url)
 
 def leak_warnings(holder):
@@ -78,6 +81,7 @@ with http_server() as srv:
     outcome, holder = resp.outcome, [resp]
     del resp
     print("after run:", outcome, leak_warnings(holder))
+    print("heard:", heard.count("leak_detected"), heard.count("body_done"))
     # A loop closed with its tasks still pending: the body is still open.
     loop = asyncio.new_event_loop()
     t, resp = loop.run_until_complete(main(srv.url("/stream")))
@@ -91,7 +95,8 @@ with http_server() as srv:
 def test_finaliser_after_the_loop_closed() -> None:
     """Dropped after the loop is gone: nothing raises from the finaliser.
     After asyncio.run() the body already ended as leaked (the run cancelled
-    its workers with the body still open); after a bare loop.close() it is
+    its workers with the body still open), and ``leak_detected`` was heard;
+    after a bare loop.close() it is
     still open, and the warning comes. In a subprocess: the transport is left unclosed."""
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(SCRIPT.format(root=str(ROOT)))],
@@ -102,6 +107,7 @@ def test_finaliser_after_the_loop_closed() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "after run: leaked 0" in done.stdout
+    assert "heard: 1 0" in done.stdout  # leak_detected, not body_done (R19)
     assert "after close: None 1" in done.stdout
     assert "Exception ignored" not in done.stderr
 

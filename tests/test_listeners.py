@@ -177,3 +177,40 @@ def test_a_coroutine_listener_is_refused(server: HTTPServer, listener: Any) -> N
         with pytest.raises(TypeError, match="never awaited"):
             t.request("GET", server.url(), listener=listener)
         assert t.request("GET", server.url()).read() == b"hello world!\n"
+
+
+@pytest.mark.parametrize("path", ["/bytes/100", "/bytes/1000000"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_body_the_transport_close_ends_is_heard_once(
+    server: HTTPServer, kind: str, path: str
+) -> None:
+    """R14, R19: a body still open when its transport closes ends
+    ``errored``, and ``body_done`` says so, once, also after a read of it
+    has raised."""
+    heard: list[poolwatch.Event] = []
+    if kind == "sync":
+        t = poolwatch.Transport()
+        t.add_listener(heard.append)
+        resp = t.request("GET", server.url(path))
+        t.close()
+        with pytest.raises(poolwatch.ReadError):
+            resp.read()
+        resp.close()
+        stats = t.stats()
+    else:
+
+        async def main() -> poolwatch.PoolStats:
+            t = poolwatch.AsyncTransport()
+            t.add_listener(heard.append)
+            resp = await t.request("GET", server.url(path))
+            await t.aclose()
+            with pytest.raises(poolwatch.ReadError):
+                await resp.read()
+            await resp.aclose()
+            return t.stats()
+
+        stats = async_support.run(main)
+    done = [event for event in heard if event.name == "body_done"]
+    assert [(e.data["outcome"], e.data["reused"]) for e in done] == [("errored", False)]
+    assert done[0].data["elapsed"] >= 0
+    assert (stats.bodies_errored, stats.open_bodies) == (1, 0)

@@ -408,9 +408,11 @@ class AsyncConnection:
             self.closing = True
             # A reason found first (by the reader, say) is kept.
             self.close_reason = self.close_reason or reason
-            decision = transport._book.closed_locked(self)
             exchange = self.exchange
-            leaked = exchange is not None and exchange.outcome == "leaked"
+            in_body = exchange is not None and exchange.state == BODY
+            decision = transport._book.closed_locked(self)
+            # The close ended the body: errored, or leaked at the loop's end.
+            ended = in_body and exchange is not None and exchange.outcome is not None
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -423,16 +425,34 @@ class AsyncConnection:
             if writer is not asyncio.current_task():
                 writer.cancel()
         if exchange is not None:
-            if leaked and reason == "loop_shutdown":
-                leak_logger.warning(
-                    "response to %s %s was left open as its event loop shut down; "
-                    "request made at:\n%s",
-                    exchange.request.method,
-                    exchange.request.url,
-                    exchange.call_site.format(),
-                )
+            if ended:
+                self._body_ended_by_close(exchange)
             exchange.release_reader()
         transport._act(decision)
+
+    def _body_ended_by_close(self, exchange: AsyncExchange) -> None:
+        """Report a body this connection's close ended: ``errored`` (the
+        transport closed under it), or ``leaked`` (left open as the event
+        loop shut down, R6)."""
+        exchange.marks["body_done"] = self._loop.time()
+        if exchange.outcome != "leaked":
+            self._emit_body_done(exchange, "errored", reused=False)
+            return
+        request = exchange.request
+        leak_logger.warning(
+            "response to %s %s was left open as its event loop shut down; request made at:\n%s",
+            request.method,
+            request.url,
+            exchange.call_site.format(),
+        )
+        if self._listening(exchange):
+            self._transport._emit(
+                "leak_detected",
+                self,
+                exchange,
+                method=request.method,
+                call_site=exchange.call_site,
+            )
 
     def _abort(self) -> None:
         transport = self._writer.transport

@@ -531,10 +531,16 @@ class Connection:
                 self.closing = True
                 # A reason found first (by the reader, say) is kept.
                 self.close_reason = self.close_reason or reason
-                decision = transport._book.closed_locked(self)
                 exchange = self.exchange
+                in_body = exchange is not None and exchange.state == BODY
+                decision = transport._book.closed_locked(self)
+                ended = in_body and exchange is not None and exchange.state == DONE
             else:
-                decision, exchange = None, None
+                decision, exchange, ended = None, None, False
+        if ended:
+            assert exchange is not None and exchange.outcome is not None
+            exchange.marks["body_done"] = time.monotonic()
+            self._emit_body_done(exchange, exchange.outcome, reused=False)
         if decision is not None:
             if self.upgraded is None:
                 try:
