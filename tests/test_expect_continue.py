@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 import poolwatch
+from tests.async_support import run
 from tests.conftest import assert_at_rest
 from tests.servers import ServerConnection, raw_server
 
 BODY = b"b" * 5000
 EXPECT = {"Expect": "100-continue"}
+WAIT = 5.0  # generous for a loopback round trip; the test fails at it
 
 
 def _read_body(conn: ServerConnection, head: bytes) -> bytes:
@@ -39,6 +43,42 @@ def test_body_sent_after_100() -> None:
         assert bodies == [BODY, BODY]
         assert seen.count("got_100_continue") == 2
         assert assert_at_rest(t).connections_opened == 1
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_got_100_continue_is_heard_as_the_100_arrives(kind: str) -> None:
+    """R19: ``got_100_continue`` comes when the ``100 Continue`` does, not
+    with the final response: the server sends its 200 only once the test
+    has heard it."""
+    heard = threading.Event()
+    answered_first: list[bool] = []
+
+    def server(conn: ServerConnection) -> None:
+        head = conn.recv_request_head()
+        conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        _read_body(conn, head)
+        answered_first.append(not heard.wait(WAIT))
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    def listener(event: poolwatch.Event) -> None:
+        if event.name == "got_100_continue":
+            heard.set()
+
+    with raw_server(server) as srv:
+        if kind == "sync":
+            with poolwatch.Transport(expect_continue_timeout=30) as t:
+                t.add_listener(listener)
+                assert t.request("POST", srv.url(), headers=EXPECT, body=BODY).read() == b"ok"
+        else:
+
+            async def main() -> None:
+                async with poolwatch.AsyncTransport(expect_continue_timeout=30) as t:
+                    t.add_listener(listener)
+                    resp = await t.request("POST", srv.url(), headers=EXPECT, body=BODY)
+                    assert await resp.read() == b"ok"
+
+            run(main)
+    assert answered_first == [False]
 
 
 def test_final_response_with_close_skips_the_body() -> None:

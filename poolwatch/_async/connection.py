@@ -662,6 +662,7 @@ class AsyncConnection:
         done. Returns whether the connection lives on."""
         proto = self._proto
         first = True
+        told_100 = False
         received = 0
         while True:
             if isinstance(data, OSError) or not data:
@@ -679,9 +680,11 @@ class AsyncConnection:
             except RemoteProtocolError as error:
                 self._fail_exchange(exchange, error)
                 return False
+            if not told_100 and "got_100" in exchange.marks:
+                # As it arrives: the writer sends the body meanwhile (R15).
+                self._transport._emit("got_100_continue", self, exchange)
+                told_100 = True
             if head is not None:
-                if "got_100" in exchange.marks:
-                    self._transport._emit("got_100_continue", self, exchange)
                 return await self._deliver_head(exchange, head)
             data = await self._recv()
 

@@ -882,6 +882,7 @@ class Connection:
         done. Returns whether the connection lives on."""
         proto = self._proto
         first = True
+        told_100 = False
         received = 0
         while True:
             if isinstance(data, OSError) or not data:
@@ -901,9 +902,11 @@ class Connection:
                 self._fail_exchange(exchange, error)
                 self._wake = exchange.head_ready  # after the close
                 return False
+            if not told_100 and "got_100" in exchange.marks:
+                # As it arrives: the writer sends the body meanwhile (R15).
+                self._transport._emit("got_100_continue", self, exchange)
+                told_100 = True
             if head is not None:
-                if "got_100" in exchange.marks:
-                    self._transport._emit("got_100_continue", self, exchange)
                 return self._deliver_head(exchange, head)
             try:
                 data = self._recv_head(self._head_wait)
