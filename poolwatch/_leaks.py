@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import dataclass
 from types import CodeType, FrameType
+from typing import Any, NamedTuple
 
 __all__ = ["CallSite", "OpenBody", "capture_call_site", "skip_module_directory"]
 
@@ -37,8 +38,13 @@ class CallSite:
 
     __slots__ = ("_raw",)
 
-    def __init__(self, raw: tuple[tuple[CodeType, int], ...]) -> None:
+    def __init__(self, raw: tuple[tuple[CodeType | _Code, int], ...]) -> None:
         self._raw = raw
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Code objects cannot be pickled: a copy (for a leak_detected event
+        # sent to another process) keeps the names only.
+        return (_from_frames, (self.frames,))
 
     @property
     def frames(self) -> tuple[tuple[str, int, str], ...]:
@@ -63,6 +69,18 @@ class CallSite:
     def format(self) -> str:
         """Every recorded frame, one per line, innermost first."""
         return "\n".join(f"  {f}:{n} in {fn}" for f, n, fn in self.frames)
+
+
+class _Code(NamedTuple):
+    """What a call site reads of a code object, for one rebuilt from a copy."""
+
+    co_filename: str
+    co_name: str
+
+
+def _from_frames(frames: tuple[tuple[str, int, str], ...]) -> CallSite:
+    """A call site unpickled, from its frames."""
+    return CallSite(tuple((_Code(name, function), line) for name, line, function in frames))
 
 
 _UNKNOWN = CallSite(())

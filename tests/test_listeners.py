@@ -5,6 +5,7 @@ reads alike, as no listener can change them."""
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import pickle
 import socket
@@ -142,12 +143,21 @@ def test_async_call_that_raises_is_counted_and_heard() -> None:
 
 def test_events_pickle_and_copy(server: HTTPServer) -> None:
     """An event goes to another process (a multiprocessing queue) or a deep
-    copy whole, its details read-only again."""
+    copy whole, its details read-only again; a leak's call site with its
+    file, line and function names."""
     events: list[poolwatch.Event] = []
     with poolwatch.Transport() as t:
         t.add_listener(events.append)
         t.request("GET", server.url()).read()
-    assert events
+        with pytest.warns(poolwatch.LeakWarning):
+            t.request("GET", server.url("/stream"))  # dropped unread: leaked
+            gc.collect()
+        t.settle()
+    leaks = [event for event in events if event.name == "leak_detected"]
+    assert len(leaks) == 1
+    site = pickle.loads(pickle.dumps(leaks[0])).data["call_site"]
+    assert str(site) == str(leaks[0].data["call_site"])
+    assert "test_listeners.py" in site.format()
     for event in events:
         for copied in (pickle.loads(pickle.dumps(event)), copy.deepcopy(event)):
             assert copied == event
