@@ -83,13 +83,27 @@ _failed_ids: set[int] = set()  # those that cannot be held weakly
 
 
 def dispatch(listeners: tuple[Listener, ...], event: Event) -> None:
-    """Call each listener; log (once per listener) and swallow what it raises."""
+    """Call each listener; log (once per listener) and swallow what it
+    raises, a ``BaseException`` too (a test's ``pytest.fail()``: on a
+    worker it would end the worker), but ``KeyboardInterrupt`` and
+    ``SystemExit``."""
     for listener in listeners:
         try:
             listener(event)
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
             if _first_failure(listener):
                 logger.exception("poolwatch listener %r raised; ignored", listener)
+
+
+def without(listeners: tuple[Listener, ...], listener: Listener) -> tuple[Listener, ...]:
+    """``listeners`` less the first one equal to ``listener`` (``obj.method``
+    makes a new bound method each time, equal to the one added)."""
+    for index, candidate in enumerate(listeners):
+        if candidate == listener:
+            return listeners[:index] + listeners[index + 1 :]
+    return listeners
 
 
 def _first_failure(listener: Listener) -> bool:

@@ -81,6 +81,48 @@ def test_each_failing_listener_is_logged_once(
     ]
 
 
+class _Outcome(BaseException):
+    """What ``pytest.fail()`` raises: not an ``Exception``."""
+
+
+@pytest.mark.parametrize("name", ["got_first_response_byte", "body_done"])
+def test_a_listener_raising_a_base_exception_is_logged_too(
+    server: HTTPServer, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """A listener raising a ``BaseException`` (a test's ``pytest.fail()``),
+    on a worker or on the caller's thread, is logged and ignored like any
+    other: the request and its body are as if it had not raised."""
+
+    def failing(event: poolwatch.Event) -> None:
+        if event.name == name:
+            raise _Outcome(f"failed on {name}")
+
+    with poolwatch.Transport() as t, caplog.at_level(logging.ERROR, "poolwatch"):
+        t.add_listener(failing)
+        assert t.request("GET", server.url()).read() == b"hello world!\n"
+        stats = t.stats()
+    assert (stats.bodies_drained, stats.bodies_closed_early) == (1, 0)
+    logged = [r for r in caplog.records if "raised; ignored" in r.getMessage()]
+    assert [str(r.exc_info[1]) for r in logged if r.exc_info] == [f"failed on {name}"]
+
+
+def test_a_listener_added_twice_is_removed_once(server: HTTPServer) -> None:
+    """``remove_listener`` takes back one addition: added twice, removed
+    once, it is still called once per event."""
+    recorder = Recorder()
+    with poolwatch.Transport() as t:
+        t.add_listener(recorder.observe)
+        t.add_listener(recorder.observe)
+        t.remove_listener(recorder.observe)
+        t.request("GET", server.url()).read()
+        heard = list(recorder.names)
+        t.remove_listener(recorder.observe)
+        t.remove_listener(recorder.observe)  # no longer there: nothing to do
+        t.request("GET", server.url()).read()
+    assert heard and len(heard) == len(set(heard))  # once each
+    assert recorder.names == heard
+
+
 def test_event_details_are_read_only(server: HTTPServer) -> None:
     """A listener cannot change what the next listener reads."""
     seen: list[Any] = []

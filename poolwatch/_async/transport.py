@@ -26,7 +26,7 @@ from .._core.socks import SocksError, SocksHandshake
 from .._core.stats import PoolStats
 from .._core.tls import offer_http11
 from .._core.tunnel import TunnelHandshake
-from .._events import Listener
+from .._events import Listener, without
 from .._exceptions import (
     ConnectError,
     ConnectTimeout,
@@ -579,12 +579,15 @@ class AsyncTransport:
         """Call ``listener(event)`` for every :class:`~poolwatch.Event` (R19),
         on the event loop."""
         check_listener(listener)
-        self._listeners = (*self._listeners, listener)
+        with self._lock:  # two threads adding at once both get theirs in
+            self._listeners = (*self._listeners, listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener`` (one equal to it: ``obj.method`` makes a
-        new bound method each time, equal to the one added)."""
-        self._listeners = tuple(x for x in self._listeners if x != listener)
+        """Stop calling ``listener``: the first added that is equal to it
+        (``obj.method`` makes a new bound method each time, equal to the one
+        added); one added twice is called once fewer."""
+        with self._lock:
+            self._listeners = without(self._listeners, listener)
 
     def stats(self) -> PoolStats:
         """An immutable snapshot: totals and a per-origin breakdown (R18);

@@ -24,7 +24,7 @@ from .._core.failures import connect_error, dial_error
 from .._core.handle import close_when_dropped, new_handle
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.stats import PoolStats
-from .._events import Listener
+from .._events import Listener, without
 from .._exceptions import (
     ConnectError,
     ConnectTimeout,
@@ -522,12 +522,15 @@ class Transport:
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every :class:`~poolwatch.Event` (R19)."""
         check_listener(listener)
-        self._listeners = (*self._listeners, listener)
+        with self._lock:  # two threads adding at once both get theirs in
+            self._listeners = (*self._listeners, listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        """Stop calling ``listener`` (one equal to it: ``obj.method`` makes a
-        new bound method each time, equal to the one added)."""
-        self._listeners = tuple(x for x in self._listeners if x != listener)
+        """Stop calling ``listener``: the first added that is equal to it
+        (``obj.method`` makes a new bound method each time, equal to the one
+        added); one added twice is called once fewer."""
+        with self._lock:
+            self._listeners = without(self._listeners, listener)
 
     def _settle_late_leaks(self) -> None:
         """Count the queued leaks whose connection is closing: its reader may
