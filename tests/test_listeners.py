@@ -15,7 +15,7 @@ import pytest
 
 import poolwatch
 from tests import async_support
-from tests.servers import HTTPServer
+from tests.servers import HTTPServer, ServerConnection, raw_server
 
 
 class Recorder:
@@ -266,3 +266,37 @@ def test_a_body_the_transport_close_ends_is_heard_once(
     assert [(e.data["outcome"], e.data["reused"]) for e in done] == [("errored", False)]
     assert done[0].data["elapsed"] >= 0
     assert (stats.bodies_errored, stats.open_bodies) == (1, 0)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_errored_body_closes_its_connection_for_the_same_reason(kind: str) -> None:
+    """R19: a body cut short ends ``errored``, and both transports close its
+    connection for that reason."""
+
+    def cut_short(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        conn.sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+
+    heard: list[poolwatch.Event] = []
+    with raw_server(cut_short) as srv:
+        if kind == "sync":
+            with poolwatch.Transport() as t:
+                t.add_listener(heard.append)
+                with pytest.raises(poolwatch.RemoteProtocolError):
+                    t.request("GET", srv.url()).read()
+                t.settle()
+        else:
+
+            async def main() -> None:
+                async with poolwatch.AsyncTransport() as t:
+                    t.add_listener(heard.append)
+                    with pytest.raises(poolwatch.RemoteProtocolError):
+                        await (await t.request("GET", srv.url())).read()
+                    await t.settle()
+
+            async_support.run(main)
+    ends = [(e.name, e.data.get("outcome", e.data.get("reason"))) for e in heard]
+    assert [end for end in ends if end[0] in ("body_done", "conn_closed")] == [
+        ("body_done", "errored"),
+        ("conn_closed", "errored"),
+    ]

@@ -300,7 +300,7 @@ class AsyncConnection:
                 raise
         reusable = written and self._proto.can_reuse(exchange)
         if not reusable:
-            self.end_body_now(exchange, outcome, outcome if outcome != "drained" else "")
+            self.end_body_now(exchange, outcome)
             if asyncio.current_task() not in self.workers:
                 await self.wait_closed()  # as the thread transport joins its workers
             return
@@ -329,15 +329,16 @@ class AsyncConnection:
                 transport._emit("put_idle_conn", self, exchange)
 
     def end_body_now(self, exchange: AsyncExchange, outcome: str, reason: str = "") -> None:
-        """End the body with ``outcome`` and close the connection (no I/O to
-        wait for: safe in a cancelled task)."""
+        """End the body with ``outcome`` and close the connection, for
+        ``reason`` (by default the outcome, as the thread transport says it);
+        no I/O to wait for: safe in a cancelled task."""
         transport = self._transport
         exchange.marks["body_done"] = self._loop.time()
         self._emit_body_done(exchange, outcome, False)
         with transport._lock:
             if exchange.state == BODY:
                 transport._book.end_body_locked(exchange, outcome)
-        self.close(reason or "not_reusable")
+        self.close(reason or (outcome if outcome != "drained" else "not_reusable"))
 
     def _listening(self, exchange: AsyncExchange) -> bool:
         """Whether anyone listens to events of ``exchange`` (without one, an
