@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import gzip
 import pickle
+import warnings
 import weakref
 from collections.abc import Iterator
 
@@ -268,7 +269,8 @@ def test_a_read_response_pickles_as_httpx_does(body_server: HTTPServer) -> None:
 def test_each_timeout_extension_gives_its_own_limits() -> None:
     """The limits built from a request's ``timeout`` extension are
     remembered per set of values: the same values give the same limits,
-    other values their own, and a bad value is still refused."""
+    other values their own, and a value that is no number of seconds is
+    still refused."""
     from poolwatch.adapters.httpx import request_timeout
 
     default = poolwatch.Timeout()
@@ -284,7 +286,48 @@ def test_each_timeout_extension_gives_its_own_limits() -> None:
     assert limits(connect=1.0, read=2.0, write=3.0, pool=4.0) is first
     other = limits(connect=1.0, read=7.0, write=3.0, pool=None)
     assert (other.read, other.response_header, other.pool) == (7.0, 7.0, None)
-    for bad, error in ((-1.0, ValueError), ([1.0], TypeError)):
+    # As httpx's transports take them: zero or less is a limit already
+    # reached, infinity none.
+    reached = limits(connect=0, read=-1.0, write=float("inf"), pool=0.0)
+    assert (reached.connect, reached.read, reached.write, reached.pool) == (1e-9, 1e-9, None, 1e-9)
+    for bad, error in ((float("nan"), ValueError), ([1.0], TypeError)):
         with pytest.raises(error, match="timeout must be a finite number of seconds > 0"):
             limits(connect=1.0, read=bad, write=None, pool=None)
     assert request_timeout(httpx.Request("GET", "http://127.0.0.1/"), default) is default
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_trace_that_raises_reaches_the_caller(body_server: HTTPServer, kind: str) -> None:
+    """A ``trace`` raising on ``send_request_headers.complete``: the caller
+    gets its exception (the request has gone out by then: the writer's
+    events are passed on from the caller's thread), and the response it
+    never gets is closed, not leaked."""
+    url = body_server.url("/body")
+
+    def trace(name: str, info: dict[str, object]) -> None:
+        if name == "http11.send_request_headers.complete":
+            raise LookupError("from the trace")
+
+    async def async_trace(name: str, info: dict[str, object]) -> None:
+        trace(name, info)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", poolwatch.LeakWarning)
+        if kind == "sync":
+            with HTTPXTransport() as transport, httpx.Client(transport=transport) as client:
+                with pytest.raises(LookupError, match="from the trace"):
+                    client.get(url, extensions={"trace": trace})
+                transport.transport.settle()
+                stats = transport.stats()
+        else:
+
+            async def main() -> poolwatch.PoolStats:
+                async with AsyncHTTPXTransport() as transport:
+                    async with httpx.AsyncClient(transport=transport) as client:
+                        with pytest.raises(LookupError, match="from the trace"):
+                            await client.get(url, extensions={"trace": async_trace})
+                    await transport.transport.settle()
+                    return transport.stats()
+
+            stats = run(main)
+    assert (stats.requests, stats.bodies_leaked, stats.open_bodies) == (1, 0, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -408,6 +409,43 @@ def traced(c: Client, env: Env, obs: Observation) -> None:
         c.get(env.url("/inspect"), extensions={"trace": trace}).read()
     finally:
         obs["trace"] = {"heads": heads, "failed": failed}
+
+
+def trace_details(c: Client, env: Env, obs: Observation) -> None:
+    """The ``trace`` extension's details, as httpcore gives them: each
+    event's keys, each heard on the caller's thread, where the new
+    connection goes and comes from."""
+    heard: list[tuple[str, list[str], bool]] = []
+    caller = threading.get_ident()
+
+    def trace(name: str, info: dict[str, Any]) -> None:
+        heard.append((name, sorted(info), threading.get_ident() == caller))
+        if name == "connection.connect_tcp.started":
+            obs["dial"] = (info["host"], info["timeout"], info["local_address"])
+        elif name == "connection.connect_tcp.complete":
+            obs["from"] = info["return_value"].get_extra_info("client_addr")[0]
+
+    c.get(env.url("/"), extensions={"trace": trace}, timeout=4.0).read()
+    obs["trace"] = heard
+
+
+TRACED = [
+    (
+        "connection.connect_tcp.started",
+        ["host", "local_address", "port", "socket_options", "timeout"],
+    ),
+    ("connection.connect_tcp.complete", ["return_value"]),
+    ("http11.send_request_headers.started", ["request"]),
+    ("http11.send_request_headers.complete", ["return_value"]),
+    ("http11.send_request_body.started", ["request"]),
+    ("http11.send_request_body.complete", ["return_value"]),
+    ("http11.receive_response_headers.started", ["request"]),
+    ("http11.receive_response_headers.complete", ["return_value"]),
+    ("http11.receive_response_body.started", ["request"]),
+    ("http11.receive_response_body.complete", ["return_value"]),
+    ("http11.response_closed.started", []),
+    ("http11.response_closed.complete", ["return_value"]),
+]
 
 
 # -- the table -------------------------------------------------------------------
@@ -827,6 +865,15 @@ CASES: list[Case[Client]] = [
         serve=serve_raw(reply_and_close(b"HTTP/1.0 200 OK\r\nX-A: 1\r\n\r\n")),
     ),
     case(
+        "tracing-details",
+        trace_details,
+        {
+            "trace": [(name, keys, True) for name, keys in TRACED],
+            "dial": ("127.0.0.1", 4.0, None),
+            "from": "127.0.0.1",
+        },
+    ),
+    case(
         "trace-failed-connect",
         traced,
         {"trace": {"heads": [], "failed": ["connection.connect_tcp.failed"]}},
@@ -1040,6 +1087,22 @@ async def async_traced(c: httpx.AsyncClient, env: Env, obs: Observation) -> None
         obs["trace"] = {"heads": heads, "failed": failed}
 
 
+async def async_trace_details(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
+    """As :func:`trace_details`, with an async ``trace``: each event heard in
+    the caller's task."""
+    heard: list[tuple[str, list[str], bool]] = []
+    caller = asyncio.current_task()
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        heard.append((name, sorted(info), asyncio.current_task() is caller))
+        if name == "connection.connect_tcp.complete":
+            obs["from"] = info["return_value"].get_extra_info("client_addr")[0]
+
+    response = await c.get(env.url("/"), extensions={"trace": trace})
+    await response.aread()
+    obs["trace"] = heard
+
+
 async def async_trace(c: httpx.AsyncClient, env: Env, obs: Observation) -> None:
     """The async ``trace`` extension hears the request's phases in order."""
     names: list[str] = []
@@ -1118,6 +1181,11 @@ ASYNC_CASES: list[Case[AsyncBridge]] = [
         Case[AsyncBridge](f"async-{c.name}", native(async_traced), c.expect, c.serve)
         for c in CASES
         if c.name.startswith("trace-")
+    ),
+    Case[AsyncBridge](
+        "async-tracing-details",
+        native(async_trace_details),
+        {"trace": [(name, keys, True) for name, keys in TRACED], "from": "127.0.0.1"},
     ),
     Case[AsyncBridge](
         "async-trace-extension",

@@ -21,6 +21,7 @@ from .._core.dialing import interleaved
 from .._core.exchange import RECV_SIZE
 from .._core.failures import connect_error, dial_error
 from .._core.handle import close_when_dropped, new_handle
+from .._core.netinfo import dialed
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.socks import SocksError, SocksHandshake
 from .._core.stats import PoolStats
@@ -409,7 +410,8 @@ class AsyncTransport:
         streams: Streams | None = None
         try:
             exchange.marks["connected"] = loop.time()
-            self._emit("connect_done", None, exchange)
+            if self._listeners or exchange.listener is not None:
+                self._emit("connect_done", None, exchange, **dialed(sock))
             if proxy is not None and proxy.is_socks():
                 stage = f"SOCKS handshake with proxy {proxy} failed"
                 await within(limit, self._socks(sock, origin, proxy))

@@ -1,7 +1,8 @@
 """What a response can tell about the connection it came on, by the names
 httpcore's network streams answer to in ``get_extra_info()`` (and asyncio's
 transports to some of them), so that code written against httpx's
-``network_stream`` extension works unchanged."""
+``network_stream`` extension works unchanged; and what ``connect_done``
+says of a new connection."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import select
 import ssl
 from typing import Any
 
-__all__ = ["socket_info"]
+__all__ = ["dialed", "socket_info"]
 
 
 def socket_info(name: str, sock: Any, ssl_object: ssl.SSLObject | None) -> Any:
@@ -46,3 +47,13 @@ def _is_readable(fd: int) -> bool:
         poller.register(fd, select.POLLIN)
         return bool(poller.poll(0))
     return bool(select.select([fd], [], [], 0)[0])  # pragma: no cover - not Linux
+
+
+def dialed(sock: Any) -> dict[str, Any]:
+    """The ``connect_done`` event's details for a socket just connected:
+    ``address`` (the peer's) and ``local_address``, as ``getpeername()``
+    and ``getsockname()`` give them (``None`` if the socket cannot say)."""
+    try:
+        return {"address": sock.getpeername(), "local_address": sock.getsockname()}
+    except OSError:
+        return {"address": None, "local_address": None}

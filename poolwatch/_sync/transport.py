@@ -22,6 +22,7 @@ from .._core.dialing import interleaved
 from .._core.exchange import BODY
 from .._core.failures import connect_error, dial_error
 from .._core.handle import close_when_dropped, new_handle
+from .._core.netinfo import dialed
 from .._core.pool import Decision, Limits, PoolState, Waiter
 from .._core.stats import PoolStats
 from .._events import Listener, without
@@ -435,7 +436,8 @@ class Transport:
             if origin.uds is None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             exchange.marks["connected"] = time.monotonic()
-            self._emit("connect_done", None, exchange)
+            if self._listeners or exchange.listener is not None:
+                self._emit("connect_done", None, exchange, **dialed(sock))
             raw: RawSocket = sock
             if proxy is not None and proxy.is_socks():
                 stage = f"SOCKS handshake with proxy {proxy} failed"

@@ -19,7 +19,7 @@ import math
 import os
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -226,25 +226,94 @@ Trace = Callable[[str, dict[str, Any]], None]
 
 
 class Tracer:
-    """A poolwatch listener that reports to httpx's ``trace`` extension,
-    keeping which phase is under way so that a failure can be reported as
-    httpcore reports it (``<phase>.failed``)."""
+    """A poolwatch listener that keeps a request's events for httpx's
+    ``trace`` extension, under httpcore's names and with details like
+    httpcore's, to be passed on in order from the caller's thread or task
+    (:meth:`flush`): the writer's events happen on a thread of its own, and
+    a trace that raises must reach the caller. Keeps which phase is under
+    way too, so that a failure is reported as httpcore reports it
+    (``<phase>.failed``)."""
 
-    def __init__(self, trace: Trace, request: httpx.Request) -> None:
-        self.trace = trace
+    def __init__(
+        self, request: httpx.Request, dial: dict[str, Any], tls_context: ssl.SSLContext | None
+    ) -> None:
         self.request = request
+        self.dial = dial  # connection.connect_tcp.started's details
+        self.tls_context = tls_context  # the transport's, if made yet
+        self.pending: list[tuple[str, dict[str, Any]]] = []
         self.phase: str | None = None  # the last phase started and not complete
 
     def __call__(self, event: pw_events.Event) -> None:
         for name in _TRACE_NAMES.get(event.name, ()):
-            self.trace(name, {"request": self.request, **event.data})
+            self.pending.append((name, self._details(name, event)))
             self.phase = name if name.endswith(".started") else None
+
+    def _details(self, name: str, event: pw_events.Event) -> dict[str, Any]:
+        if name == "connection.connect_tcp.started":
+            return dict(self.dial)
+        if name == "connection.start_tls.started":
+            hostname = self.request.extensions.get("sni_hostname") or self.request.url.host
+            return {
+                "ssl_context": self.tls_context,
+                "server_hostname": hostname,
+                "timeout": self.dial["timeout"],
+            }
+        if name == "connection.connect_tcp.complete":
+            return {"return_value": _DialedStream(event.data)}
+        if name.endswith(".started"):
+            return {"request": self.request}
+        return {"return_value": None}
 
     def failed(self, exc: BaseException) -> None:
         """The phase under way failed with ``exc``."""
         if self.phase is not None:
-            self.trace(self.phase.replace(".started", ".failed"), {"exception": exc})
+            self.pending.append((self.phase.replace(".started", ".failed"), {"exception": exc}))
             self.phase = None
+
+    def taken(self, *extra: tuple[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """The events kept so far, then ``extra`` ones, in order; forgotten here."""
+        pending, self.pending = self.pending, []
+        pending.extend(extra)
+        return pending
+
+    def flush(self, trace: Trace, *extra: tuple[str, dict[str, Any]]) -> None:
+        """Pass on the events kept so far, then ``extra`` ones."""
+        for name, info in self.taken(*extra):
+            trace(name, info)
+
+
+class _DialedStream(httpcore.NetworkStream):
+    """``connection.connect_tcp.complete``'s ``return_value``: the new
+    connection's addresses by ``get_extra_info()`` (``client_addr``,
+    ``server_addr``); its socket is its workers'."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._addresses = {
+            "client_addr": data.get("local_address"),
+            "server_addr": data.get("address"),
+        }
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._addresses.get(info)
+
+
+def _dial_details(
+    request: httpx.Request, timeout: Timeout, proxy: Proxy | None, transport: Any
+) -> dict[str, Any]:
+    """``connection.connect_tcp.started``'s details, as httpcore gives them."""
+    url = request.url
+    if proxy is not None:
+        host, port = proxy.host, proxy.port
+    else:
+        host, port = url.host, url.port or (443 if url.scheme == "https" else 80)
+    source = getattr(transport, "_source_address", None)  # Transport's (host, 0)
+    return {
+        "host": host,
+        "port": port,
+        "local_address": source[0] if source else getattr(transport, "_local_address", None),
+        "timeout": timeout.connect,
+        "socket_options": transport.socket_options or None,
+    }
 
 
 def request_options(
@@ -446,16 +515,21 @@ def httpx_response(
 
 
 class _ResponseStream(httpx.SyncByteStream):
-    def __init__(self, response: Response, request: httpx.Request, trace: Trace | None) -> None:
+    def __init__(
+        self, response: Response, request: httpx.Request, trace: tuple[Trace, Tracer] | None
+    ) -> None:
         self._response = response
         self._request = request
         self._trace = trace
         self.whole = False  # the body in one piece: httpx reads all of it
 
+    def _flush(self, *events: tuple[str, dict[str, Any]]) -> None:
+        if self._trace is not None:
+            trace, tracer = self._trace
+            tracer.flush(trace, *events)
+
     def __iter__(self) -> Iterator[bytes]:
-        trace = self._trace
-        if trace is not None:
-            trace("http11.receive_response_body.started", {"request": self._request})
+        self._flush(("http11.receive_response_body.started", {"request": self._request}))
         try:
             if self.whole:
                 yield self._response.read()
@@ -463,19 +537,14 @@ class _ResponseStream(httpx.SyncByteStream):
                 yield from self._response.iter_bytes()
         except pw.PoolwatchError as exc:
             error = translate_error(exc, self._request)
-            if trace is not None:
-                trace("http11.receive_response_body.failed", {"exception": error})
+            self._flush(("http11.receive_response_body.failed", {"exception": error}))
             raise error from exc
-        if trace is not None:
-            trace("http11.receive_response_body.complete", {"request": self._request})
+        self._flush(("http11.receive_response_body.complete", {"return_value": None}))
 
     def close(self) -> None:
-        trace = self._trace
-        if trace is not None:
-            trace("http11.response_closed.started", {})
+        self._flush(("http11.response_closed.started", {}))
         self._response.close()
-        if trace is not None:
-            trace("http11.response_closed.complete", {})
+        self._flush(("http11.response_closed.complete", {"return_value": None}))
 
 
 class HTTPXTransport(httpx.BaseTransport):
@@ -534,8 +603,12 @@ class HTTPXTransport(httpx.BaseTransport):
         if self._closed and self.transport.reopen():
             self._closed = False
         trace = request.extensions.get("trace")
-        tracer = Tracer(trace, request) if trace is not None else None
-        options = request_options(request, self.transport.timeout, self.proxy, tracer)
+        options = request_options(request, self.transport.timeout, self.proxy, None)
+        tracer = None
+        if trace is not None:
+            dial = _dial_details(request, options["timeout"], self.proxy, self.transport)
+            context = self.transport._tls_context
+            tracer = options["listener"] = Tracer(request, dial, context)
         attempts = self.retries
         while True:
             try:
@@ -546,15 +619,19 @@ class HTTPXTransport(httpx.BaseTransport):
                     attempts -= 1
                     continue
                 error = translate_error(exc, request)
-                if tracer is not None:
+                if trace is not None and tracer is not None:
                     tracer.failed(error)
+                    tracer.flush(trace)
                 raise error from exc
-        if trace is not None:
-            trace(
-                "http11.receive_response_headers.complete",
-                {"return_value": response_head(response)},
-            )
-        return httpx_response(response, _ResponseStream(response, request, trace))
+        if trace is None or tracer is None:
+            return httpx_response(response, _ResponseStream(response, request, None))
+        try:
+            head = {"return_value": response_head(response)}
+            tracer.flush(trace, ("http11.receive_response_headers.complete", head))
+        except BaseException:
+            response.close()  # the caller never gets it
+            raise
+        return httpx_response(response, _ResponseStream(response, request, (trace, tracer)))
 
     def close(self) -> None:
         """Close the poolwatch transport. As with httpx's transport, a later
@@ -582,16 +659,13 @@ class _TraceBuffer:
     """An async ``trace`` fed by poolwatch's (synchronous) listener: events
     are kept in order and passed on at the adapter's next ``await``."""
 
-    def __init__(self, trace: AsyncTrace, request: httpx.Request) -> None:
+    def __init__(self, trace: AsyncTrace, listener: Tracer) -> None:
         self.trace = trace
-        self.pending: list[tuple[str, dict[str, Any]]] = []
-        self.listener = Tracer(lambda name, info: self.pending.append((name, info)), request)
+        self.listener = listener
 
     async def flush(self, *extra: tuple[str, dict[str, Any]]) -> None:
-        """Pass on the buffered events, then ``extra`` ones."""
-        self.pending.extend(extra)
-        while self.pending:
-            name, info = self.pending.pop(0)
+        """Pass on the events kept so far, then ``extra`` ones."""
+        for name, info in self.listener.taken(*extra):
             await self.trace(name, info)
 
 
@@ -621,7 +695,8 @@ class _AsyncResponseStream(httpx.AsyncByteStream):
                 await trace.flush(("http11.receive_response_body.failed", {"exception": error}))
             raise error from exc
         if trace is not None:
-            await trace.flush(("http11.receive_response_body.complete", request))
+            done = {"return_value": None}
+            await trace.flush(("http11.receive_response_body.complete", done))
 
     async def aclose(self) -> None:
         trace = self._trace
@@ -629,7 +704,7 @@ class _AsyncResponseStream(httpx.AsyncByteStream):
             await trace.flush(("http11.response_closed.started", {}))
         await self._response.aclose()
         if trace is not None:
-            await trace.flush(("http11.response_closed.complete", {}))
+            await trace.flush(("http11.response_closed.complete", {"return_value": None}))
 
 
 class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
@@ -687,9 +762,13 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
         if self._closed and self.transport.reopen():
             self._closed = False
         given = request.extensions.get("trace")
-        trace = _TraceBuffer(given, request) if given is not None else None
-        listener = trace.listener if trace is not None else None
-        options = request_options(request, self.transport.timeout, self.proxy, listener)
+        options = request_options(request, self.transport.timeout, self.proxy, None)
+        trace = None
+        if given is not None:
+            dial = _dial_details(request, options["timeout"], self.proxy, self.transport)
+            context = self.transport._tls_context
+            options["listener"] = tracer = Tracer(request, dial, context)
+            trace = _TraceBuffer(given, tracer)
         attempts = self.retries
         while True:
             try:
@@ -705,8 +784,12 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
                     await trace.flush()
                 raise error from exc
         if trace is not None:
-            head = {"return_value": response_head(response)}
-            await trace.flush(("http11.receive_response_headers.complete", head))
+            try:
+                head = {"return_value": response_head(response)}
+                await trace.flush(("http11.receive_response_headers.complete", head))
+            except BaseException:
+                await response.aclose()  # the caller never gets it
+                raise
         return httpx_response(response, _AsyncResponseStream(response, request, trace))
 
     async def aclose(self) -> None:
