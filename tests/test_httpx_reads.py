@@ -331,3 +331,19 @@ def test_a_trace_that_raises_reaches_the_caller(body_server: HTTPServer, kind: s
 
             stats = run(main)
     assert (stats.requests, stats.bodies_leaked, stats.open_bodies) == (1, 0, 0)
+
+
+def test_trace_events_keep_httpcores_order(body_server: HTTPServer) -> None:
+    """The writer reports the request written after its last byte went
+    out, and the server may answer first: the trace still hears
+    ``send_request_body.complete`` before ``receive_response_headers.complete``,
+    request after request."""
+    wrong = 0
+    with HTTPXTransport() as transport, httpx.Client(transport=transport) as client:
+        for _ in range(500):
+            names: list[str] = []
+            trace = {"trace": lambda name, info, names=names: names.append(name)}
+            client.get(body_server.url("/body"), extensions=trace).read()
+            written = names.index("http11.send_request_body.complete")
+            wrong += written > names.index("http11.receive_response_headers.complete")
+    assert wrong == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import ssl
+import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -242,11 +243,27 @@ class Tracer:
         self.tls_context = tls_context  # the transport's, if made yet
         self.pending: list[tuple[str, dict[str, Any]]] = []
         self.phase: str | None = None  # the last phase started and not complete
+        # Set once the writer has reported the request written: the head may
+        # come before it has (see :meth:`wait_for_writer`).
+        self.written = threading.Event()
 
     def __call__(self, event: pw_events.Event) -> None:
         for name in _TRACE_NAMES.get(event.name, ()):
             self.pending.append((name, self._details(name, event)))
             self.phase = name if name.endswith(".started") else None
+        if event.name == "wrote_request":
+            self.written.set()
+
+    def wait_for_writer(self, response: Response) -> None:
+        """Before the head's event is passed on: let the writer of a request
+        it has written report so, as it does right after the last byte went
+        out (the server may answer, and the caller wake, before that), so
+        that the events keep httpcore's order. A writer still at work (a
+        response before the upload ended) is waited for only a little."""
+        exchange = response._exchange
+        if exchange.write_error is None:
+            finished = exchange.write_finished
+            self.written.wait(_WRITER_REPORT_WAIT if finished else _WRITER_BUSY_WAIT)
 
     def _details(self, name: str, event: pw_events.Event) -> dict[str, Any]:
         if name == "connection.connect_tcp.started":
@@ -280,6 +297,10 @@ class Tracer:
         """Pass on the events kept so far, then ``extra`` ones."""
         for name, info in self.taken(*extra):
             trace(name, info)
+
+
+_WRITER_REPORT_WAIT = 1.0  # bounds the wait; the report comes at once
+_WRITER_BUSY_WAIT = 0.05  # for a writer that has not finished yet
 
 
 class _DialedStream(httpcore.NetworkStream):
@@ -626,6 +647,7 @@ class HTTPXTransport(httpx.BaseTransport):
         if trace is None or tracer is None:
             return httpx_response(response, _ResponseStream(response, request, None))
         try:
+            tracer.wait_for_writer(response)
             head = {"return_value": response_head(response)}
             tracer.flush(trace, ("http11.receive_response_headers.complete", head))
         except BaseException:
