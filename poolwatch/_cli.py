@@ -1,5 +1,6 @@
 """``python -m poolwatch get``: fetch URLs through one transport and show each
-phase, its timing, and whether the connection was reused."""
+phase, its timing, and whether the connection was reused. ``python -m
+poolwatch stats``: run a load and print every pool's stats while it runs."""
 
 from __future__ import annotations
 
@@ -112,37 +113,32 @@ def _print_record(record: dict[str, Any], out: TextIO, verbose: bool) -> None:
 def watch_stats(
     target: Callable[[], object], out: TextIO, *, interval: float = 0.5, as_json: bool = False
 ) -> int:
-    """Run ``target`` in a thread and print every live transport's stats per
-    origin each ``interval`` seconds until it returns, then once more. The
-    exit status is the load's: 0, the code it passed to ``sys.exit()``, 1 if
-    it raised, 130 after Ctrl-C (the load, in a daemon thread, ends with
-    the process)."""
-    done = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
+    """Run ``target`` on the calling thread (for the command, the main
+    thread: a script may install signal handlers) while a thread of the
+    watcher's own prints every live transport's stats per origin each
+    ``interval`` seconds; once it returns, print them once more. The exit
+    status is the load's: 0, the code it passed to ``sys.exit()``, 1 if it
+    raised, 130 if Ctrl-C (``KeyboardInterrupt``) ended it."""
+    numbers = Numbers()
+    printer = _Printer(out, interval, as_json, numbers)
+    printer.start()
+    error: BaseException | None = None
+    try:
         try:
             target()
-        except BaseException as exc:
-            failure.append(exc)
-        finally:
-            done.set()
-
-    numbers = Numbers()
-    thread = threading.Thread(target=run, name="poolwatch-stats-target", daemon=True)
-    thread.start()
-    try:
-        while not done.wait(interval):
-            _print_stats(out, as_json, numbers)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit included: the script's status
+            error = exc
+        printer.stop()
+        _print_stats(out, as_json, numbers)
     except KeyboardInterrupt:
+        printer.stop()  # again, had Ctrl-C come before it was stopped
         _print_stats(out, as_json, numbers)
         print("* interrupted", file=out)
         return 130
-    thread.join()
-    _print_stats(out, as_json, numbers)
-    if not failure:
+    if error is None:
         return 0
-    error = failure[0]
     if isinstance(error, SystemExit):  # the script's own exit status
         if error.code is None or isinstance(error.code, int):
             return error.code or 0
@@ -150,6 +146,41 @@ def watch_stats(
         return 1
     print(f"* the load failed: {error!r}", file=out)
     return 1
+
+
+class _Printer:
+    """The thread that prints a snapshot every interval while the load runs
+    on the calling thread. Failing to print (standard output closed) ends
+    it; :meth:`stop` raises that failure."""
+
+    def __init__(self, out: TextIO, interval: float, as_json: bool, numbers: Numbers) -> None:
+        self._out = out
+        self._interval = interval
+        self._as_json = as_json
+        self._numbers = numbers
+        self._stopping = threading.Event()
+        self._failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="poolwatch-stats", daemon=True)
+
+    def start(self) -> None:
+        """Start printing."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop printing; return once the thread has ended, with any
+        snapshot it was printing out. Raises what made it fail, if
+        anything did."""
+        self._stopping.set()
+        self._thread.join()
+        if self._failure:
+            raise self._failure.pop()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.wait(self._interval):
+                _print_stats(self._out, self._as_json, self._numbers)
+        except BaseException as exc:
+            self._failure.append(exc)
 
 
 class Numbers:
@@ -168,7 +199,8 @@ class Numbers:
         return number
 
 
-_ORIGIN_WIDTH = 30  # with the transport's number and the columns: 80 wide
+_LINE_WIDTH = 80  # a table fits in this while its numbers leave room
+_ORIGIN_WIDTH = 30  # origins are cut to no less than this to fit it
 _COLUMNS = (
     ("open_connections", "open"),
     ("idle_connections", "idle"),
@@ -199,10 +231,31 @@ def _print_stats(out: TextIO, as_json: bool, numbers: Numbers) -> None:
         ]
         out.write(json.dumps(records) + "\n")
         return
-    header = f"{'tr':>2} {'origin':<{_ORIGIN_WIDTH}} "
-    lines = [header + "".join(f"{label:>5}" for _, label in _COLUMNS)]
-    for number, origin, stats in rows:
-        values = "".join(f"{getattr(stats, name):>5}" for name, _ in _COLUMNS)
-        shown = origin if len(origin) <= _ORIGIN_WIDTH else origin[: _ORIGIN_WIDTH - 1] + "~"
-        lines.append(f"{number:>2} {shown:<{_ORIGIN_WIDTH}} {values}")
-    out.write("\n".join(lines) + "\n\n")
+    cells = [
+        [str(number), origin, *(str(getattr(stats, name)) for name, _ in _COLUMNS)]
+        for number, origin, stats in rows
+    ]
+    out.write("\n".join(_table(cells)) + "\n\n")
+
+
+def _table(cells: Sequence[Sequence[str]]) -> list[str]:
+    """The header and a line per row of ``cells`` (the transport's number,
+    the origin, then a value per column of :data:`_COLUMNS`): each column
+    as wide as its widest entry, numbers aligned right, origins left and
+    cut with ``~`` only where the line would not fit in
+    :data:`_LINE_WIDTH` (and never below :data:`_ORIGIN_WIDTH`)."""
+    header = ["tr", "origin", *(label for _, label in _COLUMNS)]
+    widths = [max(len(text) for text in column) for column in zip(header, *cells, strict=True)]
+    # Two spaces after the origin, one between the other columns.
+    beside = sum(widths) - widths[1] + len(widths)
+    widths[1] = min(widths[1], max(_ORIGIN_WIDTH, _LINE_WIDTH - beside))
+
+    def line(row: Sequence[str]) -> str:
+        number, origin, *values = row
+        if len(origin) > widths[1]:
+            origin = origin[: widths[1] - 1] + "~"
+        columns = zip(values, widths[2:], strict=True)
+        numbers = " ".join(value.rjust(width) for value, width in columns)
+        return f"{number.rjust(widths[0])} {origin.ljust(widths[1])}  {numbers}"
+
+    return [line(row) for row in [header, *cells]]

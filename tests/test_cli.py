@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,185 @@ def test_stats_numbers_are_never_given_twice(server: HTTPServer) -> None:
     assert len(set(given)) == 3
     second.close()
     third.close()
+
+
+def _last_table(out: str) -> list[str]:
+    """The last table ``stats`` printed: its header, then its rows."""
+    lines = out.splitlines()
+    start = max(index for index, line in enumerate(lines) if line.startswith("tr "))
+    end = lines.index("", start)
+    return lines[start:end]
+
+
+def test_stats_columns_stay_apart_past_four_digits(server: HTTPServer, tmp_path: Path) -> None:
+    """Counters of five digits widen their columns: every value stays its
+    own word under its header, and the table still fits in 80 columns."""
+    script = tmp_path / "many.py"
+    script.write_text(
+        "import sys\n"
+        "import poolwatch\n"
+        "transport = poolwatch.Transport()\n"
+        "for _ in range(10_001):\n"
+        "    transport.request('GET', sys.argv[1]).read()\n"
+        "transport.close()\n"
+    )
+    with _poolwatch_stats(script, server.url("/zero")) as process:
+        out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    header, *rows = _last_table(out)
+    mine = [row for row in rows if server.origin in row]
+    assert len(mine) == 1
+    labels, values = header.split(), mine[0].split()
+    assert len(values) == len(labels)
+    shown = dict(zip(labels, values, strict=True))
+    assert (shown["reqs"], shown["reus"], shown["wrkr"]) == ("10001", "10000", "0")
+    # Numbers end under their labels' ends; the origin starts under its own.
+    label_spans = [match.span() for match in re.finditer(r"\S+", header)]
+    for row in rows:
+        spans = [match.span() for match in re.finditer(r"\S+", row)]
+        assert spans[1][0] == label_spans[1][0]
+        assert [end for _, end in spans[2:]] == [end for _, end in label_spans[2:]]
+    assert all(len(line) <= 80 for line in [header, *rows])
+
+
+def test_stats_runs_the_script_on_the_main_thread(server: HTTPServer, tmp_path: Path) -> None:
+    """The script runs on the main thread, as ``python SCRIPT`` does, so it
+    may install a signal handler; a signal it handles ends it with the
+    status it chose, and the last table is printed."""
+    script = tmp_path / "service.py"
+    script.write_text(
+        "import signal, sys, threading\n"
+        "import poolwatch\n"
+        "def stop(signum, frame):\n"
+        "    print('stopping', flush=True)\n"
+        "    sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "transport = poolwatch.Transport()\n"
+        "transport.request('GET', sys.argv[1]).read()\n"
+        "main = threading.current_thread() is threading.main_thread()\n"
+        "print('main thread:', main, flush=True)\n"
+        "try:\n"
+        "    threading.Event().wait()\n"
+        "finally:\n"
+        "    transport.close()\n"
+    )
+    line = ""
+    with _poolwatch_stats(script, server.url()) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("main thread:"):
+                process.send_signal(signal.SIGTERM)
+                break
+        out, _ = process.communicate(timeout=30)
+    assert line == "main thread: True\n"
+    assert process.returncode == 3
+    assert out.startswith("stopping\n")
+    header, *rows = _last_table(out)
+    mine = [dict(zip(header.split(), row.split(), strict=True)) for row in rows]
+    assert [row["reqs"] for row in mine if row["origin"] == server.origin] == ["1"]
+
+
+def test_stats_runs_a_script_with_asyncio_signal_handlers(
+    server: HTTPServer, tmp_path: Path
+) -> None:
+    """A script that gives its event loop a signal handler (a graceful
+    shutdown) runs as it would alone; its exit status is the command's."""
+    script = tmp_path / "shutdown.py"
+    script.write_text(
+        "import asyncio, os, signal, sys\n"
+        "import poolwatch\n"
+        "async def main() -> int:\n"
+        "    stopped = asyncio.Event()\n"
+        "    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)\n"
+        "    async with poolwatch.AsyncTransport() as transport:\n"
+        "        response = await transport.request('GET', sys.argv[1])\n"
+        "        await response.read()\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        await stopped.wait()\n"
+        "    print('shut down', flush=True)\n"
+        "    return 4\n"
+        "sys.exit(asyncio.run(main()))\n"
+    )
+    with _poolwatch_stats(script, server.url()) as process:
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 4
+    assert "shut down" in out and "failed" not in out
+    assert _last_table(out)[0].split()[:2] == ["tr", "origin"]
+
+
+def test_stats_ctrl_c_reaches_the_script(tmp_path: Path) -> None:
+    """Ctrl-C interrupts the script itself, which may clean up on its way
+    out; then the last table is printed and the status is 130."""
+    script = tmp_path / "tidy.py"
+    script.write_text(
+        "import threading\n"
+        "try:\n"
+        "    print('waiting', flush=True)\n"
+        "    threading.Event().wait()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('cleaning up', flush=True)\n"
+        "    raise\n"
+    )
+    with _poolwatch_stats(script) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line == "waiting\n":
+                process.send_signal(signal.SIGINT)
+                break
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "cleaning up" in out
+    assert out.index("cleaning up") < out.rindex("tr origin") < out.index("* interrupted")
+
+
+def test_stats_runs_the_load_on_the_calling_thread() -> None:
+    """The load runs on the thread calling ``watch_stats`` while tables are
+    printed from another; a ``KeyboardInterrupt`` it raises is Ctrl-C."""
+    from poolwatch._cli import watch_stats
+
+    printed = threading.Event()
+
+    class Output(io.StringIO):
+        def write(self, text: str) -> int:
+            printed.set()
+            return super().write(text)
+
+    ran: list[tuple[threading.Thread, bool]] = []
+
+    def load() -> None:
+        ran.append((threading.current_thread(), printed.wait(30)))
+
+    out = Output()
+    assert watch_stats(load, out, interval=0.01) == 0
+    assert ran == [(threading.current_thread(), True)]
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    out = Output()
+    assert watch_stats(interrupted, out, interval=0.01) == 130
+    assert out.getvalue().endswith("* interrupted\n")
+    assert "failed" not in out.getvalue()
+
+
+def test_stats_output_failing_lets_the_load_finish() -> None:
+    """Output that cannot be written stops the tables, not the load: it
+    runs to its end on the calling thread, then the failure is raised."""
+    from poolwatch._cli import watch_stats
+
+    tried = threading.Event()
+
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            tried.set()
+            raise BrokenPipeError("closed")
+
+    finished: list[threading.Thread] = []
+
+    def load() -> None:
+        assert tried.wait(30)
+        finished.append(threading.current_thread())
+
+    with pytest.raises(BrokenPipeError):
+        watch_stats(load, Closed(), interval=0.01)
+    assert finished == [threading.current_thread()]
