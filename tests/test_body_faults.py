@@ -313,3 +313,94 @@ def test_async_transport_closed_during_body_read_is_a_read_error(kind: str) -> N
 
     with scripted(reply_then_wait(PARTIAL[kind])) as (server, _):
         async_support.run(lambda: main(server.url(f"/{kind}")))
+
+
+def _get_or_post(kind: str, url: str, body: object, listener: object = None) -> object:
+    """POST ``body`` with a fresh transport of ``kind``: the response's
+    status and body, or the exception raised; with the transport's stats
+    and the ``request_failed`` events heard."""
+    failed: list[poolwatch.Event] = []
+
+    def hear(event: poolwatch.Event) -> None:
+        if event.name == "request_failed":
+            failed.append(event)
+        if callable(listener):
+            listener(event)
+
+    if kind == "sync":
+        with poolwatch.Transport() as t:
+            t.add_listener(hear)
+            try:
+                response = t.request("POST", url, body=body)  # type: ignore[arg-type]
+                outcome: object = (response.status, response.read())
+            except Exception as exc:
+                outcome = exc
+            stats = assert_at_rest(t)
+    else:
+
+        async def main() -> tuple[object, poolwatch.PoolStats]:
+            async with poolwatch.AsyncTransport() as t:
+                t.add_listener(hear)
+                try:
+                    response = await t.request("POST", url, body=body)  # type: ignore[arg-type]
+                    result: object = (response.status, await response.read())
+                except Exception as exc:
+                    result = exc
+                return result, await async_support.assert_at_rest(t)
+
+        outcome, stats = async_support.run(main)
+    return outcome, stats, failed
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError, BrokenPipeError, TimeoutError, OSError])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_upload_sources_own_error_reaches_the_caller(kind: str, error: type) -> None:
+    """The request body's own iterator raising, even an exception a socket
+    raises (a relay whose source socket died): the caller gets it as
+    raised, at once (it is not the server hanging up, R9, and nothing would
+    end the wait for a response), the call is counted as failed (R18), and
+    the connection is closed."""
+
+    def source() -> Iterator[bytes]:
+        yield b"first piece"
+        raise error("the source failed")
+
+    async def async_source() -> AsyncIterator[bytes]:
+        for piece in source():
+            yield piece
+
+    with scripted(reply_then_wait(b"")) as (server, _):
+        body = source() if kind == "sync" else async_source()
+        outcome, stats, failed = _get_or_post(kind, server.url("/upload"), body)
+    assert type(outcome) is error and str(outcome) == "the source failed"
+    assert (stats.request_errors, stats.open_connections) == (1, 0)
+    assert [event.data["error"] for event in failed] == [outcome]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_early_answer_without_a_body_survives_the_upload_failing(kind: str) -> None:
+    """A 401 with no body, sent before the upload is read, then the upload
+    source fails: the 401 is the caller's (R9), and reads as empty (R7),
+    not as a body the connection's close cut short."""
+    head_came = threading.Event()
+
+    def listener(event: poolwatch.Event) -> None:
+        if event.name == "got_first_response_byte":
+            head_came.set()
+
+    def source() -> Iterator[bytes]:
+        yield b"first piece"
+        head_came.wait(WAIT)
+        raise ValueError("the source failed")
+
+    async def async_source() -> AsyncIterator[bytes]:
+        yield b"first piece"
+        await asyncio.get_running_loop().run_in_executor(None, head_came.wait, WAIT)
+        raise ValueError("the source failed")
+
+    answer = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"
+    with scripted(reply_then_wait(answer)) as (server, _):
+        body = source() if kind == "sync" else async_source()
+        outcome, stats, _ = _get_or_post(kind, server.url("/upload"), body, listener)
+    assert outcome == (401, b"")
+    assert (stats.bodies_without_content, stats.bodies_errored) == (1, 0)

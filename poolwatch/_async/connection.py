@@ -32,7 +32,7 @@ import itertools
 import logging
 import sys
 from collections import deque
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,7 @@ from .._core.exchange import (
 )
 from .._core.failures import (
     SERVER_ENDED_UNDER_BODY,
+    BodySourceFailed,
     closed_while_reading,
     is_peer_gone,
     leak_message,
@@ -560,20 +561,15 @@ class AsyncConnection:
 
     async def _send_body_chunks(self, exchange: AsyncExchange) -> None:
         proto = self._proto
-        body = exchange.request.body
-        if isinstance(body, AsyncIterable):
-            async for chunk in body:
-                if data := body_chunk_bytes(chunk):
-                    await self._send(exchange, proto.body_chunk(data))
-        elif hasattr(body, "read"):
-            # A file: each read may block on the disk, so it runs in a thread.
-            chunks = exchange.request.body_chunks()
-            while (chunk := await asyncio.to_thread(next, chunks, b"")) != b"":
-                await self._send(exchange, proto.body_chunk(chunk))
-        else:
-            for chunk in exchange.request.body_chunks():
-                if chunk:
-                    await self._send(exchange, proto.body_chunk(chunk))
+        pieces = _pieces(exchange)
+        while True:
+            try:
+                data = await anext(pieces, None)
+            except Exception as exc:  # the caller's code: not a write error
+                raise BodySourceFailed(exc) from exc
+            if data is None:
+                break
+            await self._send(exchange, proto.body_chunk(data))
         await self._send(exchange, proto.end_request())
 
     async def _send(self, exchange: AsyncExchange, data: bytes) -> None:
@@ -813,3 +809,21 @@ def _cancelling(task: asyncio.Task[Any] | None) -> int:
     if task is None or sys.version_info < (3, 11):
         return 0
     return task.cancelling()
+
+
+async def _pieces(exchange: AsyncExchange) -> AsyncIterator[bytes]:
+    """The request body's non-empty pieces, from its async iterator, its
+    file (each read in a thread: it may block on the disk) or its iterator."""
+    body = exchange.request.body
+    if isinstance(body, AsyncIterable):
+        async for chunk in body:
+            if data := body_chunk_bytes(chunk):
+                yield data
+    elif hasattr(body, "read"):
+        chunks = exchange.request.body_chunks()
+        while (chunk := await asyncio.to_thread(next, chunks, b"")) != b"":
+            yield chunk
+    else:
+        for chunk in exchange.request.body_chunks():
+            if chunk:
+                yield chunk

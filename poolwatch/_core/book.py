@@ -19,7 +19,7 @@ from .._events import Event, Listener, dispatch
 from .._exceptions import LocalProtocolError, ReadError
 from .._leaks import OpenBody
 from .._models import Origin
-from .exchange import BODY, DONE, WAITING, Exchange
+from .exchange import BODY, DONE, WAITING, Exchange, has_no_body
 from .failures import idle_end_reason
 from .pool import Decision, PoolState
 from .stats import Counters, OriginStats, PoolStats
@@ -207,8 +207,11 @@ class Book(Generic[C]):
                 and (not exchange.body_buffered or conn.close_reason == "transport_closed")
             ):
                 # A body that arrived whole outlives a server's close (its
-                # owner decides its outcome), not the transport's (R14).
-                self.end_body_locked(exchange, "errored")
+                # owner decides its outcome), not the transport's (R14); a
+                # response without a body has none to cut (R7).
+                head = exchange.head
+                empty = head is not None and has_no_body(exchange.request.method, head)
+                self.end_body_locked(exchange, "no_body" if empty else "errored")
         return decision
 
     def settling_locked(self) -> list[C]:

@@ -118,9 +118,21 @@ def no_response_error(
     return request_error(exchange.request, RemoteDisconnected, reason)
 
 
+class BodySourceFailed(Exception):
+    """The request body's own iterator or file raised ``cause``: not the
+    connection's doing, whatever its type (a relay's source socket may
+    raise ``ConnectionResetError``), so it reaches the caller as raised."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
 def write_error(exchange: Exchange, exc: BaseException, timed_out: bool) -> BaseException:
     """The error for a request that could not be written (R9, R16): the
     body's own exception unchanged, otherwise a poolwatch error."""
+    if isinstance(exc, BodySourceFailed):
+        return exc.cause
     if isinstance(exc, h11.LocalProtocolError):
         error: BaseException = request_error(
             exchange.request,

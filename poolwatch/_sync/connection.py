@@ -81,6 +81,7 @@ from .._core.exchange import (
 from .._core.exchange import Exchange as CoreExchange
 from .._core.failures import (
     SERVER_ENDED_UNDER_BODY,
+    BodySourceFailed,
     closed_while_reading,
     is_peer_gone,
     leak_message,
@@ -696,7 +697,10 @@ class Connection:
             try:
                 if self.closing:
                     raise BrokenPipeError(errno.EPIPE, "the connection was closed")
-                chunk = context.run(next, chunks, None)
+                try:
+                    chunk = context.run(next, chunks, None)
+                except Exception as exc:  # the caller's code: not a write error
+                    raise BodySourceFailed(exc) from exc
             finally:
                 self._in_body = False
             if chunk is None:

@@ -265,11 +265,13 @@ class Transport:
                     conn.interrupted(exchange)
                     raise
                 return Response(exchange, drain_on_close=self.drain_on_close, owner=self)
-        except PoolwatchError as exc:
-            self._request_failed(exchange, exc, time.monotonic())
+        except Exception as exc:
+            # poolwatch's errors, and the request body's own (R18's errors)
+            if isinstance(exc, PoolwatchError) or exc is exchange.write_error:
+                self._request_failed(exchange, exc, time.monotonic())
             raise
 
-    def _request_failed(self, exchange: Exchange, error: PoolwatchError, now: float) -> None:
+    def _request_failed(self, exchange: Exchange, error: Exception, now: float) -> None:
         """Count a call that raised before its response (R18's errors) and
         tell the listeners, with the error and how long the call took."""
         with self._lock:
