@@ -25,6 +25,7 @@ from tests.servers import HTTPServer, Reply, ServerConnection, http_server, raw_
 # Not a multiple of any read size below, and no two pieces alike, so that a
 # byte served twice or skipped changes the result.
 BODY = bytes(range(256)) * 1171 + b"end"
+WAIT = 10.0  # generous for a loopback round trip; a test fails at it
 
 
 def _body(request: h11.Request, received: bytes) -> Reply:
@@ -178,6 +179,30 @@ def test_each_timeout_applies_to_its_own_request(
         server.release("first")
         assert session.get(server.url(), timeout=(30, 0.2)).status_code == 200
         assert session.get(server.url(), timeout=30).status_code == 200
+
+
+def test_the_read_timeout_bounds_sending_the_request_too(
+    adapter: poolwatch.RequestsAdapter,
+) -> None:
+    """A server that takes the head and never reads the body: the upload
+    stops at the read timeout (urllib3's socket timeout bounds each send),
+    with the error ``HTTPAdapter`` raises then, instead of waiting for ever."""
+    stop = threading.Event()
+    gave_up: list[bool] = []
+
+    def never_reads(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        gave_up.append(not stop.wait(WAIT))  # the client never stopped sending
+
+    body = b"u" * (64 << 20)  # far more than the socket buffers hold
+    with raw_server(never_reads) as srv, _session(adapter) as session:
+        try:
+            with pytest.raises(requests.exceptions.ConnectionError, match="aborted"):
+                session.post(srv.url(), data=body, timeout=(5, 0.5))
+        finally:
+            stop.set()
+    assert gave_up == [False]
+    assert adapter.stats().request_errors == 1
 
 
 def _truncated(conn: ServerConnection) -> None:

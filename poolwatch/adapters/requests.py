@@ -730,7 +730,8 @@ def _timeout(
     value: float | tuple[float | None, float | None] | Urllib3Timeout | None, default: Timeout
 ) -> Timeout:
     """requests' timeout forms: ``None`` (no limit), a number, ``(connect,
-    read)`` or a urllib3 ``Timeout``; anything else raises the
+    read)`` or a urllib3 ``Timeout`` (``read`` bounds the sending of the
+    request too, as urllib3's socket timeout does); anything else raises the
     ``ValueError`` ``HTTPAdapter`` raises, from urllib3's own checks."""
     if not isinstance(value, Urllib3Timeout):
         if isinstance(value, tuple):
@@ -746,7 +747,10 @@ def _timeout(
         value = Urllib3Timeout(connect=connect, read=read)
     connect_limit = _seconds(value.connect_timeout)
     read_limit = _seconds(value.read_timeout)
-    return default.with_changes(connect=connect_limit, response_header=read_limit, read=read_limit)
+    # The read limit is urllib3's socket timeout, which bounds each send too.
+    return default.with_changes(
+        connect=connect_limit, write=read_limit, response_header=read_limit, read=read_limit
+    )
 
 
 def _seconds(limit: object) -> float | None:
