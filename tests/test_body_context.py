@@ -1,13 +1,16 @@
 """A streamed request body is the caller's code: its iterator runs in the
 context variables of the caller that made the request, also on a
 connection another caller opened (the writer that sends it is the
-connection's)."""
+connection's); and the connection keeps nothing of it once done."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
+import io
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -76,3 +79,33 @@ def test_an_async_body_iterator_sees_its_callers_context(
     stats = run(main)
     assert seen == ["alice", "alice", "bob", "bob"]
     assert (stats.connections_opened, stats.reused_requests) == (1, 1)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_idle_connection_keeps_no_request_body(server: HTTPServer, kind: str) -> None:
+    """Once its request is done, a connection back in the pool holds
+    nothing of it: the body's file (or a large buffer) is freed when the
+    caller drops it, not when the connection next carries a request."""
+    body = io.BytesIO(b"sent once")
+    gone = weakref.ref(body)
+    if kind == "sync":
+        with poolwatch.Transport() as transport:
+            response = transport.request("POST", server.url("/echo"), body=body)
+            assert response.read() == b"sent once"
+            del body, response
+            gc.collect()
+            assert gone() is None
+            assert assert_at_rest(transport).idle_connections == 1
+    else:
+
+        async def main() -> None:
+            nonlocal body
+            async with poolwatch.AsyncTransport() as transport:
+                response = await transport.request("POST", server.url("/echo"), body=body)
+                assert await response.read() == b"sent once"
+                del body, response
+                gc.collect()
+                assert gone() is None
+                assert (await async_assert_at_rest(transport)).idle_connections == 1
+
+        run(main)

@@ -513,6 +513,7 @@ class AsyncConnection:
                 if exchange is None:
                     break
                 await self._write_request(exchange)
+                exchange = None  # its request body is not kept while idle
         except asyncio.CancelledError:
             self.close("loop_shutdown")
             raise
@@ -612,6 +613,7 @@ class AsyncConnection:
                 found = await self._wait_for_response()
                 if found is None or not await self._read_head(*found):
                     break
+                found = None  # its exchange is not kept while idle
         except asyncio.CancelledError:
             self.close_reason = self.close_reason or "loop_shutdown"
             raise

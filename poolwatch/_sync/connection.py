@@ -647,6 +647,7 @@ class Connection:
         try:
             while (exchange := self._inbox.get()) is not None:
                 self._write_request(exchange)
+                exchange = None  # its request body is not kept while idle
         except BaseException:  # pragma: no cover - a bug; keep the pool alive
             logger.exception("poolwatch writer of %r failed", self)
             self.close("writer_crashed", join=False)
@@ -782,6 +783,7 @@ class Connection:
                 found = self._wait_for_response()
                 if found is None or not self._read_head(*found):
                     break
+                found = None  # its exchange is not kept while idle
         except BaseException:  # pragma: no cover - a bug; keep the pool alive
             logger.exception("poolwatch reader of %r failed", self)
         finally:
