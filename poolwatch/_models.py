@@ -899,17 +899,21 @@ def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 
 def _file_length(file: IO[bytes]) -> int | None:
-    """The bytes left in a seekable regular file, or ``None``."""
+    """The bytes left in a seekable file (none past its end), or ``None``:
+    also for a file whose size the system gives as 0, as it does for those
+    made as they are read (``/proc``, ``/sys``), which are sent chunked, as
+    requests sends them."""
     try:
         if not file.seekable():
             return None
         position = file.tell()
         try:
-            return os.fstat(file.fileno()).st_size - position
-        except (OSError, io.UnsupportedOperation):
-            end = file.seek(0, io.SEEK_END)
+            size = os.fstat(file.fileno()).st_size
+        except (OSError, io.UnsupportedOperation):  # not a file of the system's
+            size = file.seek(0, io.SEEK_END)
             file.seek(position)
-            return end - position
+            return max(size - position, 0)
+        return max(size - position, 0) if size else None
     except (OSError, AttributeError, ValueError):
         return None
 

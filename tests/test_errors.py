@@ -764,6 +764,14 @@ BodyFactory = Callable[[Path], Any]
         pytest.param(
             lambda tmp: _file_at(tmp, 7), {}, ("4", None, "file"), id="file-from-position"
         ),
+        pytest.param(lambda tmp: _file_at(tmp, 20), {}, ("0", None, ""), id="file-past-its-end"),
+        pytest.param(
+            lambda _: open("/proc/self/cmdline", "rb"),  # noqa: SIM115
+            {},
+            (None, "chunked", Path("/proc/self/cmdline").read_text("latin-1")),
+            id="file-sized-0-made-as-read",
+            marks=pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="no /proc"),
+        ),
     ],
 )
 def test_request_body_framing(
@@ -774,8 +782,9 @@ def test_request_body_framing(
     expected: tuple[str | None, str | None, str],
 ) -> None:
     """R16: bytes and files are sent with a Content-Length (a file's from
-    its size and position), iterables and text files chunked unless the
-    caller declared a length; ``str`` is sent UTF-8 encoded, whole or in
+    its size and position; none left past its end), iterables, text files
+    and files the system sizes as 0 (``/proc``) chunked unless the caller
+    declared a length; ``str`` is sent UTF-8 encoded, whole or in
     pieces; the server receives exactly the body."""
     body = make_body(tmp_path)
     with http_server({"/inspect": _inspect}) as server:
