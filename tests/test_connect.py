@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -264,3 +265,41 @@ def test_the_last_failure_is_raised_when_no_address_answers(
         silent = _failure(kind, "http://silent.test/", connect_timeout=0.6)
         assert isinstance(silent, poolwatch.ConnectTimeout)
         assert "http://silent.test/" in str(silent)
+
+
+def test_a_request_making_its_connection_is_counted_as_connecting() -> None:
+    """R18: a request whose connection is being made (here, a TLS handshake
+    the server never answers) is in ``connecting_requests``, and no longer
+    once that fails; it is on no open connection meanwhile."""
+    handshaking = threading.Event()
+    release = threading.Event()
+
+    def silent(conn: ServerConnection) -> None:
+        release.wait(10)  # takes the connection, never answers the hello
+
+    def listener(event: poolwatch.Event) -> None:
+        if event.name == "tls_handshake_start":
+            handshaking.set()
+
+    failures: list[BaseException] = []
+    with raw_server(silent) as srv, poolwatch.Transport() as transport:
+        transport.add_listener(listener)
+
+        def call() -> None:
+            try:
+                transport.request("GET", f"https://127.0.0.1:{srv.port}/")
+            except poolwatch.PoolwatchError as exc:
+                failures.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        try:
+            assert handshaking.wait(10)
+            during = transport.stats()
+        finally:
+            release.set()
+            caller.join(10)
+        after = assert_at_rest(transport)
+    assert (during.connecting_requests, during.open_connections) == (1, 0)
+    assert during.per_origin[f"https://127.0.0.1:{srv.port}"].connecting_requests == 1
+    assert (after.connecting_requests, len(failures)) == (0, 1)

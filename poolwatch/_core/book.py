@@ -319,6 +319,13 @@ class Book(Generic[C]):
             (str(origin), self._origin_stats_locked(origin, counters))
             for origin, counters in self.counters.items()
         )
+        # Origins not counted yet: a first connection being made, or a first
+        # request queued (their gauges only).
+        snapshots.extend(
+            (str(origin), self._origin_stats_locked(origin, Counters()))
+            for origin in self.pool.origins_in_use()
+            if origin not in self.counters
+        )
         return snapshots
 
     @staticmethod
@@ -340,6 +347,8 @@ class Book(Generic[C]):
             active_connections=sum(1 for c in conns if not pool.is_idle(c)),
             open_bodies=sum(1 for e in self.open if e.request.origin == origin),
             waiting_requests=pool.waiting(origin),
+            # A slot is taken as a dial starts; the connection is open once made.
+            connecting_requests=max(pool.slots(origin) - len(conns), 0),
         )
 
     def connections_locked(self, now: float) -> list[ConnectionInfo]:

@@ -60,8 +60,11 @@ class OriginStats:
 
     Gauges (``open_connections``, ``idle_connections``,
     ``active_connections``, ``open_bodies``, ``workers_alive``,
-    ``waiting_requests``) are values at the time of the snapshot; the rest
-    are totals since the transport was created.
+    ``waiting_requests``, ``connecting_requests``) are values at the time
+    of the snapshot; the rest are totals since the transport was created.
+    ``connecting_requests`` counts the requests making a connection for
+    themselves (its TCP connect, proxy and TLS handshakes): in flight, on
+    no open connection yet.
     """
 
     workers_alive: int = 0
@@ -85,6 +88,7 @@ class OriginStats:
     idle_expired: int = 0
     pool_waits: int = 0
     waiting_requests: int = 0
+    connecting_requests: int = 0
 
     def invariant_violations(self) -> list[str]:
         """The R18 invariants this snapshot breaks (empty when it is
