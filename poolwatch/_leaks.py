@@ -21,6 +21,11 @@ _SKIPPED_DIRS: list[str] = [
 ]
 
 
+# The event loop's own frames, under the caller's (asyncio runs a
+# coroutine from them): never shown, nor counted in the depth.
+_LOOP_DIR = os.path.join(os.path.dirname(os.path.abspath(os.__file__)), "asyncio") + os.sep
+
+
 def skip_module_directory(path: str) -> None:
     """Treat frames under ``path`` (a package directory) as library code."""
     directory = os.path.dirname(os.path.abspath(path)) + os.sep
@@ -97,7 +102,8 @@ def capture_call_site(depth: int) -> CallSite:
         frame = frame.f_back
     raw: list[tuple[CodeType, int]] = []
     while frame is not None and len(raw) < depth:
-        raw.append((frame.f_code, frame.f_lineno))
+        if not frame.f_code.co_filename.startswith(_LOOP_DIR):
+            raw.append((frame.f_code, frame.f_lineno))
         frame = frame.f_back
     return CallSite(tuple(raw))
 

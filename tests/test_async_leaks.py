@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import subprocess
 import sys
 import textwrap
@@ -177,3 +178,20 @@ def test_a_leak_just_before_aclose_is_counted(server: HTTPServer, turns: int) ->
         assert t.open_bodies() == []
 
     run(main)
+
+
+def test_an_async_call_site_shows_the_callers_frames_only(server: HTTPServer) -> None:
+    """``call_site_depth`` frames of the caller's code: the event loop's own
+    frames, under the coroutine, are not among them."""
+
+    async def main() -> poolwatch.OpenBody:
+        async with poolwatch.AsyncTransport() as t:
+            response = await t.request("GET", server.url("/stream"))
+            [held] = t.open_bodies()
+            await response.aclose()
+            return held
+
+    held = run(main)
+    files = [name for name, _, _ in held.call_site.frames]
+    assert files[0] == __file__
+    assert not [name for name in files if f"{os.sep}asyncio{os.sep}" in name]
