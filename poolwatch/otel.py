@@ -11,13 +11,20 @@ body; with ``error.type``, the exception's name, for a request or body that
 raised, or the status code for a 4xx or 5xx answer),
 ``http.client.connection.duration`` (each closed connection's life),
 ``http.client.open_connections`` (by ``http.connection.state``, ``idle`` or
-``active``), ``http.client.active_requests`` (bodies checked out and
-requests queued for a connection), and ``poolwatch.pool.wait_duration``
+``active``), ``http.client.active_requests`` (requests on a connection,
+making theirs, or queued for one), and ``poolwatch.pool.wait_duration``
 (asking for a connection to getting one, dial included).
+
+The observable instruments' callbacks stay with the meter for as long as it
+lives (the API cannot take them back), so they hold the transport only
+weakly: instrumenting a transport does not keep it alive, and a transport
+garbage-collected (and so closed) or an :class:`Instrumentation` closed
+leaves them reporting nothing.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,14 +52,19 @@ def _server_attributes(origin: str) -> dict[str, Any]:
 
 
 class Instrumentation:
-    """The instruments recording one transport; :meth:`close` stops it."""
+    """The instruments recording one transport; :meth:`close` stops them.
+    The transport is held weakly (see the module's documentation)."""
+
+    _transport: weakref.ref[Transport | AsyncTransport] | None
 
     def __init__(
         self, transport: Transport | AsyncTransport, meter_provider: MeterProvider
     ) -> None:
         from . import __version__
 
-        self.transport = transport
+        # None once closed: the meter keeps the callbacks, and so this
+        # object, for its own life, which must not keep the transport's.
+        self._transport = weakref.ref(transport)
         meter = meter_provider.get_meter("poolwatch", __version__)
         self.request_duration = meter.create_histogram(
             "http.client.request.duration", unit="s", description="Duration of HTTP requests."
@@ -78,11 +90,20 @@ class Instrumentation:
             callbacks=[self._active_requests],
             unit="{request}",
             description="Requests in flight (on a connection: waiting for the head or"
-            " with a body open) or waiting for a connection.",
+            " with a body open; making their connection) or waiting for a connection.",
         )
         transport.add_listener(self._observe)
 
+    @property
+    def transport(self) -> Transport | AsyncTransport | None:
+        """The transport recorded; ``None`` once :meth:`close` has run or the
+        transport has been garbage-collected."""
+        ref = self._transport
+        return None if ref is None else ref()
+
     def _observe(self, event: Event) -> None:
+        if self._transport is None:  # closed (a transport collected first still calls)
+            return
         name = event.name
         if name == "body_done":
             attributes = _server_attributes(event.origin)
@@ -118,19 +139,28 @@ class Instrumentation:
 
     def _active_requests(self, options: CallbackOptions) -> Iterable[Observation]:
         for origin, stats in self._origins():
-            active = stats.active_connections + stats.waiting_requests
+            active = stats.active_connections + stats.waiting_requests + stats.connecting_requests
             yield Observation(active, _server_attributes(origin))
 
     def _origins(self) -> Iterable[tuple[str, OriginStats]]:
         """Each origin's stats, without the entry that adds up origins long
-        unused (it has no server address, and no connection open)."""
-        for origin, stats in self.transport.stats().per_origin.items():
+        unused (it has no server address, and no connection open); none
+        once closed, or once the transport is gone."""
+        transport = self.transport
+        if transport is None:
+            return
+        for origin, stats in transport.stats().per_origin.items():
             if origin != OTHER_ORIGINS:
                 yield origin, stats
 
     def close(self) -> None:
-        """Stop recording (observable instruments then report nothing new)."""
-        self.transport.remove_listener(self._observe)
+        """Stop recording: no more histogram records, and no more
+        observations from the observable instruments (they report no data
+        points from then on). Closing twice does nothing more."""
+        transport = self.transport
+        self._transport = None
+        if transport is not None:
+            transport.remove_listener(self._observe)
 
 
 def instrument(

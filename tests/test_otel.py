@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import socket
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -12,7 +16,14 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import poolwatch
 from poolwatch.otel import instrument
-from tests.servers import HTTPServer, Reply, answering, http_server, raw_server
+from tests.servers import (
+    HTTPServer,
+    Reply,
+    ServerConnection,
+    answering,
+    http_server,
+    raw_server,
+)
 
 CUT_SHORT = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"  # then a hang-up
 
@@ -159,5 +170,107 @@ def test_an_errored_body_and_an_error_status_carry_error_type(server: HTTPServer
             for p in points
         }
         assert by_error == {("RemoteProtocolError", 200): 1, ("404", 404): 1, (None, 200): 1}
+    finally:
+        provider.shutdown()
+
+
+OBSERVED = ("http.client.open_connections", "http.client.active_requests")
+
+
+def test_close_stops_the_observable_instruments(server: HTTPServer) -> None:
+    """After ``close()`` the gauges report no data points (they no longer
+    read the transport's stats) and the histograms record nothing more."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        with poolwatch.Transport() as t:
+            instrumentation = instrument(t, provider)
+            t.request("GET", server.url()).read()
+            before = _points(reader)
+            assert all(name in before for name in OBSERVED)
+            instrumentation.close()
+            held = [t.request("GET", server.url("/stream")) for _ in range(3)]
+            t.request("GET", server.url()).read()
+            assert t.stats().active_connections == 3
+            after = _points(reader)
+            for body in held:
+                body.close()
+            instrumentation.close()  # a second close does nothing more
+        assert not any(name in after for name in OBSERVED), after
+        for name in ("http.client.request.duration", "poolwatch.pool.wait_duration"):
+            assert sum(p.count for p in after[name]) == 1
+        assert instrumentation.transport is None
+    finally:
+        provider.shutdown()
+
+
+@pytest.mark.parametrize("close_first", [True, False], ids=["closed", "left-open"])
+def test_instrumentation_does_not_keep_its_transport_alive(
+    server: HTTPServer, close_first: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transport dropped while instrumented, with an idle connection open,
+    is garbage-collected and so closed, whether or not the instrumentation
+    was closed first; the gauges' callbacks then report nothing, without
+    failing."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    conn_closed = threading.Event()
+    try:
+        t = poolwatch.Transport()
+        instrumentation = instrument(t, provider)
+        t.add_listener(lambda e: conn_closed.set() if e.name == "conn_closed" else None)
+        t.request("GET", server.url()).read()
+        assert t.stats().idle_connections == 1
+        if close_first:
+            instrumentation.close()
+        dropped = weakref.ref(t)
+        del t
+        gc.collect()
+        assert dropped() is None
+        assert conn_closed.wait(10)  # the dropped transport closed its connection
+        assert instrumentation.transport is None
+        with caplog.at_level(logging.WARNING):
+            points = _points(reader)
+        assert not any(name in points for name in OBSERVED), points
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        # Until closed, the instrumentation records the connection's end.
+        lifetimes = points.get("http.client.connection.duration", [])
+        assert sum(p.count for p in lifetimes) == (0 if close_first else 1)
+        instrumentation.close()
+    finally:
+        provider.shutdown()
+
+
+def test_a_request_making_its_connection_is_an_active_request() -> None:
+    """``http.client.active_requests`` counts a request whose connection is
+    still being made (a TLS handshake the server never answers)."""
+    handshaking = threading.Event()
+    release = threading.Event()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+
+    def silent(conn: ServerConnection) -> None:
+        release.wait(10)
+
+    try:
+        with raw_server(silent) as srv, poolwatch.Transport() as t:
+            instrument(t, provider)
+            t.add_listener(
+                lambda e: handshaking.set() if e.name == "tls_handshake_start" else None
+            )
+
+            def call() -> None:
+                with contextlib.suppress(poolwatch.PoolwatchError):
+                    t.request("GET", f"https://127.0.0.1:{srv.port}/")
+
+            caller = threading.Thread(target=call)
+            caller.start()
+            try:
+                assert handshaking.wait(10)
+                points = _points(reader)
+            finally:
+                release.set()
+                caller.join(10)
+        assert [p.value for p in points["http.client.active_requests"]] == [1]
     finally:
         provider.shutdown()
