@@ -36,16 +36,18 @@ _GAUGES = {
     "active_connections": "Connections checked out (including leaked bodies').",
     "open_bodies": "Response bodies neither read to the end nor closed.",
     "waiting_requests": "Requests queued for a connection.",
+    "connecting_requests": "Requests making their connection (connect, proxy and TLS handshakes).",
 }
 _COUNTERS = {
     "connections_opened": "Connections dialled.",
     "connections_closed": "Connections closed.",
     "requests": "Responses handed to callers.",
-    "reused_requests": "Requests sent on a reused connection.",
-    "bodies_drained": "Bodies read to the end (connection reused).",
-    "bodies_closed_early": "Bodies closed before the end (connection torn down).",
+    "reused_requests": "Responses handed to callers that came on a reused connection.",
+    "bodies_drained": "Bodies read to the end (their connection kept, unless it was to close).",
+    "bodies_closed_early": "Bodies closed before the end (the connection torn down).",
     "bodies_drained_on_close": "Early closes saved by drain_on_close.",
-    "bodies_leaked": "Bodies garbage-collected unclosed.",
+    "bodies_leaked": "Bodies neither read to the end nor closed: garbage-collected, or"
+    " left open as their event loop shut down.",
     "bodies_errored": "Bodies ended by an error.",
     "bodies_without_content": "Responses without a body.",
     "retries": "Requests retried after a stale reused connection.",

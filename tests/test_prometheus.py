@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import fields
 
 import pytest
 from prometheus_client import CollectorRegistry, start_http_server
@@ -64,6 +65,9 @@ def test_scrape_shows_stats_per_origin(
         assert samples["poolwatch_pool_wait_seconds_count"][origin] == 3
         assert samples["poolwatch_connection_requests_count"][origin] >= 1
         assert samples["poolwatch_connection_lifetime_seconds_count"][origin] >= 1
+        # Every field of a snapshot, gauge or counter.
+        exported = {name.removesuffix("_total") for name in samples}
+        assert {f"poolwatch_{f.name}" for f in fields(poolwatch.OriginStats)} <= exported
         open_body.close()
         registry.unregister(collector)
         collector.close()
