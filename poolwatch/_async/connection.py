@@ -32,7 +32,7 @@ import itertools
 import logging
 import sys
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -563,14 +563,17 @@ class AsyncConnection:
     async def _send_body_chunks(self, exchange: AsyncExchange) -> None:
         proto = self._proto
         pieces = _pieces(exchange)
-        while True:
-            try:
-                data = await anext(pieces, None)
-            except Exception as exc:  # the caller's code: not a write error
-                raise BodySourceFailed(exc) from exc
-            if data is None:
-                break
-            await self._send(exchange, proto.body_chunk(data))
+        try:
+            while True:
+                try:
+                    data = await anext(pieces, None)
+                except Exception as exc:  # the caller's code: not a write error
+                    raise BodySourceFailed(exc) from exc
+                if data is None:
+                    break
+                await self._send(exchange, proto.body_chunk(data))
+        finally:
+            await pieces.aclose()  # now, not by a task the collector would start
         await self._send(exchange, proto.end_request())
 
     async def _send(self, exchange: AsyncExchange, data: bytes) -> None:
@@ -813,7 +816,7 @@ def _cancelling(task: asyncio.Task[Any] | None) -> int:
     return task.cancelling()
 
 
-async def _pieces(exchange: AsyncExchange) -> AsyncIterator[bytes]:
+async def _pieces(exchange: AsyncExchange) -> AsyncGenerator[bytes, None]:
     """The request body's non-empty pieces, from its async iterator, its
     file (each read in a thread: it may block on the disk) or its iterator."""
     body = exchange.request.body
