@@ -381,12 +381,15 @@ def test_an_upload_sources_own_error_reaches_the_caller(kind: str, error: type) 
 def test_an_early_answer_without_a_body_survives_the_upload_failing(kind: str) -> None:
     """A 401 with no body, sent before the upload is read, then the upload
     source fails: the 401 is the caller's (R9), and reads as empty (R7),
-    not as a body the connection's close cut short."""
+    not as a body the connection's close cut short; its end heard once."""
     head_came = threading.Event()
+    ends: list[str] = []
 
     def listener(event: poolwatch.Event) -> None:
         if event.name == "got_first_response_byte":
             head_came.set()
+        elif event.name == "body_done":
+            ends.append(event.data["outcome"])
 
     def source() -> Iterator[bytes]:
         yield b"first piece"
@@ -404,3 +407,4 @@ def test_an_early_answer_without_a_body_survives_the_upload_failing(kind: str) -
         outcome, stats, _ = _get_or_post(kind, server.url("/upload"), body, listener)
     assert outcome == (401, b"")
     assert (stats.bodies_without_content, stats.bodies_errored) == (1, 0)
+    assert ends == ["no_body"]  # heard once

@@ -413,8 +413,9 @@ class AsyncConnection:
             exchange = self.exchange
             in_body = exchange is not None and exchange.state == BODY
             decision = transport._book.closed_locked(self)
-            # The close ended the body: errored, or leaked at the loop's end.
-            ended = in_body and exchange is not None and exchange.outcome is not None
+            # The close ended the body: errored, or leaked at the loop's end
+            # (a response without one is reported by whoever finishes it).
+            ended = in_body and exchange is not None and exchange.outcome in ("errored", "leaked")
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None

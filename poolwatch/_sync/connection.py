@@ -535,13 +535,15 @@ class Connection:
                 exchange = self.exchange
                 in_body = exchange is not None and exchange.state == BODY
                 decision = transport._book.closed_locked(self)
-                ended = in_body and exchange is not None and exchange.state == DONE
+                # The close cut the body short (a response without one is
+                # reported by the reader finishing it).
+                ended = in_body and exchange is not None and exchange.outcome == "errored"
             else:
                 decision, exchange, ended = None, None, False
         if ended:
-            assert exchange is not None and exchange.outcome is not None
+            assert exchange is not None
             exchange.marks["body_done"] = time.monotonic()
-            self._emit_body_done(exchange, exchange.outcome, reused=False)
+            self._emit_body_done(exchange, "errored", reused=False)
         if decision is not None:
             if self.upgraded is None:
                 try:
