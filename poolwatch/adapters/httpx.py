@@ -246,11 +246,14 @@ class Tracer:
         # Set once the writer has reported the request written: the head may
         # come before it has (see :meth:`wait_for_writer`).
         self.written = threading.Event()
+        self._lock = threading.Lock()  # the writer's thread adds, the caller's takes
 
     def __call__(self, event: pw_events.Event) -> None:
         for name in _TRACE_NAMES.get(event.name, ()):
-            self.pending.append((name, self._details(name, event)))
-            self.phase = name if name.endswith(".started") else None
+            details = self._details(name, event)
+            with self._lock:
+                self.pending.append((name, details))
+                self.phase = name if name.endswith(".started") else None
         if event.name == "wrote_request":
             self.written.set()
 
@@ -283,13 +286,16 @@ class Tracer:
 
     def failed(self, exc: BaseException) -> None:
         """The phase under way failed with ``exc``."""
-        if self.phase is not None:
-            self.pending.append((self.phase.replace(".started", ".failed"), {"exception": exc}))
-            self.phase = None
+        with self._lock:
+            if self.phase is not None:
+                failed = self.phase.replace(".started", ".failed")
+                self.pending.append((failed, {"exception": exc}))
+                self.phase = None
 
     def taken(self, *extra: tuple[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         """The events kept so far, then ``extra`` ones, in order; forgotten here."""
-        pending, self.pending = self.pending, []
+        with self._lock:
+            pending, self.pending = self.pending, []
         pending.extend(extra)
         return pending
 
