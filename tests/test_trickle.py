@@ -85,12 +85,12 @@ def _processing(stop: threading.Event, interims: int) -> object:
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_an_interim_response_starts_the_response_header_limit_again(kind: str) -> None:
-    """``102 Processing`` every 0.1 s for 0.6 s, then the response: each
-    interim response starts the 0.25 s limit again (R17), so the request
+    """``102 Processing`` every 0.1 s for 0.7 s, then the response: each
+    interim response starts the 0.4 s limit again (R17), so the request
     succeeds although the whole head took longer than the limit."""
     stop = threading.Event()
-    limit = poolwatch.Timeout(response_header=0.25)
-    with raw_server(_processing(stop, interims=5)) as srv:
+    limit = poolwatch.Timeout(response_header=0.4)
+    with raw_server(_processing(stop, interims=6)) as srv:
         try:
             if kind == "sync":
                 with poolwatch.Transport() as transport:
