@@ -900,9 +900,8 @@ def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 def _file_length(file: IO[bytes]) -> int | None:
     """The bytes left in a seekable file (none past its end), or ``None``:
-    also for a file whose size the system gives as 0, as it does for those
-    made as they are read (``/proc``, ``/sys``), which are sent chunked, as
-    requests sends them."""
+    also for a file the system sizes as 0 that has bytes to read, as those
+    made as they are read do (``/proc``, ``/sys``), which are sent chunked."""
     try:
         if not file.seekable():
             return None
@@ -913,7 +912,11 @@ def _file_length(file: IO[bytes]) -> int | None:
             size = file.seek(0, io.SEEK_END)
             file.seek(position)
             return max(size - position, 0)
-        return max(size - position, 0) if size else None
+        if size:
+            return max(size - position, 0)
+        first = file.read(1)  # size 0: empty, or made as it is read
+        file.seek(position)
+        return None if first else 0
     except (OSError, AttributeError, ValueError):
         return None
 

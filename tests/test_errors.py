@@ -721,6 +721,12 @@ def _file_at(tmp_path: Path, offset: int) -> io.BufferedReader:
     return file
 
 
+def _empty_file(tmp_path: Path) -> io.BufferedReader:
+    path = tmp_path / "empty.bin"
+    path.write_bytes(b"")
+    return path.open("rb")
+
+
 BodyFactory = Callable[[Path], Any]
 
 
@@ -765,6 +771,7 @@ BodyFactory = Callable[[Path], Any]
             lambda tmp: _file_at(tmp, 7), {}, ("4", None, "file"), id="file-from-position"
         ),
         pytest.param(lambda tmp: _file_at(tmp, 20), {}, ("0", None, ""), id="file-past-its-end"),
+        pytest.param(_empty_file, {}, ("0", None, ""), id="empty-file"),
         pytest.param(
             lambda _: open("/proc/self/cmdline", "rb"),  # noqa: SIM115
             {},
@@ -782,10 +789,11 @@ def test_request_body_framing(
     expected: tuple[str | None, str | None, str],
 ) -> None:
     """R16: bytes and files are sent with a Content-Length (a file's from
-    its size and position; none left past its end), iterables, text files
-    and files the system sizes as 0 (``/proc``) chunked unless the caller
-    declared a length; ``str`` is sent UTF-8 encoded, whole or in
-    pieces; the server receives exactly the body."""
+    its size and position; none left past its end; 0 for an empty one),
+    iterables, text files and files the system sizes as 0 that have bytes
+    (``/proc``) chunked unless the caller declared a length; ``str`` is
+    sent UTF-8 encoded, whole or in pieces; the server receives exactly
+    the body."""
     body = make_body(tmp_path)
     with http_server({"/inspect": _inspect}) as server:
         try:
