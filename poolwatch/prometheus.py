@@ -33,19 +33,21 @@ _GAUGES = {
     "workers_alive": "Reader and writer workers alive.",
     "open_connections": "Open connections (idle and active).",
     "idle_connections": "Connections idle in the pool.",
-    "active_connections": "Connections checked out (including leaked bodies').",
-    "open_bodies": "Response bodies neither read to the end nor closed.",
+    "active_connections": "Connections checked out (including those held by open bodies).",
+    "open_bodies": "Response bodies not yet read to the end, closed, errored or leaked.",
     "waiting_requests": "Requests queued for a connection.",
     "connecting_requests": "Requests making their connection (connect, proxy and TLS handshakes).",
 }
 _COUNTERS = {
-    "connections_opened": "Connections dialled.",
+    "connections_opened": "Connections opened (a dial that failed is not counted).",
     "connections_closed": "Connections closed.",
     "requests": "Responses handed to callers.",
     "reused_requests": "Responses handed to callers that came on a reused connection.",
-    "bodies_drained": "Bodies read to the end (their connection kept, unless it was to close).",
-    "bodies_closed_early": "Bodies closed before the end (the connection torn down).",
-    "bodies_drained_on_close": "Early closes saved by drain_on_close.",
+    "bodies_drained": "Bodies read to the end (their connection reused if keep-alive allows).",
+    "bodies_closed_early": "Bodies closed before the end (their connection closed, unless"
+    " drain_on_close kept it).",
+    "bodies_drained_on_close": "Bodies closed early whose connection drain_on_close kept"
+    " (counted in bodies_closed_early too).",
     "bodies_leaked": "Bodies neither read to the end nor closed: garbage-collected, or"
     " left open as their event loop shut down.",
     "bodies_errored": "Bodies ended by an error.",
