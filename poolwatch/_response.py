@@ -27,6 +27,7 @@ class ResponseHead:
         "_end_seen",
         "_exchange",
         "_headers",
+        "_offset",
         "_owner",
         "http_version",
         "method",
@@ -45,7 +46,11 @@ class ResponseHead:
         self._owner = owner
         self._connection: Any = exchange.connection
         self._drain_on_close = drain_on_close
+        # Body bytes taken from the connection and not yet handed over: those
+        # of ``_buffer`` from ``_offset`` on. An offset, not a new ``bytes``
+        # per read, so that small reads of a large piece copy each byte once.
         self._buffer = b""
+        self._offset = 0
         # Ended before the caller got it: only a response without a body
         # (R7). One the transport's close ended meanwhile is not read as
         # empty: reading it raises (R14).
@@ -58,6 +63,29 @@ class ResponseHead:
         self._headers: HTTPHeaderDict | None = None  # made on first use
         self.method: str = exchange.request.method
         self.url: str = exchange.request.url
+
+    def _take(self, amt: int | None = None) -> bytes:
+        """Up to ``amt`` of the bytes buffered (all of them by default),
+        never waiting."""
+        buffer, offset = self._buffer, self._offset
+        end = len(buffer) if amt is None or amt < 0 else min(len(buffer), offset + amt)
+        data = buffer if offset == 0 and end == len(buffer) else buffer[offset:end]
+        if end == len(buffer):
+            self._buffer, self._offset = b"", 0
+        else:
+            self._offset = end
+        return data
+
+    def _buffered(self) -> int:
+        """How many bytes :meth:`_take` could hand over now."""
+        return len(self._buffer) - self._offset
+
+    def _keep(self, pieces: list[bytes]) -> None:
+        """Buffer ``pieces`` (what was buffered first), as one piece."""
+        self._buffer, self._offset = b"".join(pieces), 0
+
+    def _drop_buffer(self) -> None:
+        self._buffer, self._offset = b"", 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} [{self.status} {self.reason}] {self.method} {self.url}>"

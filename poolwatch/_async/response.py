@@ -50,16 +50,22 @@ class AsyncResponse(ResponseHead):
         last byte returns the connection to the pool before this returns."""
         check_size("amt", amt)
         if amt is None or amt < 0:
-            chunks = [self._buffer]
-            self._buffer = b""
+            chunks = [self._take()]
             while not self._end_seen:
                 chunks.append(await self._next_chunk())
             if self._exchange.state == BODY:
                 await self._connection.finish_body(self._exchange, "drained", True)  # R4
             return b"".join(chunks)
-        while len(self._buffer) < amt and not self._end_seen:
-            self._buffer += await self._next_chunk()
-        data, self._buffer = self._buffer[:amt], self._buffer[amt:]
+        have = self._buffered()
+        if have < amt and not self._end_seen:
+            pieces = [self._take()]
+            try:
+                while have < amt and not self._end_seen:
+                    pieces.append(await self._next_chunk())
+                    have += len(pieces[-1])
+            finally:
+                self._keep(pieces)  # one join: a read of many pieces copies once
+        data = self._take(amt)
         if self._end_seen and not self._buffer and self._exchange.state == BODY:
             await self._connection.finish_body(self._exchange, "drained", True)  # R4
         return data
@@ -69,11 +75,8 @@ class AsyncResponse(ResponseHead):
         has (``b""`` at the end)."""
         check_size("amt", amt)
         if not self._buffer and not self._end_seen:
-            self._buffer = await self._next_chunk()
-        if amt is None or amt < 0 or amt >= len(self._buffer):
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:amt], self._buffer[amt:]
+            self._keep([await self._next_chunk()])
+        data = self._take(amt)
         if self._end_seen and not self._buffer and self._exchange.state == BODY:
             await self._connection.finish_body(self._exchange, "drained", True)  # R4
         return data
@@ -144,7 +147,7 @@ class AsyncResponse(ResponseHead):
             if self.status == 101 and self._connection.upgraded is not None:
                 await self._connection.upgraded.aclose()
             return
-        self._buffer = b""
+        self._drop_buffer()
         conn = self._connection
         saved = self._drain_on_close
         if saved and not self._end_seen:

@@ -58,8 +58,7 @@ class Response(ResponseHead):
         check_size("amt", amt)
         try:
             if amt is None or amt < 0:
-                chunks = [self._buffer]
-                self._buffer = b""
+                chunks = [self._take()]
                 while not self._end_seen:
                     if not self._exchange.body_buffered and self._connection.direct_body_left():
                         # The rest in one read into one buffer, after what came.
@@ -68,9 +67,16 @@ class Response(ResponseHead):
                         chunks.append(self._next_chunk())
                 self._finish_if_done()
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            while len(self._buffer) < amt and not self._end_seen:
-                self._buffer += self._next_chunk()
-            data, self._buffer = self._buffer[:amt], self._buffer[amt:]
+            have = self._buffered()
+            if have < amt and not self._end_seen:
+                pieces = [self._take()]
+                try:
+                    while have < amt and not self._end_seen:
+                        pieces.append(self._next_chunk())
+                        have += len(pieces[-1])
+                finally:
+                    self._keep(pieces)  # one join: a read of many pieces copies once
+            data = self._take(amt)
             self._finish_if_done()
             return data
         except PoolwatchError:
@@ -95,11 +101,8 @@ class Response(ResponseHead):
         check_size("amt", amt)
         try:
             if not self._buffer and not self._end_seen:
-                self._buffer = self._next_chunk()
-            if amt is None or amt < 0 or amt >= len(self._buffer):
-                data, self._buffer = self._buffer, b""
-            else:
-                data, self._buffer = self._buffer[:amt], self._buffer[amt:]
+                self._keep([self._next_chunk()])
+            data = self._take(amt)
             self._finish_if_done()
             return data
         except PoolwatchError:
@@ -113,7 +116,7 @@ class Response(ResponseHead):
         (KeyboardInterrupt, or one a signal handler raised), perhaps with
         bytes taken from the socket and not yet handed over: the body ends
         closed early, and its connection is closed."""
-        self._buffer = b""
+        self._drop_buffer()
         self._connection.interrupted(self._exchange)
 
     def _next_chunk(
@@ -192,7 +195,7 @@ class Response(ResponseHead):
             if self.status == 101 and self._connection.upgraded is not None:
                 self._connection.upgraded.close()
             return
-        self._buffer = b""
+        self._drop_buffer()
         try:
             saved = self._drain_on_close and (self._end_seen or self._drain())
         except BaseException:  # not a PoolwatchError: _drain() takes those
