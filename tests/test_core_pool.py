@@ -394,6 +394,64 @@ def test_cancel_wait_leaves_the_queue() -> None:
     assert decision.wake == [stays] and not gone.is_served()
 
 
+class CountingPool(PoolState[FakeConn]):
+    """A pool that counts its attempts to give a waiter a slot."""
+
+    attempts = 0
+
+    def _take_slot(self, origin: Hashable, close: list[FakeConn]) -> bool:
+        self.attempts += 1
+        return super()._take_slot(origin, close)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_connections": 1}, {"max_connections_per_host": 1}],
+    ids=["global", "per-host"],
+)
+def test_waiters_leaving_a_full_pool_cost_the_same_however_long_the_queue(
+    limits: dict[str, int],
+) -> None:
+    """R12 at scale: thousands of requests queued behind a stalled server
+    that time out together. Each departure must not try every other waiter
+    (that made the pool quadratic: 16 000 waiters took 17 s of CPU under
+    the pool's lock): with the pool full, one attempt at most."""
+    pool = CountingPool(Limits(**{**NO_IDLE_LIMITS, **limits}))  # type: ignore[arg-type]
+    dial(pool, A, "a1")
+    waiters = [queue(pool, A) for _ in range(2000)]
+    assert pool.waiting() == pool.waiting(A) == 2000
+    pool.attempts = 0
+    for waiter in reversed(waiters[1000:]):  # the back of the queue first
+        assert pool.cancel_wait_locked(waiter, 1.0).wake == []
+    for waiter in waiters[:1000]:
+        assert pool.cancel_wait_locked(waiter, 1.0).wake == []
+    assert pool.attempts <= 2000
+    assert pool.waiting() == pool.waiting(A) == 0
+    assert pool.origins_in_use() == {A}
+
+
+def test_queue_counts_per_origin_follow_every_way_out() -> None:
+    """``waiting(origin)`` and ``origins_in_use()`` as waiters are served,
+    leave and are drained."""
+    pool = make_pool(max_connections=1)
+    a1 = dial(pool, A, "a1")
+    for_a, for_b1, for_b2, for_c = queue(pool, A), queue(pool, B), queue(pool, B), queue(pool, C)
+    assert (pool.waiting(), pool.waiting(A), pool.waiting(B), pool.waiting(C)) == (4, 1, 2, 1)
+    assert pool.origins_in_use() == {A, B, C}
+    assert pool.release_locked(a1, reusable=True, now=1.0).wake == [for_a]  # same origin
+    assert (pool.waiting(A), pool.waiting(B)) == (0, 2)
+    pool.cancel_wait_locked(for_b1, 2.0)
+    assert pool.waiting(B) == 1 and not pool.checkout_locked(B, 3.0).dial  # still queued
+    decision = pool.forget_locked(a1)
+    assert_woken_to_dial(decision, for_b2)
+    assert (pool.waiting(), pool.waiting(B), pool.waiting(C)) == (2, 1, 1)
+    assert pool.origins_in_use() == {B, C}
+    drained = pool.drain_waiters_locked()
+    assert for_c in drained and len(drained) == 2
+    assert pool.waiting() == pool.waiting(B) == pool.waiting(C) == 0
+    assert pool.origins_in_use() == {B}  # for_b2's slot
+
+
 def test_cancel_wait_after_being_handed_a_connection_passes_it_on() -> None:
     """R12: a waiter served with a connection just as it gave up passes the
     connection to the next waiter (or the idle pool)."""

@@ -27,7 +27,6 @@ Times are plain floats from a clock the caller passes in.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeGuard, TypeVar
@@ -146,7 +145,11 @@ class PoolState(Generic[C]):
         self._idle_lru: dict[C, None] = {}  # all origins, least recently used first
         self._slots: dict[Hashable, int] = {}  # dialling + active + idle + leaked
         self._total_slots = 0
-        self._waiters: deque[Waiter[C]] = deque()
+        # Queued requests, first come first: a dict, so that one that leaves
+        # (timed out, cancelled) goes in constant time, and a count per
+        # origin, so that no question about an origin walks the queue.
+        self._waiters: dict[Waiter[C], None] = {}
+        self._queued: dict[Hashable, int] = {}
         # In use when the pool was told to let them go: closed on release.
         self._retired: set[C] = set()
         # How many times it was told: a connection dialled for a request
@@ -169,14 +172,12 @@ class PoolState(Generic[C]):
         """Requests queued for a connection, for one or all origins."""
         if origin is None:
             return len(self._waiters)
-        return sum(1 for waiter in self._waiters if waiter.origin == origin)
+        return self._queued.get(origin, 0)
 
     def origins_in_use(self) -> set[Hashable]:
         """Origins with a slot taken (a connection dialled, in use, idle or
         leaked) or a request waiting."""
-        in_use: set[Hashable] = set(self._slots)
-        in_use.update(waiter.origin for waiter in self._waiters)
-        return in_use
+        return set(self._slots).union(self._queued)
 
     def forget_origin_locked(self, origin: Hashable) -> None:
         """``origin`` has no connection left: drop its empty idle pool."""
@@ -203,7 +204,7 @@ class PoolState(Generic[C]):
             decision.dial = True
         else:
             decision.waiter = Waiter(origin)
-            self._waiters.append(decision.waiter)
+            self._enqueue(decision.waiter)
         return decision
 
     def cancel_wait_locked(self, waiter: Waiter[C], now: float) -> Decision[C]:
@@ -218,10 +219,7 @@ class PoolState(Generic[C]):
         if waiter.may_dial:
             waiter.may_dial = False
             return self.discard_locked(waiter.origin)
-        try:
-            self._waiters.remove(waiter)
-        except ValueError:
-            pass
+        self._dequeue(waiter)
         # Leaving the queue may unblock a waiter behind this one.
         self._serve_waiters(decision)
         return decision
@@ -236,12 +234,12 @@ class PoolState(Generic[C]):
             self._retired.discard(conn)
             self._evict(conn, decision)
             return decision
-        for waiter in self._waiters:
-            if waiter.origin == conn.origin:
-                self._waiters.remove(waiter)
-                waiter.connection = conn
-                decision.wake.append(waiter)
-                return decision
+        if conn.origin in self._queued:
+            waiter = next(w for w in self._waiters if w.origin == conn.origin)
+            self._dequeue(waiter)
+            waiter.connection = conn
+            decision.wake.append(waiter)
+            return decision
         limits = self.limits
         idle = self._idle.setdefault(conn.origin, {})
         if limits.max_idle_per_host is not None and len(idle) >= limits.max_idle_per_host:
@@ -329,6 +327,7 @@ class PoolState(Generic[C]):
         """Remove and return every waiter (the pool is closing)."""
         waiters = list(self._waiters)
         self._waiters.clear()
+        self._queued.clear()
         return waiters
 
     # -- internals -----------------------------------------------------------
@@ -350,7 +349,22 @@ class PoolState(Generic[C]):
         return expired
 
     def _is_queued(self, origin: Hashable) -> bool:
-        return any(waiter.origin == origin for waiter in self._waiters)
+        return origin in self._queued
+
+    def _enqueue(self, waiter: Waiter[C]) -> None:
+        self._waiters[waiter] = None
+        self._queued[waiter.origin] = self._queued.get(waiter.origin, 0) + 1
+
+    def _dequeue(self, waiter: Waiter[C]) -> None:
+        """Take ``waiter`` out of the queue, if it is there."""
+        if waiter not in self._waiters:
+            return  # served, or the pool closed
+        del self._waiters[waiter]
+        count = self._queued[waiter.origin] - 1
+        if count:
+            self._queued[waiter.origin] = count
+        else:
+            del self._queued[waiter.origin]
 
     def _has_room(self, origin: Hashable) -> bool:
         limits = self.limits
@@ -399,12 +413,23 @@ class PoolState(Generic[C]):
     def _serve_waiters(self, decision: Decision[C]) -> None:
         """Give free slots to queued requests, first come first served."""
         served: list[Waiter[C]] = []
+        refused: set[Hashable] = set()  # origins at their own host's limit
         for waiter in self._waiters:
-            # A waiter held back by its own host's limit must not block the
-            # ones behind it, so every waiter is tried.
-            if self._take_slot(waiter.origin, decision.close):
+            origin = waiter.origin
+            if origin in refused:
+                continue
+            if self._take_slot(origin, decision.close):
                 waiter.may_dial = True
                 served.append(waiter)
+                continue
+            total = self.limits.max_connections
+            if total is not None and self._total_slots >= total and not self._idle_lru:
+                break  # the pool is full: no one behind can dial either
+            # Held back by its own host's limit: the waiters behind it, for
+            # other origins, may still dial.
+            refused.add(origin)
+            if len(refused) == len(self._queued):
+                break
         for waiter in served:
-            self._waiters.remove(waiter)
+            self._dequeue(waiter)
         decision.wake += served
