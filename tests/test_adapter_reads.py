@@ -109,6 +109,73 @@ def test_iter_content_and_read1_give_the_body(
     assert adapter.stats().bodies_drained == 3
 
 
+@pytest.mark.parametrize("size", [1, 7, 512])
+def test_small_reads_of_a_chunked_body_take_pieces_from_the_transport(
+    body_server: HTTPServer,
+    adapter: poolwatch.RequestsAdapter,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+) -> None:
+    """``iter_content()`` (requests' default: one byte at a time) and other
+    small sizes over a chunked body: the adapter takes what the transport
+    holds in one go and serves the small reads from it, instead of one trip
+    through urllib3's decoder and the transport per read (which made it
+    six times slower than requests' own adapter)."""
+    calls = 0
+    read1 = poolwatch.Response.read1
+
+    def counted(self: poolwatch.Response, amt: int | None = None) -> bytes:
+        nonlocal calls
+        calls += 1
+        return read1(self, amt)
+
+    monkeypatch.setattr(poolwatch.Response, "read1", counted)
+    with _session(adapter) as session:
+        resp = session.get(body_server.url("/chunked-body"), stream=True)
+        pieces = list(resp.iter_content(size))
+        assert all(len(piece) <= size for piece in pieces)
+        assert b"".join(pieces) == BODY
+        assert adapter.stats().bodies_drained == 1
+        assert session.get(body_server.url("/chunked-body")).content == BODY
+    # Two trips per piece the transport took from the socket, and one for
+    # the last byte, however small the reads.
+    assert calls < 100
+    stats = adapter.stats()
+    assert (stats.connections_opened, stats.reused_requests) == (1, 1)
+
+
+def test_the_last_byte_of_a_chunked_body_is_left_to_the_read_that_ends_it(
+    body_server: HTTPServer, adapter: poolwatch.RequestsAdapter
+) -> None:
+    """Pieces taken ahead of small reads stop short of the body's last
+    byte: the body stays open until a read takes it (R4)."""
+    with _session(adapter) as session:
+        resp = session.get(body_server.url("/chunked-body"), stream=True)
+        head = resp.raw.read(len(BODY) - 1)
+        assert head == BODY[:-1]
+        assert adapter.stats().open_bodies == 1
+        assert resp.raw.read(1) == BODY[-1:]
+        stats = adapter.stats()
+        assert (stats.open_bodies, stats.bodies_drained) == (0, 1)
+
+
+def test_an_early_close_of_a_chunked_body_read_in_small_pieces_tears_it_down(
+    body_server: HTTPServer, adapter: poolwatch.RequestsAdapter
+) -> None:
+    """Pieces taken ahead of small reads never include the body's end: a
+    close after all but the last few bytes is still an early close (R5)."""
+    with _session(adapter) as session:
+        with session.get(body_server.url("/chunked-body"), stream=True) as resp:
+            taken = 0
+            for piece in resp.iter_content(1000):
+                taken += len(piece)
+                if taken >= len(BODY) - 1000:
+                    break
+        stats = adapter.stats()
+        assert (stats.bodies_closed_early, stats.bodies_drained) == (1, 0)
+        assert stats.connections_closed == 1
+
+
 def test_the_read_that_reaches_the_end_releases_the_connection(
     server: HTTPServer, adapter: poolwatch.RequestsAdapter
 ) -> None:

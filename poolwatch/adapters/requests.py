@@ -162,7 +162,13 @@ class _Body(io.RawIOBase):
         up to ``wanted`` bytes, or more while the end is not reached."""
         unpulled = self._unpulled
         if unpulled is None:
-            return self._translated(self.response.read1, wanted)
+            # All the response holds, but for the body's last byte once its
+            # end has come: the read that takes that byte ends the body.
+            response = self.response
+            ahead = response._buffered() - (1 if response._end_seen else 0)
+            if wanted is not None and ahead > wanted:
+                wanted = ahead
+            return self._translated(response.read1, wanted)
         if unpulled == 0:
             return b""  # the read that took the last byte ended the body (R4)
         if wanted is None or wanted >= unpulled:
@@ -288,21 +294,30 @@ class _HTTPResponse(HTTPResponse):
             data += more
         return data
 
-    def _read_as_sent(self, amt: int) -> bytes:
+    def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+        """As urllib3's. A body sent without a Content-Encoding is read
+        straight from the file, as :meth:`read` reads it."""
+        if not self._as_sent or self._has_decoded_content or amt == 0:
+            return super().read1(amt, decode_content)
+        self._uncached_read_occurred = True
+        return self._read_as_sent(None if amt is None or amt < 0 else amt, read1=True)
+
+    def _read_as_sent(self, amt: int | None, *, read1: bool = False) -> bytes:
         """urllib3's ``_raw_read(amt)``, its error translation entered only
         when there is an error: the end of the body, a closed file and
         errors all go through urllib3's own code."""
         body = self._fp
         if body is None or body.closed:
-            return self._raw_read(amt)
+            return self._raw_read(amt, read1=read1)
         try:
-            data = body.read(amt)
+            data = body.read1(-1 if amt is None else amt) if read1 else body.read(amt)
         except Exception:
             with self._error_catcher():
                 raise  # translated as urllib3 translates it
         if not data:
             if self.length_remaining:
-                return self._raw_read(amt)  # closes the file, raises for the cut
+                # Closes the file, raises for the cut.
+                return self._raw_read(amt, read1=read1)
             # The end: what urllib3's empty read does then (its connection
             # release has no pool to return to here).
             body.close()
