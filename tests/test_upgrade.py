@@ -119,6 +119,37 @@ def test_read_timeout_end_and_write_error() -> None:
                     stream.write(b"x" * 65536, timeout=WAIT)
 
 
+FIRST = bytes(range(256)) * 40  # 10 240 bytes sent with the 101 head
+
+
+def _switch_with_bytes(conn: ServerConnection) -> None:
+    conn.recv_request_head()
+    conn.sock.sendall(SWITCHED + FIRST)
+    conn.recv_request_head()  # until the client closes
+
+
+def test_small_reads_of_what_came_with_the_head_slice_it_in_place() -> None:
+    """A WebSocket client reads two-byte frame headers: the bytes that came
+    with the 101 head are handed out by offset, not copied again for each
+    read (which made reading them quadratic), and every byte comes once."""
+    with raw_server(_switch_with_bytes) as server, poolwatch.Transport() as t:
+        resp = t.request("GET", server.origin + "/socket", headers=UPGRADE)
+        stream = resp.upgraded
+        assert stream is not None
+        with stream:
+            taken = [stream.read(2)]
+            first = stream._first
+            assert len(first) > 1000  # came with the head (all of it, as a rule)
+            while len(taken) < 100:
+                taken.append(stream.read(2))
+                assert stream._first is first
+            taken.append(stream.read(1))
+            rest = len(FIRST) - len(b"".join(taken))
+            taken.append(stream.read(rest + 10))
+            assert b"".join(taken) == FIRST
+            assert not stream._first
+
+
 def test_an_unasked_switch_is_still_an_error() -> None:
     """A 101 to a request without Upgrade is a protocol error (R10)."""
 

@@ -16,7 +16,10 @@ class SwitchedStream:
     _timeouts: tuple[type[BaseException], ...] = (TimeoutError,)
 
     def __init__(self, first: bytes, *, method: str, url: str) -> None:
-        self._first = first  # what came with the 101 head: the new protocol's
+        # What came with the 101 head, the new protocol's first bytes, from
+        # ``_first_at`` on: an offset, so that small reads copy each byte once.
+        self._first = first
+        self._first_at = 0
         self._closed = False
         #: The request that switched the connection.
         self.method = method
@@ -24,8 +27,13 @@ class SwitchedStream:
 
     def _take_first(self, max_bytes: int) -> bytes:
         """Bytes that came with the head, if any are left (else ``b""``)."""
-        data, self._first = self._first[:max_bytes], self._first[max_bytes:]
-        return data
+        first, start = self._first, self._first_at
+        end = start + max(max_bytes, 0)
+        if end >= len(first):
+            self._first, self._first_at = b"", 0
+            return first if start == 0 else first[start:]
+        self._first_at = end
+        return first[start:end]
 
     def _error(self, writing: bool, exc: BaseException, timeout: float | None) -> PoolwatchError:
         """poolwatch's error for ``exc``, a timeout or a socket error."""
