@@ -9,6 +9,7 @@ import socket
 import ssl
 import weakref
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -17,6 +18,7 @@ import poolwatch
 from poolwatch._core.book import MAX_QUIET_ORIGINS, OTHER_ORIGINS
 from poolwatch.prometheus import register
 from tests.conftest import assert_at_rest
+from tests.servers import http_server
 
 
 @pytest.fixture
@@ -94,3 +96,47 @@ def test_prometheus_histograms_label_a_bounded_number_of_origins() -> None:
         assert len(origins) == MAX_QUIET_ORIGINS + 1
         assert OTHER_ORIGINS in origins
         collector.close()
+
+
+class _CountedIteration(dict):  # type: ignore[type-arg]
+    """A dict that counts the passes made over it."""
+
+    passes = 0
+
+    def __iter__(self) -> Iterator[object]:
+        self.passes += 1
+        return super().__iter__()
+
+
+def test_stats_of_many_origins_take_one_pass_over_connections_and_bodies() -> None:
+    """``stats()`` with many origins in use: each origin's gauges are exact
+    (idle and active connections, open bodies), and they come from one pass
+    over the connections and one over the open bodies, not one of each per
+    origin (at 2 000 origins a snapshot took most of a second, holding
+    the pool's lock)."""
+    count = 12
+    with ExitStack() as stack:
+        servers = [stack.enter_context(http_server()) for _ in range(count)]
+        t = stack.enter_context(poolwatch.Transport())
+        held = []
+        for i, server in enumerate(servers):
+            if i % 2:
+                held.append(t.request("GET", server.url("/")))  # an open body
+            t.request("GET", server.url("/")).read()  # and one idle connection each
+        book = t._book
+        book.live = _CountedIteration(book.live)
+        book.open = _CountedIteration(book.open)
+        stats = t.stats()
+        assert (book.live.passes, book.open.passes) == (1, 1)
+        for i, server in enumerate(servers):
+            per = stats.per_origin[server.url("/").rstrip("/")]
+            expected = (2, 1, 1, 1) if i % 2 else (1, 1, 0, 0)
+            assert (
+                per.open_connections,
+                per.idle_connections,
+                per.active_connections,
+                per.open_bodies,
+            ) == expected
+        for response in held:
+            response.close()
+        assert_at_rest(t)

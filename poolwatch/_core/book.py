@@ -10,6 +10,7 @@ times come in as arguments.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -315,15 +316,26 @@ class Book(Generic[C]):
         """Each origin's snapshot, keyed by its string form (see :meth:`stats`);
         the quiet ones' totals too."""
         snapshots = [(key, OriginStats(**c.as_dict())) for key, c in self.quiet.items()]
+        # The gauges of every origin, from one pass over the connections and
+        # one over the open bodies (not one of each per origin).
+        pool = self.pool
+        conns: Counter[Hashable] = Counter()
+        idle: Counter[Hashable] = Counter()
+        for conn in self.live:
+            conns[conn.origin] += 1
+            if pool.is_idle(conn):
+                idle[conn.origin] += 1
+        bodies: Counter[Hashable] = Counter(exchange.request.origin for exchange in self.open)
+        gauges = (conns, idle, bodies)
         snapshots.extend(
-            (str(origin), self._origin_stats_locked(origin, counters))
+            (str(origin), self._origin_stats_locked(origin, counters, gauges))
             for origin, counters in self.counters.items()
         )
         # Origins not counted yet: a first connection being made, or a first
         # request queued (their gauges only).
         snapshots.extend(
-            (str(origin), self._origin_stats_locked(origin, Counters()))
-            for origin in self.pool.origins_in_use()
+            (str(origin), self._origin_stats_locked(origin, Counters(), gauges))
+            for origin in pool.origins_in_use()
             if origin not in self.counters
         )
         return snapshots
@@ -337,18 +349,26 @@ class Book(Generic[C]):
             per_origin[key] = snapshot + per_origin[key] if key in per_origin else snapshot
         return PoolStats.build(per_origin)
 
-    def _origin_stats_locked(self, origin: Hashable, counters: Counters) -> OriginStats:
+    def _origin_stats_locked(
+        self,
+        origin: Hashable,
+        counters: Counters,
+        gauges: tuple[Counter[Hashable], Counter[Hashable], Counter[Hashable]],
+    ) -> OriginStats:
+        """``origin``'s snapshot, its gauges taken from ``gauges``: its open
+        connections, those of them idle, and its open bodies."""
         pool = self.pool
-        conns = [c for c in self.live if c.origin == origin]
+        conns, idle, bodies = gauges
+        count = conns[origin]
         return OriginStats(
             **counters.as_dict(),
-            open_connections=len(conns),
+            open_connections=count,
             idle_connections=pool.idle_count(origin),
-            active_connections=sum(1 for c in conns if not pool.is_idle(c)),
-            open_bodies=sum(1 for e in self.open if e.request.origin == origin),
+            active_connections=count - idle[origin],
+            open_bodies=bodies[origin],
             waiting_requests=pool.waiting(origin),
             # A slot is taken as a dial starts; the connection is open once made.
-            connecting_requests=max(pool.slots(origin) - len(conns), 0),
+            connecting_requests=max(pool.slots(origin) - count, 0),
         )
 
     def connections_locked(self, now: float) -> list[ConnectionInfo]:
