@@ -15,6 +15,11 @@ raised, or the status code for a 4xx or 5xx answer),
 making theirs, or queued for one), and ``poolwatch.pool.wait_duration``
 (asking for a connection to getting one, dial included).
 
+The histograms name the first 256 origins they record (``server.address``
+and ``server.port``); later ones are recorded without those two, so that a
+transport used for ever more origins does not grow the meter's memory
+without end, as the Prometheus histograms do.
+
 The observable instruments' callbacks stay with the meter for as long as it
 lives (the API cannot take them back), so they hold the transport only
 weakly: instrumenting a transport does not keep it alive, and a transport
@@ -32,7 +37,7 @@ from urllib.parse import urlsplit
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from ._async.transport import AsyncTransport
-from ._core.book import OTHER_ORIGINS
+from ._core.book import MAX_QUIET_ORIGINS, OTHER_ORIGINS
 from ._core.stats import OriginStats
 from ._events import Event
 from ._sync.transport import Transport
@@ -65,6 +70,10 @@ class Instrumentation:
         # None once closed: the meter keeps the callbacks, and so this
         # object, for its own life, which must not keep the transport's.
         self._transport = weakref.ref(transport)
+        # The histograms' attributes of the origins named so far.
+        self._named: dict[str, dict[str, Any]] = {}
+        # The snapshot the first gauge of a collection took, for the other.
+        self._snapshot: list[tuple[str, OriginStats]] | None = None
         meter = meter_provider.get_meter("poolwatch", __version__)
         self.request_duration = meter.create_histogram(
             "http.client.request.duration", unit="s", description="Duration of HTTP requests."
@@ -101,12 +110,25 @@ class Instrumentation:
         ref = self._transport
         return None if ref is None else ref()
 
+    def _attributes(self, origin: str) -> dict[str, Any]:
+        """The histograms' attributes of ``origin`` (a fresh dict): its
+        server's, for the first :data:`MAX_QUIET_ORIGINS` origins; the scheme
+        alone after them."""
+        named = self._named.get(origin)
+        if named is None:
+            named = _server_attributes(origin)
+            if len(self._named) < MAX_QUIET_ORIGINS:
+                self._named[origin] = named
+            else:
+                named = {"url.scheme": named["url.scheme"]}
+        return dict(named)
+
     def _observe(self, event: Event) -> None:
         if self._transport is None:  # closed (a transport collected first still calls)
             return
         name = event.name
         if name == "body_done":
-            attributes = _server_attributes(event.origin)
+            attributes = self._attributes(event.origin)
             attributes["http.request.method"] = event.data["method"]
             status = event.data["status"]
             attributes["http.response.status_code"] = status
@@ -119,17 +141,18 @@ class Instrumentation:
         elif name == "request_failed":
             # Raised before a response (connect, timeouts, a bad head): the
             # conventions' error.type, the exception's name.
-            attributes = _server_attributes(event.origin)
+            attributes = self._attributes(event.origin)
             attributes["http.request.method"] = event.data["method"]
             attributes["error.type"] = type(event.data["error"]).__name__
             self.request_duration.record(event.data["elapsed"], attributes)
         elif name == "conn_closed":
-            self.connection_duration.record(event.data["age"], _server_attributes(event.origin))
+            self.connection_duration.record(event.data["age"], self._attributes(event.origin))
         elif name == "got_conn":
-            self.pool_wait.record(event.data["wait"], _server_attributes(event.origin))
+            self.pool_wait.record(event.data["wait"], self._attributes(event.origin))
 
     def _open_connections(self, options: CallbackOptions) -> Iterable[Observation]:
-        for origin, stats in self._origins():
+        self._snapshot = origins = self._origins()
+        for origin, stats in origins:
             attributes = _server_attributes(origin)
             for state, value in (
                 ("idle", stats.idle_connections),
@@ -138,20 +161,24 @@ class Instrumentation:
                 yield Observation(value, {**attributes, "http.connection.state": state})
 
     def _active_requests(self, options: CallbackOptions) -> Iterable[Observation]:
-        for origin, stats in self._origins():
+        # The snapshot the other gauge took in this collection (one
+        # snapshot, not two: it is taken under the pool's lock).
+        origins, self._snapshot = self._snapshot, None
+        if origins is None:
+            origins = self._origins()
+        for origin, stats in origins:
             active = stats.active_connections + stats.waiting_requests + stats.connecting_requests
             yield Observation(active, _server_attributes(origin))
 
-    def _origins(self) -> Iterable[tuple[str, OriginStats]]:
+    def _origins(self) -> list[tuple[str, OriginStats]]:
         """Each origin's stats, without the entry that adds up origins long
         unused (it has no server address, and no connection open); none
         once closed, or once the transport is gone."""
         transport = self.transport
         if transport is None:
-            return
-        for origin, stats in transport.stats().per_origin.items():
-            if origin != OTHER_ORIGINS:
-                yield origin, stats
+            return []
+        per_origin = transport.stats().per_origin
+        return [(origin, stats) for origin, stats in per_origin.items() if origin != OTHER_ORIGINS]
 
     def close(self) -> None:
         """Stop recording: no more histogram records, and no more

@@ -8,6 +8,7 @@ import logging
 import socket
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import poolwatch
+from poolwatch._core.book import MAX_QUIET_ORIGINS
 from poolwatch.otel import instrument
 from tests.servers import (
     HTTPServer,
@@ -24,6 +26,15 @@ from tests.servers import (
     http_server,
     raw_server,
 )
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port bound but not listening: every connect is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
 
 CUT_SHORT = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"  # then a hang-up
 
@@ -274,3 +285,57 @@ def test_a_request_making_its_connection_is_an_active_request() -> None:
         assert [p.value for p in points["http.client.active_requests"]] == [1]
     finally:
         provider.shutdown()
+
+
+def test_one_snapshot_per_collection(server: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both gauges of a collection come from one stats() snapshot (it holds
+    the pool's lock while it is taken), and agree with it."""
+    taken = 0
+    stats = poolwatch.Transport.stats
+
+    def counted(self: poolwatch.Transport) -> poolwatch.PoolStats:
+        nonlocal taken
+        taken += 1
+        return stats(self)
+
+    monkeypatch.setattr(poolwatch.Transport, "stats", counted)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        with poolwatch.Transport() as t:
+            instrument(t, provider)
+            t.request("GET", server.url()).read()
+            with t.request("GET", server.url()):
+                for _ in range(3):
+                    taken = 0
+                    points = _points(reader)
+                    assert taken == 1
+                    (active,) = points["http.client.active_requests"]
+                    assert active.value == 1
+    finally:
+        provider.shutdown()
+
+
+def test_histograms_name_a_bounded_number_of_origins(closed_port: int) -> None:
+    """Calls to more origins than are named (each refused, on its own
+    loopback address): the first 256 carry their server's address, the
+    rest are recorded without it, and every call is counted."""
+    count = MAX_QUIET_ORIGINS + 30
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        with poolwatch.Transport(connect_timeout=5) as t:
+            instrument(t, provider)
+            for i in range(count):
+                host = f"127.0.{1 + i // 250}.{1 + i % 250}"
+                with pytest.raises(poolwatch.ConnectError):
+                    t.request("GET", f"http://{host}:{closed_port}/")
+        duration = _points(reader)["http.client.request.duration"]
+    finally:
+        provider.shutdown()
+    assert sum(p.count for p in duration) == count
+    named = {p.attributes["server.address"] for p in duration if "server.address" in p.attributes}
+    assert len(named) == MAX_QUIET_ORIGINS
+    unnamed = [p for p in duration if "server.address" not in p.attributes]
+    assert sum(p.count for p in unnamed) == count - MAX_QUIET_ORIGINS
+    assert all(p.attributes["url.scheme"] == "http" for p in unnamed)
