@@ -8,9 +8,10 @@ lock.
 from __future__ import annotations
 
 import ast
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -416,7 +417,7 @@ def test_waiters_leaving_a_full_pool_cost_the_same_however_long_the_queue(
     that time out together. Each departure must not try every other waiter
     (that made the pool quadratic: 16 000 waiters took 17 s of CPU under
     the pool's lock): with the pool full, one attempt at most."""
-    pool = CountingPool(Limits(**{**NO_IDLE_LIMITS, **limits}))  # type: ignore[arg-type]
+    pool = CountingPool(make_pool(**limits).limits)
     dial(pool, A, "a1")
     waiters = [queue(pool, A) for _ in range(2000)]
     assert pool.waiting() == pool.waiting(A) == 2000
@@ -428,6 +429,35 @@ def test_waiters_leaving_a_full_pool_cost_the_same_however_long_the_queue(
     assert pool.attempts <= 2000
     assert pool.waiting() == pool.waiting(A) == 0
     assert pool.origins_in_use() == {A}
+
+
+class _CountedIteration(dict):  # type: ignore[type-arg]
+    """A dict that counts the passes made over it."""
+
+    passes = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self.passes += 1
+        return super().__iter__()
+
+
+def test_a_connection_goes_to_its_origins_first_waiter_without_walking_the_queue() -> None:
+    """R12 at scale: thousands of requests queued for a stalled host (at its
+    own limit) ahead of another host's: each connection the other host
+    releases goes to that host's first waiter without a pass over the
+    stalled host's."""
+    pool = make_pool(max_connections_per_host=1)
+    dial(pool, B, "b1")
+    a1 = dial(pool, A, "a1")
+    for _ in range(2000):
+        queue(pool, B)
+    for_a = [queue(pool, A) for _ in range(5)]
+    pool._waiters = _CountedIteration(pool._waiters)
+    for waiter in for_a:
+        assert pool.release_locked(a1, reusable=True, now=1.0).wake == [waiter]
+        assert waiter.connection is a1
+    assert pool._waiters.passes == 0
+    assert pool.waiting(A) == 0 and pool.waiting(B) == pool.waiting() == 2000
 
 
 def test_queue_counts_per_origin_follow_every_way_out() -> None:

@@ -146,10 +146,10 @@ class PoolState(Generic[C]):
         self._slots: dict[Hashable, int] = {}  # dialling + active + idle + leaked
         self._total_slots = 0
         # Queued requests, first come first: a dict, so that one that leaves
-        # (timed out, cancelled) goes in constant time, and a count per
-        # origin, so that no question about an origin walks the queue.
+        # (timed out, cancelled) goes in constant time; and each origin's,
+        # so that no question about an origin walks the whole queue.
         self._waiters: dict[Waiter[C], None] = {}
-        self._queued: dict[Hashable, int] = {}
+        self._queued: dict[Hashable, dict[Waiter[C], None]] = {}
         # In use when the pool was told to let them go: closed on release.
         self._retired: set[C] = set()
         # How many times it was told: a connection dialled for a request
@@ -172,7 +172,7 @@ class PoolState(Generic[C]):
         """Requests queued for a connection, for one or all origins."""
         if origin is None:
             return len(self._waiters)
-        return self._queued.get(origin, 0)
+        return len(self._queued.get(origin, ()))
 
     def origins_in_use(self) -> set[Hashable]:
         """Origins with a slot taken (a connection dialled, in use, idle or
@@ -234,8 +234,9 @@ class PoolState(Generic[C]):
             self._retired.discard(conn)
             self._evict(conn, decision)
             return decision
-        if conn.origin in self._queued:
-            waiter = next(w for w in self._waiters if w.origin == conn.origin)
+        queue = self._queued.get(conn.origin)
+        if queue:
+            waiter = next(iter(queue))
             self._dequeue(waiter)
             waiter.connection = conn
             decision.wake.append(waiter)
@@ -353,17 +354,16 @@ class PoolState(Generic[C]):
 
     def _enqueue(self, waiter: Waiter[C]) -> None:
         self._waiters[waiter] = None
-        self._queued[waiter.origin] = self._queued.get(waiter.origin, 0) + 1
+        self._queued.setdefault(waiter.origin, {})[waiter] = None
 
     def _dequeue(self, waiter: Waiter[C]) -> None:
         """Take ``waiter`` out of the queue, if it is there."""
         if waiter not in self._waiters:
             return  # served, or the pool closed
         del self._waiters[waiter]
-        count = self._queued[waiter.origin] - 1
-        if count:
-            self._queued[waiter.origin] = count
-        else:
+        queue = self._queued[waiter.origin]
+        del queue[waiter]
+        if not queue:
             del self._queued[waiter.origin]
 
     def _has_room(self, origin: Hashable) -> bool:
