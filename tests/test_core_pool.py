@@ -460,6 +460,34 @@ def test_a_connection_goes_to_its_origins_first_waiter_without_walking_the_queue
     assert pool.waiting(A) == 0 and pool.waiting(B) == pool.waiting() == 2000
 
 
+def test_a_freed_slot_goes_to_a_waiter_without_walking_past_blocked_origins() -> None:
+    """R12 at scale, a crawler's shape: ten hosts at their own limit, each
+    with hundreds of requests queued, one host after another. Each slot the
+    last host frees goes to its first waiter without a walk past the other
+    hosts' waiters (a pass over the whole queue per freed slot made such a
+    crawl quadratic)."""
+    pool = CountingPool(make_pool(max_connections_per_host=1).limits)
+    origins = [("http", f"h{i}.test", 80) for i in range(10)]
+    conns = {origin: dial(pool, origin, str(origin)) for origin in origins}
+    queues = {origin: [queue(pool, origin) for _ in range(200)] for origin in origins}
+    pool._waiters = _CountedIteration(pool._waiters)
+    pool.attempts = 0
+    last = origins[-1]
+    conn = conns[last]
+    for waiter in queues[last]:
+        assert_woken_to_dial(pool.forget_locked(conn), waiter)
+        conn = FakeConn(last, "dialled")  # what the woken waiter opens
+    # Per freed slot: the grant, and one look at the host's next waiter
+    # (at its limit again); the other hosts once in all.
+    assert pool.attempts <= 2 * 200 + len(origins)
+    assert pool._waiters.passes == 0
+    assert pool.waiting() == 9 * 200 and pool.waiting(last) == 0
+    # First come, first served across hosts still: a slot of the first host
+    # goes to the first host's first waiter.
+    first = origins[0]
+    assert_woken_to_dial(pool.forget_locked(conns[first]), queues[first][0])
+
+
 def test_queue_counts_per_origin_follow_every_way_out() -> None:
     """``waiting(origin)`` and ``origins_in_use()`` as waiters are served,
     leave and are drained."""

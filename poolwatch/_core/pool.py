@@ -26,7 +26,9 @@ Times are plain floats from a clock the caller passes in.
 
 from __future__ import annotations
 
+import heapq
 import math
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeGuard, TypeVar
@@ -108,12 +110,13 @@ class Waiter(Generic[C]):
     I/O layer wakes whoever waits on it.
     """
 
-    __slots__ = ("connection", "may_dial", "origin")
+    __slots__ = ("connection", "may_dial", "origin", "seq")
 
     def __init__(self, origin: Hashable) -> None:
         self.origin = origin
         self.connection: C | None = None
         self.may_dial = False
+        self.seq = 0  # its place in the queue, across origins
 
     def is_served(self) -> bool:
         """Whether the pool has given this waiter a connection or a slot."""
@@ -145,11 +148,20 @@ class PoolState(Generic[C]):
         self._idle_lru: dict[C, None] = {}  # all origins, least recently used first
         self._slots: dict[Hashable, int] = {}  # dialling + active + idle + leaked
         self._total_slots = 0
-        # Queued requests, first come first: a dict, so that one that leaves
-        # (timed out, cancelled) goes in constant time; and each origin's,
-        # so that no question about an origin walks the whole queue.
-        self._waiters: dict[Waiter[C], None] = {}
-        self._queued: dict[Hashable, dict[Waiter[C], None]] = {}
+        # Queued requests, first come first, in ordered dicts: one that
+        # leaves (timed out, cancelled) goes in constant time, and so does
+        # the first. Each origin's too, so that no question about an origin
+        # walks the whole queue.
+        self._waiters: OrderedDict[Waiter[C], None] = OrderedDict()
+        self._queued: dict[Hashable, OrderedDict[Waiter[C], None]] = {}
+        self._arrivals = 0  # waiters queued so far
+        # The first waiter of each origin that may have room, by its place
+        # in the queue (a heap of (seq, origin)): a freed slot goes to the
+        # earliest of them. An entry whose waiter is no longer first, or
+        # whose origin is at its own host's limit, is dropped when it comes
+        # up; an origin is put back when it frees a slot or its first
+        # waiter leaves.
+        self._ready: list[tuple[int, Hashable]] = []
         # In use when the pool was told to let them go: closed on release.
         self._retired: set[C] = set()
         # How many times it was told: a connection dialled for a request
@@ -329,6 +341,7 @@ class PoolState(Generic[C]):
         waiters = list(self._waiters)
         self._waiters.clear()
         self._queued.clear()
+        self._ready.clear()
         return waiters
 
     # -- internals -----------------------------------------------------------
@@ -353,18 +366,37 @@ class PoolState(Generic[C]):
         return origin in self._queued
 
     def _enqueue(self, waiter: Waiter[C]) -> None:
+        self._arrivals += 1
+        waiter.seq = self._arrivals
         self._waiters[waiter] = None
-        self._queued.setdefault(waiter.origin, {})[waiter] = None
+        queue = self._queued.get(waiter.origin)
+        if queue is None:
+            queue = self._queued[waiter.origin] = OrderedDict()
+            self._put_ready(waiter.origin, waiter)
+        queue[waiter] = None
 
     def _dequeue(self, waiter: Waiter[C]) -> None:
         """Take ``waiter`` out of the queue, if it is there."""
         if waiter not in self._waiters:
             return  # served, or the pool closed
         del self._waiters[waiter]
-        queue = self._queued[waiter.origin]
+        origin = waiter.origin
+        queue = self._queued[origin]
+        first = next(iter(queue)) is waiter
         del queue[waiter]
         if not queue:
-            del self._queued[waiter.origin]
+            del self._queued[origin]
+        elif first:
+            self._put_ready(origin, next(iter(queue)))
+
+    def _put_ready(self, origin: Hashable, first: Waiter[C]) -> None:
+        """``first``, the first waiter of ``origin``, may have room."""
+        ready = self._ready
+        if len(ready) > 2 * len(self._queued) + 64:
+            # Mostly entries that will be dropped: start afresh.
+            ready[:] = [(next(iter(q)).seq, o) for o, q in self._queued.items()]
+            heapq.heapify(ready)
+        heapq.heappush(ready, (first.seq, origin))
 
     def _has_room(self, origin: Hashable) -> bool:
         limits = self.limits
@@ -409,27 +441,29 @@ class PoolState(Generic[C]):
         else:
             del self._slots[origin]
         self._total_slots -= 1
+        queue = self._queued.get(origin)
+        if queue:  # below its host's limit again
+            self._put_ready(origin, next(iter(queue)))
 
     def _serve_waiters(self, decision: Decision[C]) -> None:
         """Give free slots to queued requests, first come first served."""
-        served: list[Waiter[C]] = []
-        refused: set[Hashable] = set()  # origins at their own host's limit
-        for waiter in self._waiters:
-            origin = waiter.origin
-            if origin in refused:
+        ready = self._ready
+        total = self.limits.max_connections
+        while ready:
+            seq, origin = ready[0]
+            queue = self._queued.get(origin)
+            waiter = next(iter(queue)) if queue else None
+            if waiter is None or waiter.seq != seq:
+                heapq.heappop(ready)  # it left, or was served
                 continue
             if self._take_slot(origin, decision.close):
+                heapq.heappop(ready)
                 waiter.may_dial = True
-                served.append(waiter)
+                decision.wake.append(waiter)
+                self._dequeue(waiter)  # its origin's next waiter is ready
                 continue
-            total = self.limits.max_connections
             if total is not None and self._total_slots >= total and not self._idle_lru:
-                break  # the pool is full: no one behind can dial either
-            # Held back by its own host's limit: the waiters behind it, for
-            # other origins, may still dial.
-            refused.add(origin)
-            if len(refused) == len(self._queued):
-                break
-        for waiter in served:
-            self._dequeue(waiter)
-        decision.wake += served
+                return  # the pool is full: no one behind can dial either
+            # Held back by its own host's limit, until that origin frees a
+            # slot: the waiters behind it, for other origins, may still dial.
+            heapq.heappop(ready)
