@@ -27,7 +27,9 @@ protocol adds what poolwatch decides:
   one may be read by the I/O layer straight from its connection
   (:meth:`ClientProtocol.direct_body_left`); bytes after the body still
   count (R10), and a fresh h11 state takes the next request if h11 read the
-  head.
+  head;
+* so is a chunked body (:mod:`.chunked`), every complete chunk received
+  taken in one piece.
 
 An :class:`Exchange` holds what every connection kind records about one
 request: its state, outcome, time marks and the writer's report. The I/O
@@ -51,6 +53,7 @@ from .._events import Listener
 from .._exceptions import PoolwatchError, RemoteProtocolError
 from .._leaks import CallSite
 from .._models import Request, Timeout
+from .chunked import ChunkedBody
 from .wire import Head, closes_connection, parse_plain_head
 
 if TYPE_CHECKING:
@@ -221,12 +224,15 @@ class ClientProtocol:
     body is framed by its ``Content-Length`` here. Any other goes through
     h11; if a plain request meets a response that is not plain, h11 is told
     of the request first and reads the response from the start. A
-    ``Content-Length`` body after a head read by h11 is framed here too."""
+    ``Content-Length`` or chunked body after a head read by h11 is framed
+    here too."""
 
     __slots__ = (
         "_body_left",
         "_body_size",
         "_buffer",
+        "_buffer_at",
+        "_chunked",
         "_eof",
         "_extra_seen",
         "_h11",
@@ -255,6 +261,8 @@ class ClientProtocol:
         self._body_size = 0  # its declared length
         self._body_left = 0  # bytes of it not yet taken
         self._extra_seen = False  # bytes followed the body (R10)
+        self._chunked: ChunkedBody | None = None  # a chunked body framed here
+        self._buffer_at = 0  # where its decoder is in _buffer
         # h11's framing error found before the body owner's read (by the
         # reader taking what came with the head, or a peek at the end), for
         # that read to raise: h11 tells it once, then only that it is in error.
@@ -416,11 +424,15 @@ class ClientProtocol:
                 )
             return True
         length = head.content_length
-        if length is not None and not self._h11_idle:
-            # h11 reads no more of this response; it keeps the request side,
-            # and a fresh h11 takes the next exchange.
+        if not self._h11_idle and (length is not None or _is_chunked(head)):
+            # h11 reads no more of this response (it has checked that a
+            # Transfer-Encoding says chunked); it keeps the request side, and
+            # a fresh h11 takes the next exchange.
             self._own_body = True
             self._buffer, self._eof = self._h11.trailing_data
+            self._buffer_at = 0
+            if length is None:
+                self._chunked = ChunkedBody(MAX_HEAD_SIZE)
         if self._own_body:
             self._begin_body(length or 0)
         return False
@@ -438,6 +450,12 @@ class ClientProtocol:
         """Move the body already received to :attr:`pending`; True if it
         reaches the end of the body (the common small response)."""
         pending = self.pending
+        if self._chunked is not None:
+            while (piece := self._peeked_chunk()) is not None:
+                pending.append(piece)
+                if piece is _END:
+                    return True
+            return False
         if self._own_body:
             left = self._body_left
             buffered = self._buffer
@@ -482,20 +500,51 @@ class ClientProtocol:
         Raises :class:`~poolwatch.RemoteProtocolError` for bad framing (R10)."""
         if self.pending:
             return self.pending.popleft()
-        if self._own_body:
+        if self._own_body and self._chunked is None:
             return self._next_own_event(exchange)
         try:
             if self._peeked_error is not None:
                 raise self._peeked_error
-            event = self._h11.next_event()
+            event = self._next_chunk() if self._own_body else self._h11.next_event()
         except h11.RemoteProtocolError as exc:
             error = request_error(exchange.request, RemoteProtocolError, f"bad body: {exc}")
             raise error from exc
-        if event is h11.NEED_DATA:
+        if event is h11.NEED_DATA or event is None:
             return None
         if isinstance(event, h11.Data | h11.EndOfMessage):
             return event
         raise request_error(exchange.request, RemoteProtocolError, f"unexpected {event!r}")
+
+    def _next_chunk(self) -> BodyEvent | None:
+        """The next piece of a chunked body framed here: every complete
+        chunk received, as one ``Data``; ``None`` if more bytes are needed.
+        Raises ``h11.RemoteProtocolError`` for bad framing, as h11 does."""
+        chunked = self._chunked
+        assert chunked is not None
+        data, at = chunked.take(self._buffer, self._buffer_at)
+        if at == len(self._buffer):
+            self._buffer, at = b"", 0
+        self._buffer_at = at  # an offset: not a copy of the rest per chunk
+        if data:
+            return h11.Data(data=data)
+        if chunked.done:
+            self._extra_seen = bool(self._buffer)
+            return _END
+        if self._eof:
+            raise h11.RemoteProtocolError(
+                "peer closed connection without sending complete message body "
+                "(incomplete chunked read)"
+            )
+        return None
+
+    def _peeked_chunk(self) -> BodyEvent | None:
+        """:meth:`_next_chunk` ahead of the body owner's read, which raises
+        a framing error found (``None`` then)."""
+        try:
+            return self._next_chunk()
+        except h11.RemoteProtocolError as exc:
+            self._peeked_error = exc
+            return None
 
     def _next_own_event(self, exchange: Exchange) -> BodyEvent | None:
         left = self._body_left
@@ -528,7 +577,9 @@ class ClientProtocol:
         if not self._own_body:
             self._h11.receive_data(data)
         elif data:
-            self._buffer += data
+            at = self._buffer_at
+            self._buffer = (self._buffer[at:] if at else self._buffer) + data
+            self._buffer_at = 0
         else:
             self._eof = True
 
@@ -542,6 +593,11 @@ class ClientProtocol:
                 pending.popleft()
                 return True
             return False
+        if self._chunked is not None:
+            piece = self._peeked_chunk()
+            if piece is not None and piece is not _END:
+                pending.append(piece)
+            return piece is _END
         if self._own_body:
             return not self._body_left
         proto = self._h11
@@ -595,7 +651,8 @@ class ClientProtocol:
         follows the response (R8, R10); if so, ready for the next request.
         The caller has checked that the whole request was written (R9)."""
         if self._own_body:
-            if self._body_left or self._extra_seen or self._buffer or self._eof:
+            unfinished = self._body_left or (self._chunked and not self._chunked.done)
+            if unfinished or self._extra_seen or self._buffer or self._eof:
                 return False
             if self._h11_idle:
                 # A plain exchange: HTTP/1.1 on both sides; kept unless
@@ -637,6 +694,7 @@ class ClientProtocol:
         self._h11 = _new_h11()
         self._h11_idle = True
         self._own_body = False
+        self._chunked = None
 
 
 def says_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -661,6 +719,12 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
         if name == b"content-length":
             length = int(value)
     return length
+
+
+def _is_chunked(head: Head) -> bool:
+    """Whether a response's body is chunked: it has a Transfer-Encoding
+    (which h11, having read the head, has checked says ``chunked``)."""
+    return any(name == b"transfer-encoding" for name, _ in head.headers)
 
 
 def _has_both_lengths(head: h11.Response | h11.InformationalResponse) -> bool:
