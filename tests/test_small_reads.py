@@ -6,9 +6,12 @@ bodies; the bytes and the body's outcome are those of one whole read."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import poolwatch
+from poolwatch._core.exchange import ClientProtocol
 from tests import async_support
 from tests.async_support import run
 from tests.conftest import assert_at_rest
@@ -156,3 +159,50 @@ def test_a_read_cut_short_keeps_what_it_gathered() -> None:
         assert response.read1() == b"lohellohello"
         assert response.outcome == "errored"
         assert_at_rest(transport)
+
+
+def _many_chunks(conn: ServerConnection) -> None:
+    """2 000 chunks of 100 bytes, the whole response in one send, to each
+    request on the connection."""
+    chunks = b"".join(b"64\r\n" + bytes([i % 251]) * 100 + b"\r\n" for i in range(2000))
+    response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    while conn.recv_request_head():
+        conn.sock.sendall(response)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_reads_of_bytes_take_the_chunks_received_in_one_piece(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """read() and read(amt) want bytes, not chunks: the chunks of a chunked
+    body already received come out of the protocol together, not one trip
+    each (2 000 chunks of 100 bytes, sent at once, here)."""
+    trips = 0
+    next_body_event = ClientProtocol.next_body_event
+
+    def counted(self: ClientProtocol, exchange: Any, gather: bool = False) -> Any:
+        nonlocal trips
+        trips += 1
+        return next_body_event(self, exchange, gather)
+
+    monkeypatch.setattr(ClientProtocol, "next_body_event", counted)
+    expected = b"".join(bytes([i % 251]) * 100 for i in range(2000))
+
+    async def read_async(url: str) -> tuple[bytes, bytes]:
+        async with poolwatch.AsyncTransport() as transport:
+            first = await (await transport.request("GET", url)).read()
+            response = await transport.request("GET", url)
+            second = await response.read(150_000) + await response.read()
+            return first, second
+
+    with raw_server(_many_chunks) as srv:
+        url = srv.url("/many")
+        if kind == "sync":
+            with poolwatch.Transport() as transport:
+                first = transport.request("GET", url).read()
+                response = transport.request("GET", url)
+                second = response.read(150_000) + response.read()
+        else:
+            first, second = run(lambda: read_async(url))
+    assert first == second == expected
+    assert trips < 100, trips  # one per chunk would be 4 000

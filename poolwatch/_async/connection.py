@@ -216,20 +216,25 @@ class AsyncConnection:
             )
         self.close("response_header_timeout")
 
-    def buffered_body_event(self, exchange: AsyncExchange) -> h11.Data | h11.EndOfMessage | None:
+    def buffered_body_event(
+        self, exchange: AsyncExchange, gather: bool = False
+    ) -> h11.Data | h11.EndOfMessage | None:
         """The next piece of the body if it has arrived already, else
-        ``None`` (no I/O: a small body comes with its head). Raises on errors."""
-        return self._proto.next_body_event(exchange)
+        ``None`` (no I/O: a small body comes with its head); see
+        ``next_body_event`` for ``gather``. Raises on errors."""
+        return self._proto.next_body_event(exchange, gather)
 
-    async def read_body_event(self, exchange: AsyncExchange) -> h11.Data | h11.EndOfMessage:
+    async def read_body_event(
+        self, exchange: AsyncExchange, gather: bool = False
+    ) -> h11.Data | h11.EndOfMessage:
         """The next piece of the body, reading the stream if needed (the
         caller's task, while the reader is parked). Raises on errors."""
         proto = self._proto
-        event = proto.next_body_event(exchange)
+        event = proto.next_body_event(exchange, gather)
         while event is None:
             data = await self._recv_body(exchange, exchange.timeout.read)
             proto.receive_data(data)
-            event = proto.next_body_event(exchange)
+            event = proto.next_body_event(exchange, gather)
         return event
 
     async def _recv_body(self, exchange: AsyncExchange, limit: float | None) -> bytes:

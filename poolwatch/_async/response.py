@@ -52,7 +52,7 @@ class AsyncResponse(ResponseHead):
         if amt is None or amt < 0:
             chunks = [self._take()]
             while not self._end_seen:
-                chunks.append(await self._next_chunk())
+                chunks.append(await self._next_chunk(gather=True))
             if self._exchange.state == BODY:
                 await self._connection.finish_body(self._exchange, "drained", True)  # R4
             return b"".join(chunks)
@@ -61,7 +61,7 @@ class AsyncResponse(ResponseHead):
             pieces = [self._take()]
             try:
                 while have < amt and not self._end_seen:
-                    pieces.append(await self._next_chunk())
+                    pieces.append(await self._next_chunk(gather=True))
                     have += len(pieces[-1])
             finally:
                 self._keep(pieces)  # one join: a read of many pieces copies once
@@ -91,8 +91,10 @@ class AsyncResponse(ResponseHead):
                 return
             yield data
 
-    async def _next_chunk(self) -> bytes:
-        """The next piece of the body. An error ends the body as errored (a
+    async def _next_chunk(self, gather: bool = False) -> bytes:
+        """The next piece of the body (with ``gather``, the chunks of a
+        chunked body already received in one piece, for reads that want
+        bytes, not chunks). An error ends the body as errored (a
         :class:`~poolwatch.ReadError` saying so after a close on this side,
         such as the transport closing); a cancellation ends it as closed
         early and closes the connection."""
@@ -101,9 +103,9 @@ class AsyncResponse(ResponseHead):
             raise body_closed_error(exchange, self._connection.close_reason)
         conn = self._connection
         try:
-            event = conn.buffered_body_event(exchange)
+            event = conn.buffered_body_event(exchange, gather)
             if event is None:
-                event = await conn.read_body_event(exchange)
+                event = await conn.read_body_event(exchange, gather)
             if isinstance(event, h11.Data):
                 data = bytes(event.data)
                 exchange.bytes_read += len(data)

@@ -495,17 +495,26 @@ class ClientProtocol:
 
     # -- reading the body ----------------------------------------------------
 
-    def next_body_event(self, exchange: Exchange) -> BodyEvent | None:
+    def next_body_event(self, exchange: Exchange, gather: bool = False) -> BodyEvent | None:
         """The next piece of the body, or ``None`` if more bytes are needed.
-        Raises :class:`~poolwatch.RemoteProtocolError` for bad framing (R10)."""
-        if self.pending:
-            return self.pending.popleft()
+        With ``gather``, for a caller that wants bytes and not chunks (a
+        read of the whole body, or of a size), the chunks of a chunked body
+        already received come as one piece. Raises
+        :class:`~poolwatch.RemoteProtocolError` for bad framing (R10)."""
+        pending = self.pending
+        if pending:
+            first = pending.popleft()
+            if gather and isinstance(first, h11.Data) and pending:
+                return self._gathered(first)
+            return first
         if self._own_body and self._chunked is None:
             return self._next_own_event(exchange)
         try:
             if self._peeked_error is not None:
                 raise self._peeked_error
             event = self._next_chunk() if self._own_body else self._h11.next_event()
+            if gather and isinstance(event, h11.Data) and self._chunked is not None:
+                event = self._gathered(event)
         except h11.RemoteProtocolError as exc:
             error = request_error(exchange.request, RemoteProtocolError, f"bad body: {exc}")
             raise error from exc
@@ -536,6 +545,19 @@ class ClientProtocol:
                 "(incomplete chunked read)"
             )
         return None
+
+    def _gathered(self, first: h11.Data) -> h11.Data:
+        """``first`` and the chunks after it already received, in one piece
+        (a framing error found on the way is kept for the next read)."""
+        pieces = [first.data]
+        pending = self.pending
+        while pending and isinstance(next_piece := pending[0], h11.Data):
+            pending.popleft()
+            pieces.append(next_piece.data)
+        if not pending and self._chunked is not None:
+            while isinstance(piece := self._peeked_chunk(), h11.Data):
+                pieces.append(piece.data)
+        return first if len(pieces) == 1 else h11.Data(data=b"".join(pieces))
 
     def _peeked_chunk(self) -> BodyEvent | None:
         """:meth:`_next_chunk` ahead of the body owner's read, which raises

@@ -335,13 +335,16 @@ class Connection:
                 f"no response head within {limit}s of sending the request",
             )
 
-    def read_body_event(self, exchange: Exchange) -> h11.Data | h11.EndOfMessage:
+    def read_body_event(
+        self, exchange: Exchange, gather: bool = False
+    ) -> h11.Data | h11.EndOfMessage:
         """The next piece of the body, reading the socket if needed (caller's
-        thread, while the reader is parked). Raises on errors."""
+        thread, while the reader is parked); see ``next_body_event`` for
+        ``gather``. Raises on errors."""
         proto = self._proto
         lock = self._proto_lock
         with lock:
-            event = proto.next_body_event(exchange)
+            event = proto.next_body_event(exchange, gather)
         while event is None:
             self._owner_reading = True  # before the check: see _close_rsock()
             try:
@@ -356,7 +359,7 @@ class Connection:
                     self._rsock.close()
             with lock:
                 proto.receive_data(data)
-                event = proto.next_body_event(exchange)
+                event = proto.next_body_event(exchange, gather)
         return event
 
     def direct_body_left(self) -> int:

@@ -64,7 +64,7 @@ class Response(ResponseHead):
                         # The rest in one read into one buffer, after what came.
                         chunks = [self._next_chunk(whole=True, prefix=b"".join(chunks))]
                     else:
-                        chunks.append(self._next_chunk())
+                        chunks.append(self._next_chunk(gather=True))
                 self._finish_if_done()
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
             have = self._buffered()
@@ -72,7 +72,7 @@ class Response(ResponseHead):
                 pieces = [self._take()]
                 try:
                     while have < amt and not self._end_seen:
-                        pieces.append(self._next_chunk())
+                        pieces.append(self._next_chunk(gather=True))
                         have += len(pieces[-1])
                 finally:
                     self._keep(pieces)  # one join: a read of many pieces copies once
@@ -120,11 +120,18 @@ class Response(ResponseHead):
         self._connection.interrupted(self._exchange)
 
     def _next_chunk(
-        self, *, closing: bool = False, whole: bool = False, prefix: bytes = b""
+        self,
+        *,
+        closing: bool = False,
+        whole: bool = False,
+        prefix: bytes = b"",
+        gather: bool = False,
     ) -> bytes:
         """The next piece of the body. With ``whole``, the rest of a body
         read past h11, after ``prefix`` (see
-        :meth:`Connection.read_body_direct`). An error ends the body as
+        :meth:`Connection.read_body_direct`); with ``gather``, the chunks of
+        a chunked body already received in one piece (for reads that want
+        bytes, not chunks). An error ends the body as
         errored, unless it happens while ``close()`` drains (then it is
         closed early). After a close on this side (the transport closing),
         the error is a :class:`~poolwatch.ReadError` saying so."""
@@ -141,7 +148,7 @@ class Response(ResponseHead):
                 exchange.bytes_read += len(data)
                 self._end_seen = True
             else:
-                data = self._read_piece(whole, prefix)
+                data = self._read_piece(whole, prefix, gather)
                 extra = self._end_seen and conn.extra_bytes_after_body()
             if extra:
                 raise RemoteProtocolError(
@@ -160,7 +167,7 @@ class Response(ResponseHead):
             raise
         return data
 
-    def _read_piece(self, whole: bool, prefix: bytes) -> bytes:
+    def _read_piece(self, whole: bool, prefix: bytes, gather: bool) -> bytes:
         """The next piece from the socket, past h11 or through it."""
         conn = self._connection
         exchange = self._exchange
@@ -170,7 +177,7 @@ class Response(ResponseHead):
             self._end_seen = conn.peek_end_of_body()
             return data
         assert not prefix
-        event = conn.read_body_event(exchange)
+        event = conn.read_body_event(exchange, gather)
         if isinstance(event, h11.EndOfMessage):
             self._end_seen = True
             return b""
@@ -220,7 +227,7 @@ class Response(ResponseHead):
                 if remaining <= 0:
                     return False
                 conn.set_read_timeout(remaining)
-                self._next_chunk(closing=True)
+                self._next_chunk(closing=True, gather=True)
                 if exchange.bytes_read > limit:
                     return False
         except PoolwatchError:
