@@ -145,16 +145,26 @@ def test_small_reads_of_a_chunked_body_take_pieces_from_the_transport(
 
 
 def test_the_last_byte_of_a_chunked_body_is_left_to_the_read_that_ends_it(
-    body_server: HTTPServer, adapter: poolwatch.RequestsAdapter
+    adapter: poolwatch.RequestsAdapter,
 ) -> None:
     """Pieces taken ahead of small reads stop short of the body's last
-    byte: the body stays open until a read takes it (R4)."""
-    with _session(adapter) as session:
-        resp = session.get(body_server.url("/chunked-body"), stream=True)
-        head = resp.raw.read(len(BODY) - 1)
-        assert head == BODY[:-1]
+    byte: the body stays open until a read takes it (R4). (The whole body,
+    its last chunk included, in one send: a chunked body's end is known
+    only once its last chunk has come.)"""
+    body = BODY[:5000]
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:10], body[10:]))
+
+    def whole(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        conn.sock.sendall(head + chunks + b"0\r\n\r\n")
+        conn.recv_request_head()  # until the client closes
+
+    with raw_server(whole) as srv, _session(adapter) as session:
+        resp = session.get(srv.url("/"), stream=True)
+        assert resp.raw.read(len(body) - 1) == body[:-1]
         assert adapter.stats().open_bodies == 1
-        assert resp.raw.read(1) == BODY[-1:]
+        assert resp.raw.read(1) == body[-1:]
         stats = adapter.stats()
         assert (stats.open_bodies, stats.bodies_drained) == (0, 1)
 

@@ -6,6 +6,7 @@ bodies; the bytes and the body's outcome are those of one whole read."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -174,9 +175,10 @@ def _many_chunks(conn: ServerConnection) -> None:
 def test_reads_of_bytes_take_the_chunks_received_in_one_piece(
     monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """read() and read(amt) want bytes, not chunks: the chunks of a chunked
-    body already received come out of the protocol together, not one trip
-    each (2 000 chunks of 100 bytes, sent at once, here)."""
+    """read(), read(amt) and read1(amt) want bytes, not chunks: the chunks
+    of a chunked body already received come out of the protocol together,
+    not one trip each (2 000 chunks of 100 bytes, sent at once, here).
+    read1() and iter_bytes() still hand them over as they were sent."""
     trips = 0
     next_body_event = ClientProtocol.next_body_event
 
@@ -188,12 +190,19 @@ def test_reads_of_bytes_take_the_chunks_received_in_one_piece(
     monkeypatch.setattr(ClientProtocol, "next_body_event", counted)
     expected = b"".join(bytes([i % 251]) * 100 for i in range(2000))
 
-    async def read_async(url: str) -> tuple[bytes, bytes]:
+    async def read_async(url: str) -> tuple[bytes, bytes, list[bytes], list[bytes]]:
         async with poolwatch.AsyncTransport() as transport:
             first = await (await transport.request("GET", url)).read()
             response = await transport.request("GET", url)
             second = await response.read(150_000) + await response.read()
-            return first, second
+            response = await transport.request("GET", url)
+            sized = [piece async for piece in _read1_pieces_async(response, 65_536)]
+            response = await transport.request("GET", url)
+            nonlocal trips
+            counted_before = trips
+            as_sent = [piece async for piece in response.aiter_bytes()]
+            trips = counted_before
+            return first, second, sized, as_sent
 
     with raw_server(_many_chunks) as srv:
         url = srv.url("/many")
@@ -202,7 +211,24 @@ def test_reads_of_bytes_take_the_chunks_received_in_one_piece(
                 first = transport.request("GET", url).read()
                 response = transport.request("GET", url)
                 second = response.read(150_000) + response.read()
+                response = transport.request("GET", url)
+                sized = list(iter(lambda: response.read1(65_536), b""))
+                response = transport.request("GET", url)
+                counted_before = trips
+                as_sent = list(response.iter_bytes())
+                trips = counted_before
         else:
-            first, second = run(lambda: read_async(url))
-    assert first == second == expected
-    assert trips < 100, trips  # one per chunk would be 4 000
+            first, second, sized, as_sent = run(lambda: read_async(url))
+    assert first == second == b"".join(sized) == expected
+    assert trips < 100, trips  # one per chunk would be 6 000
+    # read1() without a size, and so iter_bytes(), still a chunk at a time
+    # (or a part of one, as it came): no piece spans two chunks, each of
+    # which is one byte value.
+    assert all(len(set(piece)) == 1 for piece in as_sent)
+    assert len(as_sent) >= 2000
+    assert b"".join(as_sent) == expected
+
+
+async def _read1_pieces_async(response: poolwatch.AsyncResponse, amt: int) -> AsyncIterator[bytes]:
+    while piece := await response.read1(amt):
+        yield piece

@@ -72,10 +72,11 @@ class AsyncResponse(ResponseHead):
 
     async def read1(self, amt: int | None = None) -> bytes:
         """Read what has arrived, up to ``amt`` bytes, waiting only if nothing
-        has (``b""`` at the end)."""
+        has (``b""`` at the end). Without ``amt``, a chunked body comes a
+        chunk at a time, as it was sent."""
         check_size("amt", amt)
         if not self._buffer and not self._end_seen:
-            self._keep([await self._next_chunk()])
+            self._keep([await self._next_chunk(gather=amt is not None and amt >= 0)])
         data = self._take(amt)
         if self._end_seen and not self._buffer and self._exchange.state == BODY:
             await self._connection.finish_body(self._exchange, "drained", True)  # R4

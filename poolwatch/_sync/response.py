@@ -97,11 +97,12 @@ class Response(ResponseHead):
 
     def read1(self, amt: int | None = None) -> bytes:
         """Read what has arrived, up to ``amt`` bytes, waiting only if nothing
-        has: at most one read from the socket (``b""`` at the end)."""
+        has: at most one read from the socket (``b""`` at the end). Without
+        ``amt``, a chunked body comes a chunk at a time, as it was sent."""
         check_size("amt", amt)
         try:
             if not self._buffer and not self._end_seen:
-                self._keep([self._next_chunk()])
+                self._keep([self._next_chunk(gather=amt is not None and amt >= 0)])
             data = self._take(amt)
             self._finish_if_done()
             return data
