@@ -83,6 +83,17 @@ def server() -> Iterator[HTTPServer]:
         yield srv
 
 
+class CountedIteration(dict):  # type: ignore[type-arg]
+    """A dict that counts the passes made over it (to check that some work
+    does not walk a collection, or walks it once)."""
+
+    passes = 0
+
+    def __iter__(self) -> Iterator[object]:
+        self.passes += 1
+        return super().__iter__()
+
+
 def assert_at_rest(transport: poolwatch.Transport) -> poolwatch.PoolStats:
     """Settle the transport and check the R18 invariants, in total and per
     origin. Returns the snapshot."""

@@ -8,14 +8,14 @@ lock.
 from __future__ import annotations
 
 import ast
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from poolwatch._core.pool import Decision, Limits, PoolState, Waiter
+from tests.conftest import CountedIteration
 
 CORE = Path(__file__).resolve().parent.parent / "poolwatch" / "_core"
 A = ("http", "a.test", 80)
@@ -431,16 +431,6 @@ def test_waiters_leaving_a_full_pool_cost_the_same_however_long_the_queue(
     assert pool.origins_in_use() == {A}
 
 
-class _CountedIteration(dict):  # type: ignore[type-arg]
-    """A dict that counts the passes made over it."""
-
-    passes = 0
-
-    def __iter__(self) -> Iterator[Any]:
-        self.passes += 1
-        return super().__iter__()
-
-
 def test_a_connection_goes_to_its_origins_first_waiter_without_walking_the_queue() -> None:
     """R12 at scale: thousands of requests queued for a stalled host (at its
     own limit) ahead of another host's: each connection the other host
@@ -452,7 +442,7 @@ def test_a_connection_goes_to_its_origins_first_waiter_without_walking_the_queue
     for _ in range(2000):
         queue(pool, B)
     for_a = [queue(pool, A) for _ in range(5)]
-    pool._waiters = _CountedIteration(pool._waiters)
+    pool._waiters = CountedIteration(pool._waiters)
     for waiter in for_a:
         assert pool.release_locked(a1, reusable=True, now=1.0).wake == [waiter]
         assert waiter.connection is a1
@@ -470,7 +460,7 @@ def test_a_freed_slot_goes_to_a_waiter_without_walking_past_blocked_origins() ->
     origins = [("http", f"h{i}.test", 80) for i in range(10)]
     conns = {origin: dial(pool, origin, str(origin)) for origin in origins}
     queues = {origin: [queue(pool, origin) for _ in range(200)] for origin in origins}
-    pool._waiters = _CountedIteration(pool._waiters)
+    pool._waiters = CountedIteration(pool._waiters)
     pool.attempts = 0
     last = origins[-1]
     conn = conns[last]

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 import poolwatch
 from poolwatch._core.book import MAX_QUIET_ORIGINS, OTHER_ORIGINS
 from poolwatch.prometheus import register
-from tests.conftest import assert_at_rest
+from tests.conftest import CountedIteration, assert_at_rest
 from tests.servers import http_server
 
 
@@ -98,16 +98,6 @@ def test_prometheus_histograms_label_a_bounded_number_of_origins() -> None:
         collector.close()
 
 
-class _CountedIteration(dict):  # type: ignore[type-arg]
-    """A dict that counts the passes made over it."""
-
-    passes = 0
-
-    def __iter__(self) -> Iterator[object]:
-        self.passes += 1
-        return super().__iter__()
-
-
 def test_stats_of_many_origins_take_one_pass_over_connections_and_bodies() -> None:
     """``stats()`` with many origins in use: each origin's gauges are exact
     (idle and active connections, open bodies), and they come from one pass
@@ -124,8 +114,8 @@ def test_stats_of_many_origins_take_one_pass_over_connections_and_bodies() -> No
                 held.append(t.request("GET", server.url("/")))  # an open body
             t.request("GET", server.url("/")).read()  # and one idle connection each
         book = t._book
-        book.live = _CountedIteration(book.live)
-        book.open = _CountedIteration(book.open)
+        book.live = CountedIteration(book.live)
+        book.open = CountedIteration(book.open)
         stats = t.stats()
         assert (book.live.passes, book.open.passes) == (1, 1)
         for i, server in enumerate(servers):
