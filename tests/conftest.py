@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trustme
@@ -83,13 +85,13 @@ def server() -> Iterator[HTTPServer]:
         yield srv
 
 
-class CountedIteration(dict):  # type: ignore[type-arg]
+class CountedIteration(OrderedDict[Any, Any]):
     """A dict that counts the passes made over it (to check that some work
     does not walk a collection, or walks it once)."""
 
     passes = 0
 
-    def __iter__(self) -> Iterator[object]:
+    def __iter__(self) -> Iterator[Any]:
         self.passes += 1
         return super().__iter__()
 

@@ -442,11 +442,11 @@ def test_a_connection_goes_to_its_origins_first_waiter_without_walking_the_queue
     for _ in range(2000):
         queue(pool, B)
     for_a = [queue(pool, A) for _ in range(5)]
-    pool._waiters = CountedIteration(pool._waiters)
+    pool._waiters = counted = CountedIteration(pool._waiters)
     for waiter in for_a:
         assert pool.release_locked(a1, reusable=True, now=1.0).wake == [waiter]
         assert waiter.connection is a1
-    assert pool._waiters.passes == 0
+    assert counted.passes == 0
     assert pool.waiting(A) == 0 and pool.waiting(B) == pool.waiting() == 2000
 
 
@@ -460,7 +460,7 @@ def test_a_freed_slot_goes_to_a_waiter_without_walking_past_blocked_origins() ->
     origins = [("http", f"h{i}.test", 80) for i in range(10)]
     conns = {origin: dial(pool, origin, str(origin)) for origin in origins}
     queues = {origin: [queue(pool, origin) for _ in range(200)] for origin in origins}
-    pool._waiters = CountedIteration(pool._waiters)
+    pool._waiters = counted = CountedIteration(pool._waiters)
     pool.attempts = 0
     last = origins[-1]
     conn = conns[last]
@@ -470,7 +470,7 @@ def test_a_freed_slot_goes_to_a_waiter_without_walking_past_blocked_origins() ->
     # Per freed slot: the grant, and one look at the host's next waiter
     # (at its limit again); the other hosts once in all.
     assert pool.attempts <= 2 * 200 + len(origins)
-    assert pool._waiters.passes == 0
+    assert counted.passes == 0
     assert pool.waiting() == 9 * 200 and pool.waiting(last) == 0
     # First come, first served across hosts still: a slot of the first host
     # goes to the first host's first waiter.
