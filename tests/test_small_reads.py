@@ -232,3 +232,32 @@ def test_reads_of_bytes_take_the_chunks_received_in_one_piece(
 async def _read1_pieces_async(response: poolwatch.AsyncResponse, amt: int) -> AsyncIterator[bytes]:
     while piece := await response.read1(amt):
         yield piece
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_large_bytes_body_is_sent_whole_after_its_head(server: HTTPServer, kind: str) -> None:
+    """A body too large to join to its head goes in writes of its own,
+    every byte, and the connection is reused after it."""
+    body = bytes(range(256)) * 4096 + b"end"  # 1 MiB and 3 bytes
+
+    async def post_async() -> list[bytes]:
+        async with poolwatch.AsyncTransport() as transport:
+            echoed = [
+                await (await transport.request("POST", server.url("/echo"), body=body)).read()
+            ]
+            echoed.append(
+                await (await transport.request("POST", server.url("/echo"), body=body)).read()
+            )
+            stats = await async_support.assert_at_rest(transport)
+            assert stats.reused_requests == 1
+            return echoed
+
+    if kind == "sync":
+        with poolwatch.Transport() as transport:
+            echoed = [
+                transport.request("POST", server.url("/echo"), body=body).read() for _ in "ab"
+            ]
+            assert assert_at_rest(transport).reused_requests == 1
+    else:
+        echoed = run(post_async)
+    assert echoed == [body, body]

@@ -535,8 +535,10 @@ class AsyncConnection:
         proto = self._proto
         exchange.write_started = True
         try:
-            data, more = proto.start_request(request)
+            data, body, more = proto.start_request(request)
             await self._send(exchange, data)
+            if body:
+                await self._send(exchange, body)
             if self._listening(exchange):
                 self._transport._emit("wrote_headers", self, exchange)
             if request.expects_continue and not await self._may_send_body(exchange):

@@ -270,26 +270,30 @@ class ClientProtocol:
 
     # -- writing the request ---------------------------------------------
 
-    def start_request(self, request: Request) -> tuple[bytes, bool]:
-        """The bytes that start ``request``, and whether body chunks follow.
-        A body held as bytes goes with the head, so the whole request is one
-        write; with ``Expect: 100-continue`` only the head goes (R15)."""
+    def start_request(self, request: Request) -> tuple[bytes, bytes, bool]:
+        """The bytes that start ``request``, the bytes to send after them,
+        and whether body chunks follow. A body held as bytes goes with the
+        head, so that a small request is one write; a large one is sent
+        after it, not copied to join it (as urllib3 and httpcore send it).
+        With ``Expect: 100-continue`` only the head goes (R15)."""
         body = request.body
         plain = request.plain_head
         if plain is not None and self._h11_idle:
             self._plain_request = request
-            return (plain + body if isinstance(body, bytes) else plain), False
+            if not isinstance(body, bytes):
+                return plain, b"", False
+            return _joined(plain, body)
         self._h11_idle = False
         proto = self._h11
         data = proto.send(request.event)
         if request.expects_continue:
-            return data, True
+            return data, b"", True
         if body is None or isinstance(body, bytes):
-            if body:
-                data += proto.send(h11.Data(data=body))
-            data += proto.send(h11.EndOfMessage())
-            return data, False
-        return data, True
+            # h11 frames a body of known length as the body itself.
+            after = proto.send(h11.Data(data=body)) if body else b""
+            after += proto.send(h11.EndOfMessage())
+            return _joined(data, after)
+        return data, b"", True
 
     def body_chunk(self, chunk: bytes) -> bytes:
         """The bytes that send ``chunk`` of the body (raises
@@ -741,6 +745,18 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
         if name == b"content-length":
             length = int(value)
     return length
+
+
+# A body up to this size is sent in one write with its head.
+_JOIN_MAX = 64 * 1024
+
+
+def _joined(head: bytes, body: bytes) -> tuple[bytes, bytes, bool]:
+    """What :meth:`ClientProtocol.start_request` returns for ``head`` and a
+    whole ``body``."""
+    if len(body) <= _JOIN_MAX:
+        return head + body, b"", False
+    return head, body, False
 
 
 def _is_chunked(head: Head) -> bool:

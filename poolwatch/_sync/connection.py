@@ -673,8 +673,10 @@ class Connection:
                     sock.settimeout(NO_TIMEOUT if write is None else write)
                 self._write_timeout = write
             with self._proto_lock:
-                data, more = proto.start_request(request)
+                data, body, more = proto.start_request(request)
             self._send(data)
+            if body:
+                self._send(body)
             self._transport._emit("wrote_headers", self, exchange)
             if request.expects_continue and not self._may_send_body(exchange):
                 more = False  # the server answered and will close: skip it
