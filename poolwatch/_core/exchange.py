@@ -28,8 +28,9 @@ protocol adds what poolwatch decides:
   (:meth:`ClientProtocol.direct_body_left`); bytes after the body still
   count (R10), and a fresh h11 state takes the next request if h11 read the
   head;
-* so is a chunked body (:mod:`.chunked`), every complete chunk received
-  taken in one piece.
+* so is a chunked body (:mod:`.chunked`), a chunk at a time as it arrives,
+  or, for reads that want bytes rather than chunks, every chunk received
+  in one piece.
 
 An :class:`Exchange` holds what every connection kind records about one
 request: its state, outcome, time marks and the writer's report. The I/O
@@ -529,9 +530,10 @@ class ClientProtocol:
         raise request_error(exchange.request, RemoteProtocolError, f"unexpected {event!r}")
 
     def _next_chunk(self) -> BodyEvent | None:
-        """The next piece of a chunked body framed here: every complete
-        chunk received, as one ``Data``; ``None`` if more bytes are needed.
-        Raises ``h11.RemoteProtocolError`` for bad framing, as h11 does."""
+        """The next piece of a chunked body framed here: what has arrived
+        of its next chunk, as one ``Data``; ``None`` if more bytes are
+        needed. Raises ``h11.RemoteProtocolError`` for bad framing, as h11
+        does."""
         chunked = self._chunked
         assert chunked is not None
         data, at = chunked.take(self._buffer, self._buffer_at)
