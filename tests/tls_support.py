@@ -4,6 +4,7 @@ and an HTTPS variant of the loopback server."""
 from __future__ import annotations
 
 import datetime
+import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,10 +26,23 @@ class TLSServer(HTTPServer):
         return f"https://localhost:{self.port}"
 
     def _serve(self, conn: ServerConnection) -> None:
+        conn.sock = self.context.wrap_socket(
+            conn.sock, server_side=True, do_handshake_on_connect=False
+        )
+        with self._lock:
+            self._socks.append(conn.sock)
         try:
-            conn.sock = self.context.wrap_socket(conn.sock, server_side=True)
+            conn.sock.do_handshake()
         except (ssl.SSLError, OSError):
-            return  # the client rejected the certificate
+            # One side refused the other's certificate, and the alert is out.
+            # Read what the client sent until it closes: closing with its
+            # bytes unread would send a reset, which can overtake the alert.
+            try:
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                return
+            conn.wait_for_close()
+            return
         super()._serve(conn)
 
 
