@@ -164,11 +164,19 @@ def test_stats_tells_transports_of_one_origin_apart(server: HTTPServer) -> None:
 
 
 def _poolwatch_stats(script: Path, *args: str) -> subprocess.Popen[str]:
+    # Ctrl-C as a terminal would give it, though the tests' own runner may
+    # have been started with SIGINT ignored (as a shell's background jobs
+    # are), which a child would inherit.
     return subprocess.Popen(
         [sys.executable, "-m", "poolwatch", "stats", "--interval", "0.05", str(script), *args],
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_stats_passes_arguments_and_exit_status(tmp_path: Path) -> None:
