@@ -170,11 +170,13 @@ class ReadError(NetworkError):
 class RemoteDisconnected(ReadError):
     """The server closed the connection before the whole response head
     arrived (``http.client.RemoteDisconnected``; httpx's
-    ``RemoteProtocolError``)."""
+    ``RemoteProtocolError``), including while the request was still being
+    sent, without answering it."""
 
 
 class WriteError(NetworkError):
-    """Writing the request failed."""
+    """Writing the request failed (a server that hangs up mid-request
+    without answering is :class:`RemoteDisconnected` instead)."""
 
 
 class TimeoutException(PoolwatchError):

@@ -4,6 +4,7 @@ and the pool still usable."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -11,7 +12,14 @@ import pytest
 import poolwatch
 from tests.async_support import assert_at_rest, run
 from tests.servers import ServerConnection, raw_server
-from tests.test_resets import _script, test_reset_at_each_phase
+from tests.test_resets import (
+    HANG_UPS,
+    UPLOAD,
+    _script,
+    assert_hung_up_mid_upload,
+    hang_up_mid_upload,
+    test_reset_at_each_phase,
+)
 
 pytestmark = pytest.mark.usefixtures("event_loop_kind")
 
@@ -41,3 +49,25 @@ def test_reset_at_each_phase(
     with raw_server(_script(before_reset)) as srv:
         run(lambda: main(srv.url("/first"), srv.url("/next")))
     assert srv.accepted == 2
+
+
+@pytest.mark.parametrize("hang_up", HANG_UPS)
+def test_a_hang_up_mid_upload_is_said_one_way(hang_up: Callable[[ServerConnection], None]) -> None:
+    """As on the sync transport: one error, whichever of the writer task and
+    the reader task noticed the hang-up first."""
+
+    async def main(url: str) -> None:
+        async with poolwatch.AsyncTransport() as t:
+            for _ in range(20):
+                with pytest.raises(poolwatch.RemoteDisconnected) as info:
+                    await t.request("POST", url, body=UPLOAD)
+                assert_hung_up_mid_upload(info.value, url)
+            stats = await assert_at_rest(t)
+            assert (stats.request_errors, stats.open_connections) == (20, 0)
+
+    released = threading.Event()
+    with raw_server(hang_up_mid_upload(hang_up, released)) as srv:
+        try:
+            run(lambda: main(srv.url("/up")))
+        finally:
+            released.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -45,8 +46,8 @@ def _script(
         pytest.param(
             lambda c: c.sock.recv(100),
             "POST",
-            b"u" * 4_000_000,
-            (poolwatch.NetworkError,),
+            b"u" * 64_000_000,  # more than the kernel's buffers take
+            (poolwatch.RemoteDisconnected,),
             id="during-request-write",
         ),
         pytest.param(
@@ -93,3 +94,55 @@ def test_reset_at_each_phase(
         assert stats.connections_opened - stats.connections_closed == 1
         assert stats.open_connections == 1
     assert srv.accepted == 2
+
+
+UPLOAD = b"u" * 64_000_000  # more than the kernel's buffers take
+HANG_UPS = [
+    pytest.param(_reset, id="reset"),
+    pytest.param(lambda conn: conn.sock.close(), id="close-unread"),
+    pytest.param(lambda conn: conn.sock.shutdown(socket.SHUT_WR), id="end"),
+]
+
+
+def hang_up_mid_upload(
+    hang_up: Callable[[ServerConnection], None], released: threading.Event
+) -> Callable[[ServerConnection], None]:
+    """A server that reads a request's head, then hangs up as ``hang_up``
+    does; a socket it only shut for writing stays unread until
+    ``released``."""
+
+    def serve(conn: ServerConnection) -> None:
+        conn.recv_request_head()
+        hang_up(conn)
+        released.wait(10)
+
+    return serve
+
+
+def assert_hung_up_mid_upload(error: BaseException, url: str) -> None:
+    """The same error whichever worker noticed the hang-up first."""
+    assert type(error) is poolwatch.RemoteDisconnected, repr(error)
+    assert str(error) == (
+        f"POST {url}: server closed the connection without sending a response, "
+        "while the request was being sent"
+    )
+    assert error.__cause__ is None or isinstance(error.__cause__, OSError)
+
+
+@pytest.mark.parametrize("hang_up", HANG_UPS)
+def test_a_hang_up_mid_upload_is_said_one_way(hang_up: Callable[[ServerConnection], None]) -> None:
+    """A server that hangs up in the middle of an upload without answering:
+    the writer (a broken pipe or a reset) or the reader (a reset or the end)
+    may notice first, and the caller gets the same error either way."""
+    released = threading.Event()
+    with raw_server(hang_up_mid_upload(hang_up, released)) as srv, poolwatch.Transport() as t:
+        try:
+            url = srv.url("/up")
+            for _ in range(20):
+                with pytest.raises(poolwatch.RemoteDisconnected) as info:
+                    t.request("POST", url, body=UPLOAD)
+                assert_hung_up_mid_upload(info.value, url)
+        finally:
+            released.set()
+        stats = assert_at_rest(t)
+        assert (stats.request_errors, stats.open_connections) == (20, 0)

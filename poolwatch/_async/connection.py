@@ -589,10 +589,13 @@ class AsyncConnection:
         if writer.transport.is_closing():
             raise ConnectionResetError("the connection is closed")
         writer.write(data)
-        limit = exchange.timeout.write
         if _unsent(writer.transport) == 0:
+            if writer.transport.is_closing():
+                # The send failed at once (a reset): the transport dropped
+                # the data and is closing, and write() raises nothing.
+                raise ConnectionResetError("the connection was lost while writing")
             return  # all of it went out at once: nothing to wait for
-        await within(limit, writer.drain())
+        await within(exchange.timeout.write, writer.drain())
 
     async def _may_send_body(self, exchange: AsyncExchange) -> bool:
         """Wait for ``100 Continue``, a final response or the timeout (R15)."""

@@ -102,13 +102,30 @@ def no_response_error(
     exchange: Exchange, data: bytes | OSError, nothing_received: bool
 ) -> BaseException:
     """The error for a connection that ended (``data`` is ``b""`` or the
-    read's error) before the whole response head arrived. The write's error
-    comes first (the request did not go out), unless the read found a TLS
-    alert, which says why."""
+    read's error) before the whole response head arrived. A TLS alert says
+    why. A server that hung up while the request was still going out is
+    :class:`~poolwatch.RemoteDisconnected` whichever worker saw the hang-up
+    first, the writer (a broken pipe or a reset) or the reader (a reset or
+    the end), as urllib3 and httpcore report it. Any other write error comes
+    first: the request did not go out."""
     if is_tls_alert(data):
         return read_failed(exchange, cast(OSError, data))
-    if exchange.write_error is not None:
-        return exchange.write_error
+    finished = exchange.write_finished  # set after write_error
+    written = exchange.write_error
+    if nothing_received and _hung_up_under_request(finished, written, data):
+        error = request_error(
+            exchange.request,
+            RemoteDisconnected,
+            "server closed the connection without sending a response, "
+            "while the request was being sent",
+        )
+        if written is not None:
+            error.__cause__ = written.__cause__
+        elif isinstance(data, OSError):
+            error.__cause__ = data
+        return error
+    if written is not None:
+        return written
     if isinstance(data, OSError):
         return read_failed(exchange, data)
     if nothing_received:
@@ -116,6 +133,17 @@ def no_response_error(
     else:
         reason = "server closed the connection in the middle of the response head"
     return request_error(exchange.request, RemoteDisconnected, reason)
+
+
+def _hung_up_under_request(
+    finished: bool, written: BaseException | None, data: bytes | OSError
+) -> bool:
+    """Whether the server went away while the request was being written:
+    the writer failed for that, or had not finished when the reader found
+    the connection reset or ended."""
+    if written is not None:
+        return isinstance(written, WriteError) and is_peer_gone(written.__cause__)
+    return not finished and (not data or isinstance(data, ConnectionResetError))
 
 
 class BodySourceFailed(Exception):
@@ -159,7 +187,7 @@ def is_tls_alert(exc: object) -> bool:
     )
 
 
-def is_peer_gone(exc: BaseException) -> bool:
+def is_peer_gone(exc: BaseException | None) -> bool:
     """Whether a write failed because the server is gone or stopped reading:
     a response it sent first is still readable (R9), and so is a TLS alert
     (a server wanting a client certificate sends one, then hangs up)."""
