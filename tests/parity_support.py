@@ -129,6 +129,9 @@ HTTP11_TO_CLOSE = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"
 HTTP10_KEEP_ALIVE = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"
 INTERIM_100 = b"HTTP/1.1 100 Continue\r\n\r\n" + OK
 INTERIM_103 = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + OK
+# More than the kernel's socket buffers take: an upload still going out
+# when a server that read only the head hangs up.
+BIG_UPLOAD = b"u" * 64_000_000
 GARBAGE = b"HELLO WORLD\r\n\r\n"
 TRUNCATED_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
 TRUNCATED_CHUNKED = CHUNKED_HEAD + b"5\r\nab"
@@ -591,6 +594,15 @@ def reply_and_close(data: bytes) -> Script:
             conn.sock.sendall(data)
 
     return script
+
+
+def hang_up_after_head(server: ScriptedServer, conn: ServerConnection) -> None:
+    """Read a request's head (recording it without the body bytes that came
+    with it) and hang up, the rest of the request unread."""
+    head = conn.recv_request_head()
+    if head:
+        with server._lock:
+            server.heads.append(head[: head.index(b"\r\n\r\n") + 4])
 
 
 def reply_and_wait(data: bytes) -> Script:

@@ -23,6 +23,7 @@ import poolwatch
 from poolwatch.adapters.httpx import AsyncHTTPXTransport, HTTPXTransport
 from tests.parity_support import (
     BAD_CHUNK_SIZE,
+    BIG_UPLOAD,
     BYTES_AFTER_BODY,
     CUSTOM_REASON,
     ENCODINGS,
@@ -54,6 +55,7 @@ from tests.parity_support import (
     ScriptedServer,
     assert_parity,
     differs,
+    hang_up_after_head,
     inspected,
     observe_both,
     reply_and_close,
@@ -859,6 +861,12 @@ CASES: list[Case[Client]] = [
         serve=serve_raw(reply_and_close(b"")),
     ),
     case(
+        "bad-hang-up-mid-upload",
+        fetch("/", "POST", content=BIG_UPLOAD),
+        error(httpx.RemoteProtocolError),
+        serve=serve_raw(hang_up_after_head),
+    ),
+    case(
         "trace-head",
         traced,
         {"trace": {"heads": [(b"HTTP/1.0", 200, b"OK", [(b"X-A", b"1")])], "failed": []}},
@@ -1131,6 +1139,7 @@ _SYNC_ONLY = {
     "upload-bytesio",
     "upload-multipart",
     "upload-multipart-with-data",
+    "bad-hang-up-mid-upload",  # below: httpx's own async stream says otherwise
 }
 _REQUEST_LEVEL = (
     "fetch.",
@@ -1181,6 +1190,16 @@ ASYNC_CASES: list[Case[AsyncBridge]] = [
         Case[AsyncBridge](f"async-{c.name}", native(async_traced), c.expect, c.serve)
         for c in CASES
         if c.name.startswith("trace-")
+    ),
+    Case[AsyncBridge](
+        "async-bad-hang-up-mid-upload",
+        fetch("/", "POST", content=BIG_UPLOAD),  # type: ignore[arg-type]
+        error(httpx.ReadError),
+        serve=serve_raw(hang_up_after_head),
+        differs=differs(
+            "the server hung up without answering: said as stock sync httpx says it",
+            error=httpx.RemoteProtocolError,
+        ),
     ),
     Case[AsyncBridge](
         "async-tracing-details",

@@ -26,6 +26,7 @@ import poolwatch
 from poolwatch.adapters.requests import RequestsAdapter
 from tests.parity_support import (
     BAD_CHUNK_SIZE,
+    BIG_UPLOAD,
     BYTES_AFTER_BODY,
     CUSTOM_REASON,
     ENCODINGS,
@@ -58,6 +59,7 @@ from tests.parity_support import (
     ScriptedServer,
     assert_parity,
     differs,
+    hang_up_after_head,
     inspected,
     observe_both,
     reply_and_close,
@@ -861,6 +863,12 @@ CASES: list[Case[Session]] = [
         fetch("/"),
         error(rexc.ConnectionError),
         serve=serve_raw(reply_and_close(b"")),
+    ),
+    case(
+        "bad-hang-up-mid-upload",
+        fetch("/", "POST", data=BIG_UPLOAD),
+        error(rexc.ConnectionError),
+        serve=serve_raw(hang_up_after_head),
     ),
     case(
         "bad-truncated-content-length",
