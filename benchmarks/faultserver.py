@@ -217,8 +217,10 @@ async def _serve_connection(
     state: _State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     state.accepted += 1
-    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
+        # In the try: a client that gave up at once (a cancelled dial) may
+        # have had its connection closed under us already.
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         while True:
             raw = await reader.readuntil(b"\r\n\r\n")
             state.requests += 1
