@@ -1,8 +1,10 @@
 """``python -m benchmarks.floor`` runs end to end on the built-in server and
 reports, for every library and scenario, a CPU sample per round for the
-stock transport, poolwatch's adapter, the do-nothing floor, the raw socket
-loop and poolwatch's own transport. The canned responses have the server's
-shape. Numbers are checked for presence, never for speed."""
+stock transport, poolwatch's adapter, the do-nothing floor (alone and after
+an exchange made by each reference client), and the reference clients alone:
+the raw socket loop, the same split across two threads, and poolwatch's own
+transport. The canned responses have the server's shape. Numbers are checked
+for presence, never for speed."""
 
 from __future__ import annotations
 
@@ -37,8 +39,11 @@ def test_floor_benchmark_reports_every_transport_and_target() -> None:
     assert set(results) == KEYS
     for key, samples in results.items():
         expected = {"stock", "poolwatch", "floor", "raw", "native"}
-        if key == "httpx-async S4" and importlib.util.find_spec("aiohttp") is not None:
-            expected.add("aiohttp")
+        if key == "httpx-async S4":
+            if importlib.util.find_spec("aiohttp") is not None:
+                expected.add("aiohttp")
+        else:
+            expected |= {"raw-threads", "over-raw", "over-raw-threads", "over-native"}
         assert set(samples) == expected, key
         assert all(len(values) == 2 and min(values) > 0 for values in samples.values()), key
     table = report(results)
