@@ -134,7 +134,9 @@ def test_locks_held_in_the_parent_at_the_fork_do_not_hang_the_child(server: HTTP
         assert t.request("GET", server.url()).read() == b"hello world!\n"
         (conn,) = t._book.live
         events = t._events
-        assert events._free, "the caller's event is spare after its wait"
+        # A spare event whatever the reader does: parked for a body sent
+        # after its head, it may still hold the one the caller gave back.
+        events.give(events.take())
         locks = [t._lock, t._workers._lock, events._lock, events._free[0]._lock, conn._proto_lock]
         with held(*locks):
             child = in_child(lambda: _get(t, server.url()))
@@ -145,8 +147,14 @@ def test_locks_held_in_the_parent_at_the_fork_do_not_hang_the_child(server: HTTP
 def test_forks_while_other_threads_make_requests(
     server: HTTPServer, https_server: TLSServer, ca: trustme.CA
 ) -> None:
-    """Forks land wherever the parent's threads happen to be; each child
-    makes a request of its own, and the parent's threads carry on."""
+    """Forks land wherever the parent's threads happen to be (its TLS
+    connection's workers included); each child makes a request of its own,
+    and the parent's threads carry on. The children dial plain HTTP: a
+    child's TLS handshake needs OpenSSL's random generator, whose lock the
+    parent's TLS server threads (handshaking, or ending after a
+    handshake) may hold at the fork, and then the child hangs inside
+    OpenSSL (twice in some 320 runs beside CPU-burning processes). The child's TLS dial
+    is tested with the parent quiet, above."""
     urls = [server.url(), server.url("/chunked/5000"), https_server.url()]
     stop = threading.Event()
     calls = [0] * len(urls)
@@ -166,9 +174,8 @@ def test_forks_while_other_threads_make_requests(
         for thread in threads:
             thread.start()
         try:
-            # Each child dials its own connection, plain or TLS.
-            dial = (server.url(), https_server.url())
-            children = [in_child(partial(_get, t, dial[i % 2])) for i in range(30)]
+            # Each child dials its own connection.
+            children = [in_child(partial(_get, t, server.url())) for _ in range(30)]
         finally:
             stop.set()
             for thread in threads:
