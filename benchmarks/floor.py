@@ -278,23 +278,24 @@ REFERENCES: dict[str, ClientMaker] = {
     "raw-threads": make_raw_threads,
     "native": make_poolwatch,
 }
+
+
+def _transports(stock: ClientMaker, poolwatch: ClientMaker, floor: Any) -> dict[str, ClientMaker]:
+    """A library's transports: its own, poolwatch's adapter, the floor, and
+    the floor over each reference client."""
+    return {
+        "stock": stock,
+        "poolwatch": poolwatch,
+        "floor": floor,
+        "over-raw": partial(floor, under=make_raw),
+        "over-raw-threads": partial(floor, under=make_raw_threads),
+        "over-native": partial(floor, under=make_poolwatch),
+    }
+
+
 SYNC_MAKERS: dict[str, dict[str, ClientMaker]] = {
-    "requests": {
-        "stock": make_requests,
-        "poolwatch": make_requests_poolwatch,
-        "floor": floor_requests,
-        "over-raw": partial(floor_requests, under=make_raw),
-        "over-raw-threads": partial(floor_requests, under=make_raw_threads),
-        "over-native": partial(floor_requests, under=make_poolwatch),
-    },
-    "httpx": {
-        "stock": make_httpx,
-        "poolwatch": make_httpx_poolwatch,
-        "floor": floor_httpx,
-        "over-raw": partial(floor_httpx, under=make_raw),
-        "over-raw-threads": partial(floor_httpx, under=make_raw_threads),
-        "over-native": partial(floor_httpx, under=make_poolwatch),
-    },
+    "requests": _transports(make_requests, make_requests_poolwatch, floor_requests),
+    "httpx": _transports(make_httpx, make_httpx_poolwatch, floor_httpx),
 }
 ASYNC_MAKERS: dict[str, Callable[[ClientOptions], Awaitable[AsyncClient]]] = {
     "stock": make_httpx_async,
