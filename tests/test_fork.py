@@ -151,10 +151,10 @@ def test_forks_while_other_threads_make_requests(
     connection's workers included); each child makes a request of its own,
     and the parent's threads carry on. The children dial plain HTTP: a
     child's TLS handshake needs OpenSSL's random generator, whose lock the
-    parent's TLS server threads (handshaking, or ending after a
-    handshake) may hold at the fork, and then the child hangs inside
-    OpenSSL (twice in some 320 runs beside CPU-burning processes). The child's TLS dial
-    is tested with the parent quiet, above."""
+    test's TLS server threads in this process (handshaking with an earlier
+    child) may hold at the fork, and then the child hangs inside OpenSSL
+    (twice in some 320 runs beside CPU-burning processes). The child's TLS
+    dial is tested with the parent quiet, above."""
     urls = [server.url(), server.url("/chunked/5000"), https_server.url()]
     stop = threading.Event()
     calls = [0] * len(urls)
